@@ -1,0 +1,57 @@
+"""Argument checks for image tensors at the public boundary of pyromem."""
+
+import torch
+
+SUPPORTS = ("binary", "unit_interval", "8bit", "real")
+
+
+def check_images(x, event_shape, support="real", name="x"):
+    """Check that ``x`` is a float batch of images a model can score.
+
+    Raises a :class:`TypeError` or :class:`ValueError` that names the argument,
+    what was expected and what was received, so that a user never has to read a
+    torch stack trace to learn that the data do not fit the model.
+
+    :param torch.Tensor x: images of shape ``batch_shape + event_shape``.
+    :param tuple event_shape: the shape of one image, e.g. ``(1, 28, 28)``.
+    :param str support: ``"binary"`` (values in {0, 1}), ``"unit_interval"``
+        (values in [0, 1]), ``"8bit"`` (values k/255 for integer k) or ``"real"``
+        (any finite value).
+    :param str name: the argument's name in error messages.
+    :returns: ``x`` unchanged.
+    """
+    if support not in SUPPORTS:
+        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (e.g. images / 255.), got dtype {x.dtype}"
+        )
+    event_shape = tuple(event_shape)
+    if x.dim() < len(event_shape) + 1 or tuple(x.shape[-len(event_shape) :]) != event_shape:
+        raise ValueError(
+            f"{name} must have shape (batch, {', '.join(map(str, event_shape))}), "
+            f"got {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if support == "real":
+        return x
+    lo, hi = x.min().item(), x.max().item()
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} must take values in [0, 1] for a {support} likelihood, got [{lo:g}, {hi:g}]")
+    if support == "binary" and not ((x == 0) | (x == 1)).all():
+        raise ValueError(
+            f"{name} must be binary (0 or 1) for a Bernoulli likelihood; binarise it "
+            "(load(..., binarize='static' or 'dynamic')) or use likelihood='gaussian'"
+        )
+    if support == "8bit":
+        levels = x * 255
+        if (levels - levels.round()).abs().max() > 1e-3:
+            raise ValueError(
+                f"{name} must hold 8-bit values k/255 for a discretized logistic likelihood"
+            )
+    return x
