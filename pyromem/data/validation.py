@@ -42,7 +42,9 @@ def check_images(x, event_shape, support="real", name="x"):
         return x
     lo, hi = x.min().item(), x.max().item()
     if lo < 0 or hi > 1:
-        raise ValueError(f"{name} must take values in [0, 1] for a {support} likelihood, got [{lo:g}, {hi:g}]")
+        raise ValueError(
+            f"{name} must take values in [0, 1] for a {support} likelihood, got [{lo:g}, {hi:g}]"
+        )
     if support == "binary" and not ((x == 0) | (x == 1)).all():
         raise ValueError(
             f"{name} must be binary (0 or 1) for a Bernoulli likelihood; binarise it "
