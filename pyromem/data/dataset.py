@@ -1,0 +1,143 @@
+"""The image dataset every pyromem loader returns."""
+
+import torch
+
+from pyromem.data.validation import SUPPORTS
+
+BINARIZATIONS = (None, "static", "dynamic")
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A split of an image dataset held in memory, with labels and generative factors.
+
+    Indexing returns the image alone, because that is what the models train on;
+    labels and factors stay available as attributes for evaluation and for the
+    few-shot samplers of :mod:`pyromem.data.episodes`.
+
+    Binarisation turns grey levels ``p`` into Bernoulli(``p``) pixels:
+
+    - ``"static"`` draws ONE sample at construction with a ``torch.Generator``
+      seeded by ``seed`` (the classic statically binarised MNIST), so the same
+      arguments always give the same binary images;
+    - ``"dynamic"`` keeps the grey levels in :attr:`images` and draws a fresh
+      sample from torch's global generator on every access (seed it with
+      ``pyro.set_rng_seed``), which acts as data augmentation.
+
+    :param torch.Tensor images: float images of shape ``(N, C, H, W)`` with values
+        in [0, 1].
+    :param torch.Tensor labels: integer labels of shape ``(N,)``; stored as ``long``.
+    :param dict factors: optional generative factors, name -> tensor with leading
+        dimension ``N`` (e.g. position, colour, alphabet, drawer).
+    :param str name: the dataset's name, e.g. ``"digits"``.
+    :param str split: the split, e.g. ``"train"`` or ``"test"``.
+    :param str support: the support of the (non-binarised) pixels, one of
+        ``"binary"``, ``"unit_interval"`` or ``"8bit"``; binarised datasets report
+        ``"binary"``.
+    :param str binarize: ``None``, ``"static"`` or ``"dynamic"``; needs ``C == 1``.
+    :param int seed: seed of the static binarisation.
+    """
+
+    value_range = (0.0, 1.0)
+
+    def __init__(
+        self,
+        images,
+        labels,
+        factors=None,
+        *,
+        name,
+        split,
+        support="unit_interval",
+        binarize=None,
+        seed=0,
+    ):
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            raise TypeError(
+                f"images must be a floating-point torch.Tensor, got "
+                f"{getattr(images, 'dtype', type(images).__name__)}"
+            )
+        if images.dim() != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"labels must be a tensor of shape ({images.shape[0]},), got "
+                f"{tuple(getattr(labels, 'shape', ())) or type(labels).__name__}"
+            )
+        factors = dict(factors or {})
+        for key, value in factors.items():
+            if not isinstance(value, torch.Tensor) or value.shape[:1] != images.shape[:1]:
+                raise ValueError(
+                    f"factors[{key!r}] must be a tensor with leading dimension {images.shape[0]}, "
+                    f"got {tuple(getattr(value, 'shape', ())) or type(value).__name__}"
+                )
+        if support not in SUPPORTS or support == "real":
+            raise ValueError(
+                f"support must be 'binary', 'unit_interval' or '8bit', got {support!r}"
+            )
+        if binarize not in BINARIZATIONS:
+            raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {binarize!r}")
+        if binarize is not None and images.shape[1] != 1:
+            raise ValueError(
+                f"binarize={binarize!r} needs grey-scale images (C = 1), got C = {images.shape[1]}"
+            )
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise ValueError(
+                f"images must take values in [0, 1], got "
+                f"[{images.min().item():g}, {images.max().item():g}]"
+            )
+        if binarize == "static":
+            generator = torch.Generator().manual_seed(seed)
+            images = torch.bernoulli(images, generator=generator)
+        self.images = images
+        self.labels = labels.long()
+        self.factors = factors
+        self.name = name
+        self.split = split
+        self.binarize = binarize
+        self.support = "binary" if binarize is not None else support
+
+    @property
+    def event_shape(self):
+        """The shape ``(C, H, W)`` of one image."""
+        return tuple(self.images.shape[1:])
+
+    def binarized(self, binarize, seed=0):
+        """A copy of this dataset binarised ``"static"``-ally or ``"dynamic"``-ally.
+
+        :param str binarize: ``None`` (an unbinarised copy), ``"static"`` or
+            ``"dynamic"``.
+        :param int seed: seed of the static binarisation.
+        :raises ValueError: if this dataset is already binarised or not grey-scale.
+        """
+        if self.binarize is not None:
+            raise ValueError(f"the dataset is already binarised ({self.binarize!r})")
+        return ImageDataset(
+            self.images,
+            self.labels,
+            self.factors,
+            name=self.name,
+            split=self.split,
+            support=self.support,
+            binarize=binarize,
+            seed=seed,
+        )
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, index):
+        image = self.images[index]
+        return torch.bernoulli(image) if self.binarize == "dynamic" else image
+
+    def __getitems__(self, indices):
+        # DataLoader calls this once per batch; one gather and one Bernoulli draw
+        # for the whole batch instead of one per image. The default collate
+        # function expects a list of samples, which unbind gives without a copy.
+        return list(self[torch.as_tensor(indices, dtype=torch.long)].unbind(0))
+
+    def __repr__(self):
+        return (
+            f"ImageDataset(name={self.name!r}, split={self.split!r}, size={len(self)}, "
+            f"event_shape={self.event_shape}, support={self.support!r}, "
+            f"binarize={self.binarize!r})"
+        )

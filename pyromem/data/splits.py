@@ -1,0 +1,36 @@
+"""Seeded, stratified train/test splits of the embedded datasets."""
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+SPLITS = ("train", "test")
+
+
+def split_indices(labels, split, *, test_fraction, seed):
+    """The indices of one split of a stratified, seeded train/test partition.
+
+    The partition is the same for every call with the same ``labels``,
+    ``test_fraction`` and ``seed``, so the train and test splits of two calls are
+    disjoint and together cover every example.
+
+    :param labels: integer class labels of shape ``(N,)`` (array or tensor);
+        each class keeps its share in both splits.
+    :param str split: ``"train"`` or ``"test"``.
+    :param float test_fraction: the share of examples in the test split, in (0, 1).
+    :param int seed: seed of the partition.
+    :returns: sorted ``numpy`` indices of the split.
+    """
+    check_split(split)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    labels = np.asarray(labels)
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    return np.sort(train if split == "train" else test)
+
+
+def check_split(split):
+    """Raise a :class:`ValueError` unless ``split`` is ``"train"`` or ``"test"``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
