@@ -1,0 +1,29 @@
+"""Networks and likelihood heads: encoders, decoders, and the distributions of ``"x"``.
+
+Every net broadcasts over any number of leading batch dims, so vectorised
+particles and parallel enumeration work unchanged.
+"""
+
+from .decoders import ConvDecoder, MLPDecoder
+from .discretized_logistic import DiscretizedLogisticMixture
+from .encoders import ConvEncoder, MLPEncoder
+from .likelihoods import (
+    BernoulliLikelihood,
+    DiscretizedLogisticMixtureLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    make_likelihood,
+)
+
+__all__ = [
+    "BernoulliLikelihood",
+    "ConvDecoder",
+    "ConvEncoder",
+    "DiscretizedLogisticMixture",
+    "DiscretizedLogisticMixtureLikelihood",
+    "GaussianLikelihood",
+    "Likelihood",
+    "MLPDecoder",
+    "MLPEncoder",
+    "make_likelihood",
+]
