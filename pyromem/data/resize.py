@@ -1,6 +1,5 @@
 """Bilinear resizing of image batches, kept inside [0, 1]."""
 
-import torch
 import torch.nn.functional as F
 
 
