@@ -181,9 +181,8 @@ def _render(points, present, width, size):
             ax, ay = curve[:, s, i, 0, None], curve[:, s, i, 1, None]  # (N, 1)
             abx, aby = curve[:, s, i + 1, 0, None] - ax, curve[:, s, i + 1, 1, None] - ay
             dx, dy = px - ax, py - ay
-            along = ((dx * abx + dy * aby) / (abx.square() + aby.square()).clamp_min(1e-12)).clamp_(
-                0, 1
-            )
+            length2 = (abx.square() + aby.square()).clamp_min(1e-12)
+            along = ((dx * abx + dy * aby) / length2).clamp_(0, 1)
             d2 = (dx - along * abx).square_() + (dy - along * aby).square_()
             squared = torch.minimum(squared, d2.masked_fill_(absent[:, s, None], float("inf")))
     distance = squared.sqrt_()

@@ -1,0 +1,173 @@
+"""MNIST, FashionMNIST, Omniglot and CIFAR10 read through torchvision.
+
+These datasets are not bundled: they live under the user's ``root`` in
+torchvision's on-disk layout, and are fetched there by torchvision only when
+``download=True``.
+"""
+
+import os
+import re
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+from pyromem.data.dataset import ImageDataset
+from pyromem.data.resize import resize
+from pyromem.data.splits import check_split
+
+# Where torchvision looks for each dataset under root, for error messages.
+_FOLDERS = {
+    "mnist": "MNIST/raw",
+    "fashion_mnist": "FashionMNIST/raw",
+    "cifar10": "cifar-10-batches-py",
+    "omniglot": "omniglot-py",
+}
+
+
+def mnist(split="train", *, root=None, download=False, size=None):
+    """MNIST handwritten digits: 60,000 train / 10,000 test images.
+
+    :param str split: ``"train"`` or ``"test"``.
+    :param str root: directory holding ``MNIST/raw/*-ubyte``.
+    :param bool download: fetch the files into ``root`` if they are missing.
+    :param int size: optional side length the 28×28 images are resized to.
+    :returns: an :class:`ImageDataset` of images ``(N, 1, 28, 28)`` with 8-bit
+        values k/255 in [0, 1] and labels in 0..9.
+    """
+    return _idx_dataset(torchvision.datasets.MNIST, "mnist", split, root, download, size)
+
+
+def fashion_mnist(split="train", *, root=None, download=False, size=None):
+    """Fashion-MNIST clothing images: 60,000 train / 10,000 test images.
+
+    :param str split: ``"train"`` or ``"test"``.
+    :param str root: directory holding ``FashionMNIST/raw/*-ubyte``.
+    :param bool download: fetch the files into ``root`` if they are missing.
+    :param int size: optional side length the 28×28 images are resized to.
+    :returns: an :class:`ImageDataset` of images ``(N, 1, 28, 28)`` with 8-bit
+        values k/255 in [0, 1] and labels in 0..9.
+    """
+    return _idx_dataset(
+        torchvision.datasets.FashionMNIST, "fashion_mnist", split, root, download, size
+    )
+
+
+def cifar10(split="train", *, root=None, download=False, size=None):
+    """CIFAR10 colour photographs: 50,000 train / 10,000 test images.
+
+    :param str split: ``"train"`` or ``"test"``.
+    :param str root: directory holding ``cifar-10-batches-py/``.
+    :param bool download: fetch the files into ``root`` if they are missing.
+    :param int size: optional side length the 32×32 images are resized to.
+    :returns: an :class:`ImageDataset` of RGB images ``(N, 3, 32, 32)`` with
+        8-bit values k/255 in [0, 1] and labels in 0..9.
+    """
+    check_split(split)
+    data = _open(torchvision.datasets.CIFAR10, "cifar10", root, download, train=split == "train")
+    images = torch.as_tensor(data.data).permute(0, 3, 1, 2).float() / 255.0
+    return _dataset(images, torch.as_tensor(data.targets), {}, "cifar10", split, size)
+
+
+def omniglot(split="train", *, root=None, download=False, size=None):
+    """Omniglot handwritten characters, split by alphabet like the original.
+
+    The train split is the "background" set (30 alphabets, 964 characters) and
+    the test split the "evaluation" set (20 alphabets, 659 characters), each
+    character drawn once by 20 drawers. Images are inverted so that strokes
+    are 1 and the background 0.
+
+    :param str split: ``"train"`` (background) or ``"test"`` (evaluation).
+    :param str root: directory holding ``omniglot-py/images_background/`` and
+        ``omniglot-py/images_evaluation/`` (extracted, or as torchvision's zips).
+    :param bool download: fetch the files into ``root`` if they are missing.
+    :param int size: optional side length (e.g. 28) the 105×105 images are
+        resized to; resized images are grey in [0, 1] rather than binary.
+    :returns: an :class:`ImageDataset` of images ``(N, 1, 105, 105)`` (or
+        ``size × size``), labels = character index within the split (ordered by
+        alphabet, then character) and factors ``"alphabet"`` (index within the
+        split), ``"character"`` (index within its alphabet) and ``"drawer"``
+        (the drawer number in the file name, or -1 where it has none), each
+        ``(N,)`` long.
+    """
+    check_split(split)
+    data = _open(_Omniglot, "omniglot", root, download, background=split == "train")
+    # torchvision lists folders in os.listdir order, which differs between file
+    # systems; sorting makes labels the same on every machine.
+    characters = sorted(data._characters)
+    alphabets = sorted(data._alphabets)
+    files = sorted((data._characters[label], path) for path, label in data._flat_character_images)
+    label_of = {character: index for index, character in enumerate(characters)}
+    alphabet_of = {c: alphabets.index(c.split(os.sep)[0]) for c in characters}
+    first_of = {}
+    for character in characters:
+        first_of.setdefault(alphabet_of[character], label_of[character])
+    images, labels, alphabet, within, drawer = [], [], [], [], []
+    for character, path in files:
+        with Image.open(os.path.join(data.target_folder, character, path)) as image:
+            images.append(np.asarray(image.convert("L")))
+        labels.append(label_of[character])
+        alphabet.append(alphabet_of[character])
+        within.append(label_of[character] - first_of[alphabet_of[character]])
+        match = re.search(r"_(\d+)\.png$", path)
+        drawer.append(int(match.group(1)) if match else -1)
+    # Strokes are black (0) on white (255) on disk.
+    images = 1.0 - torch.as_tensor(np.stack(images)).float().unsqueeze(1) / 255.0
+    binary = bool(((images == 0) | (images == 1)).all())
+    factors = {
+        "alphabet": torch.as_tensor(alphabet),
+        "character": torch.as_tensor(within),
+        "drawer": torch.as_tensor(drawer),
+    }
+    return _dataset(
+        images,
+        torch.as_tensor(labels),
+        factors,
+        "omniglot",
+        split,
+        size,
+        support="binary" if binary else "8bit",
+    )
+
+
+class _Omniglot(torchvision.datasets.Omniglot):
+    # torchvision checks the md5 of the downloaded zip even when its content is
+    # already extracted; a user who has only the extracted folders (the usual
+    # way Omniglot is shared) can still load them.
+    def _check_integrity(self):
+        folder = os.path.join(self.root, self._get_target_folder())
+        return os.path.isdir(folder) or super()._check_integrity()
+
+
+def _idx_dataset(cls, name, split, root, download, size):
+    check_split(split)
+    data = _open(cls, name, root, download, train=split == "train")
+    images = data.data.unsqueeze(1).float() / 255.0
+    return _dataset(images, data.targets, {}, name, split, size)
+
+
+def _open(cls, name, root, download, **kwargs):
+    if root is None:
+        raise ValueError(
+            f"{name} is not bundled with pyromem: pass root=<directory> holding it "
+            "(and download=True to fetch it there)"
+        )
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be a bool, got {type(download).__name__}")
+    try:
+        return cls(os.fspath(root), download=download, **kwargs)
+    except RuntimeError as error:
+        if download:
+            raise
+        where = os.path.join(os.fspath(root), _FOLDERS[name])
+        raise FileNotFoundError(
+            f"{name} was not found under {where} ({error}); pass download=True to fetch it "
+            f"into root={os.fspath(root)!r}"
+        ) from error
+
+
+def _dataset(images, labels, factors, name, split, size, support="8bit"):
+    if size is not None and size != images.shape[-1]:
+        images, support = resize(images, size), "unit_interval"
+    return ImageDataset(images, labels, factors, name=name, split=split, support=support)
