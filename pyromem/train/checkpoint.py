@@ -1,0 +1,112 @@
+"""Crash-safe checkpoints: written atomically after every epoch, read back with clear errors."""
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Checkpoint as CheckpointCallback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from pyromem.train.module import CHECKPOINT_KEY
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that never leaves a partly written file at the target path.
+
+    The checkpoint is written to a temporary file in the target's folder, synced
+    to disk and moved over the target with :func:`os.replace`, which is atomic
+    on POSIX and Windows: a run killed at any moment leaves either the previous
+    checkpoint or the new one.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if storage_options is not None:
+            raise TypeError(
+                f"storage_options: expected None for {type(self).__name__}, got {storage_options!r}"
+            )
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the target, so os.replace never crosses file systems.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class LastCheckpoint(CheckpointCallback):
+    """Save the whole training state to ``path`` at the end of every training epoch.
+
+    As a Lightning ``Checkpoint`` callback it runs after the other callbacks'
+    ``on_train_epoch_end``, so the saved history includes the epoch just finished.
+
+    :param path: the checkpoint file, e.g. ``out_dir/checkpoints/last.ckpt``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.save_checkpoint(self.path)
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` reads from a pyromem checkpoint.
+
+    :ivar dict config: the JSON-able config passed to :func:`~pyromem.train.fit`.
+    :ivar dict state_dict: the trained model's ``state_dict()``, ready for
+        ``model.load_state_dict``.
+    :ivar int epoch: number of training epochs completed.
+    :ivar list history: one dict of metrics per completed epoch.
+    """
+
+    config: dict
+    state_dict: dict[str, torch.Tensor]
+    epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`~pyromem.train.fit`.
+
+    Loads with ``torch.load(weights_only=True)``: the file holds only tensors
+    and primitive containers, so nothing in it is executed.
+
+    :param path: path of the ``.ckpt`` file.
+    :param map_location: where to put the tensors, as in :func:`torch.load`.
+    :raises FileNotFoundError: if ``path`` is not a file.
+    :raises ValueError: if the file is not a readable torch checkpoint with pyromem's entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no checkpoint file at {path}")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        # torch.load raises many types on bad bytes (UnpicklingError, RuntimeError, EOFError, ...).
+        raise ValueError(f"corrupt or not a pyromem checkpoint: {path}") from error
+    entry = raw.get(CHECKPOINT_KEY) if isinstance(raw, dict) else None
+    if not isinstance(entry, dict) or not isinstance(raw.get("state_dict"), dict):
+        raise ValueError(f"corrupt or not a pyromem checkpoint: {path}")
+    prefix = "model."
+    state_dict = {
+        key[len(prefix) :]: value
+        for key, value in raw["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    return Checkpoint(
+        config=entry["config"],
+        state_dict=state_dict,
+        epoch=entry["epochs_completed"],
+        history=list(entry["history"]),
+    )

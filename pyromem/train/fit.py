@@ -1,0 +1,244 @@
+"""``fit``: train a Pyro model and guide with Lightning on one CPU, one GPU or many devices."""
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning
+import pyro.infer
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, Dataset
+
+from pyromem.train.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from pyromem.train.metrics import EpochMetrics
+from pyromem.train.module import SVIModule
+from pyromem.train.seeding import EpochShuffleSampler
+
+EVAL_CHUNK_SIZE = 512
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    :ivar model: the trained model, on the device it was passed on.
+    :ivar list history: one dict of metrics per completed epoch (the rows of ``metrics_csv``).
+    :ivar Path checkpoint: path of ``last.ckpt``.
+    :ivar Path metrics_csv: path of ``metrics.csv``.
+    :ivar int epochs: number of epochs completed.
+    :ivar str device: the device trained on, e.g. ``"cpu"`` or ``"cuda:0"``.
+    """
+
+    model: torch.nn.Module
+    history: list[dict]
+    checkpoint: Path
+    metrics_csv: Path
+    epochs: int
+    device: str
+
+
+class _TensorDataset(Dataset):
+    # torch's TensorDataset yields 1-tuples; models take the tensor itself.
+    def __init__(self, data: torch.Tensor):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data: torch.Tensor | Dataset,
+    *,
+    out_dir: str | os.PathLike,
+    eval_data: torch.Tensor | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    elbo: pyro.infer.ELBO | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | Sequence[int] | str = 1,
+    strategy: str = "auto",
+    gradient_clip_val: float | None = None,
+    progress: bool = True,
+    config: dict | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Train ``model.model`` / ``model.guide`` by SVI with a Lightning ``Trainer``.
+
+    One CPU, one GPU and ``devices=N, strategy="ddp"`` run the same code. The
+    loss is the ELBO loss of a batch scaled to the whole training set (through
+    the model's ``pyro.plate("data", num_data, subsample_size=len(x))``) and
+    divided by its size, so logged ELBOs are nats per datapoint.
+
+    After every epoch, ``eval_data`` (if given) is scored by
+    :func:`pyromem.diagnostics.elbo_decomposition`, a row is written to
+    ``out_dir/metrics.csv`` and the whole training state, ``config`` and the
+    history are saved atomically to ``out_dir/checkpoints/last.ckpt``.
+
+    Runs are reproducible: each epoch reseeds torch/pyro/numpy/random from
+    ``(seed, epoch, rank)`` and shuffles by ``(seed, epoch)``, so on CPU a run
+    resumed from a checkpoint ends with exactly the parameters of an
+    uninterrupted run.
+
+    :param model: a :class:`~pyro.nn.PyroModule` with methods ``model(x, num_data=None)``
+        and ``guide(x, num_data=None)``.
+    :param train_data: a tensor ``[N, ...]`` or a torch ``Dataset`` of N items
+        (tensors, or tuples whose first element is the datapoint).
+    :param out_dir: folder for ``metrics.csv`` and ``checkpoints/last.ckpt``.
+    :param eval_data: optional fixed held-out tensor ``[M, ...]``, scored in
+        chunks of at most 512 datapoints under ``torch.no_grad`` in eval mode.
+    :param int epochs: total number of epochs, counting those of a resumed run.
+    :param int batch_size: datapoints per step (per device).
+    :param float lr: Adam learning rate.
+    :param elbo: a Pyro ELBO instance (default ``Trace_ELBO()``).
+    :param bool resume: continue from ``out_dir/checkpoints/last.ckpt``; raises
+        ``FileNotFoundError`` if there is none.
+    :param int seed: seed of the whole run.
+    :param accelerator: Lightning accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, ``"cuda"``, ...
+    :param devices: Lightning devices (number, list of ids or ``"auto"``).
+    :param strategy: Lightning strategy, e.g. ``"auto"`` or ``"ddp"``.
+    :param gradient_clip_val: clip the gradient norm to this value (``None``: no clipping).
+    :param bool progress: show Lightning's progress bar.
+    :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model).
+    :param callbacks: extra Lightning callbacks.
+    :raises FileNotFoundError: if ``resume=True`` and there is no checkpoint.
+    :raises ValueError: on bad argument values, or more GPUs asked for than present.
+    :raises TypeError: on arguments of the wrong type.
+    """
+    dataset = _as_dataset(train_data)
+    if eval_data is not None:
+        if not isinstance(eval_data, torch.Tensor):
+            raise TypeError(
+                f"eval_data: expected a torch.Tensor or None, got {type(eval_data).__name__}"
+            )
+        if len(eval_data) == 0:
+            raise ValueError(
+                f"eval_data: expected at least one datapoint, got shape {tuple(eval_data.shape)}"
+            )
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    if gradient_clip_val is not None and not gradient_clip_val > 0:
+        raise ValueError(
+            f"gradient_clip_val: expected None or a positive float, got {gradient_clip_val!r}"
+        )
+    config = {} if config is None else config
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"config: expected a JSON-able dict, got {config!r}") from error
+    _check_gpus(accelerator, devices)
+
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / "checkpoints" / "last.ckpt"
+    metrics_csv = out_dir / "metrics.csv"
+    if resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint}")
+
+    lightning.seed_everything(seed, verbose=False)
+    module = SVIModule(model, len(dataset), elbo, lr=lr, seed=seed, config=config)
+    with _quiet_lightning():
+        trainer = lightning.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            max_epochs=epochs,
+            gradient_clip_val=gradient_clip_val,
+            logger=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[
+                *callbacks,
+                EpochMetrics(metrics_csv, eval_data, chunk_size=EVAL_CHUNK_SIZE),
+                LastCheckpoint(checkpoint),
+            ],
+        )
+        # Creating a DataLoader iterator draws a seed from its generator; with the
+        # global one, when Lightning creates it (earlier on resume) would shift the
+        # epoch's random stream.
+        generator = torch.Generator().manual_seed(seed)
+        if trainer.world_size > 1:
+            # Lightning swaps in a DistributedSampler seeded by seed_everything.
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+        else:
+            sampler = EpochShuffleSampler(len(dataset), seed)
+            loader = DataLoader(
+                dataset, batch_size=batch_size, sampler=sampler, generator=generator
+            )
+        device = next(model.parameters(), torch.empty(0)).device
+        try:
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint if resume else None)
+        finally:
+            # Lightning calls no module hook when training stops on an exception.
+            module.restore_pyro_validation()
+    # Lightning leaves the model on the CPU after training; give it back where it was.
+    model.to(device)
+    return FitResult(
+        model=model,
+        history=list(module.history),
+        checkpoint=checkpoint,
+        metrics_csv=metrics_csv,
+        epochs=trainer.current_epoch,
+        device=str(trainer.strategy.root_device),
+    )
+
+
+def _as_dataset(train_data) -> Dataset:
+    if isinstance(train_data, torch.Tensor):
+        dataset = _TensorDataset(train_data)
+    elif isinstance(train_data, Dataset):
+        dataset = train_data
+    else:
+        raise TypeError(
+            "train_data: expected a torch.Tensor or a torch Dataset, "
+            f"got {type(train_data).__name__}"
+        )
+    if len(dataset) == 0:
+        raise ValueError("train_data: expected at least one datapoint, got an empty dataset")
+    return dataset
+
+
+def _check_gpus(accelerator, devices) -> None:
+    # Lightning's own message for this case does not say that CPU processes are an option.
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        wanted = devices
+    elif isinstance(devices, Sequence) and not isinstance(devices, str):
+        wanted = len(devices)
+    else:
+        return
+    found = torch.cuda.device_count()
+    if wanted > 1 and found < wanted:
+        raise ValueError(
+            f"devices: asked for {wanted} GPUs with accelerator={accelerator!r}, found {found}; "
+            f'accelerator="cpu", devices={wanted} runs {wanted} CPU processes instead'
+        )
+
+
+@contextmanager
+def _quiet_lightning():
+    # Lightning reports devices and tips at INFO level; warnings still show.
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
