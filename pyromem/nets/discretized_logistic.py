@@ -16,7 +16,8 @@ MIN_LOG_SCALE = -7.0
 
 # Below this bin width (in units of the component's scale) the mid-point rule is
 # exact to float precision (its relative error is about width**2 / 24), while the
-# exact CDF difference would lose its last digits to expm1 of a vanishing width.
+# exact CDF difference needs log(1 - exp(-width)), which is -inf once a huge scale
+# makes the width underflow.
 _MIDPOINT_WIDTH = 1e-4
 
 
