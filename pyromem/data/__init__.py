@@ -6,14 +6,44 @@ need no network; MNIST, FashionMNIST, Omniglot and CIFAR10 are read through
 torchvision from a user's ``root``.
 """
 
+from pyromem.data.corruptions import (
+    colour_rotation,
+    gaussian_noise,
+    poisson,
+    salt_and_pepper,
+    shift,
+    speckle,
+    square_mask,
+)
 from pyromem.data.dataset import BINARIZATIONS, ImageDataset
+from pyromem.data.episodes import (
+    FewShotEpisode,
+    sample_episode,
+    sample_episodes,
+    sample_few_shot,
+)
 from pyromem.data.loading import DATASETS, load
+from pyromem.data.resize import resize
+from pyromem.data.splits import SPLITS
 from pyromem.data.validation import check_images
 
 __all__ = [
     "BINARIZATIONS",
     "DATASETS",
+    "SPLITS",
+    "FewShotEpisode",
     "ImageDataset",
     "check_images",
+    "colour_rotation",
+    "gaussian_noise",
     "load",
+    "poisson",
+    "resize",
+    "salt_and_pepper",
+    "sample_episode",
+    "sample_episodes",
+    "sample_few_shot",
+    "shift",
+    "speckle",
+    "square_mask",
 ]

@@ -1,0 +1,186 @@
+"""Episodes: exchangeable sets of images and few-shot memory/query splits.
+
+Memory models read a memory written from a set of images (an episode). Two
+samplers cover the papers' protocols: exchangeable episodes of ``T`` distinct
+images (Kanerva++, VMA recall) and few-shot episodes of ``C`` classes with
+``S`` memory shots and ``Q`` queries per class (VMA few-shot learning).
+
+``data`` is either a tensor of images ``(N, C, H, W)`` or a dataset such as
+:class:`~pyromem.data.dataset.ImageDataset`; images are read through the
+dataset's ``__getitems__`` where it has one, so dynamic binarisation applies.
+"""
+
+import dataclasses
+import numbers
+
+import torch
+
+
+def sample_episode(data, length, *, generator=None):
+    """``length`` images drawn uniformly without replacement from ``data``.
+
+    :param data: images ``(N, C, H, W)`` or a dataset of ``N`` images.
+    :param int length: episode length ``T`` in [1, N].
+    :param torch.Generator generator: optional source of randomness.
+    :returns: images of shape ``(T, C, H, W)``.
+    """
+    return sample_episodes(data, 1, length, generator=generator)[0]
+
+
+def sample_episodes(data, num_episodes, length, *, generator=None):
+    """A batch of independent episodes, each without replacement within itself.
+
+    :param data: images ``(N, C, H, W)`` or a dataset of ``N`` images.
+    :param int num_episodes: number of episodes ``B >= 1``.
+    :param int length: episode length ``T`` in [1, N].
+    :param torch.Generator generator: optional source of randomness.
+    :returns: images of shape ``(B, T, C, H, W)``.
+    """
+    size = _check_data(data)
+    _check_count("num_episodes", num_episodes, 1)
+    _check_count("length", length, 1)
+    if length > size:
+        raise ValueError(f"length must be at most the {size} images of data, got {length}")
+    _check_generator(generator)
+    # Sorting uniform keys gives a uniform random permutation per row.
+    keys = torch.rand((num_episodes, size), generator=generator, device=_device(generator))
+    index = keys.argsort(dim=-1)[:, :length].cpu()
+    return _fetch(data, index)
+
+
+@dataclasses.dataclass
+class FewShotEpisode:
+    """A few-shot episode: a memory of labelled shots and disjoint queries.
+
+    Both sets are ordered by class: all shots of class 0, then of class 1, ...
+
+    :ivar torch.Tensor memory: ``(C * S, ...)`` memory images.
+    :ivar torch.Tensor memory_labels: ``(C * S,)`` long labels relabelled to 0..C-1.
+    :ivar torch.Tensor query: ``(C * Q, ...)`` query images.
+    :ivar torch.Tensor query_labels: ``(C * Q,)`` long labels relabelled to 0..C-1.
+    :ivar torch.Tensor classes: ``(C,)`` the original class id of each new label,
+        so ``classes[memory_labels]`` are the original labels.
+    :ivar torch.Tensor memory_indices: ``(C * S,)`` indices of the memory in ``data``.
+    :ivar torch.Tensor query_indices: ``(C * Q,)`` indices of the queries in ``data``.
+    """
+
+    memory: torch.Tensor
+    memory_labels: torch.Tensor
+    query: torch.Tensor
+    query_labels: torch.Tensor
+    classes: torch.Tensor
+    memory_indices: torch.Tensor
+    query_indices: torch.Tensor
+
+
+def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, generator=None):
+    """A ``C``-way ``S``-shot episode with ``Q`` queries per class.
+
+    Classes are drawn uniformly without replacement among the classes present
+    in ``labels``; within each class the ``S + Q`` examples are drawn without
+    replacement, so memory and queries never share an image.
+
+    :param data: images ``(N, C, H, W)`` or a dataset of ``N`` images.
+    :param int num_classes: classes per episode ``C >= 1``.
+    :param int num_shots: memory examples per class ``S >= 1``.
+    :param int num_queries: query examples per class ``Q >= 0``.
+    :param torch.Tensor labels: integer labels ``(N,)``; by default
+        ``data.labels``.
+    :param torch.Generator generator: optional source of randomness.
+    :returns: a :class:`FewShotEpisode`.
+    """
+    size = _check_data(data)
+    _check_count("num_classes", num_classes, 1)
+    _check_count("num_shots", num_shots, 1)
+    _check_count("num_queries", num_queries, 0)
+    _check_generator(generator)
+    if labels is None:
+        labels = getattr(data, "labels", None)
+        if labels is None:
+            raise ValueError("labels must be given when data has no labels attribute")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.is_floating_point()
+        or labels.shape != (size,)
+    ):
+        raise ValueError(
+            f"labels must be an integer tensor of shape ({size},), got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)} "
+            f"{tuple(getattr(labels, 'shape', ()))}"
+        )
+    labels = labels.cpu()
+    order = labels.argsort(stable=True)
+    classes, counts = labels[order].unique_consecutive(return_counts=True)
+    starts = counts.cumsum(0) - counts
+    if len(classes) < num_classes:
+        raise ValueError(f"num_classes = {num_classes} exceeds the {len(classes)} classes in data")
+    needed = num_shots + num_queries
+    if counts.min() < needed:
+        smallest = counts.argmin()
+        raise ValueError(
+            f"every class needs num_shots + num_queries = {needed} examples, but class "
+            f"{classes[smallest].item()} has {counts[smallest].item()}"
+        )
+    device = _device(generator)
+    chosen = torch.randperm(len(classes), generator=generator, device=device)[:num_classes].cpu()
+    picks = []
+    for k in chosen.tolist():
+        within = torch.randperm(counts[k].item(), generator=generator, device=device)[:needed]
+        picks.append(order[starts[k] + within.cpu()])
+    picks = torch.stack(picks)  # (C, S + Q)
+    memory_indices = picks[:, :num_shots].reshape(-1)
+    query_indices = picks[:, num_shots:].reshape(-1)
+    new = torch.arange(num_classes)
+    return FewShotEpisode(
+        memory=_fetch(data, memory_indices),
+        memory_labels=new.repeat_interleave(num_shots),
+        query=_fetch(data, query_indices),
+        query_labels=new.repeat_interleave(num_queries),
+        classes=classes[chosen],
+        memory_indices=memory_indices,
+        query_indices=query_indices,
+    )
+
+
+def _fetch(data, index):
+    # index: any shape of CPU long indices; returns images of shape index.shape + event.
+    if isinstance(data, torch.Tensor):
+        return data[index.to(data.device)]
+    flat = index.reshape(-1).tolist()
+    if hasattr(data, "__getitems__"):
+        items = data.__getitems__(flat)
+    else:
+        items = [data[i] for i in flat]
+    if not items:
+        example = data[0]
+        return example.new_zeros(tuple(index.shape) + tuple(example.shape))
+    images = torch.stack(items)
+    return images.reshape(tuple(index.shape) + tuple(images.shape[1:]))
+
+
+def _check_data(data):
+    if isinstance(data, torch.Tensor):
+        if data.dim() < 2:
+            raise ValueError(f"data must be images of shape (N, C, H, W), got {tuple(data.shape)}")
+    elif not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(f"data must be a tensor of images or a dataset, got {type(data).__name__}")
+    size = len(data)
+    if size == 0:
+        raise ValueError("data is empty")
+    return size
+
+
+def _check_count(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_generator(generator):
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+
+def _device(generator):
+    return "cpu" if generator is None else generator.device
