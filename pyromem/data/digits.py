@@ -22,7 +22,9 @@ def digits(split="train", *, seed=0, size=None, test_fraction=0.2):
         ``size × size`` bilinearly (e.g. 16 or 28) and stay in [0, 1].
     :param float test_fraction: share of the test split, in (0, 1).
     :returns: an :class:`ImageDataset` with images ``(N, 1, 8, 8)`` (or
-        ``(N, 1, size, size)``) in [0, 1], labels in 0..9 and no factors.
+        ``(N, 1, size, size)``) in [0, 1], labels in 0..9 and the factor
+        ``"index"`` ``(N,)`` long: each image's index in scikit-learn's
+        ``load_digits()``.
     """
     bunch = load_digits()
     index = split_indices(bunch.target, split, test_fraction=test_fraction, seed=seed)
@@ -32,6 +34,7 @@ def digits(split="train", *, seed=0, size=None, test_fraction=0.2):
     return ImageDataset(
         images,
         torch.as_tensor(bunch.target[index]),
+        {"index": torch.as_tensor(index)},
         name="digits",
         split=split,
         support="unit_interval",
