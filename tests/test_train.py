@@ -4,8 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import lightning
 import pyro
 import pyro.distributions as dist
+import pyro.optim
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -261,6 +263,8 @@ def test_more_gpus_than_present_raises(tmp_path):
         (dict(gradient_clip_val=-1.0), ValueError, "gradient_clip_val"),
         (dict(config={"f": object()}), TypeError, "config"),
         (dict(model=torch.nn.Linear(2, 2)), TypeError, "model"),
+        (dict(elbo=pyro.infer.JitTrace_ELBO()), TypeError, "elbo: .*use Trace_ELBO"),
+        (dict(elbo=pyro.optim.Adam({})), TypeError, "elbo"),
     ],
 )
 def test_argument_errors(tmp_path, kwargs, error, match):
@@ -271,11 +275,14 @@ def test_argument_errors(tmp_path, kwargs, error, match):
         fit(model, train_data, out_dir=tmp_path, progress=False, **arguments)
 
 
-def test_svi_module_with_other_elbo_and_plain_trainer(tmp_path):
-    import lightning
-
+@pytest.mark.parametrize(
+    "elbo",
+    [pyro.infer.TraceMeanField_ELBO(), pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)],
+    ids=lambda elbo: type(elbo).__name__,
+)
+def test_svi_module_with_other_elbo_and_plain_trainer(tmp_path, elbo):
     data = make_data(64, "cpu")
-    module = SVIModule(make_model("cpu"), len(data), pyro.infer.TraceMeanField_ELBO(), lr=1e-2)
+    module = SVIModule(make_model("cpu"), len(data), elbo, lr=1e-2)
     trainer = lightning.Trainer(
         max_epochs=2,
         accelerator="cpu",

@@ -12,6 +12,15 @@ from pyromem.train.seeding import reseed_epoch
 #: Key of pyromem's own entries in a Lightning checkpoint.
 CHECKPOINT_KEY = "pyromem"
 
+# Pyro's jit-compiled ELBOs look parameters up in the global param store, which
+# module-local parameters bypass: they fail with a KeyError on the first step.
+_JIT_ELBOS = (
+    pyro.infer.JitTrace_ELBO,
+    pyro.infer.JitTraceEnum_ELBO,
+    pyro.infer.JitTraceGraph_ELBO,
+    pyro.infer.JitTraceMeanField_ELBO,
+)
+
 
 class SVIModule(lightning.LightningModule):
     """Train ``model.model`` / ``model.guide`` by minimising a Pyro ELBO loss.
@@ -33,9 +42,10 @@ class SVIModule(lightning.LightningModule):
     :param model: a :class:`~pyro.nn.PyroModule` with methods ``model(x, num_data=None)``
         and ``guide(x, num_data=None)``; ``x`` has shape ``[B, ...]``.
     :param int num_data: size N of the training set.
-    :param elbo: a Pyro ELBO instance (default :class:`~pyro.infer.Trace_ELBO`);
-        any ELBO with ``differentiable_loss`` works, e.g. ``TraceMeanField_ELBO``,
-        ``TraceEnum_ELBO``, ``JitTrace_ELBO``.
+    :param elbo: a Pyro ELBO instance (default :class:`~pyro.infer.Trace_ELBO`)
+        with ``differentiable_loss``, e.g. ``TraceMeanField_ELBO``,
+        ``TraceGraph_ELBO``, ``TraceEnum_ELBO``. Pyro's ``Jit*`` ELBOs read the
+        global param store and cannot train module-local parameters.
     :param float lr: learning rate.
     :param optimizer: a ``torch.optim.Optimizer`` class, called as
         ``optimizer(parameters, lr=lr)``.
@@ -71,6 +81,12 @@ class SVIModule(lightning.LightningModule):
         if not callable(getattr(elbo, "differentiable_loss", None)):
             raise TypeError(
                 f"elbo: expected a Pyro ELBO with differentiable_loss, got {type(elbo).__name__}"
+            )
+        if isinstance(elbo, _JIT_ELBOS) and pyro.settings.get("module_local_params"):
+            raise TypeError(
+                "elbo: expected an ELBO that trains module-local parameters, got "
+                f"{type(elbo).__name__}, which reads Pyro's global param store; "
+                f"use {type(elbo).__name__.removeprefix('Jit')} instead"
             )
         if not lr > 0:
             raise ValueError(f"lr: expected a positive float, got {lr!r}")
