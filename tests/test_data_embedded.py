@@ -75,9 +75,11 @@ def test_digits_resize():
 
 def test_patches_grid_and_split():
     train, test = load("patches", "train"), load("patches", "test")
-    cells = lambda d: {  # noqa: E731
-        (label, *pos) for label, pos in zip(d.labels.tolist(), d.factors["position"].tolist())
-    }
+
+    def cells(data):
+        pairs = zip(data.labels.tolist(), data.factors["position"].tolist(), strict=True)
+        return {(label, row, col) for label, (row, col) in pairs}
+
     assert not cells(train) & cells(test)
     assert len(cells(train) | cells(test)) == 2 * 13 * 20
     position = train.factors["position"]
