@@ -17,14 +17,6 @@ from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import resize
 from pyromem.data.splits import check_split
 
-# Where torchvision looks for each dataset under root, for error messages.
-_FOLDERS = {
-    "mnist": "MNIST/raw",
-    "fashion_mnist": "FashionMNIST/raw",
-    "cifar10": "cifar-10-batches-py",
-    "omniglot": "omniglot-py",
-}
-
 
 def mnist(split="train", *, root=None, download=False, size=None):
     """MNIST handwritten digits: 60,000 train / 10,000 test images.
@@ -65,7 +57,14 @@ def cifar10(split="train", *, root=None, download=False, size=None):
         8-bit values k/255 in [0, 1] and labels in 0..9.
     """
     check_split(split)
-    data = _open(torchvision.datasets.CIFAR10, "cifar10", root, download, train=split == "train")
+    data = _open(
+        torchvision.datasets.CIFAR10,
+        "cifar10",
+        root,
+        download,
+        "cifar-10-batches-py",
+        train=split == "train",
+    )
     images = torch.as_tensor(data.data).permute(0, 3, 1, 2).float() / 255.0
     return _dataset(images, torch.as_tensor(data.targets), {}, "cifar10", split, size)
 
@@ -92,7 +91,15 @@ def omniglot(split="train", *, root=None, download=False, size=None):
         ``(N,)`` long.
     """
     check_split(split)
-    data = _open(_Omniglot, "omniglot", root, download, background=split == "train")
+    folder = "images_background" if split == "train" else "images_evaluation"
+    data = _open(
+        _Omniglot,
+        "omniglot",
+        root,
+        download,
+        os.path.join("omniglot-py", folder),
+        background=split == "train",
+    )
     # torchvision lists folders in os.listdir order, which differs between file
     # systems; sorting makes labels the same on every machine.
     characters = sorted(data._characters)
@@ -142,12 +149,14 @@ class _Omniglot(torchvision.datasets.Omniglot):
 
 def _idx_dataset(cls, name, split, root, download, size):
     check_split(split)
-    data = _open(cls, name, root, download, train=split == "train")
+    folder = os.path.join(cls.__name__, "raw")
+    data = _open(cls, name, root, download, folder, train=split == "train")
     images = data.data.unsqueeze(1).float() / 255.0
     return _dataset(images, data.targets, {}, name, split, size)
 
 
-def _open(cls, name, root, download, **kwargs):
+def _open(cls, name, root, download, folder, **kwargs):
+    # folder: where under root torchvision looks, for the error message.
     if root is None:
         raise ValueError(
             f"{name} is not bundled with pyromem: pass root=<directory> holding it "
@@ -160,7 +169,7 @@ def _open(cls, name, root, download, **kwargs):
     except RuntimeError as error:
         if download:
             raise
-        where = os.path.join(os.fspath(root), _FOLDERS[name])
+        where = os.path.join(os.fspath(root), folder)
         raise FileNotFoundError(
             f"{name} was not found under {where} ({error}); pass download=True to fetch it "
             f"into root={os.fspath(root)!r}"
