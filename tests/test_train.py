@@ -13,7 +13,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from pyro.nn import PyroModule
 
-import pyromem  # noqa: F401  (module-local Pyro parameters)
 from pyromem.train import Checkpoint, FitResult, SVIModule, fit, load_checkpoint
 
 # Lightning 2.6 on torch 2.14 warns from its own internals.
@@ -138,8 +137,17 @@ def test_training_improves_elbo_and_logs_metrics(tmp_path, device):
         assert torch.equal(value, parameters(result.model)[name])
 
 
-def test_pyro_validation_is_restored(tmp_path, device):
+class RecordValidation(Callback):
+    def __init__(self):
+        self.during_training = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.during_training.append(pyro.infer.is_validation_enabled())
+
+
+def test_pyro_validation_is_off_while_training_then_restored(tmp_path, device):
     pyro.enable_validation(True)
+    record = RecordValidation()
     fit(
         make_model(device),
         make_data(64, device),
@@ -148,7 +156,9 @@ def test_pyro_validation_is_restored(tmp_path, device):
         out_dir=tmp_path,
         accelerator=accelerator_of(device),
         progress=False,
+        callbacks=[record],
     )
+    assert record.during_training == [False, False]
     assert pyro.infer.is_validation_enabled()
     assert pyro.distributions.is_validation_enabled()
 
@@ -263,7 +273,6 @@ def test_more_gpus_than_present_raises(tmp_path):
         (dict(gradient_clip_val=-1.0), ValueError, "gradient_clip_val"),
         (dict(config={"f": object()}), TypeError, "config"),
         (dict(model=torch.nn.Linear(2, 2)), TypeError, "model"),
-        (dict(elbo=pyro.infer.JitTrace_ELBO()), TypeError, "elbo: .*use Trace_ELBO"),
         (dict(elbo=pyro.optim.Adam({})), TypeError, "elbo"),
     ],
 )
@@ -273,6 +282,12 @@ def test_argument_errors(tmp_path, kwargs, error, match):
     model, train_data = arguments.pop("model"), arguments.pop("train_data")
     with pytest.raises(error, match=match):
         fit(model, train_data, out_dir=tmp_path, progress=False, **arguments)
+
+
+def test_jit_elbo_with_module_local_params_raises():
+    with pyro.settings.context(module_local_params=True):
+        with pytest.raises(TypeError, match="elbo: .*JitTrace_ELBO.*use Trace_ELBO"):
+            SVIModule(make_model("cpu"), 8, pyro.infer.JitTrace_ELBO())
 
 
 @pytest.mark.parametrize(

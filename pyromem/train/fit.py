@@ -19,8 +19,6 @@ from pyromem.train.metrics import EpochMetrics
 from pyromem.train.module import SVIModule
 from pyromem.train.seeding import EpochShuffleSampler
 
-EVAL_CHUNK_SIZE = 512
-
 
 @dataclass
 class FitResult:
@@ -163,7 +161,7 @@ def fit(
             plugins=[AtomicCheckpointIO()],
             callbacks=[
                 *callbacks,
-                EpochMetrics(metrics_csv, eval_data, chunk_size=EVAL_CHUNK_SIZE),
+                EpochMetrics(metrics_csv, eval_data),
                 LastCheckpoint(checkpoint),
             ],
         )

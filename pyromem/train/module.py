@@ -13,7 +13,7 @@ from pyromem.train.seeding import reseed_epoch
 CHECKPOINT_KEY = "pyromem"
 
 # Pyro's jit-compiled ELBOs look parameters up in the global param store, which
-# module-local parameters bypass: they fail with a KeyError on the first step.
+# module-local parameters bypass: they would fail with a KeyError on the first step.
 _JIT_ELBOS = (
     pyro.infer.JitTrace_ELBO,
     pyro.infer.JitTraceEnum_ELBO,
@@ -25,9 +25,10 @@ _JIT_ELBOS = (
 class SVIModule(lightning.LightningModule):
     """Train ``model.model`` / ``model.guide`` by minimising a Pyro ELBO loss.
 
-    This is the pattern of Pyro's Lightning example: with module-local
-    parameters (turned on by ``import pyromem``) ``elbo(model.model, model.guide)``
-    is an ``nn.Module``, so Lightning and DDP train it like any torch module.
+    This is the pattern of Pyro's Lightning example: ``elbo(model.model, model.guide)``
+    is an ``nn.Module`` whose loss a torch optimiser minimises over the model's
+    own parameters, so Lightning and DDP train it like any torch module, with
+    Pyro's global parameter store or with ``module_local_params``.
 
     The training loss is ``elbo.differentiable_loss(x, num_data=num_data) / num_data``:
     the model's ``pyro.plate("data", num_data, subsample_size=len(x))`` makes the
@@ -44,8 +45,10 @@ class SVIModule(lightning.LightningModule):
     :param int num_data: size N of the training set.
     :param elbo: a Pyro ELBO instance (default :class:`~pyro.infer.Trace_ELBO`)
         with ``differentiable_loss``, e.g. ``TraceMeanField_ELBO``,
-        ``TraceGraph_ELBO``, ``TraceEnum_ELBO``. Pyro's ``Jit*`` ELBOs read the
-        global param store and cannot train module-local parameters.
+        ``TraceGraph_ELBO``, ``TraceEnum_ELBO``, ``JitTrace_ELBO``. The ``Jit*``
+        ELBOs read parameters from Pyro's global param store, so they need a model
+        that reads every parameter through it, and Pyro's ``module_local_params``
+        setting off.
     :param float lr: learning rate.
     :param optimizer: a ``torch.optim.Optimizer`` class, called as
         ``optimizer(parameters, lr=lr)``.
