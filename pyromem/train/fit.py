@@ -165,9 +165,9 @@ def fit(
                 LastCheckpoint(checkpoint),
             ],
         )
-        # Creating a DataLoader iterator draws a seed from its generator; with the
-        # global one, when Lightning creates it (earlier on resume) would shift the
-        # epoch's random stream.
+        # Creating a DataLoader iterator draws a seed from its generator. Drawn from
+        # the global RNG it would shift the epoch's random stream, since Lightning
+        # creates the iterator at a different point when resuming.
         generator = torch.Generator().manual_seed(seed)
         if trainer.world_size > 1:
             # Lightning swaps in a DistributedSampler seeded by seed_everything.
