@@ -160,10 +160,10 @@ def _write(rng, points, slant, scale):
     return centred @ shear.T + 0.5 + jitter
 
 
-def _render(points, present, width, size):
+def _render(points, present, width, size, chunk=256):
     # points (N, S, 3, 2) Bézier control points in the unit box; present (N, S);
-    # width (N,) pen width in pixels at 28 px. Distance from every pixel centre to
-    # the nearest polyline segment, one segment at a time to keep memory at N × size².
+    # width (N,) pen width in pixels at 28 px. Images are rendered in chunks
+    # whose temporaries fit in the CPU cache, which is several times faster.
     t = torch.linspace(0, 1, CURVE_POINTS, dtype=torch.float64)[:, None]
     p = torch.as_tensor(points) * size
     curve = (
@@ -171,22 +171,31 @@ def _render(points, present, width, size):
         + 2 * t * (1 - t) * p[:, :, None, 1]
         + t**2 * p[:, :, None, 2]
     ).float()  # (N, S, CURVE_POINTS, 2)
+    absent = ~torch.as_tensor(present)
+    half_width = torch.as_tensor(width, dtype=torch.float32)[:, None] * size / 56
+    images = [
+        _render_chunk(curve[i : i + chunk], absent[i : i + chunk], half_width[i : i + chunk], size)
+        for i in range(0, len(curve), chunk)
+    ]
+    return torch.cat(images).reshape(-1, 1, size, size)
+
+
+def _render_chunk(curve, absent, half_width, size):
+    # Distance from every pixel centre to the nearest polyline segment, one
+    # segment at a time, with x and y kept apart (much faster than norms over a
+    # last dimension of 2).
     grid = torch.arange(size, dtype=torch.float32) + 0.5
     px, py = grid.repeat(size)[None], grid.repeat_interleave(size)[None]  # (1, size²), row-major
-    # Squared distances, with x and y kept apart: much faster than norms over a last dim of 2.
-    squared = torch.full((points.shape[0], size * size), float("inf"))
-    absent = ~torch.as_tensor(present)
-    for s in range(points.shape[1]):
+    squared = torch.full((curve.shape[0], size * size), float("inf"))
+    for s in range(curve.shape[1]):
         for i in range(CURVE_POINTS - 1):
-            ax, ay = curve[:, s, i, 0, None], curve[:, s, i, 1, None]  # (N, 1)
+            ax, ay = curve[:, s, i, 0, None], curve[:, s, i, 1, None]  # (n, 1)
             abx, aby = curve[:, s, i + 1, 0, None] - ax, curve[:, s, i + 1, 1, None] - ay
             dx, dy = px - ax, py - ay
             length2 = (abx.square() + aby.square()).clamp_min(1e-12)
             along = ((dx * abx + dy * aby) / length2).clamp_(0, 1)
             d2 = (dx - along * abx).square_() + (dy - along * aby).square_()
             squared = torch.minimum(squared, d2.masked_fill_(absent[:, s, None], float("inf")))
-    distance = squared.sqrt_()
-    half_width = torch.as_tensor(width, dtype=torch.float32)[:, None] * size / 56
     # Pixel coverage of an anti-aliased pen, then a threshold at one half.
-    coverage = (half_width + 0.5 - distance).clamp(0, 1)
-    return (coverage > 0.5).float().reshape(-1, 1, size, size)
+    coverage = (half_width + 0.5 - squared.sqrt_()).clamp(0, 1)
+    return (coverage > 0.5).float()
