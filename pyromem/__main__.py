@@ -1,0 +1,5 @@
+import sys
+
+from pyromem.cli import main
+
+sys.exit(main())

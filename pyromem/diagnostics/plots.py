@@ -1,0 +1,76 @@
+"""Figures that people would rather look at than read: image grids and ELBO curves.
+
+Uses matplotlib's non-interactive Agg canvas, so it runs without a display.
+"""
+
+import math
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+
+def _as_grid(images, ncols):
+    images = images.detach().float().cpu().clamp(0, 1)
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    nrows = math.ceil(n / ncols)
+    grid = torch.ones(c, nrows * (h + 1) + 1, ncols * (w + 1) + 1)
+    for i, image in enumerate(images):
+        r, k = divmod(i, ncols)
+        grid[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = (
+            image
+        )
+    return grid.permute(1, 2, 0).squeeze(-1).numpy(), c
+
+
+def save_image_rows(rows, path, titles=None, ncols=10):
+    """Save one or more rows of images, one labelled panel per row.
+
+    :param list rows: tensors of shape ``(N, C, H, W)`` with values in [0, 1].
+    :param path: where to write the PNG.
+    :param list titles: one title per row.
+    :param int ncols: images per line within a panel.
+    :returns: the path written.
+    """
+    titles = titles or [None] * len(rows)
+    fig = Figure(figsize=(ncols * 0.6, 0.8 * sum(math.ceil(len(r) / ncols) for r in rows) + 0.4))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, images, title in zip(axes, rows, titles, strict=True):
+        grid, channels = _as_grid(images, ncols)
+        ax.imshow(grid, cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title, fontsize=9, loc="left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def save_curves(history, keys, path, ylabel="nats per image"):
+    """Plot per-epoch values from a training history.
+
+    :param list history: one dict per epoch with an ``"epoch"`` entry.
+    :param list keys: the entries to plot, e.g. ``["train_elbo_nats", "eval_elbo_nats"]``.
+    :param path: where to write the PNG.
+    :returns: the path written.
+    """
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    for key in keys:
+        points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        if points:
+            epochs, values = zip(*points, strict=True)
+            ax.plot(epochs, values, marker="o", markersize=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
