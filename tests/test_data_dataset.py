@@ -60,6 +60,8 @@ def test_image_dataset_checks_its_arguments():
         ImageDataset(images.double().long(), labels, name="x", split="train")
     with pytest.raises(ValueError, match="labels"):
         ImageDataset(images, torch.arange(5), name="x", split="train")
+    with pytest.raises(TypeError, match="labels"):
+        ImageDataset(images, torch.zeros(4), name="x", split="train")
     with pytest.raises(ValueError, match=r"factors\['pos'\]"):
         ImageDataset(images, labels, {"pos": torch.zeros(3)}, name="x", split="train")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

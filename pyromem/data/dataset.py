@@ -58,10 +58,14 @@ class ImageDataset(torch.utils.data.Dataset):
             )
         if images.dim() != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-        if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1]:
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+            raise TypeError(
+                f"labels must be an integer torch.Tensor, got "
+                f"{getattr(labels, 'dtype', type(labels).__name__)}"
+            )
+        if labels.shape != images.shape[:1]:
             raise ValueError(
-                f"labels must be a tensor of shape ({images.shape[0]},), got "
-                f"{tuple(getattr(labels, 'shape', ())) or type(labels).__name__}"
+                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
             )
         factors = dict(factors or {})
         for key, value in factors.items():
