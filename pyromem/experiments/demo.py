@@ -12,7 +12,7 @@ from pyromem.experiments.vae import train_vae, write_results
 SETTINGS = {
     # (epochs, IWAE K); --quick is what the tests run, the full demo stays under 10 minutes
     "quick": {"epochs": 5, "num_samples": 100},
-    "full": {"epochs": 60, "num_samples": 1000},
+    "full": {"epochs": 150, "num_samples": 1000},
 }
 
 

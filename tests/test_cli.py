@@ -1,0 +1,161 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyromem.cli import main
+
+TRAIN_KEYS = {
+    "model",
+    "dataset",
+    "epochs",
+    "device",
+    "test_elbo_nats",
+    "test_log_likelihood_nats",
+    "num_samples",
+    "kl",
+    "checkpoint",
+}
+TINY = ["--epochs", "1", "--num-samples", "20", "--hidden", "32", "--latent-dim", "4"]
+
+
+def run_json(capsys, argv):
+    assert main([*argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    code = main(["train", "vae", "--dataset", "digits", *TINY, "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_train_vae_json(capsys, tmp_path):
+    results = run_json(
+        capsys,
+        ["train", "vae", "--dataset", "digits", *TINY, "--out", str(tmp_path), "--no-progress"],
+    )
+    assert TRAIN_KEYS <= set(results)
+    assert results["model"] == "vae" and results["dataset"] == "digits"
+    assert results["epochs"] == 1 and results["num_samples"] == 20
+    assert set(results["kl"]) == {"z"} and results["kl"]["z"] > 0
+    # IWAE-K is a tighter bound than the ELBO, both negative nats per image
+    assert results["test_elbo_nats"] <= results["test_log_likelihood_nats"] < 0
+    assert os.path.isfile(results["checkpoint"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["test_elbo_nats"] == results["test_elbo_nats"]
+    for name in ("reconstructions", "samples", "elbo_curve"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_eval_vae_json(capsys, trained, tmp_path):
+    results = run_json(
+        capsys,
+        [
+            "eval",
+            "vae",
+            "--checkpoint",
+            str(trained / "checkpoints" / "last.ckpt"),
+            "--num-samples",
+            "30",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert {
+        "model",
+        "dataset",
+        "epochs",
+        "test_elbo_nats",
+        "test_log_likelihood_nats",
+        "num_samples",
+        "kl",
+        "checkpoint",
+    } <= set(results)
+    assert results["num_samples"] == 30 and results["epochs"] == 1
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "reconstructions.png").is_file()
+
+
+def test_resume_continues_to_more_epochs(capsys, trained):
+    results = run_json(
+        capsys,
+        [
+            "train",
+            "vae",
+            "--dataset",
+            "digits",
+            *TINY[2:],
+            "--epochs",
+            "2",
+            "--resume",
+            "--out",
+            str(trained),
+            "--no-progress",
+        ],
+    )
+    assert results["epochs"] == 2
+    rows = (trained / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + two epochs
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "vae", "--dataset", "nonesuch"], "nonesuch"),
+        (["train", "vae", "--likelihood", "poisson"], "poisson"),
+        (["eval", "vae", "--checkpoint", "/nonexistent/last.ckpt"], "/nonexistent/last.ckpt"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(capsys, tmp_path, argv, message):
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pyromem: error:" in err and message in err
+
+
+def test_corrupt_checkpoint(capsys, tmp_path):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"\x00not a checkpoint")
+    assert main(["eval", "vae", "--checkpoint", str(bad), "--out", str(tmp_path)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has two GPUs")
+def test_two_devices_without_two_gpus(capsys, tmp_path):
+    argv = ["train", "vae", *TINY, "--devices", "2", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2" in err and "GPU" in err
+
+
+def test_demo_quick_through_the_console_script(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyromem",
+            "demo",
+            "--quick",
+            "--json",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
+    report = (out / "report.md").read_text()
+    assert results["report"] == str(out / "report.md")
+    assert "IWAE-" in report and "ELBO" in report
+    for figure in results["vae"]["figures"].values():
+        assert os.path.isfile(figure)
+        assert os.path.relpath(figure, out) in report
