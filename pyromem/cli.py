@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import sys
+import warnings
 
 DEFAULT_OUT = {"demo": "pyromem-demo", "train": "runs/{model}-{dataset}", "eval": "runs/eval"}
 
@@ -133,6 +134,8 @@ def run(args):
 def main(argv=None):
     """Entry point of the ``pyromem`` console script."""
     args = build_parser().parse_args(argv)
+    # deprecation notices of our dependencies' internals are not the user's business
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     try:
         # with --json, stdout carries the one JSON object and nothing else
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():

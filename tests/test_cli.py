@@ -159,3 +159,60 @@ def test_demo_quick_through_the_console_script(tmp_path):
     for figure in results["vae"]["figures"].values():
         assert os.path.isfile(figure)
         assert os.path.relpath(figure, out) in report
+
+
+def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
+    import signal
+    import time
+
+    from pyromem.train import load_checkpoint
+
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    argv = [
+        sys.executable,
+        "-m",
+        "pyromem",
+        "train",
+        "vae",
+        *TINY[2:],
+        "--epochs",
+        "500",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and load_epoch(checkpoint) < 2:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    killed_at = load_checkpoint(checkpoint).epoch
+    assert killed_at >= 2
+    code = main(
+        [
+            "train",
+            "vae",
+            *TINY[2:],
+            "--epochs",
+            str(killed_at + 1),
+            "--resume",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert load_checkpoint(checkpoint).epoch == killed_at + 1
+
+
+def load_epoch(path):
+    from pyromem.train import load_checkpoint
+
+    try:
+        return load_checkpoint(path).epoch
+    except (FileNotFoundError, ValueError):
+        return 0
