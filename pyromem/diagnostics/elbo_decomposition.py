@@ -11,7 +11,6 @@ log q(z_s) − log p(z_s) otherwise. Both are averaged over ``num_particles``
 vectorised draws from the guide.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from pyromem.diagnostics.particles import (
     particle_traces,
     per_datapoint,
 )
+from pyromem.diagnostics.units import bits_per_dim
 
 
 @dataclass
@@ -51,7 +51,7 @@ class ELBODecomposition:
     @property
     def bits_per_dim(self):
         """The negative ELBO of each datapoint in bits per observed dim, shape ``(B,)``."""
-        return -self.elbo / (self.num_dims * math.log(2))
+        return bits_per_dim(self.elbo, self.num_dims)
 
     def summary(self):
         """Means over the datapoints as plain floats (nats per datapoint)."""

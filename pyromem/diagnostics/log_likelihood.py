@@ -25,6 +25,7 @@ from pyromem.diagnostics.particles import (
     particle_traces,
     per_datapoint,
 )
+from pyromem.diagnostics.units import bits_per_dim
 
 
 @dataclass
@@ -45,7 +46,7 @@ class ImportanceLogLikelihood:
     @property
     def bits_per_dim(self):
         """−L_K in bits per observed dim, shape ``(B,)``."""
-        return -self.log_likelihood / (self.num_dims * math.log(2))
+        return bits_per_dim(self.log_likelihood, self.num_dims)
 
     def summary(self):
         """Means over the datapoints as plain floats."""
