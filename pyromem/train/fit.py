@@ -76,7 +76,7 @@ def fit(
 
     One CPU, one GPU and ``devices=N, strategy="ddp"`` run the same code. The
     loss is the ELBO loss of a batch scaled to the whole training set (through
-    the model's ``pyro.plate("data", num_data, subsample_size=len(x))``) and
+    the model's ``pyro.plate("data", num_data)`` over the batch) and
     divided by its size, so logged ELBOs are nats per datapoint.
 
     After every epoch, ``eval_data`` (if given) is scored by

@@ -31,7 +31,7 @@ class SVIModule(lightning.LightningModule):
     Pyro's global parameter store or with ``module_local_params``.
 
     The training loss is ``elbo.differentiable_loss(x, num_data=num_data) / num_data``:
-    the model's ``pyro.plate("data", num_data, subsample_size=len(x))`` makes the
+    the model's ``pyro.plate("data", num_data)`` over the batch makes the
     ELBO loss an unbiased estimate for the whole dataset, and dividing by
     ``num_data`` makes it (and the logged ``train_elbo_nats``) per datapoint.
 
