@@ -158,7 +158,11 @@ class GaussianMixtureMemory(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GaussianMixtureMemory, _instance)
         batch_shape = torch.Size(batch_shape)
-        if torch.broadcast_shapes(self.batch_shape, batch_shape) != batch_shape:
+        try:
+            compatible = torch.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
+        except RuntimeError:
+            compatible = False
+        if not compatible:
             raise ValueError(
                 f"batch_shape must be one that {tuple(self.batch_shape)} broadcasts to, "
                 f"got {tuple(batch_shape)}"
