@@ -1,22 +1,57 @@
-"""Every ```python block of README.md and docs/ runs, in order, one namespace per file."""
+"""The code blocks of README.md and docs/ run.
+
+Python blocks run in order, one namespace per page, in a fresh folder. In
+shell blocks, every ``pyromem ...`` command runs as written (through
+``python -m pyromem``, in that page's folder, so later commands see the files
+of earlier ones); ``pip install`` lines are what CI and
+``../shared/tools/fresh-check`` run, and are not repeated here.
+"""
 
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+SHELL = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_code_blocks_run(page, tmp_path, monkeypatch):
-    blocks = BLOCK.findall(page.read_text())
+def page_id(page):
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    blocks = PYTHON.findall(page.read_text())
     if not blocks:
         pytest.skip("no python code blocks")
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__docs__"}
     for number, block in enumerate(blocks, 1):
-        code = compile(block, f"{page.name}, block {number}", "exec")
-        exec(code, namespace)
+        exec(compile(block, f"{page.name}, python block {number}", "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_pyromem_commands_run(page, tmp_path):
+    commands = [
+        line.split("#")[0].strip()
+        for block in SHELL.findall(page.read_text())
+        for line in block.splitlines()
+        if line.startswith("pyromem ")
+    ]
+    if not commands:
+        pytest.skip("no pyromem commands")
+    for command in commands:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyromem", *shlex.split(command)[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, f"{command}\n{proc.stderr[-2000:]}"
