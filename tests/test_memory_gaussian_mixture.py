@@ -411,3 +411,18 @@ def test_query_errors():
     for alpha in (0.0, -1.0, float("nan"), True, "1"):
         with pytest.raises(ValueError, match="alpha"):
             prior.fixed_point_step(torch.zeros(3, 4), alpha)
+
+
+def test_expanded_views_as_memory_match_contiguous_copies(device):
+    g = torch.Generator().manual_seed(14)
+    z = torch.randn(7, 5, 2, 3, generator=g).to(device)
+    for memory in (
+        torch.randn(1, 3, generator=g).to(device).expand(4, 3),  # stride 0 along N
+        torch.randn(2, 4, 3, generator=g).to(device).expand(5, 2, 4, 3),  # stride 0 along batch
+    ):
+        view = GaussianMixtureMemory(memory, scale=0.8, weights="hopfield")
+        copy = GaussianMixtureMemory(memory.contiguous(), scale=0.8, weights="hopfield")
+        torch.testing.assert_close(view.log_prob(z), copy.log_prob(z))
+        torch.testing.assert_close(view.fixed_point_step(z), copy.fixed_point_step(z))
+        torch.testing.assert_close(view.mean, copy.mean)
+        torch.testing.assert_close(view.variance, copy.variance)

@@ -194,15 +194,14 @@ class GaussianMixtureMemory(TorchDistribution):
 
     @property
     def mean(self):
-        r""":math:`\sum_k \pi_k M_k`, shape ``batch_shape + (d,)``."""
-        return (self.log_weights.exp().unsqueeze(-2) @ self.memory).squeeze(-2)
+        r""":math:`\mu = \sum_k \pi_k M_k`, shape ``batch_shape + (d,)``."""
+        return self._moments()[0].expand(self.batch_shape + self.event_shape)
 
     @property
     def variance(self):
         r"""The diagonal of :math:`\Sigma + \sum_k \pi_k (M_k - \mu)(M_k - \mu)^\top`."""
-        spread = self.memory - self.mean.unsqueeze(-2)
-        between = (self.log_weights.exp().unsqueeze(-2) @ spread.pow(2)).squeeze(-2)
-        return between + self._covariance_diagonal()
+        variance = self._moments()[1] + self._covariance_diagonal()
+        return variance.expand(self.batch_shape + self.event_shape)
 
     def log_prob(self, value):
         r""":math:`\log p(z; M)` (eq. 9 or eq. 5).
@@ -231,8 +230,7 @@ class GaussianMixtureMemory(TorchDistribution):
         white = self._whiten(z)
         # The ||z||^2 term is common to all components: it stays out of the log-sum-exp,
         # which therefore sees only the spread between components, even for far-away z.
-        energy = 0.5 * white.pow(2).sum(-1) - self._logits(white).logsumexp(-1)
-        return energy.expand(torch.broadcast_shapes(energy.shape, self.batch_shape))
+        return 0.5 * white.pow(2).sum(-1) - self._logits(white).logsumexp(-1)
 
     def responsibilities(self, z):
         r"""The posterior over components :math:`r_k(z) = \pi_k \mathcal{N}(z; M_k, \Sigma) /
@@ -347,8 +345,15 @@ class GaussianMixtureMemory(TorchDistribution):
     def _logits(self, white):
         """log pi_k N(z; M_k, Sigma) up to terms free of k: shape (..., N)."""
         cross = _matmul_batched(white, self._white_memory, transpose=True)
-        logits = cross - self._half_sq_norms + self._log_weights
-        return logits.expand(torch.broadcast_shapes(logits.shape[:-1], self.batch_shape) + (-1,))
+        # The per-component terms carry batch_shape, so the result broadcasts to it.
+        return cross - self._half_sq_norms + self._log_weights
+
+    def _moments(self):
+        """Mean and between-pattern variance, on the memory before any expand()."""
+        memory = _compact(self.memory, 2)
+        weights = _compact(self._log_weights, 1).softmax(-1).unsqueeze(-2)
+        mean = weights @ memory
+        return mean.squeeze(-2), (weights @ (memory - mean).pow(2)).squeeze(-2)
 
     def _log_det_precision(self):
         dim = self.event_shape[0]
@@ -398,9 +403,7 @@ def _matmul_batched(x, memory, transpose):
     has size 1 (or a stride-0 expanded view) is folded into the rows of ``x`` instead, so
     ``memory`` is never copied and the only large tensor is the ``O(B N)`` output.
     """
-    for i in range(memory.dim() - 2):
-        if memory.stride(i) == 0:
-            memory = memory.narrow(i, 0, 1)
+    memory = _compact(memory, 2)
     matrix_shape = memory.shape[-2:]
     if all(s == 1 for s in memory.shape[:-2]):
         matrix = memory.reshape(matrix_shape)
@@ -419,3 +422,12 @@ def _matmul_batched(x, memory, transpose):
     out = out.reshape([batch[i] for i in order] + [out.shape[-1]])
     inverse = sorted(range(len(order)), key=order.__getitem__)
     return out.permute(inverse + [len(batch)])
+
+
+def _compact(tensor, trailing):
+    """Undoes expand() on the batch dims, all but the ``trailing`` last: narrows each stride-0
+    one to size 1, a view of the same storage."""
+    for i in range(tensor.dim() - trailing):
+        if tensor.stride(i) == 0 and tensor.shape[i] > 1:
+            tensor = tensor.narrow(i, 0, 1)
+    return tensor
