@@ -1,0 +1,133 @@
+"""Differentiable block reads from a spatial memory through a spatial transformer.
+
+Kanerva++ (Ramapuram et al. 2021, eq. 5 and App. A) reads K blocks
+``m_k = f_ST(M, y_k)`` from a memory ``M`` of shape ``(C, H, W)``. Each key
+``y = (y0, y1, y2) ∈ R³`` sets the affine map of a spatial transformer
+(Jaderberg et al. 2015),
+
+    θ = [[s_x, 0, t_x], [0, s_y, t_y]],
+
+which sends the normalised coordinates of the ``h × w`` block (in [-1, 1]) to
+normalised coordinates of the memory, where the memory is bilinearly sampled.
+
+Squashing into the valid range. The paper uses θ = [[y0, 0, y1], [0, y0, y2]]
+with every entry "bound between [-1, 1]". Here an unconstrained key is squashed
+so that every read lies inside the memory and is never mirrored:
+
+    ρ   = max(h / H, w / W)                      (the block's share of the memory, ≤ 1)
+    s   = ρ ** (-tanh y0)                        (zoom, in (ρ, 1/ρ); s = 1 at y0 = 0)
+    s_x = s · w / W,   s_y = s · h / H           (the read's extent; s = 1 is one memory
+                                                  pixel per block pixel)
+    t_x = tanh(y1) · (1 − s_x),   t_y = tanh(y2) · (1 − s_y)
+
+so ``y1`` moves the block along the width (columns) and ``y2`` along the
+height (rows), ``y = 0`` reads the centred block at the memory's own
+resolution, and a key with ``|y0| → ∞`` zooms out to the whole memory (along
+its larger side) or in to ``ρ²`` of it. A block that touches the memory's
+border is reached only as ``|y1|`` or ``|y2| → ∞``.
+
+Sampling uses ``align_corners=False``: coordinate ±1 is the outer edge of the
+border pixels, so a block of ``h`` pixels at ``s = 1`` spans exactly ``h``
+memory pixels, and an integer-aligned key reads a slice of the memory exactly.
+Points are always inside the memory; ``padding_mode="border"`` only guards the
+last half pixel against rounding.
+"""
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+KEY_SIZE = 3
+
+
+def _check_block_shape(block_shape, memory_hw):
+    if (
+        not isinstance(block_shape, (tuple, list, torch.Size))
+        or len(block_shape) != 2
+        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in block_shape)
+        or min(block_shape) < 1
+    ):
+        raise ValueError(f"block_shape must be a pair (h, w) of positive ints, got {block_shape!r}")
+    h, w = (int(d) for d in block_shape)
+    if h > memory_hw[0] or w > memory_hw[1]:
+        raise ValueError(
+            f"block_shape {(h, w)} is larger than the memory's height and width "
+            f"{tuple(memory_hw)}; a block must fit inside the memory"
+        )
+    return h, w
+
+
+def key_to_affine(keys, block_shape, memory_hw):
+    """The affine maps θ of the keys, after the squashing described in the module docstring.
+
+    :param torch.Tensor keys: ``batch_shape + (3,)``.
+    :param tuple block_shape: ``(h, w)``.
+    :param tuple memory_hw: ``(H, W)``.
+    :returns: θ of shape ``batch_shape + (2, 3)``.
+    """
+    h, w = block_shape
+    height, width = memory_hw
+    rho = max(h / height, w / width)
+    y0, y1, y2 = keys.unbind(-1)
+    s = torch.exp(-torch.tanh(y0) * math.log(rho))
+    s_x, s_y = s * (w / width), s * (h / height)
+    t_x, t_y = torch.tanh(y1) * (1 - s_x), torch.tanh(y2) * (1 - s_y)
+    zero = torch.zeros_like(s)
+    return torch.stack([torch.stack([s_x, zero, t_x], -1), torch.stack([zero, s_y, t_y], -1)], -2)
+
+
+def spatial_read(memory, keys, block_shape):
+    """Read K blocks of ``h × w`` from a memory through a spatial transformer.
+
+    Leading batch dims of ``memory`` and ``keys`` broadcast against each other
+    (data, episode, vectorised particles, enumeration), so one memory per
+    episode serves the keys of all its images without being copied by the caller.
+
+    :param torch.Tensor memory: ``mem_batch + (C, H, W)``.
+    :param torch.Tensor keys: ``key_batch + (K, 3)``, unconstrained.
+    :param tuple block_shape: ``(h, w)`` with ``h <= H`` and ``w <= W``.
+    :returns: reads of shape ``broadcast(mem_batch, key_batch) + (K, C, h, w)``.
+    :raises TypeError: if an input is not a floating-point tensor.
+    :raises ValueError: if the keys do not have 3 entries, the memory has fewer
+        than 3 dims or the block does not fit in the memory.
+    """
+    for name, value in (("memory", memory), ("keys", keys)):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point torch.Tensor, got "
+                f"{getattr(value, 'dtype', type(value).__name__)}"
+            )
+    if memory.dim() < 3:
+        raise ValueError(f"memory must have shape (..., C, H, W), got {tuple(memory.shape)}")
+    if keys.dim() < 2 or keys.shape[-1] != KEY_SIZE:
+        raise ValueError(
+            f"keys must have shape (..., K, {KEY_SIZE}) (scale, x, y per read), "
+            f"got {tuple(keys.shape)}"
+        )
+    channels, height, width = memory.shape[-3:]
+    h, w = _check_block_shape(block_shape, (height, width))
+    num_reads = keys.shape[-2]
+    try:
+        batch_shape = torch.broadcast_shapes(memory.shape[:-3], keys.shape[:-2])
+    except RuntimeError as error:
+        raise ValueError(
+            f"the batch dims of memory {tuple(memory.shape[:-3])} and keys "
+            f"{tuple(keys.shape[:-2])} do not broadcast"
+        ) from error
+    n = math.prod(batch_shape)
+    # affine_grid and grid_sample need a fixed rank: flatten the batch dims around them.
+    memory = memory.expand(batch_shape + memory.shape[-3:]).reshape(n, channels, height, width)
+    theta = key_to_affine(keys.expand(batch_shape + keys.shape[-2:]), (h, w), (height, width))
+    grid = F.affine_grid(
+        theta.reshape(n * num_reads, 2, 3), (n * num_reads, 1, h, w), align_corners=False
+    )
+    # The K grids of a memory are stacked along the grid's height: one sampling
+    # pass per memory, without K copies of it.
+    grid = grid.reshape(n, num_reads * h, w, 2)
+    reads = F.grid_sample(
+        memory, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )  # (n, C, K * h, w)
+    reads = reads.reshape(n, channels, num_reads, h, w).transpose(1, 2)
+    return reads.reshape(batch_shape + (num_reads, channels, h, w))
