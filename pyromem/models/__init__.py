@@ -1,5 +1,6 @@
 """Pyro programs: each a ``PyroModule`` with ``model(...)`` and an amortised ``guide(...)``."""
 
+from pyromem.models.memory_vae import MemoryVAE
 from pyromem.models.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["MemoryVAE", "VAE"]

@@ -1,0 +1,125 @@
+r"""Iterative refinement of an amortised guide's point estimate, as a Pyro guide.
+
+An amortised guide :math:`q_\phi(z \mid x)` answers in one forward pass; iterative inference
+improves its answer for the model at hand (Marino 2019, §2; Annabi et al. 2022, §4): start
+from the guide's mean :math:`\hat z_0 = \mathbb{E}_{q_\phi}[z]` and apply ``num_steps`` updates
+
+.. math::
+
+    \hat z_{t+1} = \mathrm{step}(\hat z_t, x),
+
+each a descent step on the variational free energy :math:`F(x, \hat z) = -\log p(x, \hat z) + C`
+of a point-mass posterior (eq. 4 and eq. 13-18 of Annabi et al.). The guide then emits
+:math:`q(z \mid x) = \delta_{\hat z_T}(z)`, so that any ELBO of Pyro computes
+:math:`-\log p(x, \hat z_T)` for it (the entropy of a point mass is taken as 0).
+
+Refinement changes neither the model's nor the guide's parameters nor their ``.grad``: every
+gradient it takes is :func:`torch.autograd.grad` with respect to :math:`\hat z` alone, and
+:math:`\hat z_T` enters the loss as a constant, so an SVI step with a refinement guide trains
+the model's parameters at the refined point and leaves the amortised guide alone.
+
+References:
+
+[1] Annabi, Pitti, Quoy. "On the Relationship Between Variational Inference and Auto-Associative
+    Memory." NeurIPS 2022.
+[2] Marino. "Predictive Coding, Variational Autoencoders, and Biological Connections." 2019.
+"""
+
+import numbers
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.runtime import NonlocalExit
+
+from pyromem.models.plates import data_plate
+
+
+class Refinement:
+    """A Pyro guide that refines an amortised guide's estimate of one latent site.
+
+    Subclasses implement :meth:`step`. The guide is called as ``guide(x, *args, **kwargs)``
+    with the model's arguments, and emits ``pyro.sample(site, Delta(z_hat).to_event(1))`` in
+    ``data_plate(x, num_data)``, ``num_data`` being the keyword argument of that name (the
+    pyromem convention ``model(x, num_data=None)``).
+
+    :param callable model: the Pyro model, called as ``model(x, *args, **kwargs)``.
+    :param callable guide: an amortised guide of the model with a sample site ``site`` whose
+        distribution has a ``mean`` of shape ``(B, d)``.
+    :param int num_steps: T, the number of refinement steps (0 returns the guide's mean).
+    :param str site: the name of the latent site refined.
+    """
+
+    def __init__(self, model, guide, num_steps=10, site="z"):
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        if not callable(guide):
+            raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}")
+        if not isinstance(site, str):
+            raise TypeError(f"site must be a str, got {type(site).__name__}")
+        self.model = model
+        self.guide = guide
+        self.num_steps = num_steps
+        self.site = site
+
+    def initial(self, x, *args, **kwargs):
+        r""":math:`\hat z_0`, the amortised guide's mean of ``site``, shape ``(B, d)``."""
+        with poutine.block():
+            trace = poutine.trace(self.guide).get_trace(x, *args, **kwargs)
+        node = trace.nodes.get(self.site)
+        if node is None or node["type"] != "sample":
+            raise ValueError(
+                f"guide must have a sample site {self.site!r} to start refinement from, "
+                f"got sites {[n for n, s in trace.nodes.items() if s['type'] == 'sample']}"
+            )
+        return node["fn"].mean.detach()
+
+    def prior(self, x, *args, **kwargs):
+        """The model's distribution at ``site`` (batch shape ``(B,)`` in the data plate).
+
+        The model runs only up to the site: a nonlocal exit there spares the decoder.
+        Latent sites the model draws before ``site``, if any, are drawn from their priors.
+        """
+        escape = poutine.escape(self.model, escape_fn=lambda msg: msg["name"] == self.site)
+        with poutine.block():
+            try:
+                escape(x, *args, **kwargs)
+            except NonlocalExit as exit_:
+                exit_.reset_stack()
+                return exit_.site["fn"]
+        raise ValueError(f"model must have a sample site {self.site!r}, but it has none")
+
+    def step(self, z, x, *args, **kwargs):
+        r"""One update :math:`\hat z_t \to \hat z_{t+1}`, both of shape ``(B, d)``."""
+        raise NotImplementedError
+
+    def refine(self, x, *args, trajectory=False, **kwargs):
+        r""":math:`\hat z_T` after ``num_steps`` steps from :math:`\hat z_0`, shape ``(B, d)``.
+
+        :param bool trajectory: also return the list :math:`[\hat z_0, \dots, \hat z_T]`.
+        """
+        with torch.no_grad():
+            z = self.initial(x, *args, **kwargs)
+            path = [z]
+            for _ in range(self.num_steps):
+                z = self.step(z, x, *args, **kwargs).detach()
+                path.append(z)
+        return (z, path) if trajectory else z
+
+    def __call__(self, x, *args, **kwargs):
+        z = self.refine(x, *args, **kwargs)
+        with data_plate(x, kwargs.get("num_data")):
+            return pyro.sample(self.site, dist.Delta(z).to_event(1))
+
+
+def check_rate(value, name, allow_none=False):
+    """``value`` as a positive float (or None where allowed), else a ValueError naming it."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        expected = "a positive float or None" if allow_none else "a positive float"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value)

@@ -1,0 +1,132 @@
+r"""The memory-conditioned generative model of Annabi et al. (2022, §3-4) as a Pyro program.
+
+A memory of N stored latent patterns :math:`M_1, \dots, M_N` (the encodings of N images) is the
+prior of the code; a trained VAE's decoder generates the image:
+
+    z_n ~ p(z; M) = Σ_k π_k N(z; M_k, Σ)          (eq. 9 balanced, eq. 5-6 Hopfield)
+    x_n | z_n ~ p_θ(x | z_n)                      (the VAE's decoder and likelihood, eq. 3)
+
+Retrieval is inference of z given a query x: the amortised guide is the VAE's encoder, and the
+guides of :mod:`pyromem.infer` refine its answer (VAE-GMM, VAE-BP-GMM, VAE-PC-GMM, VAE-GMM*).
+"""
+
+import itertools
+import math
+import numbers
+
+import pyro
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyromem.data.validation import check_images
+from pyromem.memory import GaussianMixtureMemory
+from pyromem.models.plates import data_plate
+from pyromem.models.vae import VAE
+
+_instances = itertools.count()
+
+
+class MemoryVAE(PyroModule):
+    """z ~ GaussianMixtureMemory(M) (eq. 9, or eq. 5-6), x ~ p(x | z) with a trained VAE's
+    decoder.
+
+    :param VAE vae: a trained :class:`~pyromem.models.VAE`; its decoder is the likelihood and
+        its guide the amortised guide.
+    :param torch.Tensor memory: the stored latent patterns, shape ``(N, d)`` with d the VAE's
+        latent width, or ``None`` to :meth:`write` them later.
+    :param float scale: the isotropic σ of the mixture components (Σ = σ² I).
+    :param str weights: ``"balanced"`` (eq. 9) or ``"hopfield"`` (eq. 6).
+    :param float beta: the Hopfield inverse temperature (default 1/σ², eq. 5).
+    :param torch.Tensor precision: a diagonal precision P of shape ``(d,)`` instead of σ
+        (VAE-GMM*, eq. 12), e.g. the one :class:`~pyromem.infer.LearnedPrecisionRetrieval`
+        learned.
+
+    ``model(x)`` and ``guide(x)`` take images of shape ``(B,) + vae.input_shape``.
+    """
+
+    def __init__(
+        self, vae, memory=None, scale=1.0, weights="balanced", beta=None, precision=None
+    ):
+        super().__init__(name=f"memory_vae{next(_instances)}")
+        if not isinstance(vae, VAE):
+            raise TypeError(f"vae must be a pyromem.models.VAE, got {type(vae).__name__}")
+        # A plain child keeps the VAE's own Pyro name and context: PyroModule.add_module would
+        # rename a trained VAE's parameters in the param store, and refuses one that has run.
+        nn.Module.add_module(self, "vae", vae)
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"scale must be a float, got {scale!r}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite float, got {scale!r}")
+        self.scale = float(scale)
+        self.weights = weights
+        self.beta = beta
+        self.register_buffer("precision", None)
+        self.register_buffer("memory", None)
+        if precision is not None:
+            self.precision = self._check_width(precision, "precision", (vae.latent_dim,))
+        if memory is not None:
+            self.memory = self._check_width(memory, "memory", (None, vae.latent_dim))
+        # The distribution checks weights and beta, and fails now rather than at first use.
+        like = self.precision if self.precision is not None else next(vae.parameters())
+        GaussianMixtureMemory(
+            like.new_zeros(1, vae.latent_dim), weights=weights, beta=beta, **self._covariance()
+        )
+
+    def _check_width(self, value, name, shape):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {value!r}")
+        if value.dim() != len(shape) or value.shape[-1] != shape[-1] or value.shape[0] == 0:
+            expected = "(N, d)" if len(shape) == 2 else "(d,)"
+            raise ValueError(
+                f"{name} must have shape {expected} with N >= 1 and d = {shape[-1]}, the VAE's "
+                f"latent width, got {tuple(value.shape)}"
+            )
+        return value.detach()
+
+    def _covariance(self):
+        if self.precision is not None:
+            return {"precision": self.precision}
+        return {"scale": self.scale}
+
+    @torch.no_grad()
+    def write(self, images):
+        """Stores the encoder's means of ``images`` (shape ``(N,) + vae.input_shape``) as the
+        memory M, replacing what was there, and returns M, shape ``(N, d)``."""
+        check_images(
+            images,
+            self.vae.input_shape,
+            self.vae.likelihood.support,
+            name="images",
+            check_values=is_validation_enabled(),
+        )
+        if images.dim() != len(self.vae.input_shape) + 1:
+            raise ValueError(
+                f"images must have shape (N, {', '.join(map(str, self.vae.input_shape))}), "
+                f"got {tuple(images.shape)}"
+            )
+        self.memory = self.vae.encoder(images)[0]
+        return self.memory
+
+    def prior(self):
+        """p(z; M) with the configured covariance and weights, a
+        :class:`~pyromem.memory.GaussianMixtureMemory` with event shape ``(d,)``."""
+        if self.memory is None:
+            raise ValueError("memory is empty: call write(images) or pass memory=M first")
+        memory = self._check_width(self.memory, "memory", (None, self.vae.latent_dim))
+        return GaussianMixtureMemory(
+            memory, weights=self.weights, beta=self.beta, **self._covariance()
+        )
+
+    def model(self, x, num_data=None):
+        """p(x, z; M) = p(z; M) p_θ(x | z) over a batch of B images out of ``num_data``."""
+        self.vae._check(x)
+        prior = self.prior()
+        with data_plate(x, num_data):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", self.vae.decode(z), obs=x)
+
+    def guide(self, x, num_data=None):
+        """The VAE's amortised guide q(z | x) = N(μ_φ(x), diag σ_φ(x)²)."""
+        self.vae.guide(x, num_data)
