@@ -1,0 +1,283 @@
+import itertools
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.nn import PyroModule
+from torch.distributions import constraints
+
+from pyromem.infer import VIMCO
+from pyromem.models.plates import data_plate
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
+
+SLOTS, LATENT = 3, 2
+
+
+class Given(dist.TorchDistribution):
+    """``base`` whose draws are the given ``value`` (differentiable for reparameterised bases).
+
+    Lets a test feed the same random draws to two calls of an estimator.
+    """
+
+    arg_constraints = {}
+
+    def __init__(self, base, value):
+        self.base, self.value = base, value
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def has_rsample(self):
+        return self.base.has_rsample
+
+    @constraints.dependent_property
+    def support(self):
+        return self.base.support
+
+    def expand(self, batch_shape, _instance=None):
+        return Given(self.base.expand(batch_shape), self.value)
+
+    def rsample(self, sample_shape=()):
+        return self.value
+
+    def sample(self, sample_shape=()):
+        return self.value.detach()
+
+    def log_prob(self, value):
+        return self.base.log_prob(value)
+
+
+class AddressModel(PyroModule):
+    """a ~ Cat(softmax(π)), z | a ~ N(c_a, I), x | z, a ~ N(W z + m_a, 0.5² I);
+    q(a | x) = Cat(softmax(U x + φ)), q(z | x, a) = N(A x + d_a, diag softplus(s)²).
+
+    With ``latent=False`` the model has the address only: x | a ~ N(m_a, I).
+    ``self.noise = (a, eps)`` makes the guide draw exactly these particles.
+    """
+
+    def __init__(self, dim=2, latent=True, dtype=torch.float32):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+
+        def param(*shape):
+            return torch.nn.Parameter(0.5 * torch.randn(*shape, generator=g, dtype=dtype))
+
+        self.latent = latent
+        self.prior_logits, self.means = param(SLOTS), param(SLOTS, dim)
+        self.query, self.guide_logits = param(dim, SLOTS), param(SLOTS)
+        if latent:
+            self.prior_locs, self.weight = param(SLOTS, LATENT), param(LATENT, dim)
+            self.encoder, self.offsets, self.raw_scale = (
+                param(dim, LATENT),
+                param(SLOTS, LATENT),
+                param(LATENT),
+            )
+        self.noise = None
+
+    def model(self, x, num_data=None):
+        with data_plate(x, num_data):
+            a = pyro.sample("a", dist.Categorical(logits=self.prior_logits))
+            if self.latent:
+                z = pyro.sample("z", dist.Normal(self.prior_locs[a], 1.0).to_event(1))
+                pyro.sample(
+                    "x", dist.Normal(z @ self.weight + self.means[a], 0.5).to_event(1), obs=x
+                )
+            else:
+                pyro.sample("x", dist.Normal(self.means[a], 1.0).to_event(1), obs=x)
+
+    def guide(self, x, num_data=None):
+        with data_plate(x, num_data):
+            q_a = dist.Categorical(logits=x @ self.query + self.guide_logits)
+            a = pyro.sample("a", q_a if self.noise is None else Given(q_a, self.noise[0]))
+            if self.latent:
+                loc = x @ self.encoder + self.offsets[a]
+                scale = torch.nn.functional.softplus(self.raw_scale)
+                q_z = dist.Normal(loc, scale).to_event(1)
+                if self.noise is not None:
+                    q_z = Given(q_z, loc + scale * self.noise[1])
+                pyro.sample("z", q_z)
+
+    def log_weights(self, x, a, eps):
+        """l_k = log p(x, a_k, z_k) − log q(a_k, z_k | x) by hand, shape (K, B)."""
+        normal, log_softmax = torch.distributions.Normal, torch.log_softmax
+        scale = torch.nn.functional.softplus(self.raw_scale)
+        loc = x @ self.encoder + self.offsets[a]
+        z = loc + scale * eps
+        log_p = (
+            log_softmax(self.prior_logits, -1)[a]
+            + normal(self.prior_locs[a], 1.0).log_prob(z).sum(-1)
+            + normal(z @ self.weight + self.means[a], 0.5).log_prob(x).sum(-1)
+        )
+        log_q = log_softmax(x @ self.query + self.guide_logits, -1).gather(-1, a.T).T + normal(
+            loc, scale
+        ).log_prob(z).sum(-1)
+        return log_p - log_q
+
+
+def draw_noise(k, batch, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(SLOTS, (k, batch), generator=g), torch.randn(k, batch, LATENT, generator=g)
+
+
+def grads(module):
+    return torch.cat([p.grad.flatten() for p in module.parameters()])
+
+
+def test_loss_is_minus_the_k_sample_bound_of_the_same_draws():
+    torch.manual_seed(0)
+    model, x, k = AddressModel(), torch.randn(3, 2), 5
+    model.noise = draw_noise(k, len(x))
+    # the particles are given: the model's plates are declared, not guessed from a trial run
+    elbo = VIMCO(num_particles=k, max_plate_nesting=1)
+    with torch.no_grad():
+        log_weight = model.log_weights(x, *model.noise)
+    # the scale N/B of the data plate multiplies each datapoint's log-mean-exp
+    bound = 10 / 3 * (torch.logsumexp(log_weight, 0) - math.log(k)).sum()
+    loss = elbo.loss(model.model, model.guide, x, num_data=10)
+    assert loss == pytest.approx(-bound.item(), rel=1e-5)
+    assert elbo.differentiable_loss(model.model, model.guide, x, 10).item() == pytest.approx(loss)
+    assert elbo.loss_and_grads(model.model, model.guide, x, 10) == pytest.approx(loss)
+    assert all(p.grad is not None for p in model.parameters())
+    module = elbo(model.model, model.guide)
+    assert isinstance(module, torch.nn.Module)
+    assert module(x, num_data=10).item() == pytest.approx(loss)
+
+
+def test_loss_with_random_draws_is_a_lower_bound_that_tightens_with_k():
+    model, x = AddressModel(), torch.randn(4, 2)
+    losses = {
+        k: sum(VIMCO(k).loss(model.model, model.guide, x) for _ in range(200)) / 200
+        for k in (2, 50)
+    }
+    assert losses[50] < losses[2]
+
+
+@pytest.mark.parametrize("baseline", ["geometric", "arithmetic"])
+def test_gradient_is_unbiased_against_exhaustive_enumeration(baseline):
+    # The model's only latent is an address over 3 slots; with K = 3 the expected
+    # K-sample bound is a sum over all 3^3 particle tuples, so its gradient is exact.
+    model, x, k = AddressModel(latent=False, dtype=torch.float64), torch.tensor([[0.3, -0.8]]), 3
+    params, x_ = list(model.parameters()), x.double()
+    log_q = torch.log_softmax(x_ @ model.query + model.guide_logits, -1)[0]
+    log_w = (
+        torch.log_softmax(model.prior_logits, -1)
+        + torch.distributions.Normal(model.means, 1.0).log_prob(x_).sum(-1)
+        - log_q
+    )
+    exact_bound = sum(
+        log_q[list(t)].sum().exp() * (torch.logsumexp(log_w[list(t)], 0) - math.log(k))
+        for t in itertools.product(range(SLOTS), repeat=k)
+    )
+    exact = torch.cat([g.flatten() for g in torch.autograd.grad(exact_bound, params)])
+
+    # each of B copies of x is an independent estimate: a batch gives their sum
+    elbo, batches, batch = VIMCO(num_particles=k, baseline=baseline), 40, 2000
+    means = []
+    for _ in range(batches):
+        model.zero_grad()
+        (
+            elbo.differentiable_loss(model.model, model.guide, x_.expand(batch, 2)) / -batch
+        ).backward()
+        means.append(grads(model))
+    means = torch.stack(means)
+    estimate, stderr = means.mean(0), means.std(0) / math.sqrt(batches)
+    # every component within 4.5 standard errors (a false alarm about once in 10^4 runs)
+    assert torch.all((estimate - exact).abs() < 4.5 * stderr + 1e-6), (estimate, exact, stderr)
+    # and the test has power: the address's score-function term is many errors away from 0
+    guide_part = slice(-SLOTS * 3, None)  # query (2 x 3) and guide_logits (3)
+    assert (exact[guide_part].abs() / stderr[guide_part]).max() > 20
+
+
+def test_datapoints_are_independent():
+    torch.manual_seed(0)
+    model, x, k = AddressModel(), torch.randn(2, 2), 4
+    a, eps = draw_noise(k, 2)
+    elbo = VIMCO(num_particles=k, max_plate_nesting=1)
+
+    def loss_and_grad(rows):
+        model.zero_grad()
+        model.noise = (a[:, rows], eps[:, rows])
+        loss = elbo.differentiable_loss(model.model, model.guide, x[rows], num_data=10)
+        loss.backward()
+        return loss.item(), grads(model)
+
+    pair_loss, pair_grad = loss_and_grad([0, 1])
+    (loss0, grad0), (loss1, grad1) = loss_and_grad([0]), loss_and_grad([1])
+    # a batch of B out of N is scaled by N/B: the pair counts each datapoint half as much
+    assert pair_loss == pytest.approx((loss0 + loss1) / 2, rel=1e-5)
+    torch.testing.assert_close(pair_grad, (grad0 + grad1) / 2)
+
+
+def test_bad_arguments_and_unsupported_models():
+    with pytest.raises(ValueError, match="num_particles: .*K >= 2.*got 1"):
+        VIMCO(num_particles=1)
+    with pytest.raises(TypeError, match="num_particles"):
+        VIMCO(num_particles=2.0)
+    with pytest.raises(ValueError, match="baseline: .*'harmonic'"):
+        VIMCO(baseline="harmonic")
+    model, x = AddressModel(), torch.randn(2, 2)
+
+    def enumerated_guide(x, num_data=None):
+        with data_plate(x, num_data):
+            pyro.sample(
+                "a", dist.Categorical(logits=torch.zeros(SLOTS)), infer={"enumerate": "parallel"}
+            )
+            pyro.sample("z", dist.Normal(torch.zeros(LATENT), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match="site 'a' asks for enumerate='parallel'.*TraceEnum_ELBO"):
+        VIMCO(max_plate_nesting=1).loss(model.model, enumerated_guide, x)
+
+    with pytest.raises(
+        ValueError, match="same scale; model site 'a' has 0.5 and guide site 'a' has 1.0"
+    ):
+        VIMCO().loss(poutine.scale(model.model, scale=0.5), model.guide, x)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from lightning.pytorch.callbacks import Callback
+    sys.path.insert(0, {tests!r})
+    from test_vimco import AddressModel
+    from pyromem.infer import VIMCO
+    from pyromem.train import fit
+
+    class SaveParameters(Callback):
+        def on_train_end(self, trainer, pl_module):
+            state = {{k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}}
+            torch.save(state, {out!r} + f"/rank{{trainer.global_rank}}.pt")
+
+    torch.manual_seed(0)
+    model = AddressModel()
+    torch.save(model.state_dict(), {out!r} + "/initial.pt")
+    data = torch.randn(64, 2)
+    result = fit(model, data, epochs=2, batch_size=8, lr=1e-2, out_dir={out!r}, elbo=VIMCO(4),
+                 accelerator="cpu", devices=2, strategy="ddp", progress=False,
+                 callbacks=[SaveParameters()])
+    print("EPOCHS", result.epochs)
+    """
+)
+
+
+def test_trains_under_ddp_on_two_cpu_processes_with_identical_parameters(tmp_path):
+    script = tmp_path / "ddp_vimco.py"
+    script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(__file__), out=str(tmp_path)))
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "EPOCHS 2" in completed.stdout
+    initial, rank0, rank1 = (
+        torch.load(tmp_path / f"{n}.pt") for n in ("initial", "rank0", "rank1")
+    )
+    for name in initial:
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0)
+        assert not torch.equal(rank0[name], initial[name]), name
