@@ -2,5 +2,6 @@
 
 from pyromem.models.memory_vae import MemoryVAE
 from pyromem.models.vae import VAE
+from pyromem.models.vma import VMA
 
-__all__ = ["MemoryVAE", "VAE"]
+__all__ = ["MemoryVAE", "VAE", "VMA"]

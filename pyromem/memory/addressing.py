@@ -1,0 +1,79 @@
+"""Content-based addressing: the similarity S(m_a, x) of Variational Memory Addressing (eq. 4-6).
+
+Each memory slot m_a is embedded by h(m_a) = e_a and a query by h^q(x) = e^q
+(eq. 6); the address distribution over the |M| slots is a softmax over
+
+    S(m_a, x) = <e_a, e^q> / ‖e_a‖      ("normalized", eq. 5)
+    S(m_a, x) = <e_a, e^q>               ("dot")
+    S(m_a, x) = <e_a, e^q> / (‖e_a‖ ‖e^q‖)   ("cosine")
+
+(Bornschein et al. 2017, §2). One matrix product scores a batch of queries
+against all slots, O(|M| |B| |e|).
+"""
+
+import torch
+from torch import nn
+
+SIMILARITIES = ("normalized", "dot", "cosine")
+# keeps the norms of all-zero embeddings from dividing by zero
+EPS = 1e-6
+
+
+def similarity(keys, query, kind="normalized"):
+    """S(m_a, x) of every slot a for every query.
+
+    :param torch.Tensor keys: the slot embeddings e_a, shape ``(N, E)``.
+    :param torch.Tensor query: query embeddings e^q, shape ``batch_shape + (E,)``.
+    :param str kind: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
+    :returns: the similarities, shape ``batch_shape + (N,)``.
+    """
+    if kind not in SIMILARITIES:
+        raise ValueError(f"kind: expected one of {SIMILARITIES}, got {kind!r}")
+    if keys.dim() != 2 or query.shape[-1:] != keys.shape[-1:]:
+        raise ValueError(
+            f"keys and query: expected keys (N, E) and query (..., E), got keys "
+            f"{tuple(keys.shape)} and query {tuple(query.shape)}"
+        )
+    if kind != "dot":
+        keys = keys / (keys.norm(dim=-1, keepdim=True) + EPS)
+    if kind == "cosine":
+        query = query / (query.norm(dim=-1, keepdim=True) + EPS)
+    return query @ keys.T
+
+
+class Addressing(nn.Module):
+    """The logits of q(a | x) ∝ exp S(m_a, x) (eq. 4) and of the prior p(a | M).
+
+    The prior uses a learned query point e^p in place of e^q (the embedding net
+    h is shared between p and q), or is flat, p(a) = 1/|M|.
+
+    :param nn.Module key_net: h, maps slots ``(N,) + memory_shape`` to ``(N, E)``.
+    :param nn.Module query_net: h^q, maps queries ``batch_shape + input_shape`` to
+        ``batch_shape + (E,)``.
+    :param int embedding_dim: E.
+    :param str kind: the similarity, one of :data:`SIMILARITIES`.
+    :param str prior: ``"learned"`` (a query point e^p) or ``"flat"``.
+    """
+
+    def __init__(self, key_net, query_net, embedding_dim, kind="normalized", prior="learned"):
+        super().__init__()
+        if kind not in SIMILARITIES:
+            raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {kind!r}")
+        if prior not in ("learned", "flat"):
+            raise ValueError(f"prior: expected 'learned' or 'flat', got {prior!r}")
+        self.key_net, self.query_net, self.kind = key_net, query_net, kind
+        self.prior_query = nn.Parameter(torch.zeros(embedding_dim)) if prior == "learned" else None
+
+    def keys(self, memory):
+        """e_a = h(m_a), shape ``(N, E)``, for a memory ``(N,) + memory_shape``."""
+        return self.key_net(memory)
+
+    def posterior_logits(self, keys, x):
+        """S(m_a, x), the logits of q(a | x), shape ``batch_shape + (N,)``."""
+        return similarity(keys, self.query_net(x), self.kind)
+
+    def prior_logits(self, keys):
+        """S(m_a, e^p), the logits of p(a | M), shape ``(N,)`` (zeros when flat)."""
+        if self.prior_query is None:
+            return keys.new_zeros(keys.shape[0])
+        return similarity(keys, self.prior_query, self.kind)

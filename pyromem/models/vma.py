@@ -1,0 +1,304 @@
+"""Variational Memory Addressing (Bornschein, Mnih, Zoran & Rezende 2017) as a Pyro program.
+
+Generative model of an image x given a memory M of |M| slots m_1 .. m_|M| (eq. 1):
+
+    a ~ p(a | M) ∝ exp S(m_a, e^p)       (a learned prior query point e^p, or flat)
+    z | a ~ p(z | m_a) = N(μ(m_a), diag σ(m_a)²)
+    x | z, a ~ p(x | z, m_a)             (a decoder of [z, m_a] plus a skip path from m_a)
+
+so p(x | M) = Σ_a p(a | M) ∫ p(z | m_a) p(x | z, m_a) dz. Guide (eq. 3-6):
+
+    q(a | x) ∝ exp S(m_a, x),  S = <h(m_a), h^q(x)> / ‖h(m_a)‖
+    q(z | x, m_a) = N(μ(x, m_a), diag σ(x, m_a)²).
+
+The address is either enumerated exactly in the guide (``address="enum"``,
+train with ``TraceEnum_ELBO(max_plate_nesting=1)``; |M| decoder passes per
+image) or sampled (``address="vimco"``, train with
+:class:`pyromem.infer.VIMCO`). The memory is an argument of ``model`` and
+``guide`` (few-shot: it changes per batch) or, when it is not given, the
+model's own memory: a learned parameter or a fixed buffer.
+
+§4.2's soft-attention baseline, :class:`SoftAttentionVAE`, is at the end.
+"""
+
+import itertools
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from pyromem.data.validation import check_images
+from pyromem.memory.addressing import Addressing, similarity
+from pyromem.models.plates import data_plate
+from pyromem.nets import MLPDecoder, MLPEncoder, make_likelihood
+
+ADDRESSING = ("enum", "vimco")
+_instances = itertools.count()
+
+
+def _concat(*tensors):
+    """Concatenate vectors ``batch_shape + (n_i,)`` whose batch shapes broadcast."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(batch + t.shape[-1:]) for t in tensors], dim=-1)
+
+
+def _embedding_net(shape, embedding_dim, hidden):
+    """An MLP from items of ``shape`` (flattened) to ``(embedding_dim,)``."""
+    return nn.Sequential(
+        nn.Flatten(-len(shape)), MLPDecoder(math.prod(shape), (embedding_dim,), hidden)
+    )
+
+
+def check_memory(memory, memory_shape):
+    """Raise unless ``memory`` is a non-empty float tensor ``(N,) + memory_shape``."""
+    if not isinstance(memory, torch.Tensor):
+        raise TypeError(f"memory: expected a torch.Tensor, got {type(memory).__name__}")
+    if memory.dim() != len(memory_shape) + 1 or memory.shape[1:] != memory_shape:
+        raise ValueError(
+            f"memory: expected shape (N,) + {tuple(memory_shape)}, got {tuple(memory.shape)}"
+        )
+    if memory.shape[0] == 0:
+        raise ValueError("memory: expected at least one slot, got an empty memory")
+    if not memory.is_floating_point():
+        raise TypeError(f"memory: expected a floating-point tensor, got {memory.dtype}")
+
+
+class VMA(PyroModule):
+    """A VAE conditioned on a memory slot chosen by a discrete address ``"a"``.
+
+    :param tuple input_shape: the shape of one image ``(C, H, W)``.
+    :param int memory_size: |M| of the model's own memory; ``None`` when the
+        memory is always passed as an argument (few-shot).
+    :param str memory: ``"learned"`` (a parameter, initialised uniformly in
+        [0, 1)) or ``"fixed"`` (a buffer, set with :meth:`set_memory`).
+    :param tuple memory_shape: the shape of one slot (default ``input_shape``).
+    :param int latent_dim: the width of z.
+    :param int embedding_dim: the width of the matching space of S.
+    :param tuple hidden: hidden widths of every MLP.
+    :param str address: ``"enum"`` (enumerated in the guide) or ``"vimco"`` (sampled).
+    :param str similarity: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
+    :param str prior: ``"learned"`` (a query point e^p) or ``"flat"``.
+    :param str likelihood: the likelihood head of x, e.g. ``"bernoulli"``.
+
+    ``model(x, memory=None, num_data=None)`` and ``guide(...)`` take images
+    ``(B,) + input_shape`` and a memory ``(N,) + memory_shape`` (or ``None`` for
+    the model's own). ``vma.config`` rebuilds the architecture: ``VMA(**vma.config)``.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        memory_size=None,
+        memory="learned",
+        memory_shape=None,
+        latent_dim=16,
+        embedding_dim=64,
+        hidden=(256, 128),
+        address="enum",
+        similarity="normalized",
+        prior="learned",
+        likelihood="bernoulli",
+    ):
+        super().__init__(name=f"vma{next(_instances)}")
+        if address not in ADDRESSING:
+            raise ValueError(f"address: expected one of {ADDRESSING}, got {address!r}")
+        if memory not in ("learned", "fixed"):
+            raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
+        if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
+            raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
+        self.input_shape = torch.Size(input_shape)
+        self.memory_shape = torch.Size(memory_shape or input_shape)
+        self.latent_dim, self.address = latent_dim, address
+        self.config = {
+            "input_shape": list(self.input_shape),
+            "memory_size": memory_size,
+            "memory": memory,
+            "memory_shape": list(self.memory_shape),
+            "latent_dim": latent_dim,
+            "embedding_dim": embedding_dim,
+            "hidden": list(hidden),
+            "address": address,
+            "similarity": similarity,
+            "prior": prior,
+            "likelihood": likelihood,
+        }
+        hidden = tuple(hidden)
+        memory_dim, input_dim = math.prod(self.memory_shape), math.prod(self.input_shape)
+        self.likelihood = make_likelihood(likelihood, self.input_shape)
+        # eq. 4-6: S(m_a, x) from the embeddings h(m_a) and h^q(x); p(a) shares h
+        self.addressing = Addressing(
+            _embedding_net(self.memory_shape, embedding_dim, hidden),
+            _embedding_net(self.input_shape, embedding_dim, hidden),
+            embedding_dim,
+            similarity,
+            prior,
+        )
+        # p(z | m_a) and q(z | x, m_a)
+        self.prior_net = MLPEncoder(self.memory_shape, latent_dim, hidden)
+        self.encoder = MLPEncoder((input_dim + memory_dim,), latent_dim, hidden)
+        # p(x | z, m_a): an MLP of [z, m_a] plus a linear skip path from m_a
+        param_shape = self.likelihood.param_shape
+        self.decoder = MLPDecoder(latent_dim + memory_dim, param_shape, tuple(reversed(hidden)))
+        self.skip = nn.Linear(memory_dim, math.prod(param_shape))
+        if memory_size is None:
+            self.memory = None
+        elif memory == "learned":
+            self.memory = nn.Parameter(torch.rand((memory_size,) + self.memory_shape))
+        else:
+            self.register_buffer("memory", torch.zeros((memory_size,) + self.memory_shape))
+        to_pyro_module_(self)
+
+    def set_memory(self, memory):
+        """Replace the model's own memory (a fixed buffer) by ``memory``."""
+        check_memory(memory, self.memory_shape)
+        self.memory = memory.to(self.skip.weight)
+
+    def _inputs(self, x, memory):
+        check_images(
+            x, self.input_shape, self.likelihood.support, check_values=is_validation_enabled()
+        )
+        if memory is None:
+            if self.memory is None:
+                raise ValueError("memory: this VMA has no memory of its own; pass memory=")
+            memory = self.memory
+        check_memory(memory, self.memory_shape)
+        return memory, self.addressing.keys(memory)
+
+    def _decode(self, z, m_a):
+        m_flat = m_a.flatten(-len(self.memory_shape))
+        params = self.decoder(_concat(z, m_flat))
+        return params + self.skip(m_flat).reshape(m_flat.shape[:-1] + self.likelihood.param_shape)
+
+    def model(self, x, memory=None, num_data=None):
+        """p(x, z, a | M) over a batch of B images out of ``num_data`` (eq. 1)."""
+        memory, keys = self._inputs(x, memory)
+        prior_logits = self.addressing.prior_logits(keys)
+        with data_plate(x, num_data):
+            # a ~ p(a | M)
+            a = pyro.sample("a", dist.Categorical(logits=prior_logits.expand(len(x), -1)))
+            m_a = memory[a]
+            # z ~ p(z | m_a)
+            z = pyro.sample("z", dist.Normal(*self.prior_net(m_a)).to_event(1))
+            # x ~ p(x | z, m_a)
+            pyro.sample("x", self.likelihood(self._decode(z, m_a)), obs=x)
+
+    def guide(self, x, memory=None, num_data=None):
+        """q(a | x) q(z | x, m_a) (eq. 3-6); the address enumerated or sampled."""
+        memory, keys = self._inputs(x, memory)
+        infer = {"enumerate": "parallel"} if self.address == "enum" else {}
+        with data_plate(x, num_data):
+            # a ~ q(a | x) ∝ exp S(m_a, x)
+            logits = self.addressing.posterior_logits(keys, x)
+            a = pyro.sample("a", dist.Categorical(logits=logits), infer=infer)
+            m_a = memory[a]
+            # z ~ q(z | x, m_a)
+            x_flat = x.flatten(-len(self.input_shape))
+            loc, scale = self.encoder(_concat(x_flat, m_a.flatten(-len(self.memory_shape))))
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def address_posterior(self, x, memory=None):
+        """q(a | x), shape ``(B, N)``."""
+        memory, keys = self._inputs(x, memory)
+        return self.addressing.posterior_logits(keys, x).softmax(-1)
+
+    def address_prior(self, memory=None):
+        """p(a | M), shape ``(N,)``."""
+        memory = self.memory if memory is None else memory
+        check_memory(memory, self.memory_shape)
+        return self.addressing.prior_logits(self.addressing.keys(memory)).softmax(-1)
+
+    def _mean(self, z, m_a):
+        return self.likelihood(self._decode(z, m_a)).mean
+
+    def reconstruct(self, x, memory=None):
+        """The decoder's mean at the most probable slot and the encoder's mean."""
+        memory, keys = self._inputs(x, memory)
+        m_a = memory[self.addressing.posterior_logits(keys, x).argmax(-1)]
+        loc, _ = self.encoder(_concat(x.flatten(1), m_a.flatten(1)))
+        return self._mean(loc, m_a)
+
+    def generate(self, num_samples, memory=None, slot=None):
+        """Decoder means at draws a ~ p(a | M) (or the given ``slot``), z ~ p(z | m_a)."""
+        memory = self.memory if memory is None else memory
+        check_memory(memory, self.memory_shape)
+        if slot is None:
+            a = dist.Categorical(self.address_prior(memory)).sample((num_samples,))
+        else:
+            a = torch.full((num_samples,), slot, dtype=torch.long, device=memory.device)
+        m_a = memory[a]
+        loc, scale = self.prior_net(m_a)
+        return self._mean(loc + scale * torch.randn_like(loc), m_a)
+
+
+class SoftAttentionVAE(PyroModule):
+    """§4.2's soft-attention baseline: the memory is read by attention from z.
+
+    The attention weights may depend only on the generative model's variables,
+    so z is the top-level latent:
+
+        z ~ N(0, I),  r(z) = Σ_a softmax_a S(m_a, g(z)) m_a,  x ~ p(x | z, r(z)),
+
+    with q(z | x) = N(μ(x), diag σ(x)²). The read is O(|M|) per image,
+    differentiable, and needs no estimator for a discrete latent.
+    Arguments as for :class:`VMA` (the memory is an argument or a fixed buffer).
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        memory_size=None,
+        latent_dim=16,
+        embedding_dim=64,
+        hidden=(256, 128),
+        likelihood="bernoulli",
+    ):
+        super().__init__(name=f"soft_attention{next(_instances)}")
+        self.input_shape = self.memory_shape = torch.Size(input_shape)
+        self.config = {
+            "input_shape": list(self.input_shape),
+            "memory_size": memory_size,
+            "latent_dim": latent_dim,
+            "embedding_dim": embedding_dim,
+            "hidden": list(hidden),
+            "likelihood": likelihood,
+        }
+        hidden, dim = tuple(hidden), math.prod(self.input_shape)
+        self.latent_dim = latent_dim
+        self.likelihood = make_likelihood(likelihood, self.input_shape)
+        self.key_net = _embedding_net(self.memory_shape, embedding_dim, hidden)
+        self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
+        self.encoder = MLPEncoder(self.input_shape, latent_dim, hidden)
+        param_shape = self.likelihood.param_shape
+        self.decoder = MLPDecoder(latent_dim + dim, param_shape, tuple(reversed(hidden)))
+        self.skip = nn.Linear(dim, math.prod(param_shape))
+        size = (memory_size or 0,) + self.memory_shape
+        self.register_buffer("memory", torch.zeros(size) if memory_size else None)
+        to_pyro_module_(self)
+
+    def set_memory(self, memory):
+        """Replace the model's own memory by ``memory``."""
+        check_memory(memory, self.memory_shape)
+        self.memory = memory.to(self.skip.weight)
+
+    def model(self, x, memory=None, num_data=None):
+        """p(x, z | M) with the attention read r(z)."""
+        memory = self.memory if memory is None else memory
+        check_memory(memory, self.memory_shape)
+        keys = self.key_net(memory)
+        with data_plate(x, num_data):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            weights = similarity(keys, self.query_net(z)).softmax(-1)
+            read = weights @ memory.flatten(1)
+            params = self.decoder(_concat(z, read))
+            params = params + self.skip(read).reshape(read.shape[:-1] + self.likelihood.param_shape)
+            pyro.sample("x", self.likelihood(params), obs=x)
+
+    def guide(self, x, memory=None, num_data=None):
+        """q(z | x)."""
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.Normal(*self.encoder(x)).to_event(1))

@@ -1,0 +1,137 @@
+import math
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
+
+from pyromem.diagnostics import elbo_decomposition
+from pyromem.infer import VIMCO
+from pyromem.memory.addressing import Addressing, similarity
+from pyromem.models import VMA
+from pyromem.models.vma import SoftAttentionVAE
+
+SHAPE = (1, 4, 4)
+
+
+def tiny(address="enum", **kwargs):
+    torch.manual_seed(0)
+    options = dict(memory_size=3, latent_dim=2, embedding_dim=4, hidden=(8,), address=address)
+    return VMA(SHAPE, **(options | kwargs))
+
+
+def images(n, seed=1):
+    return torch.bernoulli(
+        torch.full((n,) + SHAPE, 0.5), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_similarities():
+    keys, query = torch.tensor([[3.0, 4.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0]])
+    torch.testing.assert_close(similarity(keys, query, "dot"), torch.tensor([[7.0, 2.0]]))
+    torch.testing.assert_close(similarity(keys, query), torch.tensor([[7 / 5, 1.0]]))
+    root2 = math.sqrt(2)
+    torch.testing.assert_close(
+        similarity(keys, query, "cosine"), torch.tensor([[7 / 5 / root2, 1 / root2]])
+    )
+    # batch dims of the query broadcast: (K, B, E) -> (K, B, N)
+    assert similarity(keys, torch.randn(5, 3, 2)).shape == (5, 3, 2)
+
+
+def test_enumerated_objective_equals_the_elbo_by_hand():
+    vma, x = tiny(), images(2)
+    memory = vma.memory.detach()
+    elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    pyro.set_rng_seed(7)
+    loss = elbo.loss(vma.model, vma.guide, x, num_data=6)
+    # the same draws of z: one per slot and image, from the enumerated guide
+    pyro.set_rng_seed(7)
+    guide = poutine.trace(poutine.enum(vma.guide, first_available_dim=-2)).get_trace(x)
+    z = guide.nodes["z"]["value"]  # (|M|, B, d)
+    assert z.shape == (3, 2, 2)
+    with torch.no_grad():
+        keys = vma.addressing.key_net(memory)
+        log_q_a = similarity(keys, vma.addressing.query_net(x)).log_softmax(-1).T  # (|M|, B)
+        log_p_a = similarity(keys, vma.addressing.prior_query).log_softmax(-1)[:, None]
+        m = memory.flatten(1)[:, None].expand(3, 2, 16)
+        q_z = Normal(*vma.encoder(torch.cat([x.flatten(1).expand(3, 2, 16), m], -1)))
+        p_z = Normal(*vma.prior_net(memory[:, None]))
+        logits = vma.decoder(torch.cat([z, m], -1)) + vma.skip(m).reshape(3, 2, *SHAPE)
+        log_p_x = Bernoulli(logits=logits).log_prob(x).flatten(2).sum(-1)
+        inner = log_p_a + p_z.log_prob(z).sum(-1) + log_p_x - q_z.log_prob(z).sum(-1) - log_q_a
+        by_hand = 6 / 2 * (log_q_a.exp() * inner).sum()
+    assert loss == pytest.approx(-by_hand.item(), rel=1e-5)
+
+
+def test_vimco_and_enumeration_bound_the_same_likelihood():
+    # p(x | M) is a sum over 3 slots: IWAE with many particles approaches it, and the
+    # enumerated ELBO is a lower bound on it.
+    x = images(3)
+    enum, vimco = tiny("enum"), tiny("vimco")
+    vimco.load_state_dict(enum.state_dict())
+    enum_elbo = -pyro.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(enum.model, enum.guide, x)
+    iwae = -VIMCO(num_particles=2000).loss(vimco.model, vimco.guide, x)
+    assert enum_elbo < iwae
+
+
+@pytest.mark.parametrize("address", ["enum", "vimco"])
+def test_one_training_step_moves_memory_embeddings_and_nets(address):
+    vma, x = tiny(address), images(4)
+    elbo = (
+        pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+        if address == "enum"
+        else VIMCO(num_particles=4, max_plate_nesting=1)
+    )
+    loss = elbo(vma.model, vma.guide)(x)
+    loss.backward()
+    for name, parameter in vma.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_memory_as_an_argument_and_kl_of_the_address():
+    vma = VMA(SHAPE, latent_dim=2, embedding_dim=4, hidden=(8,), prior="flat")
+    memory, x = images(5, seed=2).float(), images(3)
+    parts = elbo_decomposition(vma.model, vma.guide, x, num_particles=3, memory=memory)
+    q = vma.address_posterior(x, memory)
+    expected = kl_divergence(Categorical(q), Categorical(torch.full((5,), 0.2))).detach()
+    torch.testing.assert_close(parts.kl["a"], expected)
+    assert parts.analytic_kl == {"a": True, "z": True}
+
+
+def test_soft_attention_baseline_trains():
+    model, x, memory = SoftAttentionVAE(SHAPE, latent_dim=2, hidden=(8,)), images(4), images(6)
+    loss = pyro.infer.Trace_ELBO()(model.model, model.guide)(x, memory=memory)
+    loss.backward()
+    assert model.key_net[1].body[0].weight.grad.abs().sum() > 0
+
+
+def test_bad_input():
+    vma, x = tiny(), images(2)
+    with pytest.raises(ValueError, match="memory: expected at least one slot"):
+        vma.model(x, memory=torch.zeros((0,) + SHAPE))
+    with pytest.raises(
+        ValueError, match=r"memory: expected shape \(N,\) \+ \(1, 4, 4\), got \(3, 16\)"
+    ):
+        vma.guide(x, memory=torch.zeros(3, 16))
+    with pytest.raises(ValueError, match="no memory of its own"):
+        VMA(SHAPE, hidden=(8,)).model(x)
+    with pytest.raises(ValueError, match="address: expected one of"):
+        VMA(SHAPE, address="gumbel")
+    with pytest.raises(ValueError, match="similarity: expected one of"):
+        VMA(SHAPE, similarity="l2")
+    # VIMCO samples the address; it refuses a guide that asks for enumeration
+    with pytest.raises(ValueError, match="site 'a' asks for enumerate='parallel'"):
+        VIMCO(num_particles=2).loss(vma.model, vma.guide, x)
+    with pytest.raises(ValueError, match="K >= 2"):
+        VIMCO(num_particles=1)
+
+
+def test_addressing_prior_is_flat_or_learned():
+    keys = torch.randn(4, 3)
+    net = torch.nn.Identity()
+    assert torch.equal(Addressing(net, net, 3, prior="flat").prior_logits(keys), torch.zeros(4))
+    learned = Addressing(net, net, 3)
+    with torch.no_grad():
+        learned.prior_query.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(learned.prior_logits(keys), keys[:, 0] / keys.norm(dim=-1))
