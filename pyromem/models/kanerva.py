@@ -1,0 +1,309 @@
+"""Kanerva++ (Ramapuram et al. 2021): a deterministic block memory read through stochastic keys.
+
+For each episode X = {x_t}, t = 1..T, of exchangeable images (§3.1):
+
+    E   = f_enc(X)                                   an embedding per image
+    M   = f_mem(pool_T E)                            a deterministic C×H×W memory (§3.3, eq. 5)
+    y_tk ~ p(y) = N(0, I_3),  k = 1..K               K keys per image (§3.4)
+    M̂_t = {f_ST(M, y_tk)}_k                          K blocks read by a spatial transformer
+                                                     (eq. 5, App. A)
+    z_t ~ p_θ(z | M̂_t, y_t)                          the learned readout prior (eq. 4)
+    x_t ~ p_θ(x | z_t)                               a decoder and a likelihood head
+
+Guide (§3.3, §3.5): q_φ(y_t | X) = N(μ_key(E_t), σ_key(E_t)) (eq. 6) and the
+amortised q_φ(z_t | X) = N(μ(E_t), σ(E_t)) from the embedding. The ELBO that
+any Pyro objective computes on this pair is the conditional bound L_T of eq. 4:
+the expected log-likelihood of the decoder, minus E_q(y) KL[q(z|X) ‖ p(z|M̂, y)],
+minus KL[q(y|X) ‖ p(y)], each a sum over the T images of the episode.
+
+Plates: an episode is one datapoint of the data plate, which scales a batch of
+B episodes to ``num_data`` episodes; inside it the plate ``"episode"`` runs over
+its T images. Per-episode diagnostics are sums over T images, so the bound per
+image is the per-episode bound divided by T, once.
+
+The dense-write ablation of §4.2 (``write="dense"``) keeps everything but the
+memory: the writer is a dense net to a vector of the same size, and the
+readout prior a dense net on that vector and the keys.
+"""
+
+import itertools
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+
+from pyromem.data.validation import check_images
+from pyromem.memory import spatial_read
+from pyromem.memory.spatial_read import KEY_SIZE
+from pyromem.models.plates import data_plate
+from pyromem.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_likelihood
+from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch
+
+WRITES = ("block", "dense")
+_instances = itertools.count()
+
+
+class KanervaPlusPlus(PyroModule):
+    """Kanerva++ over episodes ``x`` of shape ``(B, T) + image_shape``, ``T >= 2``.
+
+    :param tuple image_shape: the shape ``(C, H, W)`` of one image.
+    :param int latent_dim: L, the width of z.
+    :param tuple memory_shape: the memory's shape ``(C_m, H_m, W_m)``.
+    :param tuple block_shape: ``(h, w)`` of each read, at most ``(H_m, W_m)``.
+    :param int reads: K, the number of keys and blocks read per image (2 in the paper).
+    :param str likelihood: ``"bernoulli"`` (binarised data) or
+        ``"discretized_logistic_mixture"`` (8-bit data), or any name of
+        :func:`~pyromem.nets.make_likelihood`.
+    :param str write: ``"block"`` (K++) or ``"dense"`` (the dense-write ablation of §4.2).
+    :param int embed_dim: the width of the embedding E and of the hidden dense layers.
+    :param tuple channels: the convolutions of the encoder f_enc.
+    :param dict likelihood_kwargs: options of the likelihood head.
+
+    The encoder f_enc is the convolutional stack of :class:`~pyromem.nets.ConvEncoder`
+    and q(z | X) a linear Gaussian head on it, and the decoder a
+    :class:`~pyromem.nets.ConvDecoder`: with the same ``latent_dim`` and
+    ``embed_dim = 256`` they are the nets of ``VAE(image_shape, latent_dim, net="conv")``.
+    ``config`` holds the constructor's arguments, so ``KanervaPlusPlus(**config)``
+    rebuilds the architecture.
+    """
+
+    def __init__(
+        self,
+        image_shape,
+        latent_dim=16,
+        memory_shape=(3, 16, 16),
+        block_shape=(8, 8),
+        reads=2,
+        likelihood="bernoulli",
+        write="block",
+        embed_dim=256,
+        channels=(32, 64),
+        likelihood_kwargs=None,
+    ):
+        # a name of its own keeps two models from sharing parameters in Pyro's param store
+        super().__init__(name=f"kpp{next(_instances)}")
+        if write not in WRITES:
+            raise ValueError(f"write must be one of {WRITES}, got {write!r}")
+        self.image_shape = as_shape(image_shape, "image_shape", ndim=3)
+        self.latent_dim = as_positive_int(latent_dim, "latent_dim")
+        self.memory_shape = as_shape(memory_shape, "memory_shape", ndim=3)
+        self.block_shape = tuple(as_shape(block_shape, "block_shape", ndim=2))
+        if any(b > m for b, m in zip(self.block_shape, self.memory_shape[1:], strict=True)):
+            raise ValueError(
+                f"memory_shape {tuple(self.memory_shape)} cannot hold blocks of block_shape "
+                f"{self.block_shape}: the memory's height and width must be at least the block's"
+            )
+        self.reads = as_positive_int(reads, "reads")
+        self.write_kind = write
+        embed_dim = as_positive_int(embed_dim, "embed_dim")
+        self.config = {
+            "image_shape": list(self.image_shape),
+            "latent_dim": self.latent_dim,
+            "memory_shape": list(self.memory_shape),
+            "block_shape": list(self.block_shape),
+            "reads": self.reads,
+            "likelihood": likelihood,
+            "write": write,
+            "embed_dim": embed_dim,
+            "channels": list(channels),
+            "likelihood_kwargs": dict(likelihood_kwargs or {}),
+        }
+        self.likelihood = make_likelihood(likelihood, self.image_shape, **(likelihood_kwargs or {}))
+
+        # f_enc: the conv stack of ConvEncoder, to features of width embed_dim
+        self.encoder = ConvEncoder(self.image_shape, 1, channels, hidden=embed_dim).body
+        # q(y | X), eq. 6, and q(z | X): Gaussian heads on the embedding
+        self.key_net = MLPEncoder((embed_dim,), self.reads * KEY_SIZE, hidden=(embed_dim,))
+        self.posterior = MLPEncoder((embed_dim,), self.latent_dim, hidden=())
+        memory_size = math.prod(self.memory_shape)
+        if write == "block":
+            # f_mem: a conv-transpose net from the pooled embedding to the memory
+            self.writer = ConvDecoder(embed_dim, self.memory_shape, hidden=embed_dim)
+            # p(z | M̂, y): a conv net over the K reads stacked on channels (App. E)
+            h, w = self.block_shape
+            prior_channels = tuple(c for i, c in enumerate((32, 64)) if min(h, w) >= 2 ** (i + 1))
+            self.prior = ConvEncoder(
+                (self.reads * self.memory_shape[0], h, w),
+                self.latent_dim,
+                prior_channels,
+                hidden=embed_dim,
+            )
+        else:
+            # §4.2: a dense writer of the same size, and a dense readout prior
+            self.writer = MLPDecoder(embed_dim, (memory_size,), hidden=(embed_dim,))
+            self.prior = MLPEncoder(
+                (memory_size + self.reads * KEY_SIZE,), self.latent_dim, hidden=(embed_dim,)
+            )
+        self.decoder = ConvDecoder(self.latent_dim, self.likelihood.param_shape)
+        to_pyro_module_(self)
+
+    # ---- the parts of the generative story ------------------------------------------
+
+    def embed(self, x):
+        """E = f_enc(x): ``batch_shape + image_shape`` to ``batch_shape + (embed_dim,)``."""
+        flat, batch_shape = flatten_batch(x, self.image_shape, "x")
+        features = self.encoder(flat)
+        return features.reshape(batch_shape + features.shape[1:])
+
+    def write(self, x):
+        """The memory M = f_mem(pool_T f_enc(X)) of episodes ``x`` ``(B, T, C, H, W)`` (eq. 5).
+
+        :returns: ``(B,) + memory_shape``, or ``(B, prod(memory_shape))`` for ``write="dense"``.
+        """
+        return self._write(self.embed(self._check(x)))
+
+    def _write(self, embedding):
+        return self.writer(embedding.mean(-2))
+
+    def readout_prior(self, memory, keys):
+        """p(z | M̂, y): the learned prior of the readout (eq. 4, App. E).
+
+        :param torch.Tensor memory: ``(B,) + memory_shape`` (``(B, D)`` for dense writes).
+        :param torch.Tensor keys: ``batch_shape + (B, K, 3)``; ``batch_shape`` may
+            hold particles and the episode's images.
+        :returns: a Normal with batch shape ``batch_shape + (B,)`` and event shape ``(L,)``.
+        """
+        if self.write_kind == "block":
+            reads = spatial_read(memory, keys, self.block_shape)  # ... × B × K × C × h × w
+            loc, scale = self.prior(reads.flatten(-4, -3))
+        else:
+            memory = memory.expand(keys.shape[:-2] + memory.shape[-1:])
+            loc, scale = self.prior(torch.cat([memory, keys.flatten(-2)], -1))
+        return dist.Normal(loc, scale).to_event(1)
+
+    def key_posterior(self, embedding):
+        """q(y | X) = N(μ_key(E), σ_key(E)), eq. 6; batch ``embedding.shape[:-1]``, event (K, 3)."""
+        loc, scale = self.key_net(embedding)
+        shape = loc.shape[:-1] + (self.reads, KEY_SIZE)
+        return dist.Normal(loc.reshape(shape), scale.reshape(shape)).to_event(2)
+
+    def latent_posterior(self, embedding):
+        """q(z | X) = N(μ(E), σ(E)), batch ``embedding.shape[:-1]``, event (L,)."""
+        loc, scale = self.posterior(embedding)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def decode(self, z):
+        """p(x | z) for latents ``batch_shape + (L,)``."""
+        return self.likelihood(self.decoder(z))
+
+    # ---- model and guide -------------------------------------------------------------
+
+    def model(self, x, num_data=None):
+        """p(X, Y, Z | M) of eq. 4 for B episodes ``(B, T, C, H, W)`` out of ``num_data``.
+
+        Sites ``"y"``, ``"z"`` and ``"x"`` are time-major, ``(T, B, ...)``: the data
+        plate is dim -1 and the plate ``"episode"`` over T images dim -2.
+        """
+        x = self._check(x)
+        embedding = self.embed(x)
+        with data_plate(x, num_data):
+            # eq. 5: M = f_mem(pool_T f_enc(X)), deterministic
+            memory = pyro.deterministic(
+                "memory", self._write(embedding), event_dim=len(self._memory_event_shape)
+            )
+            with pyro.plate("episode", x.shape[1], dim=-2):
+                # §3.4: K keys y_tk ~ p(y) = N(0, I) in R³
+                y = pyro.sample(
+                    "y", dist.Normal(x.new_zeros(self.reads, KEY_SIZE), 1.0).to_event(2)
+                )
+                # eq. 5 and 4: read M̂ = {f_ST(M, y_tk)}, then z_t ~ p(z | M̂, y)
+                z = pyro.sample("z", self.readout_prior(memory, y))
+                # eq. 4: the decoder p(x_t | z_t)
+                pyro.sample("x", self.decode(z), obs=x.transpose(0, 1))
+
+    def guide(self, x, num_data=None):
+        """q(Y | X) q(Z | X), both amortised from the embedding of each image (eq. 6, §3.5)."""
+        x = self._check(x)
+        embedding = self.embed(x).transpose(0, 1)  # (T, B, embed_dim)
+        with data_plate(x, num_data), pyro.plate("episode", x.shape[1], dim=-2):
+            pyro.sample("y", self.key_posterior(embedding))
+            pyro.sample("z", self.latent_posterior(embedding))
+
+    # ---- reading, generating, cleaning up ----------------------------------------------
+
+    def _image(self, z):
+        likelihood = self.decode(z)
+        try:
+            return likelihood.mean
+        except NotImplementedError:
+            # the discretized logistic mixture has no closed-form mean
+            return likelihood.sample()
+
+    def reconstruct(self, x):
+        """The decoder's mean at the mean of q(z | X) (a draw for the logistic mixture)."""
+        return self._image(self.latent_posterior(self.embed(self._check(x))).mean)
+
+    def generate(self, memory, num_samples=1, keys=None):
+        """Images read from a memory through random keys y ~ p(y) or given keys (§3.4, §4.1.1).
+
+        Key-perturbed generation passes ``keys = y + ε`` with ``ε ~ N(0, 0.1²)``.
+
+        :param torch.Tensor memory: ``(B,) + memory_shape``, e.g. from :meth:`write`.
+        :param int num_samples: S, images per memory when ``keys`` is None.
+        :param torch.Tensor keys: ``(B, S, K, 3)``, or None to draw them from p(y).
+        :returns: ``(images, keys)``, images ``(B, S, C, H, W)`` (decoder means at a
+            draw z ~ p(z | M̂, y)) and the keys used.
+        """
+        batch = memory.shape[0]
+        if keys is None:
+            num_samples = as_positive_int(num_samples, "num_samples")
+            keys = memory.new_empty(batch, num_samples, self.reads, KEY_SIZE).normal_()
+        elif keys.shape[0] != batch or keys.shape[2:] != (self.reads, KEY_SIZE):
+            raise ValueError(
+                f"keys must have shape ({batch}, S, {self.reads}, {KEY_SIZE}), "
+                f"got {tuple(keys.shape)}"
+            )
+        z = self.readout_prior(memory, keys.transpose(0, 1)).sample()
+        return self._image(z).transpose(0, 1), keys
+
+    def iterative_read(self, x, memory, steps=10):
+        """Clean up images with the memory fixed (§3.5, eq. 7).
+
+        Each step draws y* ~ q(y | x̂), z ~ p(z | M̂, y*) and sets x̂ to the decoder's
+        mean at z.
+
+        :param torch.Tensor x: ``(B, N, C, H, W)``, N noisy or partial images per memory.
+        :param torch.Tensor memory: ``(B,) + memory_shape``.
+        :param int steps: the number of read steps.
+        :returns: ``(steps + 1, B, N, C, H, W)``, the input first.
+        """
+        if x.dim() != 5 or x.shape[0] != memory.shape[0]:
+            raise ValueError(
+                f"x must have shape ({memory.shape[0]}, N, {', '.join(map(str, self.image_shape))})"
+                f" for a memory of {memory.shape[0]} episodes, got {tuple(x.shape)}"
+            )
+        sequence = [x]
+        x_hat = x.transpose(0, 1)  # (N, B, ...) broadcasts against the memory's (B, ...)
+        for _ in range(as_positive_int(steps, "steps")):
+            keys = self.key_posterior(self.embed(x_hat)).sample()
+            x_hat = self._image(self.readout_prior(memory, keys).sample())
+            sequence.append(x_hat.transpose(0, 1))
+        return torch.stack(sequence)
+
+    # ---- checks ------------------------------------------------------------------------
+
+    @property
+    def _memory_event_shape(self):
+        if self.write_kind == "block":
+            return tuple(self.memory_shape)
+        return (math.prod(self.memory_shape),)
+
+    def _check(self, x):
+        if isinstance(x, torch.Tensor) and x.dim() != 5:
+            raise ValueError(
+                f"x must be episodes of shape (B, T, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        check_images(
+            x, self.image_shape, self.likelihood.support, check_values=is_validation_enabled()
+        )
+        if x.shape[1] < 2:
+            raise ValueError(
+                f"episodes must hold at least 2 images (T >= 2), got T = {x.shape[1]}: a memory "
+                "written from one image only copies it"
+            )
+        return x

@@ -1,0 +1,157 @@
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyromem.diagnostics import elbo_decomposition
+from pyromem.models import KanervaPlusPlus
+
+IMAGE = (1, 8, 8)
+
+
+def small(**kwargs):
+    options = dict(latent_dim=3, memory_shape=(2, 8, 8), block_shape=(4, 4), embed_dim=16)
+    options.update(kwargs)
+    return KanervaPlusPlus(IMAGE, **options)
+
+
+def episodes(b, t, device):
+    return torch.bernoulli(torch.full((b, t) + IMAGE, 0.4, device=device))
+
+
+@pytest.mark.parametrize("write", ["block", "dense"])
+def test_sites_and_shapes(device, write):
+    kpp = small(write=write, reads=3).to(device)
+    x = episodes(4, 5, device)
+    guide_trace = poutine.trace(kpp.guide).get_trace(x, num_data=20)
+    model_trace = poutine.trace(poutine.replay(kpp.model, trace=guide_trace)).get_trace(
+        x, num_data=20
+    )
+    memory = model_trace.nodes["memory"]["value"]
+    assert memory.shape == ((4, 2, 8, 8) if write == "block" else (4, 128))
+    assert model_trace.nodes["y"]["value"].shape == (5, 4, 3, 3)  # time-major: T, B, K, 3
+    assert model_trace.nodes["z"]["value"].shape == (5, 4, 3)
+    assert model_trace.nodes["x"]["fn"].batch_shape == (5, 4)
+    # the data plate scales B episodes to num_data episodes
+    assert model_trace.nodes["x"]["scale"] == 5.0
+
+
+def test_terms_are_per_episode_sums_of_the_three_terms_of_eq_4(device):
+    kpp = small().to(device)
+    x = episodes(3, 4, device)
+    parts = elbo_decomposition(kpp.model, kpp.guide, x, num_particles=3)
+    assert set(parts.kl) == {"y", "z"} and set(parts.log_likelihood) == {"x"}
+    assert parts.analytic_kl == {"y": True, "z": True}
+    assert parts.elbo.shape == (3,)
+
+
+def _per_image_elbo(kpp, images, length, memory, y, z):
+    """The single-draw ELBO per image of ``images`` grouped in episodes of ``length``,
+    with the memory fixed and the draws of y and z fixed per image."""
+    b = len(images) // length
+
+    def time_major(v):
+        return v.reshape((b, length) + v.shape[1:]).transpose(0, 1)
+
+    draws = {"y": time_major(y), "z": time_major(z)}
+    x = images.reshape((b, length) + images.shape[1:])
+    fixed = dict(draws, memory=memory.expand((b,) + memory.shape))
+    model_trace = poutine.trace(poutine.condition(kpp.model, data=fixed)).get_trace(x, num_data=b)
+    guide_trace = poutine.trace(poutine.condition(kpp.guide, data=draws)).get_trace(x, num_data=b)
+    return (model_trace.log_prob_sum() - guide_trace.log_prob_sum()) / len(images)
+
+
+def test_per_image_bound_does_not_depend_on_the_episode_length(device):
+    # With a memory that ignores the episode, the same 12 images grouped as 6 x 2,
+    # 4 x 3, 3 x 4 or 2 x 6 have the same bound per image: the data plate counts
+    # episodes, the plate "episode" sums over T, nothing divides by T twice.
+    kpp = small().to(device)
+    images = episodes(1, 12, device)[0]
+    memory = torch.randn(2, 8, 8, device=device)
+    y = torch.randn(12, 2, 3, device=device)
+    z = torch.randn(12, 3, device=device)
+    with torch.no_grad():
+        bounds = [_per_image_elbo(kpp, images, t, memory, y, z) for t in (2, 3, 4, 6)]
+    for bound in bounds[1:]:
+        torch.testing.assert_close(bound, bounds[0])
+    # and the per-episode decomposition divided by T once is on the same scale
+    x = images.reshape(4, 3, *IMAGE)
+    conditioned = poutine.condition(kpp.model, data={"memory": memory.expand(4, 2, 8, 8)})
+    with torch.no_grad():
+        parts = elbo_decomposition(conditioned, kpp.guide, x, num_particles=200)
+    assert abs(parts.elbo.mean() / 3 - bounds[0]) < 0.25 * abs(bounds[0])
+
+
+def test_training_loss_is_per_episode_scaled_to_the_dataset(device):
+    kpp = small().to(device)
+    x = episodes(2, 3, device)
+    loss = pyro.infer.Trace_ELBO().differentiable_loss
+    pyro.set_rng_seed(1)
+    whole = loss(kpp.model, kpp.guide, x)
+    pyro.set_rng_seed(1)
+    scaled = loss(kpp.model, kpp.guide, x, num_data=10)
+    torch.testing.assert_close(scaled, whole * 5)
+
+
+def test_generation_iterative_read_and_reconstruction(device):
+    kpp = small().to(device)
+    x = episodes(2, 4, device)
+    with torch.no_grad():
+        memory = kpp.write(x)
+        images, keys = kpp.generate(memory, num_samples=5)
+        assert images.shape == (2, 5) + IMAGE and keys.shape == (2, 5, 2, 3)
+        perturbed, _ = kpp.generate(memory, keys=keys + 0.1 * torch.randn_like(keys))
+        assert perturbed.shape == images.shape
+        steps = kpp.iterative_read(x[:, :3], memory, steps=4)
+        assert steps.shape == (5, 2, 3) + IMAGE
+        torch.testing.assert_close(steps[0], x[:, :3])
+        assert ((steps[1:] >= 0) & (steps[1:] <= 1)).all()
+        assert kpp.reconstruct(x).shape == x.shape
+
+
+def test_discretized_logistic_mixture_on_8bit_episodes(device):
+    kpp = KanervaPlusPlus(
+        (3, 8, 8),
+        latent_dim=3,
+        memory_shape=(3, 8, 8),
+        block_shape=(4, 4),
+        embed_dim=16,
+        likelihood="discretized_logistic_mixture",
+        likelihood_kwargs={"num_mixtures": 2},
+    ).to(device)
+    x = torch.randint(0, 256, (2, 3, 3, 8, 8), device=device) / 255.0
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(kpp.model, kpp.guide, x)
+    assert torch.isfinite(loss)
+    images, _ = kpp.generate(kpp.write(x), 2)
+    assert images.shape == (2, 2, 3, 8, 8)
+
+
+def test_rebuild_from_config():
+    kpp = small(write="dense", reads=4)
+    again = KanervaPlusPlus(**kpp.config)
+    assert again.config == kpp.config
+    again.load_state_dict(kpp.state_dict())
+
+
+def test_bad_input():
+    kpp = small()
+    with pytest.raises(ValueError, match="at least 2 images"):
+        kpp.model(episodes(3, 1, "cpu"))
+    with pytest.raises(ValueError, match=r"episodes of shape \(B, T, 1, 8, 8\)"):
+        kpp.guide(torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="must have shape"):
+        kpp.model(torch.zeros(3, 2, 1, 7, 7))
+    with pytest.raises(ValueError, match="binary"):
+        kpp.model(torch.full((3, 2, 1, 8, 8), 0.5))
+    with pytest.raises(TypeError):
+        kpp.model(torch.zeros(3, 2, 1, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="cannot hold blocks"):
+        small(memory_shape=(2, 8, 8), block_shape=(9, 4))
+    with pytest.raises(ValueError, match="memory_shape must have 3 dims"):
+        small(memory_shape=(8, 8))
+    with pytest.raises(ValueError, match="write must be one of"):
+        small(write="sparse")
+    with pytest.raises(ValueError, match=r"keys must have shape \(2, S, 2, 3\)"):
+        kpp.generate(torch.zeros(2, 2, 8, 8), keys=torch.zeros(2, 5, 3))
+    with pytest.raises(ValueError, match="x must have shape"):
+        kpp.iterative_read(torch.zeros(3, 2, 1, 8, 8), torch.zeros(2, 2, 8, 8))
