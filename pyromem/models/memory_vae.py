@@ -46,9 +46,7 @@ class MemoryVAE(PyroModule):
     ``model(x)`` and ``guide(x)`` take images of shape ``(B,) + vae.input_shape``.
     """
 
-    def __init__(
-        self, vae, memory=None, scale=1.0, weights="balanced", beta=None, precision=None
-    ):
+    def __init__(self, vae, memory=None, scale=1.0, weights="balanced", beta=None, precision=None):
         super().__init__(name=f"memory_vae{next(_instances)}")
         if not isinstance(vae, VAE):
             raise TypeError(f"vae must be a pyromem.models.VAE, got {type(vae).__name__}")
