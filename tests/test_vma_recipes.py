@@ -1,0 +1,68 @@
+import json
+import math
+
+import pytest
+
+from pyromem.experiments.vma import evaluate_vma, train_vma
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
+
+TINY = {"hidden": (16,), "latent_dim": 2, "embedding_dim": 8, "num_samples": 20, "progress": False}
+KEYS = {"mode", "address", "memory_size", "test_nll_nats", "num_samples", "kl_address", "kl_z"}
+
+
+def test_recall_with_vimco_writes_results_and_evaluates_again(tmp_path):
+    results = train_vma(
+        out_dir=tmp_path, mode="recall", address="vimco", memory_size=8, steps=20, **TINY
+    )
+    assert KEYS | {"log_memory_size", "reconstruction", "figures"} <= results.keys()
+    assert results["log_memory_size"] == pytest.approx(math.log(8))
+    assert results["num_samples"] == 20 and results["address"] == "vimco"
+    # KL(q(a|x) ‖ p(a)) of a categorical over 8 slots lies in [0, log 8] up to p(a)'s shape
+    assert 0 <= results["kl_address"]
+    assert json.loads((tmp_path / "results.json").read_text())["mode"] == "recall"
+    again = evaluate_vma(results["checkpoint"], out_dir=tmp_path / "eval", num_samples=20)
+    assert KEYS <= again.keys() and (tmp_path / "eval" / "results.json").is_file()
+
+
+def test_learned_memory_trains_with_the_engine_and_reports_slots(tmp_path):
+    results = train_vma(
+        out_dir=tmp_path,
+        mode="learned",
+        address="enum",
+        memory_size=8,
+        epochs=1,
+        num_test=32,
+        accelerator="cpu",
+        **TINY,
+    )
+    assert KEYS <= results.keys()
+    assert 1 <= results["slots_used"] <= 8 and 1 <= results["effective_slots"] <= 8 + 1e-6
+
+
+def test_fewshot_reports_the_sweep_and_classification(tmp_path):
+    results = train_vma(
+        out_dir=tmp_path,
+        mode="fewshot",
+        steps=5,
+        classes=2,
+        shots=2,
+        queries=2,
+        test_classes=(1, 2),
+        size=8,
+        **TINY,
+    )
+    assert results["memory_size"] == 4
+    assert [row["classes"] for row in results["memory_size_sweep"]] == [1, 2]
+    sweep = results["memory_size_sweep"]
+    assert sweep[1]["optimum_nll_nats"] == pytest.approx(sweep[0]["test_nll_nats"] + math.log(2))
+    accuracy = results["classification_accuracy"]
+    assert set(accuracy) == {"5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot"}
+    assert all(0 <= value <= 1 for value in accuracy.values())
+
+
+def test_bad_mode_and_address(tmp_path):
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        train_vma(out_dir=tmp_path, mode="recal")
+    with pytest.raises(ValueError, match="address: expected one of"):
+        train_vma(out_dir=tmp_path, address="soft")
