@@ -1,0 +1,116 @@
+"""Training-step time of memory addressing against the memory size |M|, in one run.
+
+Three ways to read a memory of |M| images for a batch of B images:
+
+- ``enum``: VMA with the address enumerated in the guide (TraceEnum_ELBO): |M| decoder passes;
+- ``vimco``: VMA with the address sampled, K particles (VIMCO): K decoder passes;
+- ``soft_attention``: §4.2's baseline, a differentiable read Σ_a w_a(z) m_a: one decoder pass,
+  but every slot enters every read.
+
+Prints one JSON object: per method and |M| the median seconds of a full step (forward,
+backward, Adam) over ``--repeats`` steps after a warm-up, ratios to VIMCO measured in the
+same run, and where VIMCO becomes faster than each other method. Bornschein et al. saw hard
+attention win over soft attention from |M| >= 48.
+
+    python benchmarks/vma_addressing.py                       # |M| in 16 .. 4096, CPU or GPU
+    python benchmarks/vma_addressing.py --sizes 16 64 --repeats 3
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import pyro
+import torch
+
+from pyromem.experiments.vma import objective
+from pyromem.models import VMA
+from pyromem.models.vma import SoftAttentionVAE
+
+
+def step_time(model, elbo, x, memory, repeats):
+    loss_fn = elbo(model.model, model.guide)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(x, memory=memory).backward()
+        optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--image", type=int, default=16, help="image side")
+    parser.add_argument("--particles", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    shape = (1, args.image, args.image)
+    nets = {"latent_dim": 16, "embedding_dim": 64, "hidden": (128,)}
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((args.batch,) + shape, 0.5)).to(device)
+    seconds = {"enum": {}, "vimco": {}, "soft_attention": {}}
+    with pyro.validation_enabled(False):
+        for size in args.sizes:
+            memory = torch.rand((size,) + shape, device=device)
+            for address in ("enum", "vimco"):
+                model = VMA(shape, address=address, **nets).to(device)
+                elbo = objective(address, args.particles)
+                seconds[address][size] = step_time(model, elbo, x, memory, args.repeats)
+            model = SoftAttentionVAE(shape, **nets).to(device)
+            elbo = pyro.infer.Trace_ELBO()
+            seconds["soft_attention"][size] = step_time(model, elbo, x, memory, args.repeats)
+
+    def crossover(other):
+        # the smallest |M| from which VIMCO is faster at every larger size measured
+        sizes = sorted(args.sizes)
+        for i, size in enumerate(sizes):
+            if all(seconds["vimco"][m] < seconds[other][m] for m in sizes[i:]):
+                return size
+        return None
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "vma_addressing",
+                "device": str(device)
+                + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.processor() or platform.machine(),
+                "batch": args.batch,
+                "image_shape": list(shape),
+                "vimco_particles": args.particles,
+                "repeats": args.repeats,
+                "statistic": "median seconds per training step (forward, backward, Adam)",
+                "seconds": seconds,
+                "ratio_to_vimco": {
+                    method: {m: seconds[method][m] / seconds["vimco"][m] for m in args.sizes}
+                    for method in ("enum", "soft_attention")
+                },
+                "vimco_faster_from": {
+                    "enum": crossover("enum"),
+                    "soft_attention": crossover("soft_attention"),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
