@@ -3,6 +3,8 @@
     pyromem demo [--quick] [--out DIR] [--json]
     pyromem train vae --dataset digits [--epochs N ...] [--out DIR] [--json]
     pyromem eval vae --checkpoint PATH [--out DIR] [--json]
+    pyromem retrieval --dataset patches [--methods ...] [--memory-size 100] [--seeds 10]
+                      [--capacity] [--out DIR] [--json]
 
 Every command writes ``results.json`` and figures to ``--out``; with ``--json``
 it prints one JSON object on stdout and sends progress to stderr.
@@ -14,7 +16,12 @@ import json
 import sys
 import warnings
 
-DEFAULT_OUT = {"demo": "pyromem-demo", "train": "runs/{model}-{dataset}", "eval": "runs/eval"}
+DEFAULT_OUT = {
+    "demo": "pyromem-demo",
+    "train": "runs/{model}-{dataset}",
+    "eval": "runs/eval",
+    "retrieval": "runs/retrieval-{dataset}",
+}
 
 
 def _add_common(parser, out_default):
@@ -80,6 +87,33 @@ def build_parser():
     eval_vae.add_argument("--num-samples", type=int, default=1000)
     eval_vae.add_argument("--num-particles", type=int, default=10)
     _add_common(eval_vae, DEFAULT_OUT["eval"])
+
+    retrieval = commands.add_parser(
+        "retrieval", help="the associative-retrieval benchmark (Annabi et al. 2022, Tables 2-4)"
+    )
+    retrieval.add_argument("--dataset", default="patches", help="patches, digits or shapes")
+    retrieval.add_argument(
+        "--methods", nargs="+", default=None, help="GMM Hopfield NTM MemN2N VAE-GMM ... VAE-GMM*"
+    )
+    retrieval.add_argument(
+        "--corruptions",
+        nargs="+",
+        default=None,
+        help="clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size)",
+    )
+    retrieval.add_argument("--memory-size", type=int, default=100, help="N stored patterns")
+    retrieval.add_argument("--seeds", type=int, default=10, help="memories per table cell")
+    retrieval.add_argument(
+        "--selection-seeds", type=int, default=2, help="train-split memories per candidate"
+    )
+    retrieval.add_argument("--checkpoint", default=None, help="a VAE checkpoint to load")
+    retrieval.add_argument("--vae-epochs", type=int, default=60)
+    retrieval.add_argument("--capacity", action="store_true", help="run the sweep of App. E.4")
+    retrieval.add_argument(
+        "--capacity-sizes", type=int, nargs="+", default=None, help="N of the sweep"
+    )
+    retrieval.add_argument("--no-progress", action="store_false", dest="progress")
+    _add_common(retrieval, None)
     return parser
 
 
@@ -92,6 +126,8 @@ def run(args):
         from pyromem.experiments.demo import run_demo
 
         return run_demo(args.out, quick=args.quick, seed=args.seed, progress=args.progress)
+    if args.command == "retrieval":
+        return _run_retrieval(args)
     if args.command == "train":
         from pyromem.experiments.vae import train_vae
 
@@ -129,6 +165,44 @@ def run(args):
         num_particles=args.num_particles,
         root=args.root,
     )
+
+
+def _run_retrieval(args):
+    from pyromem.experiments import retrieval
+    from pyromem.retrieval import format_table
+
+    args.out = args.out or DEFAULT_OUT["retrieval"].format(dataset=args.dataset)
+    options = {}
+    if args.methods:
+        options["capacity_methods" if args.capacity else "methods"] = args.methods
+    if args.capacity_sizes:
+        options["capacity_sizes"] = args.capacity_sizes
+    results = retrieval.run_retrieval(
+        args.out,
+        dataset=args.dataset,
+        corruptions=args.corruptions,
+        memory_size=args.memory_size,
+        seeds=args.seeds,
+        selection_seeds=args.selection_seeds,
+        checkpoint=args.checkpoint,
+        vae_epochs=args.vae_epochs,
+        capacity=args.capacity,
+        seed=args.seed,
+        progress=args.progress,
+        log=lambda line: print(line, file=sys.stderr),
+        **options,
+    )
+    # The table goes to stdout, which main() sends to stderr when stdout carries the JSON.
+    if not args.capacity:
+        print(retrieval.markdown_tables(results))
+    else:
+        sweep = results["capacity"]
+        rows = {
+            name: dict(zip(map(str, sweep["sizes"]), cells, strict=True))
+            for name, cells in sweep["results"].items()
+        }
+        print(format_table(rows))
+    return results
 
 
 def main(argv=None):

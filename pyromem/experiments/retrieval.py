@@ -1,0 +1,285 @@
+"""Recipe: the associative-retrieval benchmark of Annabi et al. (2022), §5 and App. E.4.
+
+Trains (or loads) the VAE of the ``VAE-*`` methods on the dataset's train split, runs
+:func:`pyromem.retrieval.retrieval_table` (hyper-parameters and thresholds chosen on the train
+split, memories drawn from the test split), optionally the capacity sweep, and writes
+``results.json``, ``table.md`` and figures: queries and retrieved patterns per method, and a
+retrieval trajectory (decoded ẑ along the iterations, Fig. 7).
+"""
+
+import time
+from pathlib import Path
+
+import torch
+
+from pyromem.data import load
+from pyromem.diagnostics.plots import save_image_rows
+from pyromem.experiments.vae import write_results
+from pyromem.models import VAE
+from pyromem.retrieval import (
+    CAPACITY_SIZES,
+    LATENT_METHODS,
+    build_method,
+    capacity_sweep,
+    corrupt,
+    default_corruptions,
+    format_table,
+    retrieval_table,
+    sample_memory,
+    save_capacity_plot,
+)
+from pyromem.train import fit, load_checkpoint
+
+#: The methods of Tables 2-4 run by default (VAE-PC-GMM and VAE-BP-Hopfield on request).
+DEFAULT_METHODS = (
+    "GMM",
+    "Hopfield",
+    "NTM",
+    "MemN2N",
+    "VAE-GMM",
+    "VAE-BP-GMM",
+    "VAE-Hopfield",
+    "VAE-NTM",
+    "VAE-MemN2N",
+    "VAE-GMM*",
+)
+#: The methods of the capacity sweep (App. E.4).
+CAPACITY_METHODS = ("GMM", "VAE-GMM", "VAE-Hopfield")
+FIGURE_QUERIES = 10
+
+
+def load_retrieval_data(dataset, num_test=None, seed=0):
+    """Train and test images of an embedded (or torchvision) dataset, ``(M, C, H, W)`` each.
+
+    :param int num_test: for ``shapes``, the number of test scenes (the capacity sweep asks
+        for as many as its largest N); ignored by other datasets.
+    """
+    options = {"num_scenes": num_test} if dataset == "shapes" and num_test else {}
+    train = load(dataset, "train", seed=seed).images
+    test = load(dataset, "test", seed=seed, **options).images
+    return train, test
+
+
+def retrieval_vae(train_images, *, out_dir, checkpoint=None, epochs=60, seed=0, progress=True):
+    """The VAE of the ``VAE-*`` methods: loaded from a pyromem checkpoint, or trained with
+    :func:`pyromem.train.fit` on the train split (an MLP, d = 16 as in §5.1, Gaussian
+    likelihood of fixed scale 0.1, so that eq. 10's squared error is its log-likelihood).
+
+    :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
+    """
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint)
+        if saved.config.get("model") != "vae":
+            raise ValueError(f"checkpoint {checkpoint} holds no VAE")
+        vae = VAE(**saved.config["vae"])
+        vae.load_state_dict(saved.state_dict)
+        if tuple(vae.input_shape) != tuple(train_images.shape[1:]):
+            raise ValueError(
+                f"the checkpoint's VAE takes images {tuple(vae.input_shape)}, the dataset has "
+                f"{tuple(train_images.shape[1:])}"
+            )
+        return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
+    start = time.perf_counter()
+    vae = VAE(train_images.shape[1:], 16, "gaussian", "mlp", (512,), {"scale": 0.1})
+    result = fit(
+        vae,
+        train_images,
+        out_dir=out_dir,
+        epochs=epochs,
+        batch_size=64,
+        lr=1e-3,
+        seed=seed,
+        accelerator="cpu",
+        progress=progress,
+        config={"model": "vae", "vae": vae.config},
+    )
+    info = {
+        "checkpoint": str(result.checkpoint),
+        "config": vae.config,
+        "epochs": result.epochs,
+        "train_elbo_nats": result.history[-1]["train_elbo_nats"],
+        "seconds": time.perf_counter() - start,
+    }
+    return result.model.eval(), info
+
+
+def save_retrieval_figures(table, test_images, corruption, train_images, out_dir):
+    """Queries and retrieved patterns per method, and a retrieval trajectory, as PNGs.
+
+    Seed 0's memory; the first :data:`FIGURE_QUERIES` stored patterns and their queries.
+    VAE-GMM*, trained per corruption, is trained again on ``corruption`` first.
+    """
+    out_dir = Path(out_dir)
+    generator = torch.Generator().manual_seed(0)
+    stored = test_images[sample_memory(len(test_images), table["memory_size"], generator)]
+    queries = corrupt(stored, corruption, generator=generator)
+    rows, titles = [stored[:FIGURE_QUERIES], queries[:FIGURE_QUERIES]], ["stored", corruption]
+    for name, method in table["methods"].items():
+        if name == "VAE-GMM*":
+            method.fit(
+                train_images, corruption, table["memory_size"], torch.Generator().manual_seed(0)
+            )
+        retrieved, _ = method.retrieve(queries, stored)
+        rows.append(method.render(retrieved[:FIGURE_QUERIES]).cpu())
+        titles.append(f"{name} ({method.space})")
+    figures = {
+        "retrievals": save_image_rows(
+            [r.cpu() for r in rows], out_dir / "retrievals.png", titles, ncols=FIGURE_QUERIES
+        )
+    }
+    trajectory = _trajectory(table["methods"], stored, queries)
+    if trajectory is not None:
+        name, path = trajectory
+        figures["trajectory"] = save_image_rows(
+            path,
+            out_dir / "trajectory.png",
+            [f"{name}, query {i}: ẑ_0 ... ẑ_T, then the stored pattern" for i in range(len(path))],
+            ncols=len(path[0]),
+        )
+    return {key: str(value) for key, value in figures.items()}
+
+
+def _trajectory(methods, stored, queries, steps=8):
+    # Fig. 7: a smaller rate than the full step (eq. 44 with alpha = sigma^2 / 4), for a smooth
+    # path; VAE-GMM when it ran, else the pixel GMM.
+    for name in ("VAE-GMM", "GMM"):
+        if name in methods:
+            break
+    else:
+        return None
+    method = methods[name]
+    sigma = method.hyperparameters["sigma"]
+    slow = build_method(
+        name,
+        method.image_shape,
+        getattr(method, "vae", None),
+        sigma=sigma,
+        num_steps=steps,
+    )
+    if name == "GMM":
+        slow.reader.alpha = sigma**2 / 4
+        _, _, path = slow.retrieve(queries[:4], stored, trajectory=True)
+    else:
+        from pyromem.infer import MemoryFixedPoint
+
+        memory_vae, _ = slow.memory_vae_of(stored)
+        guide = MemoryFixedPoint(
+            memory_vae.model, memory_vae.guide, num_steps=steps, alpha=sigma**2 / 4
+        )
+        with torch.no_grad():
+            _, path = guide.refine(queries[:4], trajectory=True)
+    images = [slow.render(z).cpu() for z in path]
+    target = slow.render(slow.embed(stored[:4])).cpu()
+    return f"{name} (α = σ²/4)", [
+        torch.stack([step[i] for step in images] + [target[i]]) for i in range(4)
+    ]
+
+
+def run_retrieval(
+    out_dir,
+    *,
+    dataset="patches",
+    methods=DEFAULT_METHODS,
+    corruptions=None,
+    memory_size=100,
+    seeds=10,
+    selection_seeds=2,
+    checkpoint=None,
+    vae_epochs=60,
+    capacity=False,
+    capacity_sizes=CAPACITY_SIZES,
+    capacity_methods=CAPACITY_METHODS,
+    seed=0,
+    progress=True,
+    log=None,
+):
+    """Run the retrieval table (and with ``capacity`` the sweep) and write results and figures.
+
+    :param out_dir: folder of ``results.json``, ``table.md`` and the figures.
+    :param str dataset: ``"patches"``, ``"digits"``, ``"shapes"`` (or a torchvision dataset).
+    :param list methods: method names; the ``VAE-*`` ones train or load a VAE.
+    :param list corruptions: corruption names; default those of Tables 2-4 for the image size.
+    :param checkpoint: a pyromem VAE checkpoint to load instead of training one.
+    :param bool capacity: run the capacity sweep instead of the table.
+    :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    methods = list(capacity_methods if capacity else methods)
+    num_test = max(capacity_sizes) if capacity else None
+    train_images, test_images = load_retrieval_data(dataset, num_test, seed)
+    corruptions = list(corruptions or default_corruptions(tuple(test_images.shape[1:])))
+    vae, vae_info = None, None
+    if any(name in LATENT_METHODS for name in methods):
+        vae, vae_info = retrieval_vae(
+            train_images,
+            out_dir=out_dir / "vae",
+            checkpoint=checkpoint,
+            epochs=vae_epochs,
+            seed=seed,
+            progress=progress,
+        )
+    torch.manual_seed(seed)
+    results = {
+        "dataset": dataset,
+        "split": {"memories": "test", "selection and training": "train"},
+        "num_images": {"train": len(train_images), "test": len(test_images)},
+        "seeds": seeds,
+        "vae": vae_info,
+    }
+    if capacity:
+        sweep = capacity_sweep(
+            methods,
+            train_images,
+            test_images,
+            vae=vae,
+            sizes=capacity_sizes,
+            seeds=seeds,
+            selection_seeds=selection_seeds,
+            log=log,
+        )
+        results.update({"capacity": sweep, "memory_size": sweep["sizes"], "methods": methods})
+        results["figures"] = {"capacity": str(save_capacity_plot(sweep, out_dir / "capacity.png"))}
+    else:
+        table = retrieval_table(
+            methods,
+            corruptions,
+            train_images,
+            test_images,
+            vae=vae,
+            memory_size=memory_size,
+            seeds=seeds,
+            selection_seeds=selection_seeds,
+            log=log,
+        )
+        table["memory_size"] = memory_size
+        figure_corruption = "noise-0.6" if "noise-0.6" in corruptions else corruptions[-1]
+        figures = save_retrieval_figures(
+            table, test_images, figure_corruption, train_images, out_dir
+        )
+        table.pop("methods")
+        results.update(table)
+        results["corruptions"] = corruptions
+        results["figures"] = figures
+        (out_dir / "table.md").write_text(markdown_tables(results))
+    results["seconds"] = time.perf_counter() - start
+    write_results(results, out_dir)
+    return results
+
+
+def markdown_tables(results):
+    """The success table (both criteria), then the nearest-pattern and threshold tables."""
+    return (
+        "\n\n".join(
+            [
+                "Successful retrievals (nearest pattern and within threshold), % mean ± std over "
+                f"{results['seeds']} seeds, N = {results['memory_size']}:",
+                format_table(results["results"]),
+                "Nearest-pattern rate:",
+                format_table(results["results"], "nearest"),
+                "Threshold rate:",
+                format_table(results["results"], "threshold"),
+            ]
+        )
+        + "\n"
+    )

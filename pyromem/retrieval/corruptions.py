@@ -1,0 +1,81 @@
+r"""The named query corruptions of §5.3-5.4, e.g. ``"noise-0.6"`` or ``"mask-16"``.
+
+=====================  ===========================================================
+name                   query made from a stored image ``x``
+=====================  ===========================================================
+``clean``              ``x`` itself
+``noise-S``            ``x + S ε``, ``ε ~ N(0, I)``, clipped to [0, 1] (§5.3)
+``mask-W``             a black ``W × W`` square at a random position (§5.3)
+``colour-rotation``    RGB rotation about the grey axis by 120° (§5.4; RGB only)
+``shift-K``            translated ``K`` pixels right and down, black border (§5.4)
+=====================  ===========================================================
+"""
+
+import math
+
+from pyromem.data import colour_rotation, gaussian_noise, shift, square_mask
+
+#: Noise levels of §5.3.
+NOISE_LEVELS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
+
+
+def corrupt(images, name, generator=None):
+    """Apply the named corruption to a batch of images.
+
+    :param torch.Tensor images: ``(B, C, H, W)`` in [0, 1].
+    :param str name: a corruption name (see the module's table).
+    :param torch.Generator generator: randomness of noise and mask positions.
+    :returns: corrupted images, same shape.
+    """
+    kind, value = parse_corruption(name)
+    if kind == "clean":
+        return images.clone()
+    if kind == "noise":
+        return gaussian_noise(images, value, generator=generator)
+    if kind == "mask":
+        return square_mask(images, value, generator=generator)
+    if kind == "colour-rotation":
+        return colour_rotation(images, 2 * math.pi / 3)
+    return shift(images, value, value)
+
+
+def parse_corruption(name):
+    """Split a corruption name into its kind and value.
+
+    :returns: ``(kind, value)`` with ``value`` a float (noise), an int (mask, shift) or ``None``.
+    :raises ValueError: for an unknown name or a bad value.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"corruption name must be a str, got {type(name).__name__}")
+    if name in ("clean", "colour-rotation"):
+        return name, None
+    kind, _, value = name.rpartition("-")
+    try:
+        if kind == "noise" and float(value) >= 0:
+            return kind, float(value)
+        if kind in ("mask", "shift") and int(value) >= 0:
+            return kind, int(value)
+    except ValueError:
+        pass
+    raise ValueError(
+        f"unknown corruption {name!r}; expected 'clean', 'noise-S' (S >= 0), 'mask-W', "
+        "'colour-rotation' or 'shift-K' (W, K >= 0 ints)"
+    )
+
+
+def default_corruptions(image_shape):
+    """The corruptions of Tables 2-4 scaled to an image size.
+
+    Clean, noise 0.2 and 0.6, masks of half and three quarters of the side (16 and 24 px on
+    32 × 32 images, as on CIFAR10; 32 and 48 px on 64 × 64, as on CLEVR) and, for RGB images,
+    colour rotation and a shift of an eighth of the side.
+
+    :param tuple image_shape: ``(C, H, W)``.
+    :returns: a list of names.
+    """
+    channels, height, width = image_shape
+    side = min(height, width)
+    names = ["clean", "noise-0.2", "noise-0.6", f"mask-{side // 2}", f"mask-{3 * side // 4}"]
+    if channels == 3:
+        names += ["colour-rotation", f"shift-{max(side // 8, 1)}"]
+    return names

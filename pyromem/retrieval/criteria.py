@@ -1,0 +1,112 @@
+r"""When is a pattern retrieved? The success criteria of §5.
+
+A query made from the stored pattern :math:`M_{k^*}` is answered by a vector :math:`\hat z` in
+the space where the method works (pixels, or the VAE's latent codes). Two criteria are reported:
+
+* **nearest pattern**: :math:`\hat z` is nearer :math:`M_{k^*}` than any other stored pattern;
+* **threshold** (§5): the distance from :math:`\hat z` to :math:`M_{k^*}` is below a threshold.
+
+A retrieval *succeeds* when both hold. Distances are root-mean-square over the ``D``
+coordinates, :math:`\|\hat z - M_k\| / \sqrt{D}`, so that thresholds read the same in pixel
+space (``D = C H W``) and latent space (``D = d``).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+def rms_distance(x, memory):
+    r"""Root-mean-square distances :math:`\|x_b - M_k\| / \sqrt{D}` of every row to every pattern.
+
+    :param torch.Tensor x: shape ``(B, D)``.
+    :param torch.Tensor memory: shape ``(N, D)``.
+    :returns: shape ``(B, N)``.
+    """
+    _check_vectors(x, "x")
+    _check_vectors(memory, "memory")
+    if x.shape[-1] != memory.shape[-1]:
+        raise ValueError(
+            f"x and memory must have the same width, got {tuple(x.shape)} and {tuple(memory.shape)}"
+        )
+    return torch.cdist(x, memory) / x.shape[-1] ** 0.5
+
+
+@dataclass
+class Outcome:
+    """Per-query results of :func:`retrieval_success`, each a bool tensor of shape ``(B,)``.
+
+    :ivar nearest: the correct pattern is the nearest stored pattern.
+    :ivar within: the distance to the correct pattern is below the threshold.
+    :ivar success: both.
+    """
+
+    nearest: torch.Tensor
+    within: torch.Tensor
+
+    @property
+    def success(self):
+        return self.nearest & self.within
+
+
+def retrieval_success(retrieved, memory, target, threshold):
+    r"""The criteria of §5 for retrieved vectors.
+
+    Ties count as failures: a retrieved vector equidistant from two patterns is not "nearer the
+    correct pattern than any other".
+
+    :param torch.Tensor retrieved: :math:`\hat z`, shape ``(B, D)``.
+    :param torch.Tensor memory: the stored patterns, shape ``(N, D)``.
+    :param torch.Tensor target: the index :math:`k^*` of each query's pattern, long ``(B,)``.
+    :param float threshold: the largest RMS distance to :math:`M_{k^*}` that counts, ``> 0``.
+    :rtype: Outcome
+    """
+    distance = rms_distance(retrieved, memory)
+    if not isinstance(target, torch.Tensor) or target.dtype != torch.long:
+        raise TypeError(f"target must be a long tensor, got {getattr(target, 'dtype', target)}")
+    if target.shape != retrieved.shape[:1]:
+        raise ValueError(f"target must have shape ({len(retrieved)},), got {tuple(target.shape)}")
+    if len(target) and not (0 <= target.min() and target.max() < len(memory)):
+        raise ValueError(f"target must index the {len(memory)} stored patterns")
+    if not (isinstance(threshold, (int, float)) and threshold > 0):
+        raise ValueError(f"threshold must be a positive float, got {threshold!r}")
+    correct = distance.gather(-1, target.to(distance.device)[:, None]).squeeze(-1)
+    others = distance.scatter(-1, target.to(distance.device)[:, None], float("inf"))
+    return Outcome(nearest=correct < others.min(-1).values, within=correct < threshold)
+
+
+def select_threshold(train_vectors, memory_size, fraction=0.5, generator=None):
+    r"""A success threshold chosen on a training split: ``fraction`` of the median distance from
+    a stored pattern to its nearest neighbour, in a memory of ``memory_size`` training patterns.
+
+    With ``fraction = 0.5`` a retrieved vector within the threshold of one pattern is nearer it
+    than any other pattern whose nearest-neighbour distance is typical.
+
+    :param torch.Tensor train_vectors: training patterns in the method's space, ``(M, D)``.
+    :param int memory_size: patterns per memory (clipped to ``M``), ``>= 2``.
+    :param float fraction: in ``(0, 1]``.
+    :param torch.Generator generator: draws the memory (CPU).
+    :returns: the threshold, a float.
+    """
+    _check_vectors(train_vectors, "train_vectors")
+    if not isinstance(memory_size, int) or memory_size < 2 or len(train_vectors) < 2:
+        raise ValueError(
+            f"memory_size and the number of train_vectors must be >= 2, got {memory_size} "
+            f"and {len(train_vectors)}"
+        )
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+    size = min(memory_size, len(train_vectors))
+    index = torch.randperm(len(train_vectors), generator=generator)[:size]
+    patterns = train_vectors[index.to(train_vectors.device)]
+    distance = rms_distance(patterns, patterns).fill_diagonal_(float("inf"))
+    return fraction * distance.min(-1).values.median().item()
+
+
+def _check_vectors(x, name):
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, D), got {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError(f"{name} must not contain NaN")

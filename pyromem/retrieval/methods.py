@@ -1,0 +1,314 @@
+r"""The retrieval methods of Tables 2-4, by the paper's names.
+
+A method takes query images and the images to store, and answers with retrieved vectors in the
+space where it works, beside the memory it stored there::
+
+    method = build_method("GMM", image_shape, sigma=2.0)
+    retrieved, memory = method.retrieve(queries, stored_images)      # (B, D), (N, D)
+
+* pixel level (``space = "pixel"``, ``D = C H W``): ``GMM`` (eq. 11), ``Hopfield`` (MCHN,
+  eq. 8), ``NTM`` and ``MemN2N`` (§5.2), each a reader of :mod:`pyromem.retrieval.readers` on
+  flattened images;
+* latent level (``space = "latent"``, ``D = d``): the memory holds the VAE encoder's means of
+  the stored images (the write of :class:`~pyromem.models.MemoryVAE`), and
+  ``VAE-GMM`` (eq. 11/45), ``VAE-Hopfield`` (eq. 8), ``VAE-BP-GMM`` (eq. 10),
+  ``VAE-BP-Hopfield`` (eq. 46), ``VAE-PC-GMM`` (Alg. 1) and ``VAE-GMM*`` (eq. 12) refine the
+  encoder's :math:`\hat z` with the guides of :mod:`pyromem.infer`, while ``VAE-NTM`` and
+  ``VAE-MemN2N`` run the baseline readers on codes.
+
+``fit(train_images, corruption, ...)`` trains what a method learns, on a training split only:
+the NTM and MemN2N readers on clean queries (§5.2), VAE-GMM*'s precision on queries corrupted
+as in the evaluation (§5.4).
+"""
+
+import torch
+
+from pyromem.retrieval.corruptions import corrupt
+from pyromem.retrieval.readers import (
+    ContentReader,
+    FixedPointReader,
+    MemN2NReader,
+    train_reader,
+)
+
+PIXEL_METHODS = ("GMM", "Hopfield", "NTM", "MemN2N")
+LATENT_METHODS = (
+    "VAE-GMM",
+    "VAE-BP-GMM",
+    "VAE-PC-GMM",
+    "VAE-Hopfield",
+    "VAE-BP-Hopfield",
+    "VAE-NTM",
+    "VAE-MemN2N",
+    "VAE-GMM*",
+)
+#: Every method name :func:`build_method` accepts.
+METHODS = PIXEL_METHODS + LATENT_METHODS
+#: Methods that learn parameters in :meth:`Method.fit`.
+TRAINED_METHODS = ("NTM", "MemN2N", "VAE-NTM", "VAE-MemN2N", "VAE-GMM*")
+
+
+class Method:
+    """A named retrieval method; see the module docstring.
+
+    :ivar str name: the paper's name.
+    :ivar str space: ``"pixel"`` or ``"latent"``: where it stores, reads and is scored.
+    :ivar dict hyperparameters: the values it runs with.
+    """
+
+    space = "pixel"
+
+    def __init__(self, name, image_shape, hyperparameters):
+        self.name = name
+        self.image_shape = tuple(image_shape)
+        self.hyperparameters = dict(hyperparameters)
+
+    def embed(self, images):
+        """Images ``(B, C, H, W)`` to vectors ``(B, D)`` of the method's space."""
+        return images.flatten(1)
+
+    def render(self, vectors):
+        """Vectors ``(B, D)`` of the method's space to images ``(B, C, H, W)`` for figures."""
+        return vectors.reshape((-1,) + self.image_shape).clamp(0, 1)
+
+    def fit(self, train_images, corruption="clean", memory_size=100, generator=None):
+        """Train what the method learns on training images; returns a dict of what it did."""
+        return {}
+
+    def retrieve(self, queries, stored, trajectory=False):
+        """Retrieve from a memory of ``stored`` images.
+
+        :param torch.Tensor queries: query images ``(B, C, H, W)``.
+        :param torch.Tensor stored: the images to store ``(N, C, H, W)``.
+        :param bool trajectory: also return the iterates (methods that iterate).
+        :returns: ``(retrieved (B, D), memory (N, D))``, and a list of iterates ``(B, D)`` when
+            ``trajectory``.
+        """
+        raise NotImplementedError
+
+
+class ReaderMethod(Method):
+    """A reader of :mod:`~pyromem.retrieval.readers` on pixels (or, below, on VAE codes)."""
+
+    def __init__(self, name, image_shape, reader, hyperparameters):
+        super().__init__(name, image_shape, hyperparameters)
+        self.reader = reader
+
+    def fit(self, train_images, corruption="clean", memory_size=100, generator=None):
+        if not isinstance(self.reader, torch.nn.Module):
+            return {}
+        steps, lr = self.hyperparameters["train_steps"], self.hyperparameters["train_lr"]
+        with torch.enable_grad():
+            losses = train_reader(
+                self.reader, self.embed(train_images).detach(), memory_size, steps, lr, generator
+            )
+        return {"train_loss_first": losses[0], "train_loss_last": losses[-1]}
+
+    @torch.no_grad()
+    def retrieve(self, queries, stored, trajectory=False):
+        memory = self.embed(stored)
+        if isinstance(self.reader, FixedPointReader):
+            out = self.reader(self.embed(queries), memory, trajectory=trajectory)
+            return (out[0], memory, out[1]) if trajectory else (out, memory)
+        retrieved = self.reader(self.embed(queries), memory)
+        return (
+            (retrieved, memory, [self.embed(queries), retrieved])
+            if trajectory
+            else (
+                retrieved,
+                memory,
+            )
+        )
+
+
+class LatentReaderMethod(ReaderMethod):
+    """A reader on VAE codes (VAE-NTM, VAE-MemN2N): the encoder's means of queries and memory."""
+
+    space = "latent"
+
+    def __init__(self, name, vae, reader, hyperparameters):
+        super().__init__(name, vae.input_shape, reader, hyperparameters)
+        self.vae = vae
+
+    @torch.no_grad()
+    def embed(self, images):
+        return self.vae.encoder(images)[0]
+
+    @torch.no_grad()
+    def render(self, vectors):
+        return _decode(self.vae, vectors)
+
+
+class GuideMethod(Method):
+    """A :class:`~pyromem.models.MemoryVAE` and one of the refinement guides of
+    :mod:`pyromem.infer`, started from the amortised encoder's :math:`\\hat z`."""
+
+    space = "latent"
+
+    def __init__(self, name, vae, hyperparameters):
+        super().__init__(name, vae.input_shape, hyperparameters)
+        self.vae = vae
+        self.precision_module = None
+
+    @torch.no_grad()
+    def embed(self, images):
+        return self.vae.encoder(images)[0]
+
+    @torch.no_grad()
+    def render(self, vectors):
+        return _decode(self.vae, vectors)
+
+    def memory_vae_of(self, stored):
+        """A MemoryVAE with the method's prior and ``stored`` written; returns it and M."""
+        from pyromem.models import MemoryVAE
+
+        weights = "hopfield" if self.name.endswith("Hopfield") else "balanced"
+        h = self.hyperparameters
+        scale = h["beta"] ** -0.5 if weights == "hopfield" else h["sigma"]
+        memory_vae = MemoryVAE(self.vae, scale=scale, weights=weights)
+        memory = memory_vae.write(stored)
+        return memory_vae, memory
+
+    def _guide(self, memory_vae):
+        from pyromem.infer import MAPRefinement, MemoryFixedPoint, PredictiveCoding
+
+        h = self.hyperparameters
+        steps = h["num_steps"]
+        if self.name in ("VAE-GMM", "VAE-Hopfield"):
+            return MemoryFixedPoint(memory_vae.model, memory_vae.guide, num_steps=steps)
+        if self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield"):
+            return MAPRefinement(
+                memory_vae.model,
+                memory_vae.guide,
+                num_steps=steps,
+                lr=h["lr"],
+                prior_weight=h["gamma"],
+            )
+        return PredictiveCoding(
+            memory_vae.model,
+            memory_vae.guide,
+            _decoder_layers(self.vae),
+            num_steps=steps,
+            rate=h["rate"],
+        )
+
+    def fit(self, train_images, corruption="clean", memory_size=100, generator=None):
+        if self.name != "VAE-GMM*":
+            return {}
+        from pyromem.infer import LearnedPrecisionRetrieval
+
+        h = self.hyperparameters
+        size = min(memory_size, len(train_images))
+        index = torch.randperm(len(train_images), generator=generator)[:size]
+        stored = train_images[index.to(train_images.device)]
+        queries = corrupt(stored, corruption, generator=generator)
+        memory = self.embed(stored)
+        self.precision_module = LearnedPrecisionRetrieval(
+            self.vae.latent_dim, num_steps=h["num_steps"], scale=h["sigma"]
+        ).to(memory.device)
+        with torch.enable_grad():
+            losses = self.precision_module.fit(
+                self.embed(queries), memory, memory, epochs=h["train_steps"], lr=h["train_lr"]
+            )
+        return {"train_loss_first": float(losses[0]), "train_loss_last": float(losses[-1])}
+
+    @torch.no_grad()
+    def retrieve(self, queries, stored, trajectory=False):
+        if self.name == "VAE-GMM*":
+            if self.precision_module is None:
+                raise ValueError("VAE-GMM* must be fit() on a training split before retrieval")
+            memory = self.embed(stored)
+            z0 = self.embed(queries)
+            z = self.precision_module(z0, memory)
+            return (z, memory, [z0, z]) if trajectory else (z, memory)
+        memory_vae, memory = self.memory_vae_of(stored)
+        guide = self._guide(memory_vae)
+        if self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield", "VAE-PC-GMM"):
+            with torch.enable_grad():
+                out = guide.refine(queries, trajectory=trajectory)
+        else:
+            out = guide.refine(queries, trajectory=trajectory)
+        if trajectory:
+            return out[0].detach(), memory, [z.detach() for z in out[1]]
+        return out.detach(), memory
+
+
+#: Defaults of every hyper-parameter; those in :data:`~pyromem.retrieval.selection.GRIDS` are
+#: chosen on a training split by :func:`~pyromem.retrieval.selection.select_hyperparameters`.
+DEFAULTS = {
+    "GMM": {"sigma": 1.0, "num_steps": 10},
+    "Hopfield": {"beta": 1.0, "num_steps": 10},
+    "NTM": {"key_dim": None, "train_steps": 300, "train_lr": 0.05},
+    "MemN2N": {"embed_dim": 64, "train_steps": 300, "train_lr": 3e-5},
+    "VAE-GMM": {"sigma": 1.0, "num_steps": 10},
+    "VAE-Hopfield": {"beta": 1.0, "num_steps": 10},
+    "VAE-BP-GMM": {"sigma": 1.0, "gamma": 1.0, "lr": 0.01, "num_steps": 20},
+    "VAE-BP-Hopfield": {"beta": 1.0, "gamma": 1.0, "lr": 0.01, "num_steps": 20},
+    "VAE-PC-GMM": {"sigma": 1.0, "rate": 0.01, "num_steps": 50},
+    "VAE-NTM": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
+    "VAE-MemN2N": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
+    "VAE-GMM*": {"sigma": 1.0, "num_steps": 10, "train_steps": 200, "train_lr": 0.01},
+}
+
+
+def build_method(name, image_shape, vae=None, **hyperparameters):
+    """Build a method by its name in the paper.
+
+    :param str name: one of :data:`METHODS`.
+    :param tuple image_shape: ``(C, H, W)`` of the images.
+    :param vae: a trained :class:`~pyromem.models.VAE`; required by the ``VAE-*`` methods.
+    :param hyperparameters: overrides of :data:`DEFAULTS` (e.g. ``sigma=0.5``).
+    :rtype: Method
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods are {list(METHODS)}")
+    unknown = sorted(set(hyperparameters) - set(DEFAULTS[name]))
+    if unknown:
+        raise TypeError(f"{name} takes hyper-parameters {sorted(DEFAULTS[name])}, got {unknown}")
+    h = {**DEFAULTS[name], **hyperparameters}
+    if name in LATENT_METHODS:
+        if vae is None:
+            raise ValueError(f"{name} works on VAE codes: pass a trained vae")
+        if tuple(vae.input_shape) != tuple(image_shape):
+            raise ValueError(
+                f"the vae takes images of shape {tuple(vae.input_shape)}, got image_shape "
+                f"{tuple(image_shape)}"
+            )
+        if name == "VAE-NTM":
+            reader = ContentReader(vae.latent_dim, key_dim=h["key_dim"])
+            return LatentReaderMethod(name, vae, reader, h)
+        if name == "VAE-MemN2N":
+            return LatentReaderMethod(name, vae, MemN2NReader(vae.latent_dim, h["embed_dim"]), h)
+        return GuideMethod(name, vae, h)
+    dim = int(torch.Size(image_shape).numel())
+    if name == "GMM":
+        reader = FixedPointReader("balanced", h["sigma"], h["num_steps"])
+    elif name == "Hopfield":
+        reader = FixedPointReader("hopfield", h["beta"] ** -0.5, h["num_steps"])
+    elif name == "NTM":
+        reader = ContentReader(dim, key_dim=h["key_dim"])
+    else:
+        reader = MemN2NReader(dim, h["embed_dim"])
+    return ReaderMethod(name, image_shape, reader, h)
+
+
+def _decoder_layers(vae):
+    """The maps f^{L-1}, ..., f^0 of an MLP decoder (each Linear with its ReLU), for Alg. 1."""
+    body = getattr(vae.decoder, "body", None)
+    if vae.config["net"] != "mlp" or body is None:
+        raise ValueError("VAE-PC-GMM needs a VAE with net='mlp' (a decoder given as layers)")
+    layers, current = [], []
+    for module in body:
+        current.append(module)
+        if not isinstance(module, torch.nn.Linear):
+            layers.append(torch.nn.Sequential(*current))
+            current = []
+    return layers + ([torch.nn.Sequential(*current)] if current else [])
+
+
+def _decode(vae, z):
+    likelihood = vae.decode(z)
+    try:
+        return likelihood.mean.clamp(0, 1)
+    except NotImplementedError:
+        return likelihood.sample().clamp(0, 1)

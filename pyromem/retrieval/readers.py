@@ -1,0 +1,176 @@
+r"""Memory readers that work on vectors: the baselines of §5.2 and the pixel-level GMM/MCHN.
+
+Every reader maps queries and a memory to retrieved vectors::
+
+    retrieved = reader(queries, memory)          # (B, D), (N, D) -> (B, D)
+
+The memory holds the stored patterns themselves (§5.2: no write mechanism is learned); the
+readers work on flattened pixels or on VAE codes alike.
+
+* :class:`FixedPointReader`: :math:`T` steps :math:`\hat z \leftarrow \sum_k r_k(\hat z) M_k` of
+  :class:`~pyromem.memory.GaussianMixtureMemory` from :math:`\hat z = x`; balanced weights give
+  the "GMM" of §5.2 (eq. 11), Hopfield weights the MCHN (eq. 8).
+* :class:`ContentReader`: the NTM's content addressing (Graves et al. 2014),
+  :math:`w = \mathrm{softmax}(\beta_s \cos(K x, K M_k))`, read :math:`\sum_k w_k M_k`, with a
+  learned key strength :math:`\beta_s` and optionally a learned linear key map :math:`K`.
+* :class:`MemN2NReader`: one hop of end-to-end memory networks (Sukhbaatar et al. 2015),
+  :math:`p = \mathrm{softmax}((B x) \cdot (A M_k))`, read :math:`\sum_k p_k M_k`.
+
+The two learned readers are trained by :func:`train_reader` with the MSE between the read and
+the correct pattern, on clean queries :math:`x = M_{k^*}` (§5.2).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyromem.memory import GaussianMixtureMemory
+
+
+class FixedPointReader:
+    r"""Iterates the memory's fixed-point step from :math:`\hat z = x` (eq. 11 / eq. 8).
+
+    :param str weights: ``"balanced"`` (GMM, eq. 11) or ``"hopfield"`` (MCHN, eq. 8).
+    :param float scale: the components' :math:`\sigma`; for ``"hopfield"`` the inverse
+        temperature is :math:`\beta = 1/\sigma^2` (eq. 5), so eq. 8 is exact.
+    :param int num_steps: :math:`T \ge 1`.
+    :param float alpha: the step rate of eq. 44, or ``None`` for the full step (eq. 45).
+    """
+
+    def __init__(self, weights="balanced", scale=1.0, num_steps=10, alpha=None):
+        if not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"scale must be a positive float, got {scale!r}")
+        self.weights = weights
+        self.scale = float(scale)
+        self.num_steps = num_steps
+        self.alpha = alpha
+
+    def __call__(self, queries, memory, trajectory=False):
+        """
+        :param torch.Tensor queries: ``(B, D)``.
+        :param torch.Tensor memory: ``(N, D)``.
+        :param bool trajectory: also return the ``T + 1`` iterates.
+        :returns: ``(B, D)`` [and a list of ``T + 1`` tensors ``(B, D)``].
+        """
+        _check_read(queries, memory)
+        prior = GaussianMixtureMemory(memory, scale=self.scale, weights=self.weights)
+        z, path = queries, [queries]
+        for _ in range(self.num_steps):
+            z = prior.fixed_point_step(z, self.alpha)
+            path.append(z)
+        return (z, path) if trajectory else z
+
+
+class ContentReader(nn.Module):
+    r"""NTM content addressing with a learned key strength (and optionally a key map).
+
+    :param int dim: the width ``D`` of patterns and queries.
+    :param int key_dim: width of a learned linear key map :math:`K: \mathbb{R}^D \to
+        \mathbb{R}^{k}` shared by queries and patterns, or ``None`` for :math:`K = I`.
+    :param float key_strength: the initial :math:`\beta_s > 0`.
+    """
+
+    def __init__(self, dim, key_dim=None, key_strength=1.0):
+        super().__init__()
+        _check_positive_int(dim, "dim")
+        self.key = None
+        if key_dim is not None:
+            self.key = nn.Linear(dim, _check_positive_int(key_dim, "key_dim"), bias=False)
+            if key_dim == dim:
+                nn.init.eye_(self.key.weight)
+        # beta_s = exp(log_strength): positive, and Adam moves it by orders of magnitude, as
+        # the near-parallel pixel patterns need (their cosines all lie near 1).
+        self.log_strength = nn.Parameter(torch.tensor(math.log(key_strength)))
+
+    @property
+    def key_strength(self):
+        return self.log_strength.exp()
+
+    def forward(self, queries, memory):
+        """``(B, D), (N, D) -> (B, D)``."""
+        _check_read(queries, memory)
+        keys = (queries, memory) if self.key is None else (self.key(queries), self.key(memory))
+        similarity = F.normalize(keys[0], dim=-1) @ F.normalize(keys[1], dim=-1).mT
+        return (self.key_strength * similarity).softmax(-1) @ memory
+
+
+class MemN2NReader(nn.Module):
+    r"""One MemN2N hop with learned query and memory embeddings :math:`B, A: \mathbb{R}^D \to
+    \mathbb{R}^e`, reading the stored patterns.
+
+    :param int dim: the width ``D`` of patterns and queries.
+    :param int embed_dim: the embedding width ``e``.
+    """
+
+    def __init__(self, dim, embed_dim=64):
+        super().__init__()
+        _check_positive_int(dim, "dim")
+        _check_positive_int(embed_dim, "embed_dim")
+        # Biases let the embeddings centre the patterns; tied at the start, the scores begin
+        # as a dot product of one random projection.
+        self.query_embedding = nn.Linear(dim, embed_dim)
+        self.memory_embedding = nn.Linear(dim, embed_dim)
+        self.memory_embedding.load_state_dict(self.query_embedding.state_dict())
+
+    def forward(self, queries, memory):
+        """``(B, D), (N, D) -> (B, D)``."""
+        _check_read(queries, memory)
+        scores = self.query_embedding(queries) @ self.memory_embedding(memory).mT
+        return scores.softmax(-1) @ memory
+
+
+def train_reader(reader, patterns, memory_size=100, steps=200, lr=1e-2, generator=None):
+    r"""Train a reader by MSE on clean queries, over memories drawn from training patterns (§5.2).
+
+    Each step draws a memory of ``memory_size`` patterns, queries it with every stored pattern
+    (:math:`x = M_{k^*}`) and takes an Adam step on :math:`\| \mathrm{read}(x) - M_{k^*} \|^2`.
+
+    :param nn.Module reader: a :class:`ContentReader` or :class:`MemN2NReader`.
+    :param torch.Tensor patterns: training patterns ``(M, D)`` (a training split).
+    :param int memory_size: patterns per memory, clipped to ``M``.
+    :param int steps: Adam steps.
+    :param float lr: Adam's learning rate.
+    :param torch.Generator generator: draws the memories (CPU).
+    :returns: the list of per-step losses.
+    """
+    if not isinstance(reader, nn.Module):
+        raise TypeError(f"reader must be an nn.Module, got {type(reader).__name__}")
+    if not isinstance(patterns, torch.Tensor) or patterns.dim() != 2:
+        shape = getattr(patterns, "shape", patterns)
+        raise ValueError(f"patterns must be a (M, D) tensor, got {shape}")
+    _check_positive_int(steps, "steps")
+    size = min(_check_positive_int(memory_size, "memory_size"), len(patterns))
+    optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        index = torch.randperm(len(patterns), generator=generator)[:size].to(patterns.device)
+        memory = patterns[index]
+        loss = (reader(memory, memory) - memory).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _check_read(queries, memory):
+    for name, x in (("queries", queries), ("memory", memory)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            raise ValueError(f"{name} must be a 2-dim tensor, got {getattr(x, 'shape', x)}")
+    if queries.shape[-1] != memory.shape[-1]:
+        raise ValueError(
+            f"queries and memory must have the same width, got {queries.shape[-1]} and "
+            f"{memory.shape[-1]}"
+        )
+    if len(memory) == 0:
+        raise ValueError("memory must hold at least one pattern")
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value

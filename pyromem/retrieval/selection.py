@@ -1,0 +1,125 @@
+r"""Hyper-parameters chosen on a training split, never on the test queries (App. D).
+
+App. D chooses "σ for GMM models, β for MCHN models, γ for the BP-GMM model ... to achieve the
+highest successful retrieval percentage on the training set". :func:`select_hyperparameters`
+does that: it runs the protocol of :mod:`pyromem.retrieval.protocol` on memories drawn from
+the *training* images, for every candidate of :data:`GRIDS`, and keeps the candidate with the
+highest success rate averaged over the corruptions of the table (one value per method and
+table). The threshold of the success criterion is chosen on the same training images by
+:func:`~pyromem.retrieval.criteria.select_threshold`.
+
+Grids are relative to the data: :math:`\sigma` candidates are multiples of the *unit*, the
+median Euclidean distance from a training pattern to its nearest neighbour in a memory of N
+(:func:`scale_unit`), and :math:`\beta = 1/\sigma^2` candidates likewise, so one grid serves
+pixels (``D = 3072``) and codes (``D = 16``). Selection for the learned readers (NTM, MemN2N:
+learning rate and steps) is by training loss as in App. D and is fixed in
+:data:`~pyromem.retrieval.methods.DEFAULTS`.
+"""
+
+import itertools
+
+import torch
+
+from pyromem.retrieval.criteria import rms_distance
+from pyromem.retrieval.methods import DEFAULTS, build_method
+from pyromem.retrieval.protocol import evaluate, sample_memory
+
+_SIGMAS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+_BETAS = tuple(s**-2 for s in (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0))
+#: Candidate hyper-parameters, as multiples of the unit (σ) or of 1/unit² (β).
+GRIDS = {
+    "GMM": {"sigma": _SIGMAS},
+    "Hopfield": {"beta": _BETAS},
+    "VAE-GMM": {"sigma": _SIGMAS},
+    "VAE-Hopfield": {"beta": _BETAS},
+    "VAE-BP-GMM": {"sigma": (1 / 8, 1 / 2), "gamma": (1.0, 10.0, 100.0)},
+    "VAE-BP-Hopfield": {"beta": (1.0, 16.0), "gamma": (1.0, 10.0, 100.0)},
+}
+#: Relative σ of the methods with a σ but no grid (their precision is learned or iterated).
+RELATIVE_SIGMA = 1 / 4
+#: Seeds of the training memories are offset so that they never coincide with test seeds.
+TRAIN_SEED_OFFSET = 10_000
+
+
+def scale_unit(vectors, memory_size=100, generator=None):
+    """The median Euclidean distance from a pattern to its nearest neighbour, in a memory of
+    ``memory_size`` (clipped) of the given training vectors ``(M, D)``."""
+    index = sample_memory(len(vectors), min(memory_size, len(vectors)), generator)
+    patterns = vectors[index.to(vectors.device)]
+    distance = rms_distance(patterns, patterns).fill_diagonal_(float("inf"))
+    return distance.min(-1).values.median().item() * vectors.shape[-1] ** 0.5
+
+
+def candidates(name, unit):
+    """The candidate hyper-parameter dicts of ``name`` in absolute units (a list, maybe ``[{}]``).
+
+    :param str name: a method name.
+    :param float unit: the output of :func:`scale_unit` in the method's space.
+    """
+    grid = GRIDS.get(name, {})
+    if not grid and "sigma" in DEFAULTS[name]:
+        return [{"sigma": RELATIVE_SIGMA * unit}]
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        candidate = {}
+        for key, value in zip(keys, values, strict=True):
+            if key == "sigma":
+                value = value * unit
+            elif key == "beta":
+                value = value / unit**2
+            candidate[key] = value
+        out.append(candidate)
+    return out or [{}]
+
+
+def select_hyperparameters(
+    name,
+    train_images,
+    corruptions,
+    *,
+    threshold,
+    unit,
+    vae=None,
+    memory_size=100,
+    seeds=2,
+):
+    """Choose ``name``'s hyper-parameters on training images (never test queries).
+
+    :param str name: a method name.
+    :param torch.Tensor train_images: images of a training split ``(M, C, H, W)``.
+    :param list corruptions: the corruption names the score averages over.
+    :param float threshold: the criterion's threshold in the method's space.
+    :param float unit: :func:`scale_unit` of the training vectors in the method's space.
+    :param vae: the trained VAE of the ``VAE-*`` methods.
+    :param int memory_size: N of the training memories (clipped to ``M``).
+    :param int seeds: training memories per candidate and corruption.
+    :returns: ``(chosen, scores)``: the chosen dict and a list of
+        ``{"hyperparameters", "train_success"}`` for every candidate.
+    """
+    options = candidates(name, unit)
+    if len(options) == 1:
+        return options[0], []
+    memory_size = min(memory_size, len(train_images))
+    image_shape = tuple(train_images.shape[1:])
+    scores = []
+    for candidate in options:
+        method = build_method(name, image_shape, vae, **candidate)
+        rates = [
+            torch.tensor(
+                evaluate(
+                    method,
+                    train_images,
+                    corruption,
+                    memory_size,
+                    seeds,
+                    threshold,
+                    seed_offset=TRAIN_SEED_OFFSET,
+                ).success
+            ).mean()
+            for corruption in corruptions
+        ]
+        success = torch.stack(rates).mean().item()
+        scores.append({"hyperparameters": candidate, "train_success": success})
+    best = max(range(len(scores)), key=lambda i: scores[i]["train_success"])
+    return scores[best]["hyperparameters"], scores

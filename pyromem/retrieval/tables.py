@@ -1,0 +1,145 @@
+r"""Tables 2-4: every method on every corruption, mean ± std over seeds.
+
+:func:`retrieval_table` runs the whole benchmark for one dataset: per space (pixels, codes) it
+chooses the threshold and the unit of the grids on the training images; per method it chooses
+the hyper-parameters there (:mod:`pyromem.retrieval.selection`), trains what the method learns
+on the training images, and only then evaluates on memories drawn from the test images.
+"""
+
+import time
+
+import torch
+
+from pyromem.retrieval.criteria import select_threshold
+from pyromem.retrieval.methods import build_method
+from pyromem.retrieval.protocol import evaluate
+from pyromem.retrieval.selection import TRAIN_SEED_OFFSET, scale_unit, select_hyperparameters
+
+
+def space_calibration(method, train_images, memory_size, threshold_fraction=0.5):
+    """The threshold and grid unit of ``method``'s space, from training images only.
+
+    :returns: ``{"threshold", "unit"}``.
+    """
+    vectors = method.embed(train_images)
+    size = min(memory_size, len(vectors))
+    return {
+        "threshold": select_threshold(
+            vectors, size, threshold_fraction, torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+        ),
+        "unit": scale_unit(vectors, size, torch.Generator().manual_seed(TRAIN_SEED_OFFSET)),
+    }
+
+
+def retrieval_table(
+    methods,
+    corruptions,
+    train_images,
+    test_images,
+    *,
+    vae=None,
+    memory_size=100,
+    seeds=10,
+    selection_seeds=2,
+    threshold_fraction=0.5,
+    log=None,
+):
+    """Run methods × corruptions with the protocol of §5.
+
+    :param list methods: method names (:data:`~pyromem.retrieval.methods.METHODS`).
+    :param list corruptions: corruption names.
+    :param torch.Tensor train_images: training split ``(M, C, H, W)``: selection and training.
+    :param torch.Tensor test_images: test split ``(M', C, H, W)``: the memories of the table.
+    :param vae: trained VAE for the ``VAE-*`` methods.
+    :param int memory_size: N, at most ``len(test_images)``.
+    :param int seeds: memories per cell.
+    :param int selection_seeds: training memories per candidate and corruption.
+    :param float threshold_fraction: see :func:`~pyromem.retrieval.criteria.select_threshold`.
+    :param log: optional callable taking a progress line.
+    :returns: ``{"results": {method: {corruption: summary}}, "hyperparameters", "space",
+        "threshold", "selection", "training", "seconds", "calibration"}`` (see
+        :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
+        :class:`~pyromem.retrieval.methods.Method` objects by name (not JSON-able).
+    """
+    if memory_size > len(test_images):
+        raise ValueError(f"memory_size {memory_size} exceeds the {len(test_images)} test images")
+    image_shape = tuple(test_images.shape[1:])
+    calibration, out = (
+        {},
+        {
+            "results": {},
+            "hyperparameters": {},
+            "space": {},
+            "threshold": {},
+            "selection": {},
+            "training": {},
+            "seconds": {},
+            "methods": {},
+        },
+    )
+    for name in methods:
+        start = time.perf_counter()
+        probe = build_method(name, image_shape, vae)
+        if probe.space not in calibration:
+            calibration[probe.space] = space_calibration(
+                probe, train_images, memory_size, threshold_fraction
+            )
+        cal = calibration[probe.space]
+        chosen, scores = select_hyperparameters(
+            name,
+            train_images,
+            corruptions,
+            threshold=cal["threshold"],
+            unit=cal["unit"],
+            vae=vae,
+            memory_size=memory_size,
+            seeds=selection_seeds,
+        )
+        method = build_method(name, image_shape, vae, **chosen)
+        generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+        per_corruption = name == "VAE-GMM*"  # trained in each scenario (§5.4)
+        training = {}
+        if not per_corruption:
+            training = method.fit(train_images, "clean", memory_size, generator)
+        row = {}
+        for corruption in corruptions:
+            if per_corruption:
+                training[corruption] = method.fit(train_images, corruption, memory_size, generator)
+            rates = evaluate(method, test_images, corruption, memory_size, seeds, cal["threshold"])
+            row[corruption] = rates.summary()
+            if log:
+                log(f"{name:>14} {corruption:>16}: {_cell(row[corruption])}")
+        out["results"][name] = row
+        out["hyperparameters"][name] = method.hyperparameters
+        out["space"][name] = method.space
+        out["threshold"][name] = cal["threshold"]
+        out["selection"][name] = scores
+        out["training"][name] = training
+        out["seconds"][name] = time.perf_counter() - start
+        out["methods"][name] = method
+    out["calibration"] = calibration
+    return out
+
+
+def format_table(results, key=None):
+    """Tables 2-4 as Markdown: one row per method, one column per corruption, mean ± std in %.
+
+    :param dict results: ``{method: {corruption: summary}}``.
+    :param str key: ``None`` for the success rate, ``"nearest"`` or ``"threshold"``.
+    """
+    methods = list(results)
+    corruptions = list(results[methods[0]]) if methods else []
+    lines = [
+        "| method | " + " | ".join(corruptions) + " |",
+        "| --- |" + " ---: |" * len(corruptions),
+    ]
+    for name in methods:
+        cells = [
+            _cell(results[name][c] if key is None else results[name][c][key]) for c in corruptions
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(summary):
+    return f"{summary['mean']:.1f} ± {summary['std']:.1f}"

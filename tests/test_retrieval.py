@@ -1,0 +1,205 @@
+import inspect
+import math
+
+import pytest
+import torch
+
+from pyromem.data import gaussian_noise, load, square_mask
+from pyromem.retrieval import (
+    ContentReader,
+    FixedPointReader,
+    MemN2NReader,
+    build_method,
+    capacity_sweep,
+    corrupt,
+    default_corruptions,
+    evaluate,
+    parse_corruption,
+    retrieval_success,
+    retrieval_table,
+    rms_distance,
+    sample_memory,
+    save_capacity_plot,
+    scale_unit,
+    select_hyperparameters,
+    select_threshold,
+    train_reader,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits", "train").images, load("digits", "test").images
+
+
+def test_success_criterion_on_hand_made_vectors():
+    memory = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    target = torch.tensor([0, 0, 0, 1])
+    retrieved = torch.tensor([[0.1, 0.0], [0.5, 0.0], [0.9, 0.0], [0.5, 0.1]])
+    # RMS distances to pattern 0: 0.1/√2, 0.5/√2, 0.9/√2; the tie at 0.5 is no success.
+    outcome = retrieval_success(retrieved, memory, target, threshold=0.1)
+    assert outcome.nearest.tolist() == [True, False, False, False]
+    assert outcome.within.tolist() == [True, False, False, False]
+    loose = retrieval_success(retrieved, memory, target, threshold=0.5)
+    assert loose.within.tolist() == [True, True, False, True]
+    # within the threshold but nearer another pattern: the two criteria differ
+    assert loose.success.tolist() == [True, False, False, False]
+    tight = retrieval_success(retrieved, memory, target, threshold=0.05)
+    assert tight.nearest[0] and not tight.within[0] and not tight.success[0]
+    assert rms_distance(retrieved[:1], memory)[0, 0].item() == pytest.approx(0.1 / math.sqrt(2))
+
+
+def test_success_criterion_rejects_bad_input():
+    memory = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="same width"):
+        retrieval_success(torch.zeros(2, 3), memory, torch.tensor([0, 1]), 0.1)
+    with pytest.raises(ValueError, match="threshold"):
+        retrieval_success(torch.zeros(2, 2), memory, torch.tensor([0, 1]), 0.0)
+    with pytest.raises(ValueError, match="index"):
+        retrieval_success(torch.zeros(2, 2), memory, torch.tensor([0, 3]), 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_success(torch.full((2, 2), math.nan), memory, torch.tensor([0, 1]), 0.1)
+
+
+def test_gmm_retrieves_every_clean_query_with_small_sigma(digits):
+    _, test = digits
+    for images in (test, load("patches", "test").images):
+        unit = scale_unit(images.flatten(1), 100)
+        gmm = build_method("GMM", images.shape[1:], sigma=0.005 * unit)
+        rates = evaluate(gmm, images, "clean", memory_size=100, seeds=2, threshold=0.01)
+        assert rates.success == [100.0, 100.0]
+
+
+def test_hopfield_prefers_large_norms_where_the_balanced_gmm_does_not():
+    # Table 2's finding on a constructed memory: a pattern and a larger one in a nearby
+    # direction. MCHN's softmax(β M z) (eq. 8) picks the larger pattern even for a clean query
+    # of the smaller one; the balanced GMM (eq. 11) returns the query's own pattern.
+    memory = torch.tensor([[1.0, 0.0], [3.0, 1.0], [-1.0, 2.0]])
+    target = torch.arange(3)
+    for scale in (0.1, 0.3):
+        hopfield = FixedPointReader("hopfield", scale)(memory, memory)
+        gmm = FixedPointReader("balanced", scale)(memory, memory)
+        assert retrieval_success(gmm, memory, target, 0.01).success.all()
+        assert not retrieval_success(hopfield, memory, target, 0.01).success[0]
+        torch.testing.assert_close(hopfield[0], memory[1], atol=1e-3, rtol=0)
+
+
+def test_hopfield_equals_gmm_for_equal_norm_patterns():
+    memory = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)
+    queries = memory + 0.1 * torch.randn(20, 8)
+    hopfield = FixedPointReader("hopfield", 0.5, num_steps=3)(queries, memory)
+    gmm = FixedPointReader("balanced", 0.5, num_steps=3)(queries, memory)
+    torch.testing.assert_close(hopfield, gmm)
+
+
+def test_named_corruptions_apply_the_library_corruption(digits):
+    _, test = digits
+    x = test[:16]
+    noisy = corrupt(x, "noise-0.6", torch.Generator().manual_seed(3))
+    torch.testing.assert_close(
+        noisy, gaussian_noise(x, 0.6, generator=torch.Generator().manual_seed(3))
+    )
+    masked = corrupt(x, "mask-4", torch.Generator().manual_seed(3))
+    torch.testing.assert_close(
+        masked, square_mask(x, 4, generator=torch.Generator().manual_seed(3))
+    )
+    # a 4x4 square of zeros in every image, and nothing else changed
+    changed = (masked != x).flatten(1).sum(-1)
+    assert (changed <= 16).all() and ((masked == 0).flatten(1).sum(-1) >= 16).all()
+    torch.testing.assert_close(corrupt(x, "clean"), x)
+    shifted = corrupt(x, "shift-2")
+    torch.testing.assert_close(shifted[..., 2:, 2:], x[..., :-2, :-2])
+    rgb = load("patches", "test").images[:4]
+    rotated = corrupt(rgb, "colour-rotation")
+    # a rotation about the grey axis keeps the brightness (up to clipping)
+    assert (rotated.mean(-3) - rgb.mean(-3)).abs().median() < 1e-5
+    assert parse_corruption("mask-16") == ("mask", 16)
+    for bad in ("noise", "mask-x", "blur-3", "noise--1"):
+        with pytest.raises(ValueError, match="unknown corruption"):
+            parse_corruption(bad)
+    assert default_corruptions((3, 32, 32)) == [
+        "clean",
+        "noise-0.2",
+        "noise-0.6",
+        "mask-16",
+        "mask-24",
+        "colour-rotation",
+        "shift-4",
+    ]
+    assert default_corruptions((3, 64, 64))[3:5] == ["mask-32", "mask-48"]
+
+
+def test_seeds_draw_independent_memories_and_give_mean_and_std(digits):
+    _, test = digits
+    memories = [
+        set(sample_memory(len(test), 50, torch.Generator().manual_seed(s)).tolist())
+        for s in range(3)
+    ]
+    assert memories[0] != memories[1] != memories[2]
+    gmm = build_method("GMM", test.shape[1:], sigma=0.5)
+    rates = evaluate(gmm, test, "noise-0.6", memory_size=50, seeds=4, threshold=0.1)
+    assert len(rates.success) == 4 and len(set(rates.success)) > 1
+    summary = rates.summary()
+    values = torch.tensor(rates.success, dtype=torch.float64)
+    assert summary["mean"] == pytest.approx(values.mean().item())
+    assert summary["std"] == pytest.approx(values.std().item())
+    assert set(summary) >= {"mean", "std", "nearest", "threshold"}
+    # the same seed gives the same memory and queries
+    assert evaluate(gmm, test, "noise-0.6", 50, 4, 0.1).success == rates.success
+    with pytest.raises(ValueError, match="exceeds"):
+        sample_memory(10, 11)
+
+
+def test_selection_sees_only_the_training_split(digits):
+    train, test = digits
+    assert "test" not in " ".join(inspect.signature(select_hyperparameters).parameters)
+    unit = scale_unit(train.flatten(1), 50)
+    threshold = select_threshold(train.flatten(1), 50)
+    chosen, scores = select_hyperparameters(
+        "GMM", train, ["noise-0.6"], threshold=threshold, unit=unit, memory_size=50
+    )
+    assert (
+        len(scores) > 1
+        and chosen == max(scores, key=lambda s: s["train_success"])["hyperparameters"]
+    )
+    # the whole table: other test images change the rates, never the chosen values
+    kwargs = {"memory_size": 50, "seeds": 2}
+    a = retrieval_table(["GMM", "Hopfield"], ["noise-0.6"], train, test, **kwargs)
+    b = retrieval_table(["GMM", "Hopfield"], ["noise-0.6"], train, test.flip(-1), **kwargs)
+    assert a["hyperparameters"] == b["hyperparameters"]
+    assert a["threshold"] == b["threshold"]
+
+
+@pytest.mark.parametrize("reader_type", [ContentReader, MemN2NReader])
+def test_learned_readers_train_and_retrieve_clean_patterns(reader_type, digits):
+    train, test = digits
+    torch.manual_seed(0)
+    patterns = train.flatten(1)
+    reader = reader_type(patterns.shape[1])
+    lr = 0.05 if reader_type is ContentReader else 1e-3
+    losses = train_reader(
+        reader, patterns, 50, steps=150, lr=lr, generator=torch.Generator().manual_seed(0)
+    )
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    memory = test[:50].flatten(1)
+    with torch.no_grad():
+        outcome = retrieval_success(reader(memory, memory), memory, torch.arange(50), 0.1)
+    assert outcome.nearest.float().mean() > 0.5  # chance: 1/50
+
+
+def test_build_method_rejects_bad_names_and_missing_vae():
+    with pytest.raises(ValueError, match="unknown method"):
+        build_method("SDM", (1, 8, 8))
+    with pytest.raises(ValueError, match="vae"):
+        build_method("VAE-GMM", (1, 8, 8))
+    with pytest.raises(TypeError, match="hyper-parameters"):
+        build_method("GMM", (1, 8, 8), gamma=1.0)
+
+
+def test_capacity_sweep_on_a_tiny_grid_writes_its_plot(digits, tmp_path):
+    train, test = digits
+    sweep = capacity_sweep(["GMM", "Hopfield"], train, test, sizes=(5, 20, 10_000), seeds=2)
+    assert sweep["sizes"] == [5, 20] and sweep["skipped"] == [10_000]
+    assert [len(rows) for rows in sweep["results"].values()] == [2, 2]
+    path = save_capacity_plot(sweep, tmp_path / "capacity.png")
+    assert path.stat().st_size > 1000
