@@ -1,0 +1,97 @@
+"""Training throughput (images/s) of Kanerva++ and of the plain VAE with the same nets.
+
+Both train on episodes of T digits images (the VAE on the same images, one at a
+time) with Trace_ELBO and Adam; timings are medians of repeated runs in one
+process, on the CPU and on a GPU when one is present. Prints one JSON object.
+
+    python benchmarks/kpp_throughput.py [--steps 20] [--repeats 5]
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import pyro
+import torch
+
+from pyromem.data import load, sample_episodes
+from pyromem.models import VAE, KanervaPlusPlus
+
+
+def trainer(model, x, episodic):
+    """One timed unit: ``steps`` SVI steps on ``x`` (flattened to images for the VAE)."""
+    loss_fn = pyro.infer.Trace_ELBO()(model.model, model.guide)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = x if episodic else x.flatten(0, 1)
+
+    def run(steps):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss_fn(batch).backward()
+            optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        return steps * x.shape[0] * x.shape[1] / (time.perf_counter() - start)
+
+    run(1)  # warm-up
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--length", type=int, default=8)
+    parser.add_argument("--size", type=int, default=16)
+    args = parser.parse_args()
+    pyro.enable_validation(False)
+    images = load("digits", "train", size=args.size, binarize="static").images
+    x = sample_episodes(
+        images, args.episodes, args.length, generator=torch.Generator().manual_seed(0)
+    )
+    shape = (1, args.size, args.size)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results = {}
+    for device in devices:
+        pyro.set_rng_seed(0)
+        kpp = KanervaPlusPlus(
+            shape,
+            latent_dim=16,
+            memory_shape=(3, args.size, args.size),
+            block_shape=(args.size // 2, args.size // 2),
+        ).to(device)
+        vae = VAE(shape, latent_dim=16, net="conv").to(device)
+        runs = {"kpp": trainer(kpp, x.to(device), True), "vae": trainer(vae, x.to(device), False)}
+        # interleaved repeats, so both see the same load on a shared machine
+        rates = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                rates[name].append(run(args.steps))
+        kpp_rate, vae_rate = (statistics.median(rates[name]) for name in ("kpp", "vae"))
+        results[device] = {
+            "kpp_images_per_s": kpp_rate,
+            "vae_images_per_s": vae_rate,
+            "kpp_over_vae": kpp_rate / vae_rate,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        }
+    print(
+        json.dumps(
+            {
+                "benchmark": "kpp_throughput",
+                "what": "training images/s, Trace_ELBO + Adam, median of repeats",
+                "config": vars(args),
+                "torch_threads": torch.get_num_threads(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
