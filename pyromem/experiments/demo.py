@@ -7,6 +7,7 @@ evaluates the VAE on ``digits`` (16×16, dynamically binarised).
 import time
 from pathlib import Path
 
+from pyromem.experiments import retrieval
 from pyromem.experiments.vae import train_vae, write_results
 
 SETTINGS = {
@@ -80,12 +81,15 @@ def run_demo(out_dir="pyromem-demo", quick=False, seed=0, progress=True):
         "",
         _vae_section(vae, out_dir),
     ]
+    retrieval_text, retrieval_results = retrieval.demo_section(out_dir, quick)
+    sections.append(retrieval_text)
     report.write_text("\n".join(sections))
     results = {
         "demo": "quick" if quick else "full",
         "seed": seed,
         "report": str(report),
         "vae": vae,
+        "retrieval": retrieval_results,
         "seconds": time.perf_counter() - start,
     }
     write_results(results, out_dir)

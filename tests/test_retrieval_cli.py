@@ -1,0 +1,47 @@
+import json
+
+from pyromem.cli import main
+
+
+def test_retrieval_command_json_structure(tmp_path, capsys):
+    methods = ["GMM", "Hopfield", "NTM", "MemN2N", "VAE-GMM", "VAE-GMM*"]
+    code = main(
+        ["retrieval", "--dataset", "digits", "--methods", *methods,
+         "--corruptions", "clean", "noise-0.2", "--memory-size", "10", "--seeds", "2",
+         "--vae-epochs", "2", "--no-progress", "--out", str(tmp_path), "--json"]
+    )  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == "digits" and out["memory_size"] == 10 and out["seeds"] == 2
+    assert list(out["results"]) == methods
+    for method in methods:
+        for corruption in ("clean", "noise-0.2"):
+            cell = out["results"][method][corruption]
+            assert 0 <= cell["mean"] <= 100 and cell["std"] >= 0
+            assert set(cell["nearest"]) == set(cell["threshold"]) == {"mean", "std"}
+            assert len(cell["per_seed"]) == 2
+        assert out["space"][method] == ("latent" if method.startswith("VAE") else "pixel")
+        assert out["threshold"][method] > 0
+    assert out["results"]["GMM"]["clean"]["mean"] == 100.0
+    assert "sigma" in out["hyperparameters"]["GMM"] and "beta" in out["hyperparameters"]["Hopfield"]
+    assert json.loads((tmp_path / "results.json").read_text())["results"] == out["results"]
+    for figure in ("retrievals", "trajectory"):
+        assert (tmp_path / f"{figure}.png").exists()
+    assert "| GMM |" in (tmp_path / "table.md").read_text()
+
+
+def test_retrieval_capacity_command(tmp_path, capsys):
+    code = main(
+        ["retrieval", "--capacity", "--dataset", "digits", "--methods", "GMM",
+         "--capacity-sizes", "5", "10", "100000", "--seeds", "2", "--out", str(tmp_path),
+         "--json"]
+    )  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["capacity"]["sizes"] == [5, 10] and out["capacity"]["skipped"] == [100000]
+    assert (tmp_path / "capacity.png").exists()
+
+
+def test_retrieval_command_rejects_unknown_methods(tmp_path, capsys):
+    code = main(["retrieval", "--methods", "SDM", "--out", str(tmp_path)])
+    assert code == 2 and "unknown method" in capsys.readouterr().err
