@@ -2,7 +2,9 @@
 
     pyromem demo [--quick] [--out DIR] [--json]
     pyromem train vae --dataset digits [--epochs N ...] [--out DIR] [--json]
-    pyromem eval vae --checkpoint PATH [--out DIR] [--json]
+    pyromem train vma --mode recall|learned|fewshot --address enum|vimco [...] [--json]
+    pyromem train kpp --dataset digits --episode-length T --reads K [--baselines] [--json]
+    pyromem eval vae|vma|kpp --checkpoint PATH [--out DIR] [--json]
     pyromem retrieval --dataset patches [--methods ...] [--memory-size 100] [--seeds 10]
                       [--capacity] [--out DIR] [--json]
 
@@ -79,14 +81,57 @@ def build_parser():
     _add_engine(vae)
     _add_common(vae, None)
 
+    vma = train_models.add_parser("vma", help="variational memory addressing (Bornschein et al.)")
+    vma.add_argument("--mode", default="recall", choices=["recall", "learned", "fewshot"])
+    vma.add_argument("--address", default="enum", choices=["enum", "vimco"])
+    vma.add_argument("--memory-size", type=int, default=None, help="|M| (recall, learned)")
+    vma.add_argument("--steps", type=int, default=None, help="gradient steps (recall, fewshot)")
+    vma.add_argument("--epochs", type=int, default=20, help="epochs (learned)")
+    vma.add_argument("--batch-size", type=int, default=32)
+    vma.add_argument("--num-particles", type=int, default=4, help="K of VIMCO")
+    vma.add_argument("--latent-dim", type=int, default=16)
+    vma.add_argument("--embedding-dim", type=int, default=64)
+    vma.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    vma.add_argument("--similarity", default="normalized", choices=["normalized", "dot", "cosine"])
+    vma.add_argument("--prior", default="learned", choices=["learned", "flat"])
+    vma.add_argument("--classes", type=int, default=8, help="C classes per few-shot episode")
+    vma.add_argument("--shots", type=int, default=4, help="S shots per class")
+    vma.add_argument("--queries", type=int, default=4, help="targets per class")
+    vma.add_argument("--size", type=int, default=None, help="image side")
+    vma.add_argument("--lr", type=float, default=1e-3)
+    vma.add_argument("--num-samples", type=int, default=1000, help="K of the test NLL")
+    vma.add_argument("--accelerator", default="auto", help="auto, cpu, gpu")
+    vma.add_argument("--no-progress", action="store_false", dest="progress")
+    _add_common(vma, None)
+
+    kpp = train_models.add_parser("kpp", help="Kanerva++ (Ramapuram et al.)")
+    _add_data(kpp)
+    kpp.add_argument("--episode-length", type=int, default=8, help="T images per episode")
+    kpp.add_argument("--reads", type=int, default=2, help="K block reads per image")
+    kpp.add_argument("--baselines", action="store_true", help="also the VAE and dense write")
+    kpp.add_argument("--epochs", type=int, default=20)
+    kpp.add_argument("--latent-dim", type=int, default=16)
+    kpp.add_argument("--batch-size", type=int, default=16, help="episodes per step")
+    kpp.add_argument("--lr", type=float, default=1e-3)
+    kpp.add_argument("--num-samples", type=int, default=100, help="K of the IWAE-K test bound")
+    kpp.add_argument("--num-particles", type=int, default=10, help="draws of the test ELBO")
+    _add_engine(kpp)
+    _add_common(kpp, None)
+
     evaluate = commands.add_parser("eval", help="evaluate a trained model")
     eval_models = evaluate.add_subparsers(dest="model", required=True)
-    eval_vae = eval_models.add_parser("vae", help="a VAE checkpoint")
-    eval_vae.add_argument("--checkpoint", required=True)
-    eval_vae.add_argument("--root", default=None)
-    eval_vae.add_argument("--num-samples", type=int, default=1000)
-    eval_vae.add_argument("--num-particles", type=int, default=10)
-    _add_common(eval_vae, DEFAULT_OUT["eval"])
+    for name, help_text, num_samples in (
+        ("vae", "a VAE checkpoint", 1000),
+        ("vma", "a VMA checkpoint", 1000),
+        ("kpp", "a Kanerva++ checkpoint", 100),
+    ):
+        checkpoint = eval_models.add_parser(name, help=help_text)
+        checkpoint.add_argument("--checkpoint", required=True)
+        checkpoint.add_argument("--num-samples", type=int, default=num_samples, help="K")
+        if name != "vma":
+            checkpoint.add_argument("--root", default=None)
+            checkpoint.add_argument("--num-particles", type=int, default=10)
+        _add_common(checkpoint, DEFAULT_OUT["eval"])
 
     retrieval = commands.add_parser(
         "retrieval", help="the associative-retrieval benchmark (Annabi et al. 2022, Tables 2-4)"
@@ -129,36 +174,110 @@ def run(args):
     if args.command == "retrieval":
         return _run_retrieval(args)
     if args.command == "train":
-        from pyromem.experiments.vae import train_vae
+        # VMA's settings are named by mode, the others' by dataset
+        label = args.mode if args.model == "vma" else args.dataset
+        args.out = args.out or DEFAULT_OUT["train"].format(model=args.model, dataset=label)
+        return {"vae": _train_vae, "vma": _train_vma, "kpp": _train_kpp}[args.model](args)
+    return _evaluate(args)
 
-        args.out = args.out or DEFAULT_OUT["train"].format(model=args.model, dataset=args.dataset)
-        return train_vae(
-            out_dir=args.out,
-            dataset=args.dataset,
-            epochs=args.epochs,
-            latent_dim=args.latent_dim,
-            likelihood=args.likelihood,
-            net=args.net,
-            hidden=tuple(args.hidden),
-            batch_size=args.batch_size,
-            lr=args.lr,
-            binarize=None if args.binarize == "none" else args.binarize,
-            size=args.size,
-            root=args.root,
-            download=args.download,
-            seed=args.seed,
-            num_samples=args.num_samples,
-            num_particles=args.num_particles,
-            resume=args.resume,
-            accelerator=args.accelerator,
-            devices=args.devices,
-            strategy=args.strategy,
-            gradient_clip_val=args.gradient_clip_val,
-            progress=args.progress,
-        )
-    from pyromem.experiments.vae import evaluate_checkpoint
 
-    return evaluate_checkpoint(
+def _train_vae(args):
+    from pyromem.experiments.vae import train_vae
+
+    return train_vae(
+        out_dir=args.out,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        latent_dim=args.latent_dim,
+        likelihood=args.likelihood,
+        net=args.net,
+        hidden=tuple(args.hidden),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        binarize=None if args.binarize == "none" else args.binarize,
+        size=args.size,
+        root=args.root,
+        download=args.download,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        num_particles=args.num_particles,
+        resume=args.resume,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        gradient_clip_val=args.gradient_clip_val,
+        progress=args.progress,
+    )
+
+
+def _train_vma(args):
+    from pyromem.experiments.vma import train_vma
+
+    return train_vma(
+        out_dir=args.out,
+        mode=args.mode,
+        address=args.address,
+        memory_size=args.memory_size,
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        num_particles=args.num_particles,
+        latent_dim=args.latent_dim,
+        embedding_dim=args.embedding_dim,
+        hidden=tuple(args.hidden),
+        similarity=args.similarity,
+        prior=args.prior,
+        classes=args.classes,
+        shots=args.shots,
+        queries=args.queries,
+        size=args.size,
+        lr=args.lr,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        accelerator=args.accelerator,
+        progress=args.progress,
+    )
+
+
+def _train_kpp(args):
+    from pyromem.experiments.kpp import train_kpp
+
+    return train_kpp(
+        out_dir=args.out,
+        dataset=args.dataset,
+        episode_length=args.episode_length,
+        reads=args.reads,
+        baselines=args.baselines,
+        epochs=args.epochs,
+        latent_dim=args.latent_dim,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        binarize=None if args.binarize == "none" else args.binarize,
+        size=args.size,
+        root=args.root,
+        download=args.download,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        num_particles=args.num_particles,
+        resume=args.resume,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        gradient_clip_val=args.gradient_clip_val,
+        progress=args.progress,
+    )
+
+
+def _evaluate(args):
+    if args.model == "vma":
+        from pyromem.experiments.vma import evaluate_vma
+
+        return evaluate_vma(args.checkpoint, out_dir=args.out, num_samples=args.num_samples)
+    if args.model == "kpp":
+        from pyromem.experiments.kpp import evaluate_kpp as evaluate
+    else:
+        from pyromem.experiments.vae import evaluate_checkpoint as evaluate
+    return evaluate(
         args.checkpoint,
         out_dir=args.out,
         num_samples=args.num_samples,

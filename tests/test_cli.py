@@ -216,3 +216,123 @@ def load_epoch(path):
         return load_checkpoint(path).epoch
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def test_train_and_eval_vma_json(capsys, tmp_path):
+    results = run_json(
+        capsys,
+        [
+            "train",
+            "vma",
+            "--mode",
+            "recall",
+            "--address",
+            "vimco",
+            "--memory-size",
+            "8",
+            "--steps",
+            "10",
+            "--hidden",
+            "16",
+            "--latent-dim",
+            "2",
+            "--embedding-dim",
+            "8",
+            "--num-samples",
+            "10",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    keys = {
+        "mode",
+        "address",
+        "memory_size",
+        "test_nll_nats",
+        "num_samples",
+        "kl_address",
+        "kl_z",
+        "log_memory_size",
+    }
+    assert keys <= set(results)
+    assert results["mode"] == "recall" and results["address"] == "vimco"
+    assert results["memory_size"] == 8 and results["num_samples"] == 10
+    again = run_json(
+        capsys,
+        [
+            "eval",
+            "vma",
+            "--checkpoint",
+            results["checkpoint"],
+            "--num-samples",
+            "12",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert keys - {"log_memory_size"} <= set(again) and again["num_samples"] == 12
+
+
+def test_train_and_eval_kpp_json(capsys, tmp_path):
+    results = run_json(
+        capsys,
+        [
+            "train",
+            "kpp",
+            "--dataset",
+            "digits",
+            "--episode-length",
+            "4",
+            "--reads",
+            "2",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "4",
+            "--num-samples",
+            "5",
+            "--num-particles",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    keys = {
+        "dataset",
+        "episode_length",
+        "reads",
+        "test_conditional_elbo_nats",
+        "kl_z",
+        "kl_key",
+        "reconstruction_nats",
+    }
+    assert keys <= set(results)
+    assert results["episode_length"] == 4 and results["reads"] == 2
+    # the conditional ELBO of eq. 4 is its reconstruction term minus the two KL terms
+    assert results["test_conditional_elbo_nats"] == pytest.approx(
+        results["reconstruction_nats"] - results["kl_z"] - results["kl_key"], abs=1e-3
+    )
+    again = run_json(
+        capsys,
+        [
+            "eval",
+            "kpp",
+            "--checkpoint",
+            results["checkpoint"],
+            "--num-samples",
+            "4",
+            "--num-particles",
+            "2",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert again["num_samples"] == 4
+
+
+def test_kpp_episode_of_one_image_is_a_clear_error(capsys, tmp_path):
+    argv = ["train", "kpp", "--episode-length", "1", "--epochs", "1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "episode" in capsys.readouterr().err
