@@ -15,6 +15,7 @@ import math
 import numbers
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
@@ -53,6 +54,24 @@ class MemoryVAE(PyroModule):
         # A plain child keeps the VAE's own Pyro name and context: PyroModule.add_module would
         # rename a trained VAE's parameters in the param store, and refuses one that has run.
         nn.Module.add_module(self, "vae", vae)
+        self._init_memory(
+            vae.input_shape,
+            vae.latent_dim,
+            vae.likelihood.support,
+            memory,
+            scale,
+            weights,
+            beta,
+            precision,
+            like=next(vae.parameters()),
+        )
+
+    def _init_memory(
+        self, input_shape, latent_dim, support, memory, scale, weights, beta, precision, like
+    ):
+        self.input_shape = tuple(input_shape)
+        self.latent_dim = latent_dim
+        self.support = support
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"scale must be a float, got {scale!r}")
         if not (math.isfinite(scale) and scale > 0):
@@ -63,13 +82,13 @@ class MemoryVAE(PyroModule):
         self.register_buffer("precision", None)
         self.register_buffer("memory", None)
         if precision is not None:
-            self.precision = self._check_width(precision, "precision", (vae.latent_dim,))
+            self.precision = self._check_width(precision, "precision", (latent_dim,))
         if memory is not None:
-            self.memory = self._check_width(memory, "memory", (None, vae.latent_dim))
+            self.memory = self._check_width(memory, "memory", (None, latent_dim))
         # The distribution checks weights and beta, and fails now rather than at first use.
-        like = self.precision if self.precision is not None else next(vae.parameters())
+        like = self.precision if self.precision is not None else like
         GaussianMixtureMemory(
-            like.new_zeros(1, vae.latent_dim), weights=weights, beta=beta, **self._covariance()
+            like.new_zeros(1, latent_dim), weights=weights, beta=beta, **self._covariance()
         )
 
     def _check_width(self, value, name, shape):
@@ -78,7 +97,7 @@ class MemoryVAE(PyroModule):
         if value.dim() != len(shape) or value.shape[-1] != shape[-1] or value.shape[0] == 0:
             expected = "(N, d)" if len(shape) == 2 else "(d,)"
             raise ValueError(
-                f"{name} must have shape {expected} with N >= 1 and d = {shape[-1]}, the VAE's "
+                f"{name} must have shape {expected} with N >= 1 and d = {shape[-1]}, the "
                 f"latent width, got {tuple(value.shape)}"
             )
         return value.detach()
@@ -90,41 +109,112 @@ class MemoryVAE(PyroModule):
 
     @torch.no_grad()
     def write(self, images):
-        """Stores the encoder's means of ``images`` (shape ``(N,) + vae.input_shape``) as the
-        memory M, replacing what was there, and returns M, shape ``(N, d)``."""
+        """Stores the codes of ``images`` (shape ``(N,) + input_shape``) as the memory M,
+        replacing what was there, and returns M, shape ``(N, d)``."""
         check_images(
             images,
-            self.vae.input_shape,
-            self.vae.likelihood.support,
+            self.input_shape,
+            self.support,
             name="images",
             check_values=is_validation_enabled(),
         )
-        if images.dim() != len(self.vae.input_shape) + 1:
+        if images.dim() != len(self.input_shape) + 1:
             raise ValueError(
-                f"images must have shape (N, {', '.join(map(str, self.vae.input_shape))}), "
+                f"images must have shape (N, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(images.shape)}"
             )
-        self.memory = self.vae.encoder(images)[0]
+        self.memory = self.encode(images)
         return self.memory
+
+    def encode(self, images):
+        """The code a pattern is stored as: the VAE encoder's mean, shape ``(N, d)``."""
+        return self.vae.encoder(images)[0]
+
+    def likelihood(self, z):
+        """p(x | z) for codes of shape ``batch_shape + (d,)``: the VAE's decoder."""
+        return self.vae.decode(z)
 
     def prior(self):
         """p(z; M) with the configured covariance and weights, a
         :class:`~pyromem.memory.GaussianMixtureMemory` with event shape ``(d,)``."""
         if self.memory is None:
             raise ValueError("memory is empty: call write(images) or pass memory=M first")
-        memory = self._check_width(self.memory, "memory", (None, self.vae.latent_dim))
+        memory = self._check_width(self.memory, "memory", (None, self.latent_dim))
         return GaussianMixtureMemory(
             memory, weights=self.weights, beta=self.beta, **self._covariance()
         )
 
     def model(self, x, num_data=None):
         """p(x, z; M) = p(z; M) p_θ(x | z) over a batch of B images out of ``num_data``."""
-        self.vae._check(x)
+        check_images(x, self.input_shape, self.support, check_values=is_validation_enabled())
         prior = self.prior()
         with data_plate(x, num_data):
             z = pyro.sample("z", prior)
-            pyro.sample("x", self.vae.decode(z), obs=x)
+            pyro.sample("x", self.likelihood(z), obs=x)
 
     def guide(self, x, num_data=None):
         """The VAE's amortised guide q(z | x) = N(μ_φ(x), diag σ_φ(x)²)."""
         self.vae.guide(x, num_data)
+
+
+class PixelMemory(MemoryVAE):
+    """The memory prior on the pixels themselves: no representation component (L = 0, §3.2).
+
+    The code of an image is the image, flattened (d = C·H·W), and the observation is the code
+    seen through a Gaussian of small scale ``obs_scale``:
+
+        z_n ~ p(z; M)                                 (eq. 9, or eq. 5-6)
+        x_n | z_n ~ N(x; z_n, obs_scale² I)
+
+    The guide starts retrieval at ẑ = x (a point mass), as MCHN and the GMM of the paper's
+    tables do; :class:`~pyromem.infer.MemoryFixedPoint` on this model is the pixel-level GMM
+    (balanced weights, eq. 11) or MCHN (Hopfield weights, eq. 8).
+
+    :param tuple input_shape: the shape of one image ``(C, H, W)``.
+    :param float obs_scale: the scale of the observation noise.
+
+    The other arguments are those of :class:`MemoryVAE`.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        memory=None,
+        scale=1.0,
+        weights="balanced",
+        beta=None,
+        precision=None,
+        obs_scale=1e-3,
+    ):
+        PyroModule.__init__(self, name=f"pixel_memory{next(_instances)}")
+        input_shape = tuple(input_shape)
+        if not (math.isfinite(obs_scale) and obs_scale > 0):
+            raise ValueError(f"obs_scale must be a positive finite float, got {obs_scale!r}")
+        self.obs_scale = float(obs_scale)
+        like = memory if memory is not None else torch.zeros(())
+        self._init_memory(
+            input_shape,
+            math.prod(input_shape),
+            "real",
+            memory,
+            scale,
+            weights,
+            beta,
+            precision,
+            like=like if precision is None else precision,
+        )
+
+    def encode(self, images):
+        """The image itself, flattened: shape ``(N, C·H·W)``."""
+        return images.flatten(-len(self.input_shape))
+
+    def likelihood(self, z):
+        """N(x; z, obs_scale² I), with z reshaped to the image's shape."""
+        loc = z.reshape(z.shape[:-1] + self.input_shape)
+        return dist.Normal(loc, self.obs_scale).to_event(len(self.input_shape))
+
+    def guide(self, x, num_data=None):
+        """A point mass at the query itself, ẑ = x."""
+        check_images(x, self.input_shape, self.support, check_values=is_validation_enabled())
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.Delta(self.encode(x)).to_event(1))
