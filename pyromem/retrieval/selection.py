@@ -1,8 +1,9 @@
 r"""Hyper-parameters chosen on a training split, never on the test queries (App. D).
 
 App. D chooses "σ for GMM models, β for MCHN models, γ for the BP-GMM model ... to achieve the
-highest successful retrieval percentage on the training set". :func:`select_hyperparameters`
-does that: it runs the protocol of :mod:`pyromem.retrieval.protocol` on memories drawn from
+highest successful retrieval percentage on the training set"; we choose the rate λ of the BP
+models' gradient steps the same way. :func:`select_hyperparameters` does that: it runs the
+protocol of :mod:`pyromem.retrieval.protocol` on memories drawn from
 the *training* images, for every candidate of :data:`GRIDS`, and keeps the candidate with the
 highest success rate averaged over the corruptions of the table (one value per method and
 table). The threshold of the success criterion is chosen on the same training images by
@@ -32,8 +33,8 @@ GRIDS = {
     "Hopfield": {"beta": _BETAS},
     "VAE-GMM": {"sigma": _SIGMAS},
     "VAE-Hopfield": {"beta": _BETAS},
-    "VAE-BP-GMM": {"sigma": (1 / 8, 1 / 2), "gamma": (1.0, 10.0, 100.0)},
-    "VAE-BP-Hopfield": {"beta": (1.0, 16.0), "gamma": (1.0, 10.0, 100.0)},
+    "VAE-BP-GMM": {"sigma": (1 / 8, 1 / 2), "gamma": (1.0, 10.0, 100.0), "lr": (0.01, 0.1)},
+    "VAE-BP-Hopfield": {"beta": (1.0, 16.0), "gamma": (1.0, 10.0, 100.0), "lr": (0.01, 0.1)},
 }
 #: Learning rates of the learned readers, chosen by the lowest final training loss (App. D).
 TRAINING_GRIDS = {"MemN2N": (1e-4, 1e-3, 1e-2), "VAE-MemN2N": (1e-4, 1e-3, 1e-2)}
