@@ -57,7 +57,9 @@ def test_enumerated_objective_equals_the_elbo_by_hand():
         m = memory.flatten(1)[:, None].expand(3, 2, 16)
         q_z = Normal(*vma.encoder(torch.cat([x.flatten(1).expand(3, 2, 16), m], -1)))
         p_z = Normal(*vma.prior_net(memory[:, None]))
-        logits = vma.decoder(torch.cat([z, m], -1)) + vma.skip(m).reshape(3, 2, *SHAPE)
+        # the skip path, pixel by pixel: exp(s) ⊙ (w ⊙ m_a + b), shape (|M|,) + SHAPE
+        skip = vma.skip.log_gain.exp() * (vma.skip.weight * memory + vma.skip.bias)
+        logits = vma.decoder(torch.cat([z, m], -1)) + skip[:, None]
         log_p_x = Bernoulli(logits=logits).log_prob(x).flatten(2).sum(-1)
         inner = log_p_a + p_z.log_prob(z).sum(-1) + log_p_x - q_z.log_prob(z).sum(-1) - log_q_a
         by_hand = 6 / 2 * (log_q_a.exp() * inner).sum()

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pyromem.experiments.vma import evaluate_vma, train_vma
+from pyromem.experiments.vma import DEMO_NETS, evaluate_vma, train_vma
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
 
@@ -23,6 +23,24 @@ def test_recall_with_vimco_writes_results_and_evaluates_again(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["mode"] == "recall"
     again = evaluate_vma(results["checkpoint"], out_dir=tmp_path / "eval", num_samples=20)
     assert KEYS <= again.keys() and (tmp_path / "eval" / "results.json").is_file()
+
+
+@pytest.mark.parametrize("address", ["enum", "vimco"])
+def test_recall_reaches_the_lookup_table(tmp_path, address):
+    # x drawn from M: an ideal lookup table scores NLL = log |M| exactly (§4.1, Fig. 2A)
+    memory_size, tolerance = 8, 0.3
+    results = train_vma(
+        out_dir=tmp_path,
+        mode="recall",
+        address=address,
+        memory_size=memory_size,
+        steps=1500,
+        num_samples=100,
+        num_threads=1,
+        progress=False,
+        **DEMO_NETS,
+    )
+    assert results["test_nll_nats"] <= math.log(memory_size) + tolerance
 
 
 def test_learned_memory_trains_with_the_engine_and_reports_slots(tmp_path):

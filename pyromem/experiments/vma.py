@@ -98,12 +98,14 @@ def _random_memory(images, memory_size, generator):
 
 
 def _train_episodes(vma, elbo, next_episode, *, steps, lr, log_every, progress):
-    """Adam on ``elbo(vma.model, vma.guide)(x, memory=memory)`` over episodes.
+    """Adam on ``elbo(vma.model, vma.guide)(x, memory=memory)`` over episodes, the
+    learning rate decayed from ``lr`` to 0 on a cosine.
 
     :returns: the history, one row per ``log_every`` steps.
     """
     loss_fn = elbo(vma.model, vma.guide)
     optimizer = torch.optim.Adam(vma.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     history, total, count, start = [], 0.0, 0, time.perf_counter()
     with pyro.validation_enabled(False):
         for step in range(1, steps + 1):
@@ -112,6 +114,7 @@ def _train_episodes(vma, elbo, next_episode, *, steps, lr, log_every, progress):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             total, count = total - loss.item(), count + 1
             if step % log_every == 0 or step == steps:
                 row = {"epoch": len(history) + 1, "step": step, "train_elbo_nats": total / count}
@@ -441,8 +444,8 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000):
 
 
 DEMO = {
-    # (runs, steps, IWAE K): quick stays under ~30 s and full under ~2 min on a busy 2-core CPU
-    "quick": {"runs": [("recall", "enum")], "steps": 1000, "num_samples": 200},
+    # (runs, steps, IWAE K): quick stays under ~20 s and full under ~90 s on one CPU thread
+    "quick": {"runs": [("recall", "enum")], "steps": 2000, "num_samples": 200},
     "full": {
         "runs": [("recall", "enum"), ("recall", "vimco"), ("fewshot", "enum")],
         "steps": 2000,
@@ -464,7 +467,8 @@ def demo_section(out_dir, quick):
     lines += [
         "Train-to-recall on `digits` (8×8, static binarisation): each step's memory is 16 random "
         "training digits and the targets are drawn from it; tested with 16 test digits in "
-        "memory, so an optimal lookup table scores NLL = log 16 = 2.77 nats.",
+        "memory, so an optimal lookup table scores NLL = log 16 = 2.77 nats. Adam at 1e-2 "
+        "decays on a cosine to 0.",
         "",
         "| mode | address | steps | memory size | test NLL (nats) | log memory size "
         "| KL(q(a\\|x)‖p(a)) | E KL(q(z)‖p(z)) | reconstruction |",

@@ -47,6 +47,47 @@ def _concat(*tensors):
     return torch.cat([t.expand(batch + t.shape[-1:]) for t in tensors], dim=-1)
 
 
+class SkipPath(nn.Module):
+    """The skip path from a slot m_a to the decoder's parameters (§4.2's high-bandwidth path).
+
+        skip(m_a) = exp(s) ⊙ (w ⊙ m_a + b)     when m_a has the shape of the parameters,
+        skip(m_a) = exp(s) ⊙ (W vec(m_a) + b)  otherwise,
+
+    with a learned log-gain s per parameter. The elementwise form (w = 1, b = 0 at
+    initialisation) ties each pixel's parameter to the same pixel of m_a, as the
+    paper's skip connections between spatially aligned layers do, so it carries
+    over to slots not seen in training. The log-gain lets Adam, whose steps are
+    about the learning rate whatever the gradient's size, grow the parameters
+    geometrically: recall (x = m_a) needs logits of magnitude ~10, out of reach
+    of a few thousand steps of 1e-2 on a plain linear weight.
+
+    :param tuple memory_shape: the shape of one slot.
+    :param tuple param_shape: the likelihood's parameter shape per image.
+    """
+
+    def __init__(self, memory_shape, param_shape):
+        super().__init__()
+        self.memory_shape, self.param_shape = torch.Size(memory_shape), torch.Size(param_shape)
+        self.log_gain = nn.Parameter(torch.zeros(self.param_shape))
+        if self.memory_shape == self.param_shape:
+            self.weight = nn.Parameter(torch.ones(self.param_shape))
+            self.bias = nn.Parameter(torch.zeros(self.param_shape))
+            self.linear = None
+        else:
+            self.linear = nn.Linear(math.prod(self.memory_shape), math.prod(self.param_shape))
+
+    def forward(self, m):
+        """
+        :param torch.Tensor m: slots ``batch_shape + memory_shape``.
+        :returns: parameters ``batch_shape + param_shape``.
+        """
+        if self.linear is None:
+            return self.log_gain.exp() * (self.weight * m + self.bias)
+        batch_shape = m.shape[: m.dim() - len(self.memory_shape)]
+        params = self.linear(m.flatten(-len(self.memory_shape)))
+        return self.log_gain.exp() * params.reshape(batch_shape + self.param_shape)
+
+
 def _embedding_net(shape, embedding_dim, hidden):
     """An MLP from items of ``shape`` (flattened) to ``(embedding_dim,)``."""
     return nn.Sequential(
@@ -141,10 +182,10 @@ class VMA(PyroModule):
         # p(z | m_a) and q(z | x, m_a)
         self.prior_net = MLPEncoder(self.memory_shape, latent_dim, hidden)
         self.encoder = MLPEncoder((input_dim + memory_dim,), latent_dim, hidden)
-        # p(x | z, m_a): an MLP of [z, m_a] plus a linear skip path from m_a
+        # p(x | z, m_a): an MLP of [z, m_a] plus a skip path from m_a
         param_shape = self.likelihood.param_shape
         self.decoder = MLPDecoder(latent_dim + memory_dim, param_shape, tuple(reversed(hidden)))
-        self.skip = nn.Linear(memory_dim, math.prod(param_shape))
+        self.skip = SkipPath(self.memory_shape, param_shape)
         if memory_size is None:
             self.memory = None
         elif memory == "learned":
@@ -156,7 +197,7 @@ class VMA(PyroModule):
     def set_memory(self, memory):
         """Replace the model's own memory (a fixed buffer) by ``memory``."""
         check_memory(memory, self.memory_shape)
-        self.memory = memory.to(self.skip.weight)
+        self.memory = memory.to(self.skip.log_gain)
 
     def _inputs(self, x, memory):
         check_images(
@@ -170,9 +211,8 @@ class VMA(PyroModule):
         return memory, self.addressing.keys(memory)
 
     def _decode(self, z, m_a):
-        m_flat = m_a.flatten(-len(self.memory_shape))
-        params = self.decoder(_concat(z, m_flat))
-        return params + self.skip(m_flat).reshape(m_flat.shape[:-1] + self.likelihood.param_shape)
+        params = self.decoder(_concat(z, m_a.flatten(-len(self.memory_shape))))
+        return params + self.skip(m_a)
 
     def model(self, x, memory=None, num_data=None):
         """p(x, z, a | M) over a batch of B images out of ``num_data`` (eq. 1)."""
