@@ -22,7 +22,14 @@ from pyro.nn.module import to_pyro_module_
 
 from pyromem.data.validation import check_images
 from pyromem.models.plates import data_plate
-from pyromem.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_likelihood
+from pyromem.nets import (
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    make_likelihood,
+    typical_image,
+)
 
 NETS = ("mlp", "conv")
 _instances = itertools.count()
@@ -105,14 +112,6 @@ class VAE(PyroModule):
         """p_θ(x | z) for latents of shape ``batch_shape + (d,)``."""
         return self.likelihood(self.decoder(z))
 
-    def _image(self, z):
-        likelihood = self.decode(z)
-        try:
-            return likelihood.mean
-        except NotImplementedError:
-            # the discretized logistic mixture has no closed-form mean
-            return likelihood.sample()
-
     def reconstruct(self, x):
         """The decoder's mean at the encoder's mean, shape of ``x``.
 
@@ -121,9 +120,9 @@ class VAE(PyroModule):
         """
         self._check(x)
         loc, _ = self.encoder(x)
-        return self._image(loc)
+        return typical_image(self.decode(loc))
 
     def generate(self, num_samples):
         """The decoder's mean (a draw, as in :meth:`reconstruct`) at ``num_samples`` prior draws."""
         device = next(self.parameters()).device
-        return self._image(torch.randn(num_samples, self.latent_dim, device=device))
+        return typical_image(self.decode(torch.randn(num_samples, self.latent_dim, device=device)))

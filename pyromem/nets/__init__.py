@@ -13,6 +13,7 @@ from .likelihoods import (
     GaussianLikelihood,
     Likelihood,
     make_likelihood,
+    typical_image,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "MLPDecoder",
     "MLPEncoder",
     "make_likelihood",
+    "typical_image",
 ]

@@ -164,3 +164,18 @@ def make_likelihood(name, event_shape, **kwargs):
     if name not in LIKELIHOODS:
         raise ValueError(f"likelihood name must be one of {sorted(LIKELIHOODS)}, got {name!r}")
     return LIKELIHOODS[name](event_shape, **kwargs)
+
+
+def typical_image(distribution):
+    """An image to show for a likelihood: its mean, or a draw where it has no closed-form mean.
+
+    The discretized logistic mixture has no closed-form mean (its channels depend on each
+    other through the PixelCNN++ coefficients), so figures show a draw of it instead.
+
+    :param distribution: a distribution returned by a :class:`Likelihood`.
+    :returns: a tensor of shape ``batch_shape + event_shape``.
+    """
+    try:
+        return distribution.mean
+    except NotImplementedError:
+        return distribution.sample()
