@@ -2,7 +2,7 @@
 
     pyromem demo [--quick] [--out DIR] [--json]
     pyromem train vae --dataset digits [--epochs N ...] [--out DIR] [--json]
-    pyromem train vma --mode recall|learned|fewshot --address enum|vimco [...] [--json]
+    pyromem train vma --mode recall|learned|fewshot --address enum|vimco|soft [...] [--json]
     pyromem train kpp --dataset digits --episode-length T --reads K [--baselines] [--json]
     pyromem eval vae|vma|kpp --checkpoint PATH [--out DIR] [--json]
     pyromem retrieval --dataset patches [--methods ...] [--memory-size 100] [--seeds 10]
@@ -83,7 +83,12 @@ def build_parser():
 
     vma = train_models.add_parser("vma", help="variational memory addressing (Bornschein et al.)")
     vma.add_argument("--mode", default="recall", choices=["recall", "learned", "fewshot"])
-    vma.add_argument("--address", default="enum", choices=["enum", "vimco"])
+    vma.add_argument(
+        "--address",
+        default="enum",
+        choices=["enum", "vimco", "soft"],
+        help="enumerated or VIMCO-sampled address, or soft: the soft-attention baseline (§4.2)",
+    )
     vma.add_argument("--memory-size", type=int, default=None, help="|M| (recall, learned)")
     vma.add_argument("--steps", type=int, default=None, help="gradient steps (recall, fewshot)")
     vma.add_argument("--epochs", type=int, default=20, help="epochs (learned)")
@@ -181,12 +186,28 @@ def run(args):
     return _evaluate(args)
 
 
+def _data_and_engine_options(args):
+    # the options of _add_data and _add_engine, as the recipes name them
+    return {
+        "dataset": args.dataset,
+        "binarize": None if args.binarize == "none" else args.binarize,
+        "size": args.size,
+        "root": args.root,
+        "download": args.download,
+        "resume": args.resume,
+        "accelerator": args.accelerator,
+        "devices": args.devices,
+        "strategy": args.strategy,
+        "gradient_clip_val": args.gradient_clip_val,
+        "progress": args.progress,
+    }
+
+
 def _train_vae(args):
     from pyromem.experiments.vae import train_vae
 
     return train_vae(
         out_dir=args.out,
-        dataset=args.dataset,
         epochs=args.epochs,
         latent_dim=args.latent_dim,
         likelihood=args.likelihood,
@@ -194,19 +215,10 @@ def _train_vae(args):
         hidden=tuple(args.hidden),
         batch_size=args.batch_size,
         lr=args.lr,
-        binarize=None if args.binarize == "none" else args.binarize,
-        size=args.size,
-        root=args.root,
-        download=args.download,
         seed=args.seed,
         num_samples=args.num_samples,
         num_particles=args.num_particles,
-        resume=args.resume,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        gradient_clip_val=args.gradient_clip_val,
-        progress=args.progress,
+        **_data_and_engine_options(args),
     )
 
 
@@ -244,7 +256,6 @@ def _train_kpp(args):
 
     return train_kpp(
         out_dir=args.out,
-        dataset=args.dataset,
         episode_length=args.episode_length,
         reads=args.reads,
         baselines=args.baselines,
@@ -252,19 +263,10 @@ def _train_kpp(args):
         latent_dim=args.latent_dim,
         batch_size=args.batch_size,
         lr=args.lr,
-        binarize=None if args.binarize == "none" else args.binarize,
-        size=args.size,
-        root=args.root,
-        download=args.download,
         seed=args.seed,
         num_samples=args.num_samples,
         num_particles=args.num_particles,
-        resume=args.resume,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        gradient_clip_val=args.gradient_clip_val,
-        progress=args.progress,
+        **_data_and_engine_options(args),
     )
 
 
