@@ -65,8 +65,8 @@ class Refinement:
         self.num_steps = num_steps
         self.site = site
 
-    def initial(self, x, *args, **kwargs):
-        r""":math:`\hat z_0`, the amortised guide's mean of ``site``, shape ``(B, d)``."""
+    def amortized(self, x, *args, **kwargs):
+        """The amortised guide's distribution at ``site``, batch shape ``(B,)``, event ``(d,)``."""
         with poutine.block():
             trace = poutine.trace(self.guide).get_trace(x, *args, **kwargs)
         node = trace.nodes.get(self.site)
@@ -75,7 +75,11 @@ class Refinement:
                 f"guide must have a sample site {self.site!r} to start refinement from, "
                 f"got sites {[n for n, s in trace.nodes.items() if s['type'] == 'sample']}"
             )
-        return node["fn"].mean.detach()
+        return node["fn"]
+
+    def initial(self, x, *args, **kwargs):
+        r""":math:`\hat z_0`, the amortised guide's mean of ``site``, shape ``(B, d)``."""
+        return self.amortized(x, *args, **kwargs).mean.detach()
 
     def prior(self, x, *args, **kwargs):
         """The model's distribution at ``site`` (batch shape ``(B,)`` in the data plate).
@@ -109,10 +113,15 @@ class Refinement:
                 path.append(z)
         return (z, path) if trajectory else z
 
+    def distribution(self, state):
+        r"""The guide's distribution at ``site`` given the refined state: here
+        :math:`\delta_{\hat z_T}`; refinements of a whole distribution override it."""
+        return dist.Delta(state).to_event(1)
+
     def __call__(self, x, *args, **kwargs):
-        z = self.refine(x, *args, **kwargs)
+        state = self.refine(x, *args, **kwargs)
         with data_plate(x, kwargs.get("num_data")):
-            return pyro.sample(self.site, dist.Delta(z).to_event(1))
+            return pyro.sample(self.site, self.distribution(state))
 
 
 def check_rate(value, name, allow_none=False):
