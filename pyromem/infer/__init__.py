@@ -1,5 +1,7 @@
 """Objectives and guides Pyro lacks: iterative refinement of amortised guides."""
 
+from pyromem.infer.gaussian_refinement import GaussianRefinement
+from pyromem.infer.iterative_amortized import IterativeAmortizedGuide
 from pyromem.infer.learned_precision import LearnedPrecisionRetrieval
 from pyromem.infer.map_refinement import MAPRefinement
 from pyromem.infer.memory_fixed_point import MemoryFixedPoint
@@ -8,6 +10,8 @@ from pyromem.infer.refinement import Refinement
 from pyromem.infer.vimco import VIMCO
 
 __all__ = [
+    "GaussianRefinement",
+    "IterativeAmortizedGuide",
     "LearnedPrecisionRetrieval",
     "MAPRefinement",
     "MemoryFixedPoint",
