@@ -1,0 +1,194 @@
+r"""Pareto-smoothed importance sampling diagnostics of a guide, and export to arviz.
+
+A guide :math:`q(z \mid x)` is a proposal for the posterior :math:`p(z \mid x)`. With K draws
+:math:`z_k \sim q` and importance ratios :math:`r_k = p(x, z_k) / q(z_k \mid x)`, Yao et al.
+(2018) fit a generalised Pareto distribution to the largest ratios; its shape :math:`\hat k`
+says how heavy the ratios' tail is, i.e. how far the guide is from the posterior where it
+matters for importance sampling:
+
+- :math:`\hat k < 0.5`: the ratios have finite variance; the guide is close to the posterior
+  and importance-sampled estimates (IWAE-K, posterior expectations) are reliable;
+- :math:`0.5 \le \hat k < 0.7`: finite mean but infinite variance; PSIS estimates are still
+  usable;
+- :math:`\hat k \ge 0.7`: the estimates are unreliable, whatever K.
+
+The fit is arviz's (``psislw`` of arviz 0.x, ``arviz_stats.psislw`` of arviz ≥ 1), applied to
+each datapoint's K log-ratios with relative efficiency 1 (the draws are independent).
+
+:func:`to_inference_data` exports a guide's posterior draws, the model's posterior-predictive
+draws at them, the observed data, the pointwise log-likelihood, the log-ratios and
+:math:`\hat k` to arviz's data structure (``InferenceData`` on arviz 0.x, ``DataTree`` on
+arviz ≥ 1), so that ``az.summary`` and arviz's plots apply.
+
+arviz is imported inside the functions, so ``import pyromem.diagnostics`` stays fast.
+
+References:
+
+[1] Yao, Vehtari, Simpson, Gelman. "Yes, but Did It Work?: Evaluating Variational
+    Inference." ICML 2018.
+[2] Vehtari, Simpson, Gelman, Yao, Gabry. "Pareto Smoothed Importance Sampling." JMLR 2024.
+"""
+
+import math
+import warnings
+
+import torch
+
+from pyromem.diagnostics.particles import (
+    latent_sites,
+    max_plate_nesting,
+    observed_sites,
+    particle_traces,
+    per_datapoint,
+)
+
+THRESHOLDS = (0.5, 0.7)
+
+
+def _arviz_major():
+    import arviz
+
+    return int(arviz.__version__.split(".")[0])
+
+
+def pareto_khat(log_weights):
+    r""":math:`\hat k` of each datapoint's importance ratios.
+
+    :param torch.Tensor log_weights: :math:`\log r_k`, shape ``(K, B)`` (as
+        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 5.
+    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``.
+    """
+    if not isinstance(log_weights, torch.Tensor) or log_weights.dim() != 2:
+        got = getattr(log_weights, "shape", log_weights)
+        raise ValueError(f"log_weights must be a tensor of shape (K, B), got {got}")
+    if log_weights.shape[0] < 5:
+        raise ValueError(f"log_weights needs K >= 5 draws, got K = {log_weights.shape[0]}")
+    values = log_weights.detach().double().cpu().T.numpy()
+    with warnings.catch_warnings():
+        # arviz warns, per datapoint, about the k̂ it has just been asked to compute
+        warnings.simplefilter("ignore")
+        if _arviz_major() < 1:
+            import arviz
+
+            _, khat = arviz.psislw(values, reff=1.0)
+        else:
+            import xarray
+            from arviz_stats import psislw
+
+            ratios = xarray.DataArray(values, dims=("datapoint", "draw"))
+            _, khat = psislw(ratios, r_eff=1.0, dim="draw")
+            khat = khat.values
+    return torch.as_tensor(khat, dtype=log_weights.dtype).to(log_weights.device)
+
+
+def khat_summary(khat):
+    """Mean and max of :math:`\\hat k` and the fraction of datapoints at or above each of
+    the thresholds 0.5 and 0.7, as plain floats."""
+    return {
+        "khat_mean": khat.mean().item(),
+        "khat_max": khat.max().item(),
+        **{f"khat_frac_ge_{t}": (khat >= t).double().mean().item() for t in THRESHOLDS},
+    }
+
+
+def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
+    r"""Posterior draws of ``guide`` with the model's posterior predictive and PSIS diagnostics,
+    as arviz's data structure.
+
+    Groups: ``posterior`` (every latent site, dims ``(chain, draw, datapoint, <site>_dim_i)``),
+    ``posterior_predictive`` (a draw of each observed site at each posterior draw),
+    ``observed_data``, ``log_likelihood`` (:math:`\log p(x_n \mid z)` per observed site),
+    ``sample_stats`` (``log_importance_ratio``, :math:`\log p(x, z) - \log q(z \mid x)`), and
+    the posterior's attrs ``pareto_k`` (one :math:`\hat k` per datapoint, from all the draws)
+    and ``pareto_k_thresholds``. The draws are independent; they are laid out as
+    ``num_chains`` chains so that :math:`\hat R` is defined (and ≈ 1).
+
+    :param callable model: a Pyro model ``model(x, **kwargs)`` with its sites in the data plate.
+    :param callable guide: a guide of it.
+    :param torch.Tensor x: B datapoints.
+    :param int num_samples: draws per chain.
+    :param int num_chains: chains.
+    :returns: ``arviz.InferenceData`` (arviz 0.x) or ``xarray.DataTree`` (arviz ≥ 1).
+    """
+    for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    total = num_samples * num_chains
+    if total < 5:
+        raise ValueError(f"num_samples * num_chains must be >= 5 for k̂, got {total}")
+    args, batch = (x,), len(x)
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, args, kwargs)
+        model_trace, guide_trace = particle_traces(model, guide, args, kwargs, total, nesting)
+        log_ratio = _log_ratio(model_trace, guide_trace, nesting).expand(total, batch)
+        khat = pareto_khat(log_ratio)
+
+        def draws(value, event_shape=()):
+            # (K, [1, ...,] B, *event) → (chains, draws, B, *event)
+            shape = (total, batch) + tuple(event_shape)
+            value = value.reshape(
+                shape if value.numel() == math.prod(shape) else (total, batch, -1)
+            )
+            return value.reshape((num_chains, num_samples) + value.shape[1:]).double().cpu()
+
+        def site_draws(site, value):
+            full = torch.broadcast_shapes(value.shape, site["fn"].shape())
+            return draws(value.expand(full), site["fn"].event_shape)
+
+        posterior, predictive, log_likelihood, observed = {}, {}, {}, {}
+        for name in latent_sites(model_trace):
+            site = model_trace.nodes[name]
+            posterior[name] = site_draws(site, site["value"])
+        for name in observed_sites(model_trace):
+            site = model_trace.nodes[name]
+            predictive[name] = site_draws(site, site["fn"].sample())
+            log_likelihood[name] = draws(
+                per_datapoint(site["fn"].log_prob(site["value"]), site, nesting).expand(-1, batch)
+            )
+            observed[name] = site["value"].reshape(predictive[name].shape[2:]).double().cpu()
+    dims = {"log_importance_ratio": ["datapoint"]}
+    for group in (posterior, predictive):
+        for name, value in group.items():
+            dims[name] = ["datapoint"] + [f"{name}_dim_{i}" for i in range(value.dim() - 3)]
+    groups = {
+        "posterior": _numpy(posterior),
+        "posterior_predictive": _numpy(predictive),
+        "observed_data": _numpy(observed),
+        "log_likelihood": _numpy(log_likelihood),
+        "sample_stats": {"log_importance_ratio": draws(log_ratio).numpy()},
+    }
+    attrs = {
+        "pareto_k": khat.double().cpu().tolist(),
+        "pareto_k_thresholds": list(THRESHOLDS),
+        "num_draws": total,
+    }
+    return _from_dict(groups, dims, attrs)
+
+
+def _log_ratio(model_trace, guide_trace, nesting):
+    """log p(x, z) − log q(z | x) of each particle, shape ``(K, B)`` or ``(K, 1)``."""
+    log_weight = 0.0
+    for name in observed_sites(model_trace) + latent_sites(model_trace):
+        site = model_trace.nodes[name]
+        log_weight = log_weight + per_datapoint(site["fn"].log_prob(site["value"]), site, nesting)
+    for name in latent_sites(model_trace):
+        site = guide_trace.nodes[name]
+        log_weight = log_weight - per_datapoint(site["fn"].log_prob(site["value"]), site, nesting)
+    return log_weight
+
+
+def _numpy(group):
+    return {name: value.numpy() for name, value in group.items()}
+
+
+def _from_dict(groups, dims, attrs):
+    if _arviz_major() < 1:
+        import arviz
+
+        data = arviz.from_dict(**groups, dims=dims)
+    else:
+        from arviz_base import from_dict
+
+        data = from_dict(groups, dims=dims)
+    data["posterior"].attrs.update(attrs)
+    return data
