@@ -1,20 +1,33 @@
-"""Integration: K++ against the plain VAE with the same nets, on digits episodes."""
+"""Integration: K++ against the same nets without a memory, on digits episodes."""
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
 from pyromem.data import load, sample_episodes
 from pyromem.diagnostics import elbo_decomposition
-from pyromem.models import VAE, KanervaPlusPlus
+from pyromem.models import KanervaPlusPlus
 
-T, STEPS, IMAGES_PER_STEP = 2, 100, 32
-# nats per image by which K++ must beat the VAE: more than the spread between two
-# models that both still decode the mean image (about 0.3 nats at 100 steps)
+T, STEPS, IMAGES_PER_STEP = 2, 300, 32
+# nats per image by which K++ must beat the same nets without a memory: more than
+# the spread between seeds of one model (about 0.4 nats at 300 steps)
 MARGIN = 2.0
 
 
-def _train_and_score(model, train, test, episodic):
+class _NoMemory(KanervaPlusPlus):
+    """The VAE with K++'s nets: the readout prior fixed to p(z) = N(0, I).
+
+    The plain ``VAE(net="conv")`` lacks K++'s LayerNorm on the embedding, which
+    alone is worth 4-9 nats/image here; this baseline differs from K++ only by
+    the memory (its keys are unused and q(y | X) can match p(y) at no cost).
+    """
+
+    def readout_prior(self, memory, keys):
+        return dist.Normal(keys.new_zeros(keys.shape[:-2] + (self.latent_dim,)), 1.0).to_event(1)
+
+
+def _train_and_score(model, train, test):
     pyro.set_rng_seed(0)
     loss_fn = pyro.infer.Trace_ELBO()(model.model, model.guide)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -22,13 +35,11 @@ def _train_and_score(model, train, test, episodic):
     for _ in range(STEPS):
         x = sample_episodes(train, IMAGES_PER_STEP // T, T, generator=generator)
         optimizer.zero_grad()
-        (loss_fn(x if episodic else x.flatten(0, 1)) / IMAGES_PER_STEP).backward()
+        (loss_fn(x) / IMAGES_PER_STEP).backward()
         optimizer.step()
     with torch.no_grad():
-        parts = elbo_decomposition(
-            model.model, model.guide, test if episodic else test.flatten(0, 1), num_particles=10
-        )
-    return parts.elbo.mean().item() / (T if episodic else 1)
+        parts = elbo_decomposition(model.model, model.guide, test, num_particles=10)
+    return parts.elbo.mean().item() / T
 
 
 @pytest.fixture
@@ -42,24 +53,24 @@ def one_thread():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="after 100 steps neither model has left the mean-image solution (KL_z < 0.3, "
-    "about -117.5 nats/image each); K++'s memory path carries almost no signal "
-    "(across-episode std of M ~ 1e-3 of |M|), so it cannot beat the VAE by MARGIN",
+    reason="after 300 steps the keys are unused (KL_y ~ 0.02) and the readout prior gains "
+    "-0.4 to +0.3 nats/image over N(0, I) (seeds 0-2): the memory holds the episode but "
+    "not which image a key reads, so K++ cannot beat its memory-free nets by MARGIN",
 )
-def test_kpp_conditional_elbo_beats_the_plain_vae_after_the_same_short_training(one_thread):
+def test_kpp_conditional_elbo_beats_its_nets_without_memory_after_the_same_training(one_thread):
     train = load("digits", "train", size=16, binarize="static").images
     test = load("digits", "test", size=16, binarize="static").images
     episodes = sample_episodes(test, 32, T, generator=torch.Generator().manual_seed(0))
     with pyro.validation_enabled(False):
-        kpp = KanervaPlusPlus(
-            (1, 16, 16),
+        options = dict(
             latent_dim=8,
             memory_shape=(1, 16, 16),
             block_shape=(8, 8),
             embed_dim=64,
             channels=(16, 32),
         )
-        vae = VAE((1, 16, 16), latent_dim=8, net="conv")
-        kpp_elbo = _train_and_score(kpp, train, episodes, episodic=True)
-        vae_elbo = _train_and_score(vae, train, episodes, episodic=False)
-    assert kpp_elbo > vae_elbo + MARGIN
+        torch.manual_seed(0)
+        kpp_elbo = _train_and_score(KanervaPlusPlus((1, 16, 16), **options), train, episodes)
+        torch.manual_seed(0)
+        baseline_elbo = _train_and_score(_NoMemory((1, 16, 16), **options), train, episodes)
+    assert kpp_elbo > baseline_elbo + MARGIN

@@ -35,6 +35,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
+from torch import nn
 
 from pyromem.data.validation import check_images
 from pyromem.memory import spatial_read
@@ -64,9 +65,15 @@ class KanervaPlusPlus(PyroModule):
     :param dict likelihood_kwargs: options of the likelihood head.
 
     The encoder f_enc is the convolutional stack of :class:`~pyromem.nets.ConvEncoder`
-    and q(z | X) a linear Gaussian head on it, and the decoder a
-    :class:`~pyromem.nets.ConvDecoder`: with the same ``latent_dim`` and
-    ``embed_dim = 256`` they are the nets of ``VAE(image_shape, latent_dim, net="conv")``.
+    followed by a LayerNorm of the embedding, q(z | X) a linear Gaussian head on it,
+    and the decoder a :class:`~pyromem.nets.ConvDecoder`: with the same ``latent_dim``
+    and ``embed_dim = 256`` they are the nets of ``VAE(image_shape, latent_dim,
+    net="conv")`` but for the LayerNorm. The paper normalises its encoder with
+    BatchNorm (App. E); a LayerNorm normalises each image on its own, so the bound
+    of an episode never depends on the other episodes of a batch, in training or in
+    evaluation. Without it the embedding varies across images by about 0.01 at
+    initialisation, the writer's biases dominate the memory, and the short
+    trainings of ``tests/test_kanerva_digits.py`` stay at the mean image.
     ``config`` holds the constructor's arguments, so ``KanervaPlusPlus(**config)``
     rebuilds the architecture.
     """
@@ -114,8 +121,12 @@ class KanervaPlusPlus(PyroModule):
         }
         self.likelihood = make_likelihood(likelihood, self.image_shape, **(likelihood_kwargs or {}))
 
-        # f_enc: the conv stack of ConvEncoder, to features of width embed_dim
-        self.encoder = ConvEncoder(self.image_shape, 1, channels, hidden=embed_dim).body
+        # f_enc: the conv stack of ConvEncoder, to features of width embed_dim, normalised
+        # per image (App. E normalises the encoder; see the class docstring)
+        self.encoder = nn.Sequential(
+            ConvEncoder(self.image_shape, 1, channels, hidden=embed_dim).body,
+            nn.LayerNorm(embed_dim),
+        )
         # q(y | X), eq. 6, and q(z | X): Gaussian heads on the embedding
         self.key_net = MLPEncoder((embed_dim,), self.reads * KEY_SIZE, hidden=(embed_dim,))
         self.posterior = MLPEncoder((embed_dim,), self.latent_dim, hidden=())
