@@ -43,6 +43,7 @@ from pyromem.diagnostics.particles import (
 )
 
 THRESHOLDS = (0.5, 0.7)
+CONSTANT_SPREAD = 1e-6  # nats
 
 
 def _arviz_major():
@@ -56,7 +57,8 @@ def pareto_khat(log_weights):
 
     :param torch.Tensor log_weights: :math:`\log r_k`, shape ``(K, B)`` (as
         :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 5.
-    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``.
+    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``; 0
+        for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal).
     """
     if not isinstance(log_weights, torch.Tensor) or log_weights.dim() != 2:
         got = getattr(log_weights, "shape", log_weights)
@@ -78,7 +80,11 @@ def pareto_khat(log_weights):
             ratios = xarray.DataArray(values, dims=("datapoint", "draw"))
             _, khat = psislw(ratios, r_eff=1.0, dim="draw")
             khat = khat.values
-    return torch.as_tensor(khat, dtype=log_weights.dtype).to(log_weights.device)
+    khat = torch.as_tensor(khat, dtype=log_weights.dtype).to(log_weights.device)
+    # Ratios equal to within rounding (an exact posterior as proposal) have no tail to fit:
+    # the fit then returns inf or nan, and k̂ is reported as 0.
+    spread = log_weights.max(0).values - log_weights.min(0).values
+    return torch.where(spread < CONSTANT_SPREAD, torch.zeros_like(khat), khat)
 
 
 def khat_summary(khat):

@@ -1,0 +1,330 @@
+r"""Several guides of one model side by side: bounds, gaps and PSIS diagnostics per image.
+
+For a model :math:`p(x, z)` and guides :math:`q_g(z \mid x)`, Cremer et al. (2018) split the
+distance of a guide's ELBO from the evidence into
+
+.. math::
+
+    \log p(x) - \mathcal{L}[q_\phi]
+    = \underbrace{\log p(x) - \mathcal{L}[q^*]}_{\text{approximation gap}}
+    + \underbrace{\mathcal{L}[q^*] - \mathcal{L}[q_\phi]}_{\text{amortisation gap}},
+
+where :math:`q_\phi` is the amortised guide and :math:`q^*` the best guide of the family for
+each datapoint, here approximated by the best of the guides compared (e.g. a
+:class:`~pyromem.infer.GaussianRefinement` of the amortised one). :func:`compare_guides`
+reports per guide the ELBO, each latent site's KL, the IWAE-K bound, the effective sample
+size, PSIS :math:`\hat k` (Yao et al. 2018), the ELBO's gain over the amortised reference,
+and the approximation gap, with :math:`\log p(x)` either given exactly or estimated by the
+highest IWAE-K bound. Everything is per datapoint in nats.
+
+Point-mass guides (:class:`~pyromem.infer.MAPRefinement` and the other Delta guides) have no
+density: their "ELBO" is the log joint :math:`\log p(x, \hat z)` at the point (the entropy
+taken as 0), which is not a bound on :math:`\log p(x)`, and their IWAE and :math:`\hat k` are
+undefined. They are reported, marked, and left out of the best ELBO and the best IWAE.
+
+References:
+
+[1] Cremer, Li, Duvenaud. "Inference Suboptimality in Variational Autoencoders." ICML 2018.
+[2] Yao, Vehtari, Simpson, Gelman. "Yes, but Did It Work?: Evaluating Variational
+    Inference." ICML 2018.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+
+from pyromem.diagnostics.elbo_decomposition import elbo_decomposition
+from pyromem.diagnostics.log_likelihood import log_importance_weights
+from pyromem.diagnostics.particles import latent_sites, max_plate_nesting, observed_sites
+from pyromem.diagnostics.psis import THRESHOLDS, khat_summary, pareto_khat
+
+
+@dataclass
+class GuideComparison:
+    """Per-datapoint figures of each guide, in nats.
+
+    :ivar dict elbo: guide → ELBO, shape ``(B,)`` (the log joint at the point for a point
+        guide).
+    :ivar dict kl: guide → {latent site → KL, shape ``(B,)``}.
+    :ivar dict iwae: guide → IWAE-K bound, shape ``(B,)`` (absent for point guides).
+    :ivar dict ess: guide → effective sample size of the K draws, shape ``(B,)``.
+    :ivar dict pareto_k: guide → PSIS :math:`\\hat k`, shape ``(B,)``.
+    :ivar torch.Tensor log_evidence: :math:`\\log p(x)`, exact or the best IWAE-K, ``(B,)``.
+    :ivar str log_evidence_source: ``"exact"`` or ``"IWAE-K of <guide>"``.
+    :ivar str amortized: the reference guide of the amortisation gap.
+    :ivar list point: the point-mass guides.
+    :ivar int num_samples: K.
+    :ivar int num_particles: the guide draws of each ELBO.
+    """
+
+    elbo: dict
+    kl: dict
+    iwae: dict
+    ess: dict
+    pareto_k: dict
+    log_evidence: torch.Tensor
+    log_evidence_source: str
+    amortized: str
+    point: list = field(default_factory=list)
+    num_samples: int = 0
+    num_particles: int = 0
+
+    @property
+    def best(self):
+        """The guide of highest mean ELBO among those with a density."""
+        candidates = [g for g in self.elbo if g not in self.point]
+        return max(candidates, key=lambda g: self.elbo[g].mean().item())
+
+    def amortization_gap(self, guide):
+        """ELBO of ``guide`` − ELBO of the amortised reference, shape ``(B,)``."""
+        return self.elbo[guide] - self.elbo[self.amortized]
+
+    @property
+    def approximation_gap(self):
+        """:math:`\\log p(x)` − the best guide's ELBO, shape ``(B,)``."""
+        return self.log_evidence - self.elbo[self.best]
+
+    def summary(self):
+        """Means over the datapoints, JSON-able."""
+        guides = {}
+        for g in self.elbo:
+            row = {
+                "elbo_nats": self.elbo[g].mean().item(),
+                "kl": {s: v.mean().item() for s, v in self.kl[g].items()},
+                "amortization_gap_nats": self.amortization_gap(g).mean().item(),
+                "gap_to_log_evidence_nats": (self.log_evidence - self.elbo[g]).mean().item(),
+                "point_mass": g in self.point,
+            }
+            if g in self.iwae:
+                row["iwae_nats"] = self.iwae[g].mean().item()
+                row["ess"] = self.ess[g].mean().item()
+                row.update(khat_summary(self.pareto_k[g]))
+            guides[g] = row
+        return {
+            "guides": guides,
+            "amortized": self.amortized,
+            "best": self.best,
+            "log_evidence_nats": self.log_evidence.mean().item(),
+            "log_evidence_source": self.log_evidence_source,
+            "approximation_gap_nats": self.approximation_gap.mean().item(),
+            "num_samples": self.num_samples,
+            "num_particles": self.num_particles,
+            "num_datapoints": len(self.log_evidence),
+            "khat_thresholds": list(THRESHOLDS),
+        }
+
+    def table(self):
+        """A Markdown table of :meth:`summary`, one row per guide."""
+        summary = self.summary()
+        sites = sorted({s for row in summary["guides"].values() for s in row["kl"]})
+        header = (
+            ["guide", "ELBO"]
+            + [f"KL({s})" for s in sites]
+            + [f"IWAE-{self.num_samples}", "amort. gap", "log p(x) − ELBO", "k̂ mean", "k̂ ≥ 0.7"]
+        )
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for g, row in summary["guides"].items():
+            name = f"{g} (point: log p(x, ẑ))" if row["point_mass"] else g
+            name += " (ref.)" if g == self.amortized else ""
+            cells = [name, f"{row['elbo_nats']:.2f}"]
+            cells += [f"{row['kl'].get(s, math.nan):.2f}" for s in sites]
+            if "iwae_nats" in row:
+                cells.append(f"{row['iwae_nats']:.2f}")
+            else:
+                cells.append("–")
+            cells += [
+                f"{row['amortization_gap_nats']:+.2f}",
+                f"{row['gap_to_log_evidence_nats']:.2f}",
+            ]
+            if "khat_mean" in row:
+                cells += [f"{row['khat_mean']:.2f}", f"{row['khat_frac_ge_0.7']:.0%}"]
+            else:
+                cells += ["–", "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(
+            f"Per datapoint in nats, means over {summary['num_datapoints']} datapoints; ELBO with "
+            f"{self.num_particles} draws (analytic KL where registered), IWAE-{self.num_samples}. "
+            f"log p(x) = {summary['log_evidence_nats']:.2f} ({self.log_evidence_source}); "
+            f"approximation gap (log p(x) − ELBO of {summary['best']}) = "
+            f"{summary['approximation_gap_nats']:.2f}; amortisation gap relative to "
+            f"{self.amortized}; k̂ ≥ 0.7: importance sampling unreliable (0.5-0.7: usable)."
+        )
+        return "\n".join(lines)
+
+    def plot(self, path):
+        """A figure: the bounds of each guide (left) and its :math:`\\hat k` per datapoint
+        against 0.5 and 0.7 (right). Writes a PNG to ``path`` and returns the path."""
+        from matplotlib.figure import Figure
+
+        names = list(self.elbo)
+        fig = Figure(figsize=(10, 3.6))
+        left, right = fig.subplots(1, 2)
+        positions = torch.arange(len(names), dtype=torch.float64)
+        left.bar(positions - 0.2, [self.elbo[g].mean().item() for g in names], 0.4, label="ELBO")
+        iwae = [self.iwae[g].mean().item() if g in self.iwae else math.nan for g in names]
+        left.bar(positions + 0.2, iwae, 0.4, label=f"IWAE-{self.num_samples}")
+        left.axhline(
+            self.log_evidence.mean().item(), color="k", ls="--", label=self.log_evidence_source
+        )
+        low = min(min(self.elbo[g].mean().item() for g in names), *[v for v in iwae if v == v])
+        high = max(self.log_evidence.mean().item(), *[v for v in iwae if v == v])
+        margin = 0.15 * (high - low) + 0.1
+        left.set_ylim(low - margin, high + margin)
+        left.set_xticks(positions.tolist(), names, rotation=20)
+        left.set_ylabel("nats per datapoint")
+        left.legend(fontsize=7)
+        for g in self.pareto_k:
+            k = self.pareto_k[g].cpu()
+            right.plot(torch.full_like(k, float(names.index(g))), k, "o", alpha=0.4, ms=3)
+        for threshold in THRESHOLDS:
+            right.axhline(threshold, color="k", ls=":", lw=1)
+        right.set_xticks(positions.tolist(), names, rotation=20)
+        right.set_ylabel("PSIS k̂ per datapoint")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        return path
+
+
+def compare_guides(
+    model,
+    guides,
+    data,
+    num_samples=1000,
+    num_particles=10,
+    amortized=None,
+    log_evidence=None,
+    chunk_size=250,
+    **kwargs,
+):
+    """Compare ``guides`` of ``model`` on ``data``.
+
+    :param callable model: a Pyro model ``model(x, **kwargs)`` with its sites in the data plate.
+    :param dict guides: name → guide of ``model`` (e.g. the amortised guide and refinements).
+    :param torch.Tensor data: B datapoints.
+    :param int num_samples: K of the IWAE-K bound and of the PSIS fit.
+    :param int num_particles: the guide draws of each ELBO.
+    :param str amortized: the reference of the amortisation gap (default: the first guide).
+    :param torch.Tensor log_evidence: the exact :math:`\\log p(x)`, shape ``(B,)``, if known;
+        otherwise the highest IWAE-K bound stands for it.
+    :param int chunk_size: importance samples drawn per vectorised pass.
+    :param kwargs: further keyword arguments of the model and guides.
+    :rtype: GuideComparison
+    """
+    if not isinstance(guides, dict) or not guides:
+        raise ValueError(f"guides must be a non-empty dict of name → guide, got {guides!r}")
+    for name, guide in guides.items():
+        if not callable(guide):
+            raise TypeError(f"guide {name!r} must be callable, got {type(guide).__name__}")
+    amortized = next(iter(guides)) if amortized is None else amortized
+    if amortized not in guides:
+        raise ValueError(f"amortized must name one of the guides {list(guides)}, got {amortized!r}")
+    if not isinstance(data, torch.Tensor) or data.dim() < 1 or len(data) == 0:
+        raise ValueError(f"data must be a tensor of B >= 1 datapoints, got {data!r:.80}")
+    for name, value in (("num_samples", num_samples), ("num_particles", num_particles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if num_samples < 5:
+        raise ValueError(f"num_samples must be >= 5 for the PSIS fit, got {num_samples}")
+    if log_evidence is not None and tuple(log_evidence.shape) != (len(data),):
+        raise ValueError(
+            f"log_evidence must have shape ({len(data)},), got {tuple(log_evidence.shape)}"
+        )
+    _check_data(model, data, kwargs)
+    result = GuideComparison(
+        {}, {}, {}, {}, {}, None, "", amortized, [], num_samples, num_particles
+    )
+    for name, guide in guides.items():
+        if _check_guide(model, guide, name, data, kwargs):
+            result.point.append(name)
+        parts = elbo_decomposition(model, guide, data, num_particles=num_particles, **kwargs)
+        result.elbo[name], result.kl[name] = parts.elbo, parts.kl
+        if name in result.point:
+            continue
+        log_weight = _log_weights(model, guide, data, num_samples, chunk_size, kwargs)
+        lse = torch.logsumexp(log_weight, 0)
+        result.iwae[name] = lse - math.log(num_samples)
+        result.ess[name] = torch.exp(2 * lse - torch.logsumexp(2 * log_weight, 0))
+        result.pareto_k[name] = pareto_khat(log_weight)
+    if log_evidence is not None:
+        result.log_evidence, result.log_evidence_source = log_evidence, "exact"
+    elif result.iwae:
+        best = max(result.iwae, key=lambda g: result.iwae[g].mean().item())
+        result.log_evidence = result.iwae[best]
+        result.log_evidence_source = f"IWAE-{num_samples} of {best}"
+    else:
+        raise ValueError(
+            "every guide is a point mass: give log_evidence, or a guide with a density"
+        )
+    return result
+
+
+def _log_weights(model, guide, data, num_samples, chunk_size, kwargs):
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, (data,), kwargs)
+        chunks, remaining = [], num_samples
+        while remaining > 0:
+            k = min(chunk_size, remaining)
+            chunks.append(
+                log_importance_weights(model, guide, data, k, plate_nesting=nesting, **kwargs)[0]
+            )
+            remaining -= k
+    return torch.cat(chunks)
+
+
+def _check_data(model, data, kwargs):
+    """An error naming the site when the model's observed sites do not take ``data``."""
+    try:
+        with poutine.block(), torch.no_grad():
+            trace = poutine.trace(model).get_trace(data, **kwargs)
+    except RuntimeError as error:
+        raise ValueError(
+            f"data of shape {tuple(data.shape)} does not fit the model: {error}"
+        ) from error
+    for site in observed_sites(trace):
+        fn, value = trace.nodes[site]["fn"], trace.nodes[site]["value"]
+        event = tuple(fn.event_shape)
+        try:
+            torch.broadcast_shapes(value.shape, fn.shape())
+            fits = (
+                value.dim() >= len(event)
+                and tuple(value.shape)[value.dim() - len(event) :] == event
+            )
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"data of shape {tuple(data.shape)} does not fit the model's observed site "
+                f"{site!r}, which expects batch shape {tuple(fn.batch_shape)} and event shape "
+                f"{event}"
+            )
+
+
+def _check_guide(model, guide, name, data, kwargs):
+    """An error naming the site for a guide without the model's latent sites; returns whether
+    the guide is a point mass at any of them."""
+    with poutine.block(), torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(data, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            data, **kwargs
+        )
+    latent = latent_sites(model_trace)
+    missing = [s for s in latent if s not in guide_trace.nodes]
+    if missing:
+        raise ValueError(
+            f"guide {name!r} has no sample site for the model's latent site(s) {missing}; "
+            f"its sites: {[s for s, n in guide_trace.nodes.items() if n['type'] == 'sample']}"
+        )
+    return any(_is_point(guide_trace.nodes[s]["fn"]) for s in latent)
+
+
+def _is_point(fn):
+    while isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
