@@ -41,7 +41,14 @@ from pyromem.data.validation import check_images
 from pyromem.memory import spatial_read
 from pyromem.memory.spatial_read import KEY_SIZE
 from pyromem.models.plates import data_plate
-from pyromem.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_likelihood
+from pyromem.nets import (
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    make_likelihood,
+    typical_image,
+)
 from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch
 
 WRITES = ("block", "dense")
@@ -236,17 +243,9 @@ class KanervaPlusPlus(PyroModule):
 
     # ---- reading, generating, cleaning up ----------------------------------------------
 
-    def _image(self, z):
-        likelihood = self.decode(z)
-        try:
-            return likelihood.mean
-        except NotImplementedError:
-            # the discretized logistic mixture has no closed-form mean
-            return likelihood.sample()
-
     def reconstruct(self, x):
         """The decoder's mean at the mean of q(z | X) (a draw for the logistic mixture)."""
-        return self._image(self.latent_posterior(self.embed(self._check(x))).mean)
+        return typical_image(self.decode(self.latent_posterior(self.embed(self._check(x))).mean))
 
     def generate(self, memory, num_samples=1, keys=None):
         """Images read from a memory through random keys y ~ p(y) or given keys (§3.4, §4.1.1).
@@ -269,7 +268,7 @@ class KanervaPlusPlus(PyroModule):
                 f"got {tuple(keys.shape)}"
             )
         z = self.readout_prior(memory, keys.transpose(0, 1)).sample()
-        return self._image(z).transpose(0, 1), keys
+        return typical_image(self.decode(z)).transpose(0, 1), keys
 
     def iterative_read(self, x, memory, steps=10):
         """Clean up images with the memory fixed (§3.5, eq. 7).
@@ -291,7 +290,7 @@ class KanervaPlusPlus(PyroModule):
         x_hat = x.transpose(0, 1)  # (N, B, ...) broadcasts against the memory's (B, ...)
         for _ in range(as_positive_int(steps, "steps")):
             keys = self.key_posterior(self.embed(x_hat)).sample()
-            x_hat = self._image(self.readout_prior(memory, keys).sample())
+            x_hat = typical_image(self.decode(self.readout_prior(memory, keys).sample()))
             sequence.append(x_hat.transpose(0, 1))
         return torch.stack(sequence)
 
