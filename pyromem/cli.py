@@ -7,6 +7,7 @@
     pyromem eval vae|vma|kpp --checkpoint PATH [--out DIR] [--json]
     pyromem retrieval --dataset patches [--methods ...] [--memory-size 100] [--seeds 10]
                       [--capacity] [--out DIR] [--json]
+    pyromem compare-guides --model vae|memory-vae [--steps T ...] [--out DIR] [--json]
 
 Every command writes ``results.json`` and figures to ``--out``; with ``--json``
 it prints one JSON object on stdout and sends progress to stderr.
@@ -23,6 +24,7 @@ DEFAULT_OUT = {
     "train": "runs/{model}-{dataset}",
     "eval": "runs/eval",
     "retrieval": "runs/retrieval-{dataset}",
+    "compare-guides": "runs/compare-guides-{model}",
 }
 
 
@@ -164,6 +166,24 @@ def build_parser():
     )
     retrieval.add_argument("--no-progress", action="store_false", dest="progress")
     _add_common(retrieval, None)
+
+    compare = commands.add_parser(
+        "compare-guides", help="amortised, iterative and hybrid guides of one model side by side"
+    )
+    compare.add_argument("--model", default="vae", choices=["vae", "memory-vae"])
+    compare.add_argument("--dataset", default="digits")
+    compare.add_argument("--epochs", type=int, default=30)
+    compare.add_argument("--latent-dim", type=int, default=8)
+    compare.add_argument("--hidden", type=int, nargs="+", default=[128])
+    compare.add_argument("--memory-size", type=int, default=50, help="N patterns (memory-vae)")
+    compare.add_argument("--num-test", type=int, default=100, help="test images compared")
+    compare.add_argument("--num-samples", type=int, default=500, help="K of IWAE-K and PSIS")
+    compare.add_argument("--num-particles", type=int, default=10, help="draws of each ELBO")
+    compare.add_argument("--steps", type=int, default=20, help="T of the refinements")
+    compare.add_argument("--lr", type=float, default=0.05, help="rate of the refinements")
+    compare.add_argument("--iterative-steps", type=int, default=200, help="training steps")
+    compare.add_argument("--progress", action="store_true")
+    _add_common(compare, None)
     return parser
 
 
@@ -178,6 +198,8 @@ def run(args):
         return run_demo(args.out, quick=args.quick, seed=args.seed, progress=args.progress)
     if args.command == "retrieval":
         return _run_retrieval(args)
+    if args.command == "compare-guides":
+        return _compare_guides(args)
     if args.command == "train":
         # VMA's settings are named by mode, the others' by dataset
         label = args.mode if args.model == "vma" else args.dataset
@@ -323,6 +345,32 @@ def _run_retrieval(args):
             for name, cells in sweep["results"].items()
         }
         print(format_table(rows))
+    return results
+
+
+def _compare_guides(args):
+    from pyromem.experiments.compare_guides import run_compare_guides
+
+    args.out = args.out or DEFAULT_OUT["compare-guides"].format(model=args.model)
+    results = run_compare_guides(
+        args.out,
+        model=args.model,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        latent_dim=args.latent_dim,
+        hidden=tuple(args.hidden),
+        memory_size=args.memory_size,
+        num_test=args.num_test,
+        num_samples=args.num_samples,
+        num_particles=args.num_particles,
+        steps=args.steps,
+        lr=args.lr,
+        iterative_steps=args.iterative_steps,
+        seed=args.seed,
+        progress=args.progress,
+    )
+    # to stderr when stdout carries the JSON (main redirects it)
+    print(results["table"])
     return results
 
 
