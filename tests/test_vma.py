@@ -10,7 +10,7 @@ from pyromem.diagnostics import elbo_decomposition
 from pyromem.infer import VIMCO
 from pyromem.memory.addressing import Addressing, similarity
 from pyromem.models import VMA
-from pyromem.models.vma import SoftAttentionVAE
+from pyromem.models.vma import SkipPath, SoftAttentionVAE
 
 SHAPE = (1, 4, 4)
 
@@ -106,6 +106,34 @@ def test_soft_attention_baseline_trains():
     loss = pyro.infer.Trace_ELBO()(model.model, model.guide)(x, memory=memory)
     loss.backward()
     assert model.key_net[1].body[0].weight.grad.abs().sum() > 0
+    # the same skip path as VMA's, and every net moves
+    assert isinstance(model.skip, SkipPath) and model.skip.linear is None
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_soft_attention_elbo_equals_the_elbo_by_hand():
+    torch.manual_seed(0)
+    model = SoftAttentionVAE(SHAPE, latent_dim=2, embedding_dim=4, hidden=(8,))
+    x, memory = images(2), images(3, seed=2)
+    pyro.set_rng_seed(7)
+    loss = pyro.infer.Trace_ELBO().loss(model.model, model.guide, x, memory=memory, num_data=6)
+    # the same draw of z, from the guide
+    pyro.set_rng_seed(7)
+    z = poutine.trace(model.guide).get_trace(x, memory=memory).nodes["z"]["value"]  # (B, d)
+    with torch.no_grad():
+        # w_a(z) = softmax_a <e_a, g(z)> / ‖e_a‖, r(z) = Σ_a w_a m_a
+        keys = model.key_net(memory)
+        keys = keys / keys.norm(dim=-1, keepdim=True)
+        weights = torch.softmax(model.query_net(z) @ keys.T, -1)  # (B, |M|)
+        read = torch.einsum("ba,ahw->bhw", weights, memory[:, 0])[:, None]  # (B,) + SHAPE
+        skip = model.skip.log_gain.exp() * (model.skip.weight * read + model.skip.bias)
+        logits = model.decoder(torch.cat([z, read.flatten(1)], -1)) + skip
+        log_p_x = Bernoulli(logits=logits).log_prob(x).flatten(1).sum(-1)
+        log_p_z = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_q_z = Normal(*model.encoder(x)).log_prob(z).sum(-1)
+        by_hand = 6 / 2 * (log_p_z + log_p_x - log_q_z).sum()
+    assert loss == pytest.approx(-by_hand.item(), rel=1e-5)
 
 
 def test_bad_input():
@@ -127,6 +155,10 @@ def test_bad_input():
         VIMCO(num_particles=2).loss(vma.model, vma.guide, x)
     with pytest.raises(ValueError, match="K >= 2"):
         VIMCO(num_particles=1)
+    with pytest.raises(ValueError, match="no memory of its own"):
+        SoftAttentionVAE(SHAPE, hidden=(8,)).model(x)
+    with pytest.raises(ValueError, match="memory: expected at least one slot"):
+        SoftAttentionVAE(SHAPE, hidden=(8,)).guide(x, memory=torch.zeros((0,) + SHAPE))
 
 
 def test_addressing_prior_is_flat_or_learned():

@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from pyromem.cli import main
 from pyromem.experiments.vma import DEMO_NETS, evaluate_vma, train_vma
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
@@ -79,8 +80,44 @@ def test_fewshot_reports_the_sweep_and_classification(tmp_path):
     assert all(0 <= value <= 1 for value in accuracy.values())
 
 
+@pytest.mark.parametrize("mode", ["recall", "learned", "fewshot"])
+def test_soft_attention_baseline_trains_and_reports_the_same_keys(tmp_path, mode):
+    options = {
+        "recall": {"memory_size": 8, "steps": 20},
+        "learned": {"memory_size": 8, "epochs": 1, "num_test": 32, "accelerator": "cpu"},
+        "fewshot": {"steps": 5, "classes": 2, "shots": 2, "queries": 2, "test_classes": (1, 2)},
+    }[mode]
+    results = train_vma(out_dir=tmp_path, mode=mode, address="soft", size=8, **options, **TINY)
+    assert KEYS | {"reconstruction", "figures"} <= results.keys()
+    assert results["address"] == "soft" and results["num_samples"] == 20
+    # no address: no KL of it; the test NLL samples z alone
+    assert results["kl_address"] is None and results["kl_z"] >= 0
+    assert results["bounds"]["test_nll_nats"] == "-IWAE-20, samples from q(z | x)"
+    assert math.isfinite(results["test_nll_nats"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["address"] == "soft" and saved["kl_address"] is None
+    if mode == "fewshot":
+        assert [row["kl_address"] for row in results["memory_size_sweep"]] == [None, None]
+        assert all(0 <= value <= 1 for value in results["classification_accuracy"].values())
+    again = evaluate_vma(results["checkpoint"], out_dir=tmp_path / "eval", num_samples=20)
+    assert KEYS <= again.keys() and again["address"] == "soft"
+    assert again["test_nll_nats"] == pytest.approx(results["test_nll_nats"], abs=0.5)
+
+
+def test_cli_trains_and_evaluates_soft_attention(capsys, tmp_path):
+    common = ["--num-samples", "10", "--out"]
+    argv = ["train", "vma", "--address", "soft", "--memory-size", "8", "--steps", "10"]
+    argv += ["--hidden", "16", "--latent-dim", "2", "--embedding-dim", "8", "--no-progress"]
+    assert main([*argv, *common, str(tmp_path), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["address"] == "soft" and results["kl_address"] is None
+    argv = ["eval", "vma", "--checkpoint", results["checkpoint"], *common, str(tmp_path / "eval")]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["address"] == "soft"
+
+
 def test_bad_mode_and_address(tmp_path):
     with pytest.raises(ValueError, match="mode: expected one of"):
         train_vma(out_dir=tmp_path, mode="recal")
     with pytest.raises(ValueError, match="address: expected one of"):
-        train_vma(out_dir=tmp_path, address="soft")
+        train_vma(out_dir=tmp_path, address="hard")

@@ -33,7 +33,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyromem.data.validation import check_images
-from pyromem.memory.addressing import Addressing, similarity
+from pyromem.memory.addressing import SIMILARITIES, Addressing, similarity
 from pyromem.models.plates import data_plate
 from pyromem.nets import MLPDecoder, MLPEncoder, make_likelihood
 
@@ -281,64 +281,128 @@ class SoftAttentionVAE(PyroModule):
     The attention weights may depend only on the generative model's variables,
     so z is the top-level latent:
 
-        z ~ N(0, I),  r(z) = Σ_a softmax_a S(m_a, g(z)) m_a,  x ~ p(x | z, r(z)),
+        z ~ N(0, I),  r(z) = Σ_a w_a(z) m_a,  w(z) = softmax_a S(m_a, g(z)),
+        x | z ~ p(x | z, r(z)),
 
-    with q(z | x) = N(μ(x), diag σ(x)²). The read is O(|M|) per image,
-    differentiable, and needs no estimator for a discrete latent.
-    Arguments as for :class:`VMA` (the memory is an argument or a fixed buffer).
+    with q(z | x) = N(μ(x), diag σ(x)²). The nets are those of :class:`VMA`:
+    the key net h of S, an MLP g from z to the matching space, and the decoder
+    of [z, r] with the same :class:`SkipPath` from r, so that the only
+    difference is the read: a differentiable Σ_a w_a m_a in place of a slot
+    m_a chosen by a discrete address. The read is O(|M|) per image and needs
+    no estimator for a discrete latent (train with ``Trace_ELBO``).
+
+    :param tuple input_shape: the shape of one image ``(C, H, W)``.
+    :param int memory_size: |M| of the model's own memory; ``None`` when the
+        memory is always passed as an argument (few-shot).
+    :param str memory: ``"learned"`` (a parameter) or ``"fixed"`` (a buffer).
+    :param int latent_dim: the width of z.
+    :param int embedding_dim: the width of the matching space of S.
+    :param tuple hidden: hidden widths of every MLP.
+    :param str similarity: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
+    :param str likelihood: the likelihood head of x, e.g. ``"bernoulli"``.
+
+    ``model(x, memory=None, num_data=None)`` and ``guide(...)`` as for :class:`VMA`;
+    ``SoftAttentionVAE(**model.config)`` rebuilds the architecture.
     """
 
     def __init__(
         self,
         input_shape,
         memory_size=None,
+        memory="learned",
         latent_dim=16,
         embedding_dim=64,
         hidden=(256, 128),
+        similarity="normalized",
         likelihood="bernoulli",
     ):
         super().__init__(name=f"soft_attention{next(_instances)}")
+        if memory not in ("learned", "fixed"):
+            raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
+        if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
+            raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
         self.input_shape = self.memory_shape = torch.Size(input_shape)
+        self.latent_dim, self.similarity = latent_dim, similarity
         self.config = {
             "input_shape": list(self.input_shape),
             "memory_size": memory_size,
+            "memory": memory,
             "latent_dim": latent_dim,
             "embedding_dim": embedding_dim,
             "hidden": list(hidden),
+            "similarity": similarity,
             "likelihood": likelihood,
         }
         hidden, dim = tuple(hidden), math.prod(self.input_shape)
-        self.latent_dim = latent_dim
         self.likelihood = make_likelihood(likelihood, self.input_shape)
+        # w(z) = softmax_a S(m_a, g(z)) with VMA's key net h
         self.key_net = _embedding_net(self.memory_shape, embedding_dim, hidden)
         self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
+        # q(z | x)
         self.encoder = MLPEncoder(self.input_shape, latent_dim, hidden)
+        # p(x | z, r): VMA's decoder of [z, r] plus the skip path from r
         param_shape = self.likelihood.param_shape
         self.decoder = MLPDecoder(latent_dim + dim, param_shape, tuple(reversed(hidden)))
-        self.skip = nn.Linear(dim, math.prod(param_shape))
-        size = (memory_size or 0,) + self.memory_shape
-        self.register_buffer("memory", torch.zeros(size) if memory_size else None)
+        self.skip = SkipPath(self.memory_shape, param_shape)
+        if memory_size is None:
+            self.memory = None
+        elif memory == "learned":
+            self.memory = nn.Parameter(torch.rand((memory_size,) + self.memory_shape))
+        else:
+            self.register_buffer("memory", torch.zeros((memory_size,) + self.memory_shape))
         to_pyro_module_(self)
 
-    def set_memory(self, memory):
-        """Replace the model's own memory by ``memory``."""
+    set_memory = VMA.set_memory
+    _decode = VMA._decode
+    _mean = VMA._mean
+
+    def _inputs(self, x, memory):
+        check_images(
+            x, self.input_shape, self.likelihood.support, check_values=is_validation_enabled()
+        )
+        if memory is None:
+            if self.memory is None:
+                raise ValueError(
+                    "memory: this SoftAttentionVAE has no memory of its own; pass memory="
+                )
+            memory = self.memory
         check_memory(memory, self.memory_shape)
-        self.memory = memory.to(self.skip.weight)
+        return memory
+
+    def _weights(self, z, memory):
+        query = self.query_net(z)
+        return similarity(self.key_net(memory), query, self.similarity).softmax(-1)
+
+    def _read(self, z, memory):
+        read = self._weights(z, memory) @ memory.flatten(1)
+        return read.reshape(read.shape[:-1] + self.memory_shape)
 
     def model(self, x, memory=None, num_data=None):
         """p(x, z | M) with the attention read r(z)."""
-        memory = self.memory if memory is None else memory
-        check_memory(memory, self.memory_shape)
-        keys = self.key_net(memory)
+        memory = self._inputs(x, memory)
         with data_plate(x, num_data):
+            # z ~ N(0, I)
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
-            weights = similarity(keys, self.query_net(z)).softmax(-1)
-            read = weights @ memory.flatten(1)
-            params = self.decoder(_concat(z, read))
-            params = params + self.skip(read).reshape(read.shape[:-1] + self.likelihood.param_shape)
-            pyro.sample("x", self.likelihood(params), obs=x)
+            # x ~ p(x | z, r(z))
+            pyro.sample("x", self.likelihood(self._decode(z, self._read(z, memory))), obs=x)
 
     def guide(self, x, memory=None, num_data=None):
         """q(z | x)."""
+        self._inputs(x, memory)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Normal(*self.encoder(x)).to_event(1))
+
+    def read_weights(self, x, memory=None):
+        """The attention weights w(z) at the mean of q(z | x), shape ``(B, N)``."""
+        memory = self._inputs(x, memory)
+        loc, _ = self.encoder(x)
+        return self._weights(loc, memory)
+
+    def generate(self, num_samples, memory=None):
+        """Decoder means at draws z ~ N(0, I), each reading the whole memory."""
+        memory = self.memory if memory is None else memory
+        check_memory(memory, self.memory_shape)
+        z = torch.randn(num_samples, self.latent_dim, device=memory.device)
+        return self._mean(z, self._read(z, memory))
