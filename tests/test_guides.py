@@ -1,0 +1,161 @@
+"""GaussianRefinement, IterativeAmortizedGuide and MAPRefinement on one model, checked against
+the linear-Gaussian closed forms."""
+
+import pyro
+import pytest
+import torch
+
+from pyromem.diagnostics import compare_guides, log_importance_weights
+from pyromem.infer import VIMCO, GaussianRefinement, IterativeAmortizedGuide, MAPRefinement
+from pyromem.models import VAE
+from tests.linear_gaussian import LinearGaussian
+
+
+def diagonal_posterior_model():
+    """A linear-Gaussian model with orthogonal columns of W: its posterior is a diagonal
+    Gaussian, inside the family of a mean-field Normal guide."""
+    lg = LinearGaussian(latent_dim=2, obs_dim=3)
+    q, _ = torch.linalg.qr(lg.W)
+    lg.W = q * torch.tensor([1.0, 1.5], dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)
+    lg.posterior_cov = torch.linalg.inv(eye + lg.W.T @ lg.W / lg.sigma**2)
+    return lg
+
+
+def test_gaussian_refinement_reaches_the_exact_posterior_and_closes_the_amortisation_gap():
+    pyro.set_rng_seed(0)
+    lg = diagonal_posterior_model()
+    x = lg.sample(16)
+    refined = GaussianRefinement(lg.model, lg.weak_guide, num_steps=60, lr=0.1)
+    state = refined.refine(x)
+    assert torch.allclose(state.loc, lg.posterior_loc(x), atol=1e-6)
+    assert torch.allclose(state.log_scale.exp(), lg.posterior_cov.diag().sqrt().expand(16, 2))
+    # with the exact posterior, every importance weight is p(x): the ELBO is log p(x)
+    log_weight, _ = log_importance_weights(lg.model, refined, x, 50)
+    assert torch.allclose(log_weight, lg.log_evidence(x).expand(50, 16), atol=1e-5)
+
+    comparison = compare_guides(
+        lg.model,
+        {"weak": lg.weak_guide, "refined": refined},
+        x,
+        num_samples=100,
+        num_particles=200,
+        log_evidence=lg.log_evidence(x),
+    )
+    assert comparison.amortization_gap("refined").mean() > 5.0  # the weak encoder's gap
+    assert comparison.best == "refined"
+    assert comparison.approximation_gap.abs().mean() < 0.1  # ELBO of the refined ≈ log p(x)
+    assert comparison.summary()["guides"]["refined"]["khat_max"] < 0.5
+
+
+def test_refinement_trajectory_ascends_the_elbo():
+    lg = diagonal_posterior_model()
+    x = lg.sample(8)
+    refined = GaussianRefinement(lg.model, lg.weak_guide, num_steps=10, lr=0.5)
+    _, path = refined.refine(x, trajectory=True)
+    values = torch.stack([refined.elbo(state, x) for state in path])
+    assert (values[1:] >= values[:-1] - 1e-12).all()
+    assert (values[-1] > values[0]).all()
+
+
+def test_map_refinement_never_decreases_the_log_joint():
+    lg = LinearGaussian()
+    x = lg.sample(16)
+    refinement = MAPRefinement(lg.model, lg.weak_guide, num_steps=15, lr=2.0)
+    _, path = refinement.refine(x, trajectory=True)
+    values = torch.stack([refinement.log_joint(z, x) for z in path])
+    assert (values[1:] >= values[:-1]).all()
+    assert (values[-1] > values[0]).all()
+
+
+def small_vae():
+    pyro.set_rng_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(16,))
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.5))
+    return vae, x
+
+
+def guides_of(vae):
+    return {
+        "gaussian": GaussianRefinement(vae.model, vae.guide, num_steps=3),
+        "gaussian-differentiable": GaussianRefinement(
+            vae.model, vae.guide, num_steps=3, differentiable=True
+        ),
+        "iterative": IterativeAmortizedGuide(vae.model, vae.guide, num_steps=3),
+    }
+
+
+@pytest.mark.parametrize("name", ["gaussian", "gaussian-differentiable", "iterative"])
+def test_refining_leaves_the_model_parameters_and_their_grads_alone(name):
+    vae, x = small_vae()
+    for p in vae.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in vae.named_parameters()}
+    guides_of(vae)[name].refine(x)
+    for n, p in vae.named_parameters():
+        assert torch.equal(p, before[n][0]) and torch.equal(p.grad, before[n][1]), n
+
+
+@pytest.mark.parametrize(
+    "elbo",
+    [
+        pyro.infer.Trace_ELBO(),
+        pyro.infer.TraceMeanField_ELBO(),
+        pyro.infer.TraceGraph_ELBO(),
+        pyro.infer.Trace_ELBO(num_particles=3, vectorize_particles=True),
+        pyro.infer.RenyiELBO(alpha=0.5, num_particles=2),
+        VIMCO(num_particles=3),
+    ],
+    ids=["Trace", "TraceMeanField", "TraceGraph", "Trace-vectorised", "Renyi", "VIMCO"],
+)
+@pytest.mark.parametrize("name", ["gaussian", "gaussian-differentiable", "iterative"])
+def test_every_elbo_trains_with_the_refined_guides(elbo, name):
+    vae, x = small_vae()
+    guide = guides_of(vae)[name]
+    loss = elbo.loss_and_grads(vae.model, guide, x)
+    assert torch.isfinite(torch.as_tensor(loss))
+    named = dict(vae.named_parameters())
+    assert all(p.grad is not None for n, p in named.items() if "decoder" in n)
+    # the encoder learns through the steps only when they stay in the graph
+    encoder = [p.grad for n, p in named.items() if "encoder" in n]
+    trains_encoder = any(g is not None and g.abs().sum() > 0 for g in encoder)
+    assert trains_encoder == (name != "gaussian")
+    if name == "iterative":
+        assert all(p.grad is not None for p in guide.parameters())
+
+
+def test_iterative_guide_learns_to_improve_on_the_amortised_guide():
+    pyro.set_rng_seed(0)
+    lg = diagonal_posterior_model()
+    x = lg.sample(64)
+    guide = IterativeAmortizedGuide(lg.model, lg.weak_guide, num_steps=3, num_particles=4)
+    guide.double()
+    optimizer = torch.optim.Adam(guide.parameters(), lr=1e-2)
+    loss_fn = pyro.infer.Trace_ELBO(num_particles=4, vectorize_particles=True)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss_fn.differentiable_loss(lg.model, guide, x).backward()
+        optimizer.step()
+    comparison = compare_guides(
+        lg.model, {"weak": lg.weak_guide, "iterative": guide}, x, num_samples=50, num_particles=50
+    )
+    assert comparison.amortization_gap("iterative").mean() > 5.0
+
+
+def test_bad_input_names_the_site():
+    lg = LinearGaussian()
+    x = lg.sample(4)
+
+    def no_latent(x, num_data=None):
+        pass
+
+    with pytest.raises(ValueError, match="latent site.*'z'"):
+        compare_guides(lg.model, {"empty": no_latent}, x, num_samples=10)
+    with pytest.raises(ValueError, match="'w'"):
+        GaussianRefinement(lg.model, lg.weak_guide, site="w").refine(x)
+    with pytest.raises(ValueError, match="'w'"):
+        MAPRefinement(lg.model, lg.weak_guide, site="w").refine(x)
+    with pytest.raises(ValueError, match="observed site 'x'"):
+        compare_guides(lg.model, {"weak": lg.weak_guide}, torch.zeros(4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="amortized"):
+        compare_guides(lg.model, {"weak": lg.weak_guide}, x, amortized="other")
