@@ -29,3 +29,32 @@ def test_vae_svi_example_runs_with_each_elbo():
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         assert summary["elbo"] == elbo
         assert summary["elbo_nats"] <= summary["log_likelihood_nats"] < 0
+
+
+def test_new_memory_model_example_compares_three_guides():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "new_memory_model.py"),
+            "--epochs",
+            "1",
+            "--num-train",
+            "128",
+            "--num-test",
+            "8",
+            "--num-samples",
+            "20",
+            "--steps",
+            "2",
+            "--iterative-steps",
+            "2",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(summary["guides"]) == ["amortized", "gaussian-2", "iterative-5"]
+    for row in summary["guides"].values():
+        assert row["elbo_nats"] <= row["iwae_nats"] + 1.0 and row["khat_mean"] == row["khat_mean"]
