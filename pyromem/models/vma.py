@@ -109,6 +109,17 @@ def check_memory(memory, memory_shape):
         raise TypeError(f"memory: expected a floating-point tensor, got {memory.dtype}")
 
 
+def _init_memory(module, memory_size, memory):
+    """Give ``module`` its own memory of ``memory_size`` slots: a learned parameter, a fixed
+    buffer (filled by ``set_memory``), or none when memories are passed per call."""
+    if memory_size is None:
+        module.memory = None
+    elif memory == "learned":
+        module.memory = nn.Parameter(torch.rand((memory_size,) + module.memory_shape))
+    else:
+        module.register_buffer("memory", torch.zeros((memory_size,) + module.memory_shape))
+
+
 class VMA(PyroModule):
     """A VAE conditioned on a memory slot chosen by a discrete address ``"a"``.
 
@@ -186,12 +197,7 @@ class VMA(PyroModule):
         param_shape = self.likelihood.param_shape
         self.decoder = MLPDecoder(latent_dim + memory_dim, param_shape, tuple(reversed(hidden)))
         self.skip = SkipPath(self.memory_shape, param_shape)
-        if memory_size is None:
-            self.memory = None
-        elif memory == "learned":
-            self.memory = nn.Parameter(torch.rand((memory_size,) + self.memory_shape))
-        else:
-            self.register_buffer("memory", torch.zeros((memory_size,) + self.memory_shape))
+        _init_memory(self, memory_size, memory)
         to_pyro_module_(self)
 
     def set_memory(self, memory):
@@ -346,12 +352,7 @@ class SoftAttentionVAE(PyroModule):
         param_shape = self.likelihood.param_shape
         self.decoder = MLPDecoder(latent_dim + dim, param_shape, tuple(reversed(hidden)))
         self.skip = SkipPath(self.memory_shape, param_shape)
-        if memory_size is None:
-            self.memory = None
-        elif memory == "learned":
-            self.memory = nn.Parameter(torch.rand((memory_size,) + self.memory_shape))
-        else:
-            self.register_buffer("memory", torch.zeros((memory_size,) + self.memory_shape))
+        _init_memory(self, memory_size, memory)
         to_pyro_module_(self)
 
     set_memory = VMA.set_memory
