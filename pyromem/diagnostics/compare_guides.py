@@ -31,7 +31,6 @@ References:
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyro.distributions as dist
 import pyro.poutine as poutine
@@ -40,6 +39,7 @@ import torch
 from pyromem.diagnostics.elbo_decomposition import elbo_decomposition
 from pyromem.diagnostics.log_likelihood import log_importance_weights
 from pyromem.diagnostics.particles import latent_sites, max_plate_nesting, observed_sites
+from pyromem.diagnostics.plots import save_figure
 from pyromem.diagnostics.psis import THRESHOLDS, khat_summary, pareto_khat
 
 
@@ -185,11 +185,7 @@ class GuideComparison:
             right.axhline(threshold, color="k", ls=":", lw=1)
         right.set_xticks(positions.tolist(), names, rotation=20)
         right.set_ylabel("PSIS k̂ per datapoint")
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        return path
+        return save_figure(fig, path)
 
 
 def compare_guides(

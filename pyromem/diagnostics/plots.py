@@ -25,6 +25,15 @@ def _as_grid(images, ncols):
     return grid.permute(1, 2, 0).squeeze(-1).numpy(), c
 
 
+def save_figure(fig, path):
+    """Lay out ``fig``, write it as a PNG at ``path`` (creating its folder), return the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def save_image_rows(rows, path, titles=None, ncols=10):
     """Save one or more rows of images, one labelled panel per row.
 
@@ -43,11 +52,7 @@ def save_image_rows(rows, path, titles=None, ncols=10):
         ax.set_axis_off()
         if title:
             ax.set_title(title, fontsize=9, loc="left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path)
 
 
 def save_curves(history, keys, path, ylabel="nats per image"):
@@ -69,8 +74,4 @@ def save_curves(history, keys, path, ylabel="nats per image"):
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path)

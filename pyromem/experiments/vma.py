@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 
 from pyromem.data import load, sample_few_shot
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
-from pyromem.diagnostics.plots import save_curves, save_image_rows
+from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
 from pyromem.experiments.vae import evaluation_device, write_results
 from pyromem.infer import VIMCO
 from pyromem.models import VMA
@@ -546,9 +546,7 @@ def _save_nll_by_classes(sweeps, path):
     ax.set_ylabel("test NLL, nats per image")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return path
+    return save_figure(figure, path)
 
 
 DEMO = {

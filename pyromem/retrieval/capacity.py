@@ -8,10 +8,9 @@ Every N gets its own hyper-parameters and threshold, chosen on training memories
 (clipped to the training split).
 """
 
-from pathlib import Path
-
 from matplotlib.figure import Figure
 
+from pyromem.diagnostics.plots import save_figure
 from pyromem.retrieval.tables import retrieval_table
 
 #: N = 5 ... 10 000 (App. E.4).
@@ -88,8 +87,4 @@ def save_capacity_plot(sweep, path):
     ax.set_title(f"capacity, queries: {sweep['corruption']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path)
