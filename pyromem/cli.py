@@ -116,6 +116,18 @@ def build_parser():
     kpp.add_argument("--episode-length", type=int, default=8, help="T images per episode")
     kpp.add_argument("--reads", type=int, default=2, help="K block reads per image")
     kpp.add_argument("--baselines", action="store_true", help="also the VAE and dense write")
+    kpp.add_argument(
+        "--encoder",
+        default="conv",
+        choices=["conv", "resnet18-tsm"],
+        help="f_enc: a conv stack, or the paper's ResNet-18 with temporal shift",
+    )
+    kpp.add_argument(
+        "--encoder-width",
+        type=int,
+        default=None,
+        help="width of the first stage of resnet18-tsm (default 64)",
+    )
     kpp.add_argument("--epochs", type=int, default=20)
     kpp.add_argument("--latent-dim", type=int, default=16)
     kpp.add_argument("--batch-size", type=int, default=16, help="episodes per step")
@@ -281,6 +293,8 @@ def _train_kpp(args):
         episode_length=args.episode_length,
         reads=args.reads,
         baselines=args.baselines,
+        encoder=args.encoder,
+        encoder_width=args.encoder_width,
         epochs=args.epochs,
         latent_dim=args.latent_dim,
         batch_size=args.batch_size,

@@ -332,6 +332,26 @@ def test_train_and_eval_kpp_json(capsys, tmp_path):
     assert again["num_samples"] == 4
 
 
+def test_train_kpp_baselines_with_the_resnet18_tsm_encoder(capsys, tmp_path):
+    argv = "train kpp --episode-length 3 --epochs 1 --latent-dim 4 --num-samples 3"
+    argv += " --num-particles 2 --baselines --encoder resnet18-tsm --encoder-width 4"
+    results = run_json(capsys, argv.split() + ["--no-progress", "--out", str(tmp_path)])
+    assert results["encoder"] == "resnet18-tsm" and results["channels"] == [4]
+    keys = {"test_conditional_elbo_nats", "reconstruction_nats", "kl_z", "kl_key"}
+    vae, dense = results["baselines"]["vae"], results["baselines"]["dense_write"]
+    assert keys <= set(vae) and keys <= set(dense)
+    assert vae["kl_key"] == 0.0 and dense["kl_key"] > 0.0
+    for bound in (vae, dense):
+        total = bound["reconstruction_nats"] - bound["kl_z"] - bound["kl_key"]
+        assert abs(bound["test_conditional_elbo_nats"] - total) < 1e-3
+    again = run_json(
+        capsys,
+        ["eval", "kpp", "--checkpoint", vae["checkpoint"], "--num-samples", "2"]
+        + ["--num-particles", "2", "--out", str(tmp_path / "eval")],
+    )
+    assert abs(again["kl_key"]) == 0.0
+
+
 def test_kpp_episode_of_one_image_is_a_clear_error(capsys, tmp_path):
     argv = ["train", "kpp", "--episode-length", "1", "--epochs", "1", "--out", str(tmp_path)]
     assert main(argv) == 2

@@ -45,6 +45,52 @@ def test_terms_are_per_episode_sums_of_the_three_terms_of_eq_4(device):
     assert parts.elbo.shape == (3,)
 
 
+@pytest.mark.parametrize("encoder", ["conv", "resnet18-tsm"])
+def test_only_the_temporal_shift_encoder_mixes_the_images_of_an_episode(device, encoder):
+    channels = (4,) if encoder == "resnet18-tsm" else None
+    kpp = small(encoder=encoder, channels=channels).to(device).double()
+    x = episodes(2, 3, device).double()
+    changed = x.clone()
+    changed[0, 1] = 1 - changed[0, 1]
+    with torch.no_grad():
+        before, after = kpp.embed(x), kpp.embed(changed)
+    # image 0 of the changed episode sees image 1 only through the temporal shift
+    assert torch.equal(before[0, 0], after[0, 0]) == (encoder == "conv")
+    # never through another episode of the batch
+    torch.testing.assert_close(before[1], after[1], rtol=0, atol=0)
+    assert before.shape == (2, 3, 16)
+
+
+def test_resnet18_tsm_kpp_trains_reads_and_rebuilds(device):
+    kpp = small(encoder="resnet18-tsm", channels=(4,)).to(device)
+    x = episodes(2, 3, device)
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(kpp.model, kpp.guide, x)
+    loss.backward()
+    assert all(p.grad is not None for p in kpp.encoder.parameters())
+    with torch.no_grad():
+        steps = kpp.iterative_read(x, kpp.write(x), steps=2)
+    assert steps.shape == (3,) + x.shape
+    again = KanervaPlusPlus(**kpp.config)
+    again.load_state_dict(kpp.state_dict())
+
+
+def test_plain_vae_of_the_same_nets_has_no_memory_and_a_standard_normal_prior(device):
+    kpp = small(write="none").to(device)
+    x = episodes(3, 4, device)
+    with torch.no_grad():
+        parts = elbo_decomposition(kpp.model, kpp.guide, x, num_particles=2)
+        assert set(parts.kl) == {"z"}
+        # KL(N(mu, sigma) || N(0, I)) in closed form, summed over the T images
+        loc, scale = kpp.posterior(kpp.embed(x))
+        kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)
+    torch.testing.assert_close(parts.kl["z"], kl.sum(-1))
+    assert "memory" not in poutine.trace(kpp.model).get_trace(x).nodes
+    with pytest.raises(ValueError, match="needs a memory"):
+        kpp.write(x)
+    with pytest.raises(ValueError, match="needs a memory"):
+        kpp.generate(torch.zeros(3, 2, 8, 8, device=device))
+
+
 def _per_image_elbo(kpp, images, length, memory, y, z):
     """The single-draw ELBO per image of ``images`` grouped in episodes of ``length``,
     with the memory fixed and the draws of y and z fixed per image."""
@@ -151,6 +197,10 @@ def test_bad_input():
         small(memory_shape=(8, 8))
     with pytest.raises(ValueError, match="write must be one of"):
         small(write="sparse")
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        small(encoder="resnet50")
+    with pytest.raises(ValueError, match=r"channels=\(width,\)"):
+        small(encoder="resnet18-tsm", channels=(8, 16))
     with pytest.raises(ValueError, match=r"keys must have shape \(2, S, 2, 3\)"):
         kpp.generate(torch.zeros(2, 2, 8, 8), keys=torch.zeros(2, 5, 3))
     with pytest.raises(ValueError, match="x must have shape"):

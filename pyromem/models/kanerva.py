@@ -23,7 +23,9 @@ image is the per-episode bound divided by T, once.
 
 The dense-write ablation of §4.2 (``write="dense"``) keeps everything but the
 memory: the writer is a dense net to a vector of the same size, and the
-readout prior a dense net on that vector and the keys.
+readout prior a dense net on that vector and the keys. The plain VAE of the
+same encoder and decoder (``write="none"``) has neither memory nor keys: each
+image of the episode is a VAE with prior p(z) = N(0, I) and guide q(z | X).
 """
 
 import itertools
@@ -46,12 +48,14 @@ from pyromem.nets import (
     ConvEncoder,
     MLPDecoder,
     MLPEncoder,
+    ResNet18TSM,
     make_likelihood,
     typical_image,
 )
 from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch
 
-WRITES = ("block", "dense")
+WRITES = ("block", "dense", "none")
+ENCODERS = ("conv", "resnet18-tsm")
 _instances = itertools.count()
 
 
@@ -66,21 +70,28 @@ class KanervaPlusPlus(PyroModule):
     :param str likelihood: ``"bernoulli"`` (binarised data) or
         ``"discretized_logistic_mixture"`` (8-bit data), or any name of
         :func:`~pyromem.nets.make_likelihood`.
-    :param str write: ``"block"`` (K++) or ``"dense"`` (the dense-write ablation of §4.2).
+    :param str write: ``"block"`` (K++), ``"dense"`` (the dense-write ablation of §4.2)
+        or ``"none"`` (the plain VAE of the same encoder and decoder: no memory, no keys).
     :param int embed_dim: the width of the embedding E and of the hidden dense layers.
-    :param tuple channels: the convolutions of the encoder f_enc.
+    :param str encoder: f_enc, ``"conv"`` (a convolutional stack) or ``"resnet18-tsm"``
+        (the paper's ResNet-18 with a temporal shift along the episode, §3.3, App. E;
+        :class:`~pyromem.nets.ResNet18TSM`, whose stages are ``channels[0]`` × (1, 2, 4, 8)
+        wide).
+    :param tuple channels: the convolutions of the ``"conv"`` encoder (default
+        ``(32, 64)``); for ``"resnet18-tsm"`` a one-element tuple, the width of its first
+        stage (default ``(64,)``, the paper's ResNet-18).
     :param dict likelihood_kwargs: options of the likelihood head.
 
     The encoder f_enc is the convolutional stack of :class:`~pyromem.nets.ConvEncoder`
-    followed by a LayerNorm of the embedding, q(z | X) a linear Gaussian head on it,
-    and the decoder a :class:`~pyromem.nets.ConvDecoder`: with the same ``latent_dim``
-    and ``embed_dim = 256`` they are the nets of ``VAE(image_shape, latent_dim,
-    net="conv")`` but for the LayerNorm. The paper normalises its encoder with
+    (or the ResNet-18 with temporal shift) followed by a LayerNorm of the embedding,
+    q(z | X) a linear Gaussian head on it, and the decoder a
+    :class:`~pyromem.nets.ConvDecoder`. The paper normalises its encoder with
     BatchNorm (App. E); a LayerNorm normalises each image on its own, so the bound
     of an episode never depends on the other episodes of a batch, in training or in
     evaluation. Without it the embedding varies across images by about 0.01 at
-    initialisation, the writer's biases dominate the memory, and the short
-    trainings of ``tests/test_kanerva_digits.py`` stay at the mean image.
+    initialisation, the writer's biases dominate the memory, and short trainings
+    stay at the mean image. ``write="none"`` keeps these nets and drops memory and
+    keys: the plain VAE that the baselines compare K++ with.
     ``config`` holds the constructor's arguments, so ``KanervaPlusPlus(**config)``
     rebuilds the architecture.
     """
@@ -95,8 +106,9 @@ class KanervaPlusPlus(PyroModule):
         likelihood="bernoulli",
         write="block",
         embed_dim=256,
-        channels=(32, 64),
+        channels=None,
         likelihood_kwargs=None,
+        encoder="conv",
     ):
         # a name of its own keeps two models from sharing parameters in Pyro's param store
         super().__init__(name=f"kpp{next(_instances)}")
@@ -112,6 +124,15 @@ class KanervaPlusPlus(PyroModule):
                 f"{self.block_shape}: the memory's height and width must be at least the block's"
             )
         self.reads = as_positive_int(reads, "reads")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if channels is None:
+            channels = (32, 64) if encoder == "conv" else (64,)
+        if encoder == "resnet18-tsm" and len(channels) != 1:
+            raise ValueError(
+                "the resnet18-tsm encoder takes channels=(width,), the width of its first "
+                f"stage, got {tuple(channels)}"
+            )
         self.write_kind = write
         embed_dim = as_positive_int(embed_dim, "embed_dim")
         self.config = {
@@ -125,18 +146,21 @@ class KanervaPlusPlus(PyroModule):
             "embed_dim": embed_dim,
             "channels": list(channels),
             "likelihood_kwargs": dict(likelihood_kwargs or {}),
+            "encoder": encoder,
         }
         self.likelihood = make_likelihood(likelihood, self.image_shape, **(likelihood_kwargs or {}))
 
-        # f_enc: the conv stack of ConvEncoder, to features of width embed_dim, normalised
-        # per image (App. E normalises the encoder; see the class docstring)
-        self.encoder = nn.Sequential(
-            ConvEncoder(self.image_shape, 1, channels, hidden=embed_dim).body,
-            nn.LayerNorm(embed_dim),
-        )
-        # q(y | X), eq. 6, and q(z | X): Gaussian heads on the embedding
-        self.key_net = MLPEncoder((embed_dim,), self.reads * KEY_SIZE, hidden=(embed_dim,))
+        # f_enc to features of width embed_dim, normalised per image (App. E normalises
+        # the encoder; see the class docstring)
+        if encoder == "conv":
+            self.encoder = ConvEncoder(self.image_shape, 1, channels, hidden=embed_dim).body
+        else:
+            self.encoder = ResNet18TSM(self.image_shape, embed_dim, base_width=channels[0])
+        self.embedding_norm = nn.LayerNorm(embed_dim)
+        # q(z | X) and, with a memory, q(y | X) of eq. 6: Gaussian heads on the embedding
         self.posterior = MLPEncoder((embed_dim,), self.latent_dim, hidden=())
+        if write != "none":
+            self.key_net = MLPEncoder((embed_dim,), self.reads * KEY_SIZE, hidden=(embed_dim,))
         memory_size = math.prod(self.memory_shape)
         if write == "block":
             # f_mem: a conv-transpose net from the pooled embedding to the memory
@@ -150,7 +174,7 @@ class KanervaPlusPlus(PyroModule):
                 prior_channels,
                 hidden=embed_dim,
             )
-        else:
+        elif write == "dense":
             # §4.2: a dense writer of the same size, and a dense readout prior
             self.writer = MLPDecoder(embed_dim, (memory_size,), hidden=(embed_dim,))
             self.prior = MLPEncoder(
@@ -162,9 +186,12 @@ class KanervaPlusPlus(PyroModule):
     # ---- the parts of the generative story ------------------------------------------
 
     def embed(self, x):
-        """E = f_enc(x): ``batch_shape + image_shape`` to ``batch_shape + (embed_dim,)``."""
+        """E = f_enc(X): episodes ``batch_shape + (T,) + image_shape`` to
+        ``batch_shape + (T, embed_dim)``; the ResNet-18-TSM encoder mixes the T images."""
+        if self.config["encoder"] == "resnet18-tsm":
+            return self.embedding_norm(self.encoder(x))
         flat, batch_shape = flatten_batch(x, self.image_shape, "x")
-        features = self.encoder(flat)
+        features = self.embedding_norm(self.encoder(flat))
         return features.reshape(batch_shape + features.shape[1:])
 
     def write(self, x):
@@ -172,6 +199,7 @@ class KanervaPlusPlus(PyroModule):
 
         :returns: ``(B,) + memory_shape``, or ``(B, prod(memory_shape))`` for ``write="dense"``.
         """
+        self._require_memory("write")
         return self._write(self.embed(self._check(x)))
 
     def _write(self, embedding):
@@ -185,6 +213,7 @@ class KanervaPlusPlus(PyroModule):
             hold particles and the episode's images.
         :returns: a Normal with batch shape ``batch_shape + (B,)`` and event shape ``(L,)``.
         """
+        self._require_memory("readout_prior")
         if self.write_kind == "block":
             reads = spatial_read(memory, keys, self.block_shape)  # ... × B × K × C × h × w
             loc, scale = self.prior(reads.flatten(-4, -3))
@@ -195,6 +224,7 @@ class KanervaPlusPlus(PyroModule):
 
     def key_posterior(self, embedding):
         """q(y | X) = N(μ_key(E), σ_key(E)), eq. 6; batch ``embedding.shape[:-1]``, event (K, 3)."""
+        self._require_memory("key_posterior")
         loc, scale = self.key_net(embedding)
         shape = loc.shape[:-1] + (self.reads, KEY_SIZE)
         return dist.Normal(loc.reshape(shape), scale.reshape(shape)).to_event(2)
@@ -217,6 +247,8 @@ class KanervaPlusPlus(PyroModule):
         plate is dim -1 and the plate ``"episode"`` over T images dim -2.
         """
         x = self._check(x)
+        if self.write_kind == "none":
+            return self._plain_model(x, num_data)
         embedding = self.embed(x)
         with data_plate(x, num_data):
             # eq. 5: M = f_mem(pool_T f_enc(X)), deterministic
@@ -233,12 +265,20 @@ class KanervaPlusPlus(PyroModule):
                 # eq. 4: the decoder p(x_t | z_t)
                 pyro.sample("x", self.decode(z), obs=x.transpose(0, 1))
 
+    def _plain_model(self, x, num_data):
+        # write="none": the plain VAE p(z) p(x | z) per image, with the same plates
+        with data_plate(x, num_data), pyro.plate("episode", x.shape[1], dim=-2):
+            prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+            z = pyro.sample("z", prior)
+            pyro.sample("x", self.decode(z), obs=x.transpose(0, 1))
+
     def guide(self, x, num_data=None):
         """q(Y | X) q(Z | X), both amortised from the embedding of each image (eq. 6, §3.5)."""
         x = self._check(x)
         embedding = self.embed(x).transpose(0, 1)  # (T, B, embed_dim)
         with data_plate(x, num_data), pyro.plate("episode", x.shape[1], dim=-2):
-            pyro.sample("y", self.key_posterior(embedding))
+            if self.write_kind != "none":
+                pyro.sample("y", self.key_posterior(embedding))
             pyro.sample("z", self.latent_posterior(embedding))
 
     # ---- reading, generating, cleaning up ----------------------------------------------
@@ -258,6 +298,7 @@ class KanervaPlusPlus(PyroModule):
         :returns: ``(images, keys)``, images ``(B, S, C, H, W)`` (decoder means at a
             draw z ~ p(z | M̂, y)) and the keys used.
         """
+        self._require_memory("generate")
         batch = memory.shape[0]
         if keys is None:
             num_samples = as_positive_int(num_samples, "num_samples")
@@ -281,6 +322,7 @@ class KanervaPlusPlus(PyroModule):
         :param int steps: the number of read steps.
         :returns: ``(steps + 1, B, N, C, H, W)``, the input first.
         """
+        self._require_memory("iterative_read")
         if x.dim() != 5 or x.shape[0] != memory.shape[0]:
             raise ValueError(
                 f"x must have shape ({memory.shape[0]}, N, {', '.join(map(str, self.image_shape))})"
@@ -289,12 +331,21 @@ class KanervaPlusPlus(PyroModule):
         sequence = [x]
         x_hat = x.transpose(0, 1)  # (N, B, ...) broadcasts against the memory's (B, ...)
         for _ in range(as_positive_int(steps, "steps")):
-            keys = self.key_posterior(self.embed(x_hat)).sample()
+            # the N images of a memory are embedded as one episode
+            embedding = self.embed(x_hat.transpose(0, 1)).transpose(0, 1)
+            keys = self.key_posterior(embedding).sample()
             x_hat = typical_image(self.decode(self.readout_prior(memory, keys).sample()))
             sequence.append(x_hat.transpose(0, 1))
         return torch.stack(sequence)
 
     # ---- checks ------------------------------------------------------------------------
+
+    def _require_memory(self, method):
+        if self.write_kind == "none":
+            raise ValueError(
+                f"{method} needs a memory; this model is the plain VAE of K++'s nets "
+                "(write='none'), which has none"
+            )
 
     @property
     def _memory_event_shape(self):

@@ -15,6 +15,7 @@ from .likelihoods import (
     make_likelihood,
     typical_image,
 )
+from .resnet_tsm import ResNet18TSM, temporal_shift
 
 __all__ = [
     "BernoulliLikelihood",
@@ -26,6 +27,8 @@ __all__ = [
     "Likelihood",
     "MLPDecoder",
     "MLPEncoder",
+    "ResNet18TSM",
     "make_likelihood",
+    "temporal_shift",
     "typical_image",
 ]
