@@ -134,6 +134,7 @@ class KanervaPlusPlus(PyroModule):
                 f"stage, got {tuple(channels)}"
             )
         self.write_kind = write
+        self.encoder_kind = encoder
         embed_dim = as_positive_int(embed_dim, "embed_dim")
         self.config = {
             "image_shape": list(self.image_shape),
@@ -188,7 +189,7 @@ class KanervaPlusPlus(PyroModule):
     def embed(self, x):
         """E = f_enc(X): episodes ``batch_shape + (T,) + image_shape`` to
         ``batch_shape + (T, embed_dim)``; the ResNet-18-TSM encoder mixes the T images."""
-        if self.config["encoder"] == "resnet18-tsm":
+        if self.encoder_kind == "resnet18-tsm":
             return self.embedding_norm(self.encoder(x))
         flat, batch_shape = flatten_batch(x, self.image_shape, "x")
         features = self.embedding_norm(self.encoder(flat))
