@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from pyromem.data import FewShotEpisode, load, sample_episode, sample_episodes, sample_few_shot
+from pyromem.data import (
+    FewShotEpisode,
+    load,
+    sample_class_episodes,
+    sample_episode,
+    sample_episodes,
+    sample_few_shot,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +98,39 @@ def test_few_shot_with_tensor_and_labels():
     assert e.query.shape == (0, 1, 2, 2) and e.query_labels.shape == (0,)
 
 
+def test_class_episodes_hold_one_class_without_replacement_and_draw_uniformly():
+    # 3 classes of 2, 5 and 9 images; each image's value is its index
+    labels = torch.tensor([0] * 2 + [1] * 5 + [2] * 9)[
+        torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    ]
+    pool = torch.arange(16.0).view(16, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    ids = sample_class_episodes(pool, 6000, 3, labels=labels, generator=g).flatten(1).long()
+    assert ids.shape == (6000, 3)
+    episode_labels = labels[ids]
+    assert (episode_labels == episode_labels[:, :1]).all()
+    assert all(len(set(row)) == 3 for row in ids.tolist())
+    # class 0 has fewer than 3 images, so classes 1 and 2 are each drawn half the time
+    chosen = episode_labels[:, 0].bincount(minlength=3).float() / 6000
+    assert chosen[0] == 0 and (chosen[1:] - 0.5).abs().max() < 0.02
+    # within a class every image is in an episode 3 / size of the time
+    inclusion = ids.flatten().bincount(minlength=16).float()
+    for k, size in ((1, 5), (2, 9)):
+        members = (labels == k).nonzero().flatten()
+        rate = inclusion[members] / (episode_labels[:, 0] == k).sum()
+        assert (rate - 3 / size).abs().max() < 0.03
+
+
+def test_class_episodes_read_datasets_and_are_seeded(digits):
+    batch = sample_class_episodes(digits, 5, 4, generator=torch.Generator().manual_seed(3))
+    assert batch.shape == (5, 4) + tuple(digits.images.shape[1:])
+    for episode in batch:
+        rows = _indices_of(episode, digits.images)
+        assert len({digits.labels[row[0]].item() for row in rows}) == 1
+    again = sample_class_episodes(digits, 5, 4, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again, batch)
+
+
 def test_errors(digits):
     with pytest.raises(ValueError, match="length"):
         sample_episode(digits, 0)
@@ -112,3 +152,10 @@ def test_errors(digits):
         sample_episode(digits, 3, generator=0)
     with pytest.raises(ValueError, match="num_shots"):
         sample_few_shot(digits, 5, 0, 1)
+    largest = digits.labels.bincount().max().item()
+    with pytest.raises(ValueError, match=f"at most the {largest} images of the largest class"):
+        sample_class_episodes(digits, 2, largest + 1)
+    with pytest.raises(ValueError, match="labels"):
+        sample_class_episodes(digits.images, 2, 3)
+    with pytest.raises(ValueError, match="num_episodes"):
+        sample_class_episodes(digits, 0, 3)

@@ -18,6 +18,7 @@ from pyromem.data.corruptions import (
 from pyromem.data.dataset import BINARIZATIONS, ImageDataset
 from pyromem.data.episodes import (
     FewShotEpisode,
+    sample_class_episodes,
     sample_episode,
     sample_episodes,
     sample_few_shot,
@@ -40,6 +41,7 @@ __all__ = [
     "poisson",
     "resize",
     "salt_and_pepper",
+    "sample_class_episodes",
     "sample_episode",
     "sample_episodes",
     "sample_few_shot",

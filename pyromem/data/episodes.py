@@ -1,9 +1,10 @@
 """Episodes: exchangeable sets of images and few-shot memory/query splits.
 
-Memory models read a memory written from a set of images (an episode). Two
+Memory models read a memory written from a set of images (an episode). The
 samplers cover the papers' protocols: exchangeable episodes of ``T`` distinct
-images (Kanerva++, VMA recall) and few-shot episodes of ``C`` classes with
-``S`` memory shots and ``Q`` queries per class (VMA few-shot learning).
+images (Kanerva++, VMA recall), the same within one class each, and few-shot
+episodes of ``C`` classes with ``S`` memory shots and ``Q`` queries per class
+(VMA few-shot learning).
 
 ``data`` is either a tensor of images ``(N, C, H, W)`` or a dataset such as
 :class:`~pyromem.data.dataset.ImageDataset`; images are read through the
@@ -46,6 +47,44 @@ def sample_episodes(data, num_episodes, length, *, generator=None):
     keys = torch.rand((num_episodes, size), generator=generator, device=_device(generator))
     index = keys.argsort(dim=-1)[:, :length].cpu()
     return _fetch(data, index)
+
+
+def sample_class_episodes(data, num_episodes, length, *, labels=None, generator=None):
+    """A batch of episodes whose images share one class each.
+
+    Each episode draws its class uniformly among the classes with at least
+    ``length`` images, then ``length`` images of that class without replacement.
+    A memory written from such an episode carries information about each of its
+    images (their class and style) without having to tell them apart.
+
+    :param data: images ``(N, C, H, W)`` or a dataset of ``N`` images.
+    :param int num_episodes: number of episodes ``B >= 1``.
+    :param int length: episode length ``T >= 1``.
+    :param torch.Tensor labels: integer labels ``(N,)``; by default ``data.labels``.
+    :param torch.Generator generator: optional source of randomness.
+    :returns: images of shape ``(B, T, C, H, W)``.
+    """
+    size = _check_data(data)
+    _check_count("num_episodes", num_episodes, 1)
+    _check_count("length", length, 1)
+    _check_generator(generator)
+    order, classes, counts, starts = _classes(data, labels, size)
+    eligible = (counts >= length).nonzero().squeeze(1)
+    if len(eligible) == 0:
+        raise ValueError(
+            f"length must be at most the {counts.max().item()} images of the largest class, "
+            f"got {length}"
+        )
+    device = _device(generator)
+    chosen = eligible[
+        torch.randint(len(eligible), (num_episodes,), generator=generator, device=device).cpu()
+    ]
+    # sorting uniform keys, with the slots past a class's size pushed last, gives a uniform
+    # random arrangement of that class's images in each row
+    keys = torch.rand((num_episodes, counts.max().item()), generator=generator, device=device)
+    keys = keys.cpu().masked_fill(torch.arange(keys.shape[1]) >= counts[chosen, None], 2.0)
+    within = keys.argsort(dim=-1)[:, :length]
+    return _fetch(data, order[starts[chosen, None] + within])
 
 
 @dataclasses.dataclass
@@ -94,24 +133,7 @@ def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, g
     _check_count("num_shots", num_shots, 1)
     _check_count("num_queries", num_queries, 0)
     _check_generator(generator)
-    if labels is None:
-        labels = getattr(data, "labels", None)
-        if labels is None:
-            raise ValueError("labels must be given when data has no labels attribute")
-    if (
-        not isinstance(labels, torch.Tensor)
-        or labels.is_floating_point()
-        or labels.shape != (size,)
-    ):
-        raise ValueError(
-            f"labels must be an integer tensor of shape ({size},), got "
-            f"{getattr(labels, 'dtype', type(labels).__name__)} "
-            f"{tuple(getattr(labels, 'shape', ()))}"
-        )
-    labels = labels.cpu()
-    order = labels.argsort(stable=True)
-    classes, counts = labels[order].unique_consecutive(return_counts=True)
-    starts = counts.cumsum(0) - counts
+    order, classes, counts, starts = _classes(data, labels, size)
     if len(classes) < num_classes:
         raise ValueError(f"num_classes = {num_classes} exceeds the {len(classes)} classes in data")
     needed = num_shots + num_queries
@@ -140,6 +162,30 @@ def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, g
         memory_indices=memory_indices,
         query_indices=query_indices,
     )
+
+
+def _classes(data, labels, size):
+    # labels (N,) sorted into classes: (order, classes, counts, starts), all on the CPU, where
+    # order[starts[k] : starts[k] + counts[k]] are the indices of class classes[k]
+    if labels is None:
+        labels = getattr(data, "labels", None)
+        if labels is None:
+            raise ValueError("labels must be given when data has no labels attribute")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.is_floating_point()
+        or labels.shape != (size,)
+    ):
+        raise ValueError(
+            f"labels must be an integer tensor of shape ({size},), got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)} "
+            f"{tuple(getattr(labels, 'shape', ()))}"
+        )
+    labels = labels.cpu()
+    order = labels.argsort(stable=True)
+    classes, counts = labels[order].unique_consecutive(return_counts=True)
+    starts = counts.cumsum(0) - counts
+    return order, classes, counts, starts
 
 
 def _fetch(data, index):
