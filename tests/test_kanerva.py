@@ -177,6 +177,19 @@ def test_rebuild_from_config():
     again = KanervaPlusPlus(**kpp.config)
     assert again.config == kpp.config
     again.load_state_dict(kpp.state_dict())
+    assert KanervaPlusPlus(**small(key_scale=1.5).config).key_scale == 1.5
+
+
+def test_key_scale_reaches_the_block_reads():
+    wide, narrow = small(key_scale=2.0), small(key_scale=1.0)
+    narrow.load_state_dict(wide.state_dict())
+    memory, keys = torch.randn(2, 2, 8, 8), torch.randn(3, 2, 2, 3)
+    torch.testing.assert_close(
+        wide.readout_prior(memory, 2 * keys).mean, narrow.readout_prior(memory, keys).mean
+    )
+    assert not torch.allclose(
+        wide.readout_prior(memory, keys).mean, narrow.readout_prior(memory, keys).mean
+    )
 
 
 def test_bad_input():
@@ -197,6 +210,8 @@ def test_bad_input():
         small(memory_shape=(8, 8))
     with pytest.raises(ValueError, match="write must be one of"):
         small(write="sparse")
+    with pytest.raises(ValueError, match="key_scale must be a positive"):
+        small(key_scale=0)
     with pytest.raises(ValueError, match="encoder must be one of"):
         small(encoder="resnet50")
     with pytest.raises(ValueError, match=r"channels=\(width,\)"):

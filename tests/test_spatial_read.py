@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from pyromem.memory import spatial_read
-from pyromem.memory.spatial_read import key_to_affine
+from pyromem.memory.spatial_read import KEY_SCALE, key_to_affine
 
 
-def aligned_key(row, col, block_shape, memory_hw):
-    """The key whose read is the slice memory[..., row:row + h, col:col + w] (scale 1)."""
+def aligned_key(row, col, block_shape, memory_hw, key_scale=KEY_SCALE):
+    """The key whose read is the slice memory[..., row:row + h, col:col + w] (zoom 1)."""
     (h, w), (height, width) = block_shape, memory_hw
     t_x = (2 * col + w) / width - 1
     t_y = (2 * row + h) / height - 1
-    return torch.tensor(
+    return key_scale * torch.tensor(
         [0.0, math.atanh(t_x / (1 - w / width)), math.atanh(t_y / (1 - h / height))],
         dtype=torch.float64,
     )
@@ -23,12 +23,15 @@ def interior_positions(block_shape, memory_hw):
     return [(r, c) for r in range(1, height - h) for c in range(1, width - w)]
 
 
+@pytest.mark.parametrize("key_scale", [KEY_SCALE, 1.0])
 @pytest.mark.parametrize("block_shape", [(3, 3), (2, 4), (5, 1)])
-def test_integer_aligned_keys_read_the_named_slice(device, block_shape):
+def test_integer_aligned_keys_read_the_named_slice(device, block_shape, key_scale):
     memory = torch.randn(2, 9, 8, dtype=torch.float64, device=device)
     positions = interior_positions(block_shape, (9, 8))
-    keys = torch.stack([aligned_key(r, c, block_shape, (9, 8)) for r, c in positions]).to(device)
-    reads = spatial_read(memory, keys, block_shape)
+    keys = torch.stack(
+        [aligned_key(r, c, block_shape, (9, 8), key_scale) for r, c in positions]
+    ).to(device)
+    reads = spatial_read(memory, keys, block_shape, key_scale=key_scale)
     h, w = block_shape
     assert reads.shape == (len(positions), 2, h, w)
     for read, (r, c) in zip(reads, positions, strict=True):
@@ -78,6 +81,18 @@ def test_keys_and_gradients_wrt_keys(device):
     assert torch.isfinite(keys.grad).all() and keys.grad.abs().sum() > 0
 
 
+def test_key_scale_divides_the_key_before_squashing(device):
+    memory = torch.randn(2, 10, 10, device=device)
+    keys = torch.randn(6, 3, device=device)
+    torch.testing.assert_close(
+        spatial_read(memory, 2.5 * keys, (4, 3), key_scale=2.5),
+        spatial_read(memory, keys, (4, 3), key_scale=1.0),
+    )
+    # a key key_scale standard deviations out moves the read by tanh(1) of its free range
+    theta = key_to_affine(torch.tensor([[0.0, KEY_SCALE, 0.0]], device=device), (4, 4), (8, 8))
+    torch.testing.assert_close(theta[0, 0, 2].item(), math.tanh(1.0) * 0.5)
+
+
 def test_squashing_keeps_every_read_inside_the_memory(device):
     keys = 10 * torch.randn(1000, 3, device=device)
     theta = key_to_affine(keys, (3, 5), (8, 10))
@@ -112,5 +127,8 @@ def test_bad_inputs(device):
         spatial_read(torch.zeros(8, 8, device=device), torch.zeros(1, 3, device=device), (2, 2))
     with pytest.raises(TypeError, match="memory must be a floating-point"):
         spatial_read(torch.zeros(2, 8, 8, dtype=torch.long), torch.zeros(1, 3), (2, 2))
+    for bad_scale in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="key_scale must be a positive"):
+            spatial_read(memory, torch.zeros(1, 3, device=device), (2, 2), key_scale=bad_scale)
     with pytest.raises(ValueError, match="broadcast"):
         spatial_read(torch.zeros(3, 2, 8, 8), torch.zeros(4, 1, 3), (2, 2))

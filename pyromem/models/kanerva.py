@@ -41,7 +41,7 @@ from torch import nn
 
 from pyromem.data.validation import check_images
 from pyromem.memory import spatial_read
-from pyromem.memory.spatial_read import KEY_SIZE
+from pyromem.memory.spatial_read import KEY_SCALE, KEY_SIZE, check_key_scale
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
     ConvDecoder,
@@ -81,6 +81,9 @@ class KanervaPlusPlus(PyroModule):
         ``(32, 64)``); for ``"resnet18-tsm"`` a one-element tuple, the width of its first
         stage (default ``(64,)``, the paper's ResNet-18).
     :param dict likelihood_kwargs: options of the likelihood head.
+    :param float key_scale: the key that moves a block read by tanh(1) ≈ 76 % of its
+        range (:func:`~pyromem.memory.spatial_read`); 3 prior standard deviations by
+        default. Block writes only: the dense prior takes the keys as they are.
 
     The encoder f_enc is the convolutional stack of :class:`~pyromem.nets.ConvEncoder`
     (or the ResNet-18 with temporal shift) followed by a LayerNorm of the embedding,
@@ -109,6 +112,7 @@ class KanervaPlusPlus(PyroModule):
         channels=None,
         likelihood_kwargs=None,
         encoder="conv",
+        key_scale=KEY_SCALE,
     ):
         # a name of its own keeps two models from sharing parameters in Pyro's param store
         super().__init__(name=f"kpp{next(_instances)}")
@@ -124,6 +128,7 @@ class KanervaPlusPlus(PyroModule):
                 f"{self.block_shape}: the memory's height and width must be at least the block's"
             )
         self.reads = as_positive_int(reads, "reads")
+        self.key_scale = check_key_scale(key_scale)
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if channels is None:
@@ -148,6 +153,7 @@ class KanervaPlusPlus(PyroModule):
             "channels": list(channels),
             "likelihood_kwargs": dict(likelihood_kwargs or {}),
             "encoder": encoder,
+            "key_scale": self.key_scale,
         }
         self.likelihood = make_likelihood(likelihood, self.image_shape, **(likelihood_kwargs or {}))
 
@@ -216,7 +222,8 @@ class KanervaPlusPlus(PyroModule):
         """
         self._require_memory("readout_prior")
         if self.write_kind == "block":
-            reads = spatial_read(memory, keys, self.block_shape)  # ... × B × K × C × h × w
+            # ... × B × K × C × h × w
+            reads = spatial_read(memory, keys, self.block_shape, self.key_scale)
             loc, scale = self.prior(reads.flatten(-4, -3))
         else:
             memory = memory.expand(keys.shape[:-2] + memory.shape[-1:])
