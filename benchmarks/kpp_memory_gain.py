@@ -18,7 +18,7 @@ the same nets (``write="none"``), ``gaps`` the differences seed by seed. Control
 Measurements are in docs/models/kanerva.md.
 
     python benchmarks/kpp_memory_gain.py [--steps 300] [--episode-length 2] [--seeds 0 1 2]
-        [--same-class] [--variants kpp zero_writer ...]
+        [--same-class] [--key-scale 3] [--variants kpp zero_writer ...]
 """
 
 import argparse
@@ -49,8 +49,8 @@ class FixedKeys(KanervaPlusPlus):
         return super().readout_prior(memory, torch.zeros_like(keys))
 
 
-def linear_writer():
-    kpp = KanervaPlusPlus(SHAPE, **OPTIONS)
+def linear_writer(**options):
+    kpp = KanervaPlusPlus(SHAPE, **options)
     for module in kpp.writer.modules():
         for name, child in module.named_children():
             if isinstance(child, nn.ReLU):
@@ -59,12 +59,12 @@ def linear_writer():
 
 
 VARIANTS = {
-    "plain_vae": lambda: KanervaPlusPlus(SHAPE, write="none", **OPTIONS),
-    "kpp": lambda: KanervaPlusPlus(SHAPE, **OPTIONS),
-    "zero_writer": lambda: ZeroWriter(SHAPE, **OPTIONS),
-    "fixed_keys": lambda: FixedKeys(SHAPE, **OPTIONS),
+    "plain_vae": lambda **options: KanervaPlusPlus(SHAPE, write="none", **options),
+    "kpp": lambda **options: KanervaPlusPlus(SHAPE, **options),
+    "zero_writer": lambda **options: ZeroWriter(SHAPE, **options),
+    "fixed_keys": lambda **options: FixedKeys(SHAPE, **options),
     "linear_writer": linear_writer,
-    "dense": lambda: KanervaPlusPlus(SHAPE, write="dense", **OPTIONS),
+    "dense": lambda **options: KanervaPlusPlus(SHAPE, write="dense", **options),
 }
 
 
@@ -98,7 +98,13 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--same-class", action="store_true")
+    parser.add_argument(
+        "--key-scale", type=float, default=None, help="spatial_read's key_scale (default: its own)"
+    )
     args = parser.parse_args()
+    options = dict(OPTIONS)
+    if args.key_scale is not None:
+        options["key_scale"] = args.key_scale
     torch.set_num_threads(1)
     train = load("digits", "train", size=16, binarize="static")
     test = load("digits", "test", size=16, binarize="static")
@@ -111,7 +117,7 @@ def main():
             runs = []
             for seed in args.seeds:
                 torch.manual_seed(seed)
-                model = VARIANTS[name]()
+                model = VARIANTS[name](**options)
                 elbo, kl = train_and_score(
                     model, train, test_episodes, seed, args.steps, args.same_class
                 )

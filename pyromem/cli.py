@@ -115,6 +115,15 @@ def build_parser():
     _add_data(kpp)
     kpp.add_argument("--episode-length", type=int, default=8, help="T images per episode")
     kpp.add_argument("--reads", type=int, default=2, help="K block reads per image")
+    kpp.add_argument(
+        "--same-class", action="store_true", help="episodes of images of one class each"
+    )
+    kpp.add_argument(
+        "--key-scale",
+        type=float,
+        default=None,
+        help="the key that moves a block read by tanh(1) of its range (default 3)",
+    )
     kpp.add_argument("--baselines", action="store_true", help="also the VAE and dense write")
     kpp.add_argument(
         "--encoder",
@@ -292,6 +301,8 @@ def _train_kpp(args):
         out_dir=args.out,
         episode_length=args.episode_length,
         reads=args.reads,
+        same_class=args.same_class,
+        key_scale=args.key_scale,
         baselines=args.baselines,
         encoder=args.encoder,
         encoder_width=args.encoder_width,

@@ -286,6 +286,9 @@ def test_train_and_eval_kpp_json(capsys, tmp_path):
             "4",
             "--reads",
             "2",
+            "--same-class",
+            "--key-scale",
+            "2",
             "--epochs",
             "1",
             "--latent-dim",
@@ -310,6 +313,7 @@ def test_train_and_eval_kpp_json(capsys, tmp_path):
     }
     assert keys <= set(results)
     assert results["episode_length"] == 4 and results["reads"] == 2
+    assert results["same_class"] is True and results["key_scale"] == 2.0
     # the conditional ELBO of eq. 4 is its reconstruction term minus the two KL terms
     assert results["test_conditional_elbo_nats"] == pytest.approx(
         results["reconstruction_nats"] - results["kl_z"] - results["kl_key"], abs=1e-3
@@ -329,7 +333,7 @@ def test_train_and_eval_kpp_json(capsys, tmp_path):
             str(tmp_path / "eval"),
         ],
     )
-    assert again["num_samples"] == 4
+    assert again["num_samples"] == 4 and again["same_class"] is True
 
 
 def test_train_kpp_baselines_with_the_resnet18_tsm_encoder(capsys, tmp_path):

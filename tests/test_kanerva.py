@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pyromem.diagnostics import elbo_decomposition
+from pyromem.experiments import kpp as recipe
 from pyromem.models import KanervaPlusPlus
 
 IMAGE = (1, 8, 8)
@@ -190,6 +191,21 @@ def test_key_scale_reaches_the_block_reads():
     assert not torch.allclose(
         wide.readout_prior(memory, keys).mean, narrow.readout_prior(memory, keys).mean
     )
+
+
+def test_recipe_test_episodes_hold_one_class_each():
+    images = torch.arange(23.0).reshape(23, 1, 1, 1)  # image i holds the value i
+    labels = torch.arange(23) % 3  # classes of 8, 8 and 7 images
+    episodes = recipe.test_episodes(images, 3, seed=0, labels=labels)
+    assert episodes.shape == (6, 3, 1, 1, 1)  # 2 episodes of 3 from each class
+    index = episodes.reshape(6, 3).long()
+    assert (labels[index] == labels[index[:, :1]]).all()
+    assert len(set(index.flatten().tolist())) == 18
+    assert sorted(labels[index[:, 0]].tolist()) == [0, 0, 1, 1, 2, 2]
+    plain = recipe.test_episodes(images, 3, seed=0)
+    assert plain.shape == (7, 3, 1, 1, 1) and len(set(plain.flatten().tolist())) == 21
+    with pytest.raises(ValueError, match="8 images of its largest class"):
+        recipe.test_episodes(images, 9, labels=labels)
 
 
 def test_bad_input():

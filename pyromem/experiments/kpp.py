@@ -2,7 +2,8 @@
 
 Every bound is per test image in nats (and bits/dim). The test split is cut
 once into fixed episodes of T images (a seeded permutation, each image in one
-episode), on one static binarisation for binarised data; the memory of each
+episode; with ``same_class`` each class's images are cut apart), on one static
+binarisation for binarised data; the memory of each
 test episode is written from that episode, so the K++ bounds are conditional
 bounds on log p(x_t | M) (eq. 4). The plain VAE is ``KanervaPlusPlus(write="none")``:
 the same encoder, q(z | X) head and decoder with p(z) = N(0, I), no memory and
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyromem.data import load, poisson, salt_and_pepper, speckle
-from pyromem.data.episodes import sample_episode
+from pyromem.data.episodes import sample_class_episodes, sample_episode
 from pyromem.diagnostics import elbo_decomposition
 from pyromem.diagnostics.particles import (
     latent_sites,
@@ -56,30 +57,51 @@ NOISES = {
 class EpisodeDataset(Dataset):
     """``num_episodes`` episodes of ``length`` images, drawn afresh at every access.
 
-    Each item is ``sample_episode(images, length)`` from torch's global generator
-    (which the engine reseeds every epoch), so an epoch sees new episodes and
-    dynamic binarisation applies.
+    Each item is ``sample_episode(images, length)`` (``sample_class_episodes`` with
+    ``same_class``) from torch's global generator (which the engine reseeds every
+    epoch), so an epoch sees new episodes and dynamic binarisation applies.
     """
 
-    def __init__(self, images, length, num_episodes):
+    def __init__(self, images, length, num_episodes, same_class=False):
         self.images, self.length, self.num_episodes = images, length, num_episodes
+        self.same_class = same_class
 
     def __len__(self):
         return self.num_episodes
 
     def __getitem__(self, index):
+        if self.same_class:
+            return sample_class_episodes(self.images, 1, self.length)[0]
         return sample_episode(self.images, self.length)
 
 
-def test_episodes(test_images, length, seed=0):
-    """The test images cut into fixed episodes ``(N // T, T, C, H, W)`` by a seeded permutation."""
-    if length > len(test_images):
-        raise ValueError(f"episode_length must be at most {len(test_images)}, got {length}")
-    order = torch.randperm(len(test_images), generator=torch.Generator().manual_seed(seed))
-    count = len(test_images) // length
-    return test_images[order[: count * length]].reshape(
-        (count, length) + tuple(test_images.shape[1:])
-    )
+def test_episodes(test_images, length, seed=0, labels=None):
+    """The test images cut into fixed episodes ``(E, T, C, H, W)`` by a seeded permutation.
+
+    Without ``labels`` E = N // T; with ``labels`` ``(N,)`` every episode holds one
+    class (each class's images cut apart, leftovers dropped) and the episodes come
+    in a seeded random order.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if labels is None:
+        groups = [torch.arange(len(test_images))]
+    else:
+        groups = [(labels == c).nonzero().squeeze(1) for c in labels.unique()]
+    episodes = []
+    for group in groups:
+        group = group[torch.randperm(len(group), generator=generator)]
+        count = len(group) // length
+        episodes.append(group[: count * length].reshape(count, length))
+    index = torch.cat(episodes)
+    if len(index) == 0:
+        what = "the test split" if labels is None else "its largest class"
+        largest = max(len(group) for group in groups)
+        raise ValueError(
+            f"episode_length must be at most the {largest} images of {what}, got {length}"
+        )
+    if labels is not None:
+        index = index[torch.randperm(len(index), generator=generator)]
+    return test_images[index]
 
 
 def load_kpp_data(data_config, length):
@@ -93,7 +115,8 @@ def load_kpp_data(data_config, length):
     binarize = data_config.get("binarize")
     train = load(data_config["dataset"], "train", binarize=binarize, **options)
     test = load(data_config["dataset"], "test", binarize="static" if binarize else None, **options)
-    return train, test_episodes(test.images, length, options["seed"])
+    labels = test.labels if data_config.get("same_class", False) else None
+    return train, test_episodes(test.images, length, options["seed"], labels)
 
 
 def per_image_log_likelihood(kpp, x, num_samples=100, chunk_size=50):
@@ -261,6 +284,8 @@ def train_kpp(
     dataset="digits",
     episode_length=8,
     reads=2,
+    same_class=False,
+    key_scale=None,
     baselines=False,
     encoder="conv",
     encoder_width=None,
@@ -292,6 +317,10 @@ def train_kpp(
         baselines go to ``out_dir/vae`` and ``out_dir/dense``.
     :param int episode_length: T >= 2.
     :param int reads: K, keys and blocks per image.
+    :param bool same_class: episodes of one class each, in training and test
+        (:func:`~pyromem.data.sample_class_episodes`), the setting in which a short
+        training already gains from the memory (docs/models/kanerva.md).
+    :param float key_scale: ``spatial_read``'s key scale (None: its default, 3).
     :param bool baselines: also train the plain VAE (same encoder and decoder) and
         the dense-write ablation (§4.2), same epochs and images per step.
     :param str encoder: ``"conv"`` or ``"resnet18-tsm"`` (§3.3), for every model trained.
@@ -313,6 +342,7 @@ def train_kpp(
         "root": root,
         "download": download,
         "seed": seed,
+        "same_class": bool(same_class),
     }
     train, episodes = load_kpp_data(data_config, episode_length)
     likelihood = likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
@@ -326,6 +356,8 @@ def train_kpp(
         "embed_dim": embed_dim,
         "encoder": encoder,
     }
+    if key_scale is not None:
+        options["key_scale"] = key_scale
     if encoder_width is not None:
         if encoder != "resnet18-tsm":
             raise ValueError("encoder_width applies to the resnet18-tsm encoder only")
@@ -354,7 +386,7 @@ def train_kpp(
         }
         result = fit(
             kpp,
-            EpisodeDataset(train, episode_length, num_episodes),
+            EpisodeDataset(train, episode_length, num_episodes, bool(same_class)),
             out_dir=folder,
             eval_data=episodes[:64],
             batch_size=batch_size,
@@ -370,6 +402,7 @@ def train_kpp(
         "dataset": dataset,
         "episode_length": episode_length,
         "reads": reads,
+        "same_class": bool(same_class),
         "epochs": result.epochs,
         "device": result.device,
         "likelihood": likelihood,
@@ -419,6 +452,7 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
         "dataset": data_config["dataset"],
         "episode_length": length,
         "reads": saved.config["kpp"]["reads"],
+        "same_class": data_config.get("same_class", False),
         "epochs": saved.epoch,
         "device": str(device),
         "split": "test",
