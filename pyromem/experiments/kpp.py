@@ -475,7 +475,7 @@ DEMO_SETTINGS = {
 
 
 def demo_section(out_dir, quick):
-    """K++ on ``digits`` episodes for ``pyromem demo``: ``(markdown_text, results_dict)``.
+    """K++ on ``digits`` episodes of one class for ``pyromem demo``: ``(markdown_text, results)``.
 
     :param out_dir: the demo's folder; this section writes to ``out_dir/kpp``.
     :param bool quick: the short setting (no baselines).
@@ -486,6 +486,7 @@ def demo_section(out_dir, quick):
         dataset="digits",
         episode_length=4,
         reads=2,
+        same_class=True,
         latent_dim=8,
         binarize="dynamic",
         progress=False,
@@ -506,7 +507,8 @@ def demo_section(out_dir, quick):
             "",
             f"K++ (memory {tuple(results['memory_shape'])}, blocks {tuple(results['block_shape'])},"
             f" K = {results['reads']} reads) trained {results['epochs']} epochs on episodes of "
-            f"T = {results['episode_length']} `digits` images (8×8, dynamic binarisation), "
+            f"T = {results['episode_length']} `digits` images of one class (8×8, dynamic "
+            "binarisation), "
             f"evaluated on {results['num_test_episodes']} fixed test episodes"
             " (static binarisation). Bounds per test image, given the memory of its episode.",
             "",
