@@ -1,0 +1,34 @@
+"""Every benchmark script runs end to end with tiny settings and prints one JSON object."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = {
+    "kpp_memory_gain.py": "--steps 2 --seeds 0 --variants kpp --same-class --episode-length 3",
+    "kpp_throughput.py": "--steps 2 --repeats 1 --episodes 2 --length 2 --size 8",
+    "svi_overhead.py": "--steps 3 --warmup 1 --batch-size 8",
+    "vma_addressing.py": "--sizes 4 8 --batch 2 --particles 2 --repeats 1 --image 8",
+}
+
+
+def test_every_benchmark_has_tiny_settings():
+    assert sorted(TINY) == sorted(path.name for path in BENCHMARKS.glob("*.py"))
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_prints_json(script):
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *TINY[script].split()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["benchmark"] == script.removesuffix(".py")
