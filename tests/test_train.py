@@ -314,6 +314,7 @@ def test_svi_module_with_other_elbo_and_plain_trainer(tmp_path, elbo):
 
 DDP_SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
     import torch
     sys.path.insert(0, {tests!r})
@@ -322,7 +323,9 @@ DDP_SCRIPT = textwrap.dedent(
 
     result = fit(make_model("cpu"), make_data(64, "cpu"), epochs=2, batch_size=16,
                  out_dir={out!r}, accelerator="cpu", devices=2, strategy="ddp", progress=False)
-    print("EPOCHS", result.epochs, len(result.history))
+    # one write per process: a pipe keeps writes under PIPE_BUF whole, where print's
+    # pieces from the two ranks can interleave (unbuffered stdout)
+    os.write(1, f"EPOCHS {{result.epochs}} {{len(result.history)}}\\n".encode())
     """
 )
 
