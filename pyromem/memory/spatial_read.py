@@ -30,12 +30,12 @@ border is reached only as ``|y1|`` or ``|y2| → ∞``.
 ``key_scale`` (default 3) matches the squashing to the key prior p(y) = N(0, I)
 of K++: a key ``key_scale`` prior standard deviations out reaches tanh(1) ≈ 76 %
 of the free range, so the bulk of p(y) spreads over the memory instead of
-piling up at its borders, and a key one standard deviation out moves the read
-by tanh(1/3) ≈ 32 % of the range (zooms by ρ^±0.32). With ``key_scale = 1``
+piling up at its borders; at the default a key one standard deviation out
+moves the read by tanh(1/3) ≈ 32 % of the range (zooms by ρ^±0.32). With ``key_scale = 1``
 a third of the prior's keys lie past 76 %, and the reads of nearby keys differ
 by whole zooms and shifts; measured on ``digits`` episodes of one class, that
-costs K++ about 0.7 of the 1.2 nats/image its memory gains over the plain VAE
-at ``key_scale = 3`` (docs/models/kanerva.md).
+costs K++ about 0.7 of the 1.2 nats/image by which it beats the plain VAE at
+``key_scale = 3`` (docs/models/kanerva.md).
 
 Sampling uses ``align_corners=False``: coordinate ±1 is the outer edge of the
 border pixels, so a block of ``h`` pixels at ``s = 1`` spans exactly ``h``
