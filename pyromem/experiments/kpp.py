@@ -335,6 +335,7 @@ def train_kpp(
         raise TypeError(f"episode_length must be an int, got {episode_length!r}")
     if episode_length < 2:
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")
+    same_class = bool(same_class)
     data_config = {
         "dataset": dataset,
         "binarize": binarize,
@@ -342,7 +343,7 @@ def train_kpp(
         "root": root,
         "download": download,
         "seed": seed,
-        "same_class": bool(same_class),
+        "same_class": same_class,
     }
     train, episodes = load_kpp_data(data_config, episode_length)
     likelihood = likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
@@ -386,7 +387,7 @@ def train_kpp(
         }
         result = fit(
             kpp,
-            EpisodeDataset(train, episode_length, num_episodes, bool(same_class)),
+            EpisodeDataset(train, episode_length, num_episodes, same_class),
             out_dir=folder,
             eval_data=episodes[:64],
             batch_size=batch_size,
@@ -402,7 +403,7 @@ def train_kpp(
         "dataset": dataset,
         "episode_length": episode_length,
         "reads": reads,
-        "same_class": bool(same_class),
+        "same_class": same_class,
         "epochs": result.epochs,
         "device": result.device,
         "likelihood": likelihood,
@@ -507,8 +508,8 @@ def demo_section(out_dir, quick):
             "",
             f"K++ (memory {tuple(results['memory_shape'])}, blocks {tuple(results['block_shape'])},"
             f" K = {results['reads']} reads) trained {results['epochs']} epochs on episodes of "
-            f"T = {results['episode_length']} `digits` images of one class (8×8, dynamic "
-            "binarisation), "
+            f"T = {results['episode_length']} `digits` images of one class "
+            "(8×8, dynamic binarisation), "
             f"evaluated on {results['num_test_episodes']} fixed test episodes"
             " (static binarisation). Bounds per test image, given the memory of its episode.",
             "",

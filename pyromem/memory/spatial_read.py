@@ -31,9 +31,9 @@ border is reached only as ``|y1|`` or ``|y2| → ∞``.
 of K++: a key ``key_scale`` prior standard deviations out reaches tanh(1) ≈ 76 %
 of the free range, so the bulk of p(y) spreads over the memory instead of
 piling up at its borders; at the default a key one standard deviation out
-moves the read by tanh(1/3) ≈ 32 % of the range (zooms by ρ^±0.32). With ``key_scale = 1``
-a third of the prior's keys lie past 76 %, and the reads of nearby keys differ
-by whole zooms and shifts; measured on ``digits`` episodes of one class, that
+moves the read by tanh(1/3) ≈ 32 % of the range (zooms by ρ^±0.32). With
+``key_scale = 1`` a third of the prior's keys lie past 76 %, and the reads of
+nearby keys differ by whole zooms and shifts; measured on ``digits`` episodes of one class, that
 costs K++ about 0.7 of the 1.2 nats/image by which it beats the plain VAE at
 ``key_scale = 3`` (docs/models/kanerva.md).
 
@@ -95,10 +95,10 @@ def key_to_affine(keys, block_shape, memory_hw, key_scale=KEY_SCALE):
     h, w = block_shape
     height, width = memory_hw
     rho = max(h / height, w / width)
-    y0, y1, y2 = (keys / key_scale).unbind(-1)
-    s = torch.exp(-torch.tanh(y0) * math.log(rho))
+    u0, u1, u2 = (keys / key_scale).unbind(-1)
+    s = torch.exp(-torch.tanh(u0) * math.log(rho))
     s_x, s_y = s * (w / width), s * (h / height)
-    t_x, t_y = torch.tanh(y1) * (1 - s_x), torch.tanh(y2) * (1 - s_y)
+    t_x, t_y = torch.tanh(u1) * (1 - s_x), torch.tanh(u2) * (1 - s_y)
     zero = torch.zeros_like(s)
     return torch.stack([torch.stack([s_x, zero, t_x], -1), torch.stack([zero, s_y, t_y], -1)], -2)
 
