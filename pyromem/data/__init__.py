@@ -3,9 +3,13 @@
 ``load(name, split)`` returns an :class:`ImageDataset` whose items are images in
 [0, 1]. The embedded datasets (``digits``, ``patches``, ``shapes``, ``glyphs``)
 need no network; MNIST, FashionMNIST, Omniglot and CIFAR10 are read through
-torchvision from a user's ``root``.
+torchvision from a user's ``root``, and a user's own images from an ImageFolder
+directory (``imagefolder``) or a ``.npz`` file (``npz``).
+:func:`select_classes` and :func:`few_shot_splits` give class-disjoint data for
+few-shot learning.
 """
 
+from pyromem.data.classes import few_shot_splits, select_classes
 from pyromem.data.corruptions import (
     colour_rotation,
     gaussian_noise,
@@ -36,11 +40,13 @@ __all__ = [
     "ImageDataset",
     "check_images",
     "colour_rotation",
+    "few_shot_splits",
     "gaussian_noise",
     "load",
     "poisson",
     "resize",
     "salt_and_pepper",
+    "select_classes",
     "sample_class_episodes",
     "sample_episode",
     "sample_episodes",

@@ -26,6 +26,10 @@ class ImageDataset(torch.utils.data.Dataset):
     :param torch.Tensor images: float images of shape ``(N, C, H, W)`` with values
         in [0, 1].
     :param torch.Tensor labels: integer labels of shape ``(N,)``; stored as ``long``.
+        A label of ``-1`` means "unlabelled": the loaders of a user's own data
+        (``load("npz", ...)`` without a ``labels`` array) give every image -1,
+        and functions that need classes, such as
+        :func:`~pyromem.data.classes.select_classes`, refuse such a dataset.
     :param dict factors: optional generative factors, name -> tensor with leading
         dimension ``N`` (e.g. position, colour, alphabet, drawer).
     :param str name: the dataset's name, e.g. ``"digits"``.
@@ -125,6 +129,46 @@ class ImageDataset(torch.utils.data.Dataset):
             binarize=binarize,
             seed=seed,
         )
+
+    def subset(self, indices):
+        """The dataset restricted to ``indices``, with the same name, split and binarisation.
+
+        Labels and factors are indexed alike. A statically binarised dataset keeps
+        its binary images as they are (no new draw) and still reports
+        ``binarize="static"``; a dynamically binarised one keeps its grey levels
+        and draws afresh at every access, as before.
+
+        :param indices: integer indices of shape ``(M,)`` (tensor, array or
+            sequence), or a boolean mask of shape ``(N,)``.
+        :returns: an :class:`ImageDataset` of ``M`` images.
+        """
+        indices = torch.as_tensor(indices)
+        if indices.dtype == torch.bool:
+            if indices.shape != self.labels.shape:
+                raise ValueError(
+                    f"indices: a boolean mask must have shape ({len(self)},), "
+                    f"got {tuple(indices.shape)}"
+                )
+            indices = indices.nonzero().squeeze(1)
+        elif indices.is_floating_point() or indices.dim() != 1:
+            raise ValueError(
+                f"indices must be integers of shape (M,) or a boolean mask, got "
+                f"{indices.dtype} {tuple(indices.shape)}"
+            )
+        indices = indices.long()
+        # static: the images are already the binary sample; dynamic: grey levels,
+        # for which the constructor draws nothing.
+        subset = ImageDataset(
+            self.images[indices],
+            self.labels[indices],
+            {key: value[indices] for key, value in self.factors.items()},
+            name=self.name,
+            split=self.split,
+            support=self.support,
+            binarize="dynamic" if self.binarize == "dynamic" else None,
+        )
+        subset.binarize = self.binarize
+        return subset
 
     def __len__(self):
         return self.images.shape[0]

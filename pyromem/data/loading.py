@@ -9,6 +9,7 @@ from pyromem.data.glyphs import glyphs
 from pyromem.data.patches import patches
 from pyromem.data.shapes import shapes
 from pyromem.data.splits import check_split
+from pyromem.data.user import imagefolder, npz
 
 EMBEDDED = {"digits": digits, "patches": patches, "shapes": shapes, "glyphs": glyphs}
 EXTERNAL = {
@@ -17,8 +18,9 @@ EXTERNAL = {
     "omniglot": omniglot,
     "cifar10": cifar10,
 }
+USER = {"imagefolder": imagefolder, "npz": npz}
 #: Every dataset name :func:`load` accepts, mapped to its loader.
-DATASETS = {**EMBEDDED, **EXTERNAL}
+DATASETS = {**EMBEDDED, **EXTERNAL, **USER}
 
 
 def load(
@@ -39,23 +41,31 @@ def load(
     procedurally; they need no ``root`` and no network and are the same for
     every call with the same arguments. ``"mnist"``, ``"fashion_mnist"``,
     ``"omniglot"`` and ``"cifar10"`` are read through torchvision from
-    ``root``, and fetched there only with ``download=True``.
+    ``root``, and fetched there only with ``download=True``. ``"imagefolder"``
+    (one sub-folder of images per class, optionally under ``train/`` and
+    ``test/``) and ``"npz"`` (a NumPy ``.npz`` with ``images`` and optional
+    ``labels``) read a user's own images from ``root``; see
+    :mod:`pyromem.data.user`.
 
     :param str name: one of :data:`DATASETS`.
     :param str split: ``"train"`` or ``"test"``.
-    :param root: directory of a torchvision dataset (str or path); required for
-        the torchvision datasets, ignored by the embedded ones.
-    :param bool download: let torchvision fetch missing files into ``root``.
+    :param root: directory of a torchvision dataset or of an ImageFolder, or
+        the ``.npz`` file (str or path); required for those, ignored by the
+        embedded datasets.
+    :param bool download: let torchvision fetch missing files into ``root``
+        (an error for ``"imagefolder"`` and ``"npz"``).
     :param str binarize: ``None`` (grey levels), ``"static"`` (one fixed
         Bernoulli sample seeded by ``seed``) or ``"dynamic"`` (a fresh sample at
         every access); grey-scale (C = 1) datasets only.
-    :param int seed: a non-negative int fixing the train/test partition and the
+    :param int seed: a non-negative int fixing the train/test partition of the
+        embedded datasets and of a user's own data that come unsplit, the
         procedural content of the embedded datasets, and static binarisation.
     :param int size: optional side length the images are resized (or, for
         glyphs, rendered) to.
     :param options: further keyword arguments of the dataset's own loader, e.g.
-        ``num_scenes`` for shapes or ``num_alphabets`` for glyphs (see
-        :mod:`pyromem.data.shapes`, :mod:`pyromem.data.glyphs`).
+        ``num_scenes`` for shapes, ``num_alphabets`` for glyphs or
+        ``test_fraction`` for imagefolder and npz (see :mod:`pyromem.data.shapes`,
+        :mod:`pyromem.data.glyphs`, :mod:`pyromem.data.user`).
     :returns: an :class:`~pyromem.data.dataset.ImageDataset` with values in [0, 1].
     """
     if name not in DATASETS:
@@ -77,6 +87,8 @@ def load(
         options["size"] = size
     if name in EMBEDDED:
         dataset = loader(split, seed=seed, **options)
+    elif name in USER:
+        dataset = loader(split, root=root, download=download, seed=seed, **options)
     else:
         dataset = loader(split, root=root, download=download, **options)
     return dataset if binarize is None else dataset.binarized(binarize, seed=seed)

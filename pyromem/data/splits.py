@@ -1,4 +1,4 @@
-"""Seeded, stratified train/test splits of the embedded datasets."""
+"""Seeded, stratified train/test splits of the embedded datasets and of a user's own data."""
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -6,8 +6,8 @@ from sklearn.model_selection import train_test_split
 SPLITS = ("train", "test")
 
 
-def split_indices(labels, split, *, test_fraction, seed):
-    """The indices of one split of a stratified, seeded train/test partition.
+def split_indices(labels, split, *, test_fraction, seed, stratify=True):
+    """The indices of one split of a seeded train/test partition, stratified by default.
 
     The partition is the same for every call with the same ``labels``,
     ``test_fraction`` and ``seed``, so the train and test splits of two calls are
@@ -18,6 +18,10 @@ def split_indices(labels, split, *, test_fraction, seed):
     :param str split: ``"train"`` or ``"test"``.
     :param float test_fraction: the share of examples in the test split, in (0, 1).
     :param int seed: seed of the partition.
+    :param bool stratify: keep each class's share in both splits (scikit-learn
+        raises a :class:`ValueError` when a class has a single example or a split
+        is smaller than the number of classes); ``False`` partitions uniformly at
+        random, ignoring the labels.
     :returns: sorted ``numpy`` indices of the split.
     """
     check_split(split)
@@ -25,7 +29,10 @@ def split_indices(labels, split, *, test_fraction, seed):
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     labels = np.asarray(labels)
     train, test = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
+        np.arange(len(labels)),
+        test_size=test_fraction,
+        random_state=seed,
+        stratify=labels if stratify else None,
     )
     return np.sort(train if split == "train" else test)
 

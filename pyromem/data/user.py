@@ -1,0 +1,311 @@
+"""A user's own images: an ImageFolder-style directory or a NumPy ``.npz`` file.
+
+``load("imagefolder", split, root=DIR)`` and ``load("npz", split, root=FILE)``
+turn data that pyromem knows nothing about into the same
+:class:`~pyromem.data.dataset.ImageDataset` the bundled loaders return, with
+values in [0, 1] and a seeded train/test partition when the data come as one
+set. There is nothing to download: ``download=True`` is an error.
+
+Partitions (when the data are not already split) use
+:func:`pyromem.data.splits.split_indices` with ``load``'s ``seed``: stratified
+by label when scikit-learn can stratify (every class has at least two images
+and each split has room for one image per class), otherwise, and always for
+unlabelled data, uniformly at random.
+"""
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from pyromem.data.dataset import ImageDataset
+from pyromem.data.resize import resize
+from pyromem.data.splits import check_split, split_indices
+
+#: PIL modes read as grey-scale (C = 1); any other mode is read as RGB (C = 3).
+GREY_MODES = ("1", "L", "LA", "I", "I;16")
+
+
+def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, test_fraction=0.2):
+    """Images in one sub-folder per class, like ``torchvision.datasets.ImageFolder``.
+
+    Layouts::
+
+        root/cat/001.png, root/dog/xyz.jpg, ...            one set, split here
+        root/train/cat/001.png, root/test/cat/002.png, ... split by the user
+
+    When ``root`` has both a ``train/`` and a ``test/`` sub-folder, those are the
+    splits (other entries of ``root`` are ignored) and the classes are the union
+    of their sub-folders, so a class has the same label in both. Otherwise the
+    sub-folders of ``root`` are the classes and ``split`` is one part of a seeded
+    partition with a ``test_fraction`` share of test images (see
+    :mod:`pyromem.data.user`). Image files are those with torchvision's
+    extensions (``.png``, ``.jpg``, ``.bmp``, ...) anywhere below a class folder;
+    names starting with ``.`` are skipped.
+
+    Images are read with PIL: as grey levels (``"L"``, C = 1) when every file is
+    grey-scale (mode in :data:`GREY_MODES`), otherwise as RGB (C = 3), dropping
+    any alpha channel; 16-bit grey files go through PIL's conversion to 8 bits.
+
+    :param str split: ``"train"`` or ``"test"``.
+    :param root: the directory (str or path).
+    :param bool download: must be ``False``; the data are the user's own.
+    :param int seed: seed of the partition (ignored with ``train/`` and ``test/``).
+    :param int size: optional side length; every image is resized to
+        ``size × size``. Without it all images must have the same size.
+    :param float test_fraction: the test share of the partition, in (0, 1)
+        (ignored with ``train/`` and ``test/``).
+    :returns: an :class:`ImageDataset` named ``"imagefolder"`` of images
+        ``(N, C, H, W)`` with values k/255 (support ``"binary"`` if every pixel
+        is 0 or 1, else ``"8bit"``; ``"unit_interval"`` once resized), ordered by
+        class and then file path, and labels ``(N,)`` = the class's index among
+        the sorted class-folder names.
+    :raises FileNotFoundError: if ``root`` does not exist.
+    :raises ValueError: if ``root`` is not a directory of class folders holding
+        images, or the images differ in size and ``size`` is not given.
+    """
+    name = "imagefolder"
+    root = _check_arguments(name, "<directory>", split, root, download, seed, size, test_fraction)
+    if not os.path.isdir(root):
+        raise ValueError(
+            f"imagefolder needs root=<directory> with one sub-folder per class, got the file "
+            f"{root!r}"
+        )
+    presplit = all(os.path.isdir(os.path.join(root, part)) for part in ("train", "test"))
+    parts = ("train", "test") if presplit else ("",)
+    classes = sorted({c for part in parts for c in _subfolders(os.path.join(root, part))})
+    if not classes:
+        raise ValueError(
+            f"imagefolder found no class sub-folders under root={root!r}; put each class's "
+            "images in a sub-folder of its own"
+        )
+    files = {part: _image_files(os.path.join(root, part), classes) for part in parts}
+    every = [item for part in parts for item in files[part]]
+    if not every:
+        raise ValueError(
+            f"imagefolder found no image files ({', '.join(IMG_EXTENSIONS)}) in the class "
+            f"folders under root={root!r}"
+        )
+    modes, sizes = [], []
+    for path, _ in every:
+        mode, (width, height) = _header(path, root)
+        modes.append(mode)
+        sizes.append((height, width))
+    grey = all(mode in GREY_MODES for mode in modes)
+    if size is None and len(set(sizes)) > 1:
+        first = sizes[0]
+        k = next(i for i, s in enumerate(sizes) if s != first)
+        raise ValueError(
+            f"imagefolder: images under root={root!r} differ in size (height×width), "
+            f"{first[0]}×{first[1]} ({os.path.relpath(every[0][0], root)}) and "
+            f"{sizes[k][0]}×{sizes[k][1]} ({os.path.relpath(every[k][0], root)}); pass "
+            "size=<side> to resize every image to size×size"
+        )
+    if presplit:
+        chosen = files[split]
+        if not chosen:
+            raise ValueError(f"imagefolder found no image files under {os.path.join(root, split)}")
+    else:
+        labels = [label for _, label in every]
+        chosen = [every[i] for i in _partition(name, labels, split, seed, test_fraction)]
+    images, resized = [], False
+    for path, _ in chosen:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("L" if grey else "RGB"))
+        image = torch.as_tensor(array.copy()).float().div_(255.0)
+        image = image.unsqueeze(0) if grey else image.permute(2, 0, 1)
+        if size is not None and tuple(image.shape[1:]) != (size, size):
+            image, resized = resize(image.unsqueeze(0), size)[0], True
+        images.append(image)
+    images = torch.stack(images)
+    if resized:
+        support = "unit_interval"
+    elif bool(((images == 0) | (images == 1)).all()):
+        support = "binary"
+    else:
+        support = "8bit"
+    labels = torch.as_tensor([label for _, label in chosen], dtype=torch.long)
+    return ImageDataset(images, labels, name=name, split=split, support=support)
+
+
+def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fraction=0.2):
+    """Images stored in a NumPy ``.npz`` file (``numpy.savez(path, images=..., labels=...)``).
+
+    :param str split: ``"train"`` or ``"test"``, one part of a seeded partition
+        with a ``test_fraction`` share of test images (see :mod:`pyromem.data.user`).
+    :param root: the ``.npz`` file (str or path) holding
+
+        - ``images``: ``(N, C, H, W)`` or ``(N, H, W)`` (read as C = 1); ``uint8``
+          (divided by 255, support ``"8bit"``), ``bool`` (support ``"binary"``)
+          or floating point with values in [0, 1] (support ``"binary"`` if every
+          value is 0 or 1, else ``"unit_interval"``);
+        - ``labels`` (optional): non-negative integers ``(N,)``. Without it every
+          label is -1 ("unlabelled") and the partition ignores labels.
+
+        Other arrays in the file are ignored.
+    :param bool download: must be ``False``; the data are the user's own.
+    :param int seed: seed of the partition.
+    :param int size: optional side length the images are resized to
+        (:func:`pyromem.data.resize.resize`; support ``"unit_interval"``).
+    :param float test_fraction: the test share of the partition, in (0, 1).
+    :returns: an :class:`ImageDataset` named ``"npz"`` of the split's images
+        ``(M, C, H, W)`` in file order, with labels ``(M,)``.
+    :raises FileNotFoundError: if ``root`` does not exist.
+    :raises ValueError: if ``root`` is not a readable ``.npz`` file or its arrays
+        have the wrong shapes or values.
+    :raises TypeError: if the arrays have the wrong dtype.
+    """
+    name = "npz"
+    root = _check_arguments(name, "<file.npz>", split, root, download, seed, size, test_fraction)
+    if os.path.isdir(root):
+        raise ValueError(f"npz needs root=<file.npz>, got the directory {root!r}")
+    try:
+        data = np.load(root, allow_pickle=False)
+    except Exception as error:  # noqa: BLE001 -- numpy raises OSError, ValueError, zip errors
+        raise ValueError(
+            f"npz: root={root!r} is not a readable .npz file ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"npz: root={root!r} holds a single array, not a .npz archive; save it with "
+            "numpy.savez(path, images=..., labels=...)"
+        )
+    with data:
+        if "images" not in data.files:
+            raise ValueError(
+                f"npz: root={root!r} has no 'images' array (it has {sorted(data.files)})"
+            )
+        images = data["images"]
+        labels = data["labels"] if "labels" in data.files else None
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"npz: images must have shape (N, C, H, W) or (N, H, W) with N >= 1, got {images.shape}"
+        )
+    if images.dtype == np.uint8:
+        tensor, support = torch.from_numpy(images.astype(np.float32) / 255.0), "8bit"
+    elif images.dtype == np.bool_:
+        tensor, support = torch.from_numpy(images.astype(np.float32)), "binary"
+    elif np.issubdtype(images.dtype, np.floating):
+        if np.isnan(images).any():
+            raise ValueError(f"npz: images in {root!r} contain NaN")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"npz: floating-point images must lie in [0, 1], got [{low:g}, {high:g}]; "
+                "store 8-bit data as uint8 or divide it by 255"
+            )
+        tensor = torch.from_numpy(images.astype(np.float32))
+        support = "binary" if bool(((tensor == 0) | (tensor == 1)).all()) else "unit_interval"
+    else:
+        raise TypeError(f"npz: images must be uint8, bool or floating point, got {images.dtype}")
+    count = images.shape[0]
+    if labels is not None:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"npz: labels must be integers, got {labels.dtype}")
+        if labels.shape != (count,):
+            raise ValueError(f"npz: labels must have shape ({count},), got {labels.shape}")
+        if labels.min() < 0:
+            raise ValueError(
+                f"npz: labels must be non-negative (-1 means unlabelled; leave labels out "
+                f"instead), got {int(labels.min())}"
+            )
+    index = _partition(name, labels, split, seed, test_fraction, count=count)
+    tensor = tensor[torch.as_tensor(index)]
+    if size is not None and tuple(tensor.shape[-2:]) != (size, size):
+        tensor, support = resize(tensor, size), "unit_interval"
+    if labels is None:
+        labels = torch.full((len(index),), -1, dtype=torch.long)
+    else:
+        labels = torch.as_tensor(labels[index].astype(np.int64))
+    return ImageDataset(tensor, labels, name=name, split=split, support=support)
+
+
+def _check_arguments(name, kind, split, root, download, seed, size, test_fraction):
+    # The checks shared by both loaders; returns root as a str.
+    check_split(split)
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be a bool, got {type(download).__name__}")
+    if download:
+        raise ValueError(f"download: {name} data is the user's own; there is nothing to download")
+    if root is None:
+        raise ValueError(
+            f"{name} needs root={kind} holding the user's own images (see pyromem.data.user.{name})"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not 0.0 < test_fraction < 1.0
+    ):
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"{name}: root={root!r} does not exist")
+    return root
+
+
+def _partition(name, labels, split, seed, test_fraction, count=None):
+    # Sorted indices of one split: stratified by labels when scikit-learn can do
+    # it, otherwise (and when labels is None) uniformly at random.
+    count = len(labels) if labels is not None else count
+    if count < 2:
+        raise ValueError(f"{name}: a train/test partition needs at least 2 images, got {count}")
+    options = {"test_fraction": test_fraction, "seed": seed}
+    if labels is not None:
+        try:
+            return split_indices(labels, split, **options)
+        except ValueError:
+            pass  # a class with one image, or more classes than a split can hold
+    try:
+        return split_indices(np.zeros(count), split, stratify=False, **options)
+    except ValueError as error:
+        raise ValueError(
+            f"{name}: {count} images are too few for a split with test_fraction="
+            f"{test_fraction} ({error})"
+        ) from error
+
+
+def _subfolders(folder):
+    return [
+        entry.name
+        for entry in os.scandir(folder)
+        if entry.is_dir() and not entry.name.startswith(".")
+    ]
+
+
+def _image_files(folder, classes):
+    # (path, label) of every image file below folder/<class>, by class then path.
+    items = []
+    for label, cls in enumerate(classes):
+        top = os.path.join(folder, cls)
+        if not os.path.isdir(top):
+            continue
+        found = []
+        for directory, subdirs, names in os.walk(top, followlinks=True):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            found += [
+                os.path.join(directory, n)
+                for n in names
+                if not n.startswith(".") and n.lower().endswith(IMG_EXTENSIONS)
+            ]
+        items += [(path, label) for path in sorted(found)]
+    return items
+
+
+def _header(path, root):
+    # (mode, (width, height)) from the file's header, without decoding the pixels.
+    try:
+        with Image.open(path) as image:
+            return image.mode, image.size
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(
+            f"imagefolder: cannot read {os.path.relpath(path, root)} under root={root!r} "
+            f"as an image ({error})"
+        ) from error

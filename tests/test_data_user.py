@@ -1,0 +1,280 @@
+"""A user's own images through load("imagefolder") and load("npz"), on tiny files written here."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pyromem.data import DATASETS, load
+
+
+def _write_image(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path)
+
+
+def _write_folder(root, per_class, shape=(6, 5), rng=None, colour=()):
+    # per_class: {class name: number of images}; grey PNGs of random uint8, except
+    # the (class, index) pairs in colour, which are RGB. Returns {(class, index): array}.
+    rng = rng or np.random.default_rng(0)
+    written = {}
+    for cls, count in per_class.items():
+        for i in range(count):
+            rgb = (cls, i) in colour
+            array = rng.integers(0, 256, size=shape + ((3,) if rgb else ()), dtype=np.uint8)
+            _write_image(root / cls / f"img{i}.png", array)
+            written[cls, i] = array
+    return written
+
+
+def _as_chw(array, channels):
+    # a written uint8 array (H, W) or (H, W, 3) as float (C, H, W) k/255, grey repeated
+    tensor = torch.as_tensor(array).float() / 255.0
+    tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    return tensor.expand(channels, -1, -1) if tensor.shape[0] != channels else tensor
+
+
+def _match(images, expected):
+    # index in expected (M, C, H, W) of each of images (N, C, H, W); each must match exactly one
+    same = (images.flatten(1)[:, None] == expected.flatten(1)[None]).all(-1)
+    assert same.sum(1).tolist() == [1] * len(images)
+    return same.float().argmax(1)
+
+
+def test_names_are_known():
+    assert {"imagefolder", "npz"} <= set(DATASETS)
+
+
+# ---------------------------------------------------------------- imagefolder
+
+
+def test_imagefolder_grey_partition(tmp_path):
+    # classes created out of order: labels follow the sorted folder names
+    written = _write_folder(tmp_path, {"b_cat": 5, "c_eel": 5, "a_dog": 5})
+    names = ["a_dog", "b_cat", "c_eel"]
+    keys = sorted(written, key=lambda k: (names.index(k[0]), k[1]))
+    expected = torch.stack([_as_chw(written[k], 1) for k in keys])
+    expected_labels = torch.tensor([names.index(k[0]) for k in keys])
+    train, test = (load("imagefolder", s, root=tmp_path) for s in ("train", "test"))
+    assert (len(train), len(test)) == (12, 3)
+    for data, split in [(train, "train"), (test, "test")]:
+        assert data.name == "imagefolder" and data.split == split
+        assert data.event_shape == (1, 6, 5) and data.support == "8bit"
+        assert data.labels.dtype == torch.long
+    found = torch.cat([_match(train.images, expected), _match(test.images, expected)])
+    assert sorted(found.tolist()) == list(range(15))  # disjoint and covering
+    assert torch.equal(train.labels, expected_labels[_match(train.images, expected)])
+    assert torch.equal(test.labels, expected_labels[_match(test.images, expected)])
+    assert sorted(test.labels.tolist()) == [0, 1, 2]  # stratified: one of each class
+    # pixel-exact k/255
+    assert torch.equal(test.images * 255, (test.images * 255).round())
+
+
+def test_imagefolder_seeded(tmp_path):
+    _write_folder(tmp_path, {"a": 5, "b": 5, "c": 5})
+    first = load("imagefolder", "test", root=str(tmp_path), seed=0)
+    assert torch.equal(first.images, load("imagefolder", "test", root=tmp_path, seed=0).images)
+    others = [load("imagefolder", "test", root=tmp_path, seed=s).images for s in range(1, 6)]
+    assert any(not torch.equal(first.images, other) for other in others)
+    smaller = load("imagefolder", "test", root=tmp_path, test_fraction=0.4)
+    assert len(smaller) == 6
+
+
+def test_imagefolder_rgb(tmp_path):
+    written = _write_folder(tmp_path, {"a": 3, "b": 2}, colour={("b", 1)})
+    keys = sorted(written)
+    expected = torch.stack([_as_chw(written[k], 3) for k in keys])
+    data = [load("imagefolder", s, root=tmp_path) for s in ("train", "test")]
+    assert all(d.event_shape == (3, 6, 5) and d.support == "8bit" for d in data)
+    found = torch.cat([_match(d.images, expected) for d in data])
+    assert sorted(found.tolist()) == list(range(5))
+    with pytest.raises(ValueError, match="grey-scale"):
+        load("imagefolder", root=tmp_path, binarize="static")
+
+
+def test_imagefolder_binary_modes(tmp_path):
+    rng = np.random.default_rng(1)
+    for cls in ("x", "y"):
+        for i in range(5):
+            bits = rng.integers(0, 2, size=(4, 4)).astype(bool)
+            path = tmp_path / cls / f"{i}.png"
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(bits).convert("1").save(path)
+    data = load("imagefolder", "train", root=tmp_path)
+    assert data.support == "binary" and data.event_shape == (1, 4, 4)
+    assert set(data.images.unique().tolist()) == {0.0, 1.0}
+    static = load("imagefolder", "train", root=tmp_path, binarize="static")
+    assert torch.equal(static.images, data.images)
+
+
+def test_imagefolder_presplit(tmp_path):
+    # train has classes a, b; test has b, c: labels from the union [a, b, c]
+    train_written = _write_folder(tmp_path / "train", {"a": 2, "b": 3})
+    test_written = _write_folder(tmp_path / "test", {"c": 2, "b": 1}, rng=np.random.default_rng(5))
+    (tmp_path / "train" / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    train = load("imagefolder", "train", root=tmp_path, seed=3)
+    test = load("imagefolder", "test", root=tmp_path, seed=3)
+    # ordered by class, then file name
+    assert train.labels.tolist() == [0, 0, 1, 1, 1]
+    assert test.labels.tolist() == [1, 2, 2]
+    expected_train = torch.stack([_as_chw(train_written[k], 1) for k in sorted(train_written)])
+    assert torch.equal(train.images, expected_train)
+    order = [("b", 0), ("c", 0), ("c", 1)]
+    assert torch.equal(test.images, torch.stack([_as_chw(test_written[k], 1) for k in order]))
+
+
+def test_imagefolder_sizes(tmp_path):
+    rng = np.random.default_rng(2)
+    small = rng.integers(0, 256, size=(4, 4), dtype=np.uint8)
+    _write_image(tmp_path / "train" / "a" / "0.png", small)
+    _write_image(tmp_path / "train" / "a" / "1.png", rng.integers(0, 256, (8, 6), np.uint8))
+    _write_image(tmp_path / "test" / "a" / "0.png", rng.integers(0, 256, (4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"differ in size.*4×4.*8×6.*pass size=") as info:
+        load("imagefolder", root=tmp_path)
+    assert "\n" not in str(info.value)
+    data = load("imagefolder", "train", root=tmp_path, size=4)
+    assert data.event_shape == (1, 4, 4) and data.support == "unit_interval"
+    assert torch.equal(data.images[0, 0], torch.as_tensor(small).float() / 255)
+    assert 0 <= data.images.min() and data.images.max() <= 1
+    # all already at size: the values stay k/255
+    assert load("imagefolder", "test", root=tmp_path, size=4).support == "8bit"
+
+
+def test_imagefolder_single_image_class(tmp_path):
+    # a class of one image cannot be stratified: an unstratified seeded split instead
+    _write_folder(tmp_path, {"a": 6, "b": 1})
+    train, test = (load("imagefolder", s, root=tmp_path) for s in ("train", "test"))
+    assert (len(train), len(test)) == (5, 2)
+    assert sorted(train.labels.tolist() + test.labels.tolist()) == [0] * 6 + [1]
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"imagefolder needs root=<directory>"):
+        load("imagefolder")
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load("imagefolder", root=missing)
+    file = tmp_path / "file.png"
+    _write_image(file, np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"root=<directory>.*file\.png"):
+        load("imagefolder", root=file)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        load("imagefolder", root=empty)
+    (empty / "a").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        load("imagefolder", root=empty)
+    (empty / "a" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read .*broken\.png"):
+        load("imagefolder", root=empty)
+    _write_folder(tmp_path / "ok", {"a": 5})
+    with pytest.raises(ValueError, match="download: imagefolder data is the user's own"):
+        load("imagefolder", root=tmp_path / "ok", download=True)
+    with pytest.raises(TypeError, match="test_fraction"):
+        load("imagefolder", root=tmp_path / "ok", num_scenes=3)
+    with pytest.raises(ValueError, match="test_fraction"):
+        load("imagefolder", root=tmp_path / "ok", test_fraction=1.5)
+    with pytest.raises(ValueError, match="size"):
+        load("imagefolder", root=tmp_path / "ok", size=0)
+
+
+# ---------------------------------------------------------------- npz
+
+
+def test_npz_uint8_unlabelled(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(10, 5, 7), dtype=np.uint8)
+    path = tmp_path / "mine.npz"
+    np.savez(path, images=images)
+    expected = torch.as_tensor(images).float().unsqueeze(1) / 255
+    train, test = (load("npz", s, root=path) for s in ("train", "test"))
+    assert (len(train), len(test)) == (8, 2)
+    for data, split in [(train, "train"), (test, "test")]:
+        assert data.name == "npz" and data.split == split
+        assert data.event_shape == (1, 5, 7) and data.support == "8bit"
+        assert data.labels.tolist() == [-1] * len(data)
+    found = torch.cat([_match(train.images, expected), _match(test.images, expected)])
+    assert sorted(found.tolist()) == list(range(10))
+    # file order within a split, and seeded
+    assert _match(train.images, expected).tolist() == sorted(_match(train.images, expected))
+    again = load("npz", "test", root=str(path))
+    assert torch.equal(again.images, test.images)
+    others = [load("npz", "test", root=path, seed=s).images for s in range(1, 6)]
+    assert any(not torch.equal(test.images, other) for other in others)
+
+
+def test_npz_float_labelled(tmp_path):
+    rng = np.random.default_rng(4)
+    images = rng.uniform(size=(15, 3, 4, 4)).astype(np.float32)
+    labels = np.repeat([7, 2, 4], 5)
+    path = tmp_path / "float.npz"
+    np.savez(path, images=images, labels=labels, extra=np.arange(3))
+    expected = torch.as_tensor(images)
+    train, test = (load("npz", s, root=path) for s in ("train", "test"))
+    assert (len(train), len(test)) == (12, 3)
+    assert train.event_shape == (3, 4, 4) and train.support == "unit_interval"
+    for data in (train, test):
+        assert torch.equal(data.labels, torch.as_tensor(labels)[_match(data.images, expected)])
+    assert sorted(test.labels.tolist()) == [2, 4, 7]  # stratified
+    resized = load("npz", "train", root=path, size=2)
+    assert resized.event_shape == (3, 2, 2) and resized.support == "unit_interval"
+
+
+def test_npz_binary_and_fallback(tmp_path):
+    rng = np.random.default_rng(6)
+    images = rng.integers(0, 2, size=(10, 1, 3, 3)).astype(np.float64)
+    labels = np.array([0] * 9 + [1])  # class 1 has a single image: no stratification
+    path = tmp_path / "binary.npz"
+    np.savez(path, images=images, labels=labels)
+    train, test = (load("npz", s, root=path) for s in ("train", "test"))
+    assert train.support == "binary" and (len(train), len(test)) == (8, 2)
+    assert sorted(train.labels.tolist() + test.labels.tolist()) == sorted(labels.tolist())
+    assert load("npz", root=path, binarize="dynamic").binarize == "dynamic"
+    np.savez(path, images=images.astype(bool))
+    assert load("npz", root=path).support == "binary"
+
+
+def test_npz_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"npz needs root=<file\.npz>"):
+        load("npz")
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        load("npz", root=tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match="directory"):
+        load("npz", root=tmp_path)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match=r"garbage\.npz.*not a readable \.npz"):
+        load("npz", root=garbage)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="single array"):
+        load("npz", root=single)
+    path = tmp_path / "data.npz"
+    good = np.zeros((4, 3, 3), np.uint8)
+
+    def case(**arrays):
+        np.savez(path, **arrays)
+        return path
+
+    with pytest.raises(ValueError, match=r"no 'images' array.*\['pixels'\]"):
+        load("npz", root=case(pixels=good))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(N, H, W\)"):
+        load("npz", root=case(images=np.zeros((4, 3), np.uint8)))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got \[-0\.5, 2\]"):
+        load("npz", root=case(images=np.array([[[-0.5, 2.0]]] * 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        load("npz", root=case(images=np.full((4, 2, 2), np.nan)))
+    with pytest.raises(TypeError, match="uint8, bool or floating point, got int64"):
+        load("npz", root=case(images=good.astype(np.int64)))
+    with pytest.raises(TypeError, match="labels must be integers"):
+        load("npz", root=case(images=good, labels=np.zeros(4)))
+    with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
+        load("npz", root=case(images=good, labels=np.zeros(3, int)))
+    with pytest.raises(ValueError, match="non-negative"):
+        load("npz", root=case(images=good, labels=np.array([0, 1, -1, 0])))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        load("npz", root=case(images=good[:1]))
+    with pytest.raises(ValueError, match="download: npz data is the user's own"):
+        load("npz", root=case(images=good), download=True)
