@@ -100,5 +100,7 @@ def test_known_names():
         "mnist",
         "fashion_mnist",
         "omniglot",
+        "imagefolder",
+        "npz",
         "cifar10",
     }

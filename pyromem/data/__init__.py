@@ -27,6 +27,7 @@ from pyromem.data.episodes import (
     sample_episodes,
     sample_few_shot,
 )
+from pyromem.data.fresh_episodes import FreshEpisodes
 from pyromem.data.loading import DATASETS, load
 from pyromem.data.resize import resize
 from pyromem.data.splits import SPLITS
@@ -37,6 +38,7 @@ __all__ = [
     "DATASETS",
     "SPLITS",
     "FewShotEpisode",
+    "FreshEpisodes",
     "ImageDataset",
     "check_images",
     "colour_rotation",

@@ -14,10 +14,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from pyromem.train.batches import yields_labels
 from pyromem.train.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from pyromem.train.metrics import EpochMetrics
 from pyromem.train.module import SVIModule
-from pyromem.train.seeding import EpochShuffleSampler
+from pyromem.train.schedules import SCHEDULES
+from pyromem.train.seeding import DatasetEpoch, EpochShuffleSampler
 
 
 @dataclass
@@ -54,13 +56,16 @@ class _TensorDataset(Dataset):
 
 def fit(
     model: torch.nn.Module,
-    train_data: torch.Tensor | Dataset,
+    train_data: torch.Tensor | Dataset | list,
     *,
     out_dir: str | os.PathLike,
     eval_data: torch.Tensor | None = None,
     epochs: int = 10,
-    batch_size: int = 128,
+    batch_size: int | None = 128,
     lr: float = 1e-3,
+    lr_schedule: str = "constant",
+    warmup_epochs: float = 0.0,
+    weight_decay: float = 0.0,
     elbo: pyro.infer.ELBO | None = None,
     resume: bool = False,
     seed: int = 0,
@@ -71,13 +76,24 @@ def fit(
     progress: bool = True,
     config: dict | None = None,
     callbacks: Sequence[Callback] = (),
+    drop_labels: bool | None = None,
 ) -> FitResult:
     """Train ``model.model`` / ``model.guide`` by SVI with a Lightning ``Trainer``.
 
     One CPU, one GPU and ``devices=N, strategy="ddp"`` run the same code. The
-    loss is the ELBO loss of a batch scaled to the whole training set (through
-    the model's ``pyro.plate("data", num_data)`` over the batch) and
-    divided by its size, so logged ELBOs are nats per datapoint.
+    batch is the model's argument list (:mod:`pyromem.train.batches`): dataset
+    items are tensors ``x``, tuples of positional or dicts of keyword arguments.
+
+    - With an int ``batch_size`` the items are datapoints, collated into batches;
+      the model is called with ``num_data=len(train_data)``, so the loss of a
+      batch is scaled to the whole training set (through the model's
+      ``pyro.plate("data", num_data)``) and divided by its size.
+    - With ``batch_size=None`` each item is one step's arguments, passed as they
+      are: an episode such as ``{"x": queries, "memory": memory}``, e.g. from a
+      :class:`~pyromem.data.FreshEpisodes` that draws a new one for every step.
+      The loss is divided by the episode's datapoints.
+
+    Either way logged ELBOs are nats per datapoint.
 
     After every epoch, ``eval_data`` (if given) is scored by
     :func:`pyromem.diagnostics.elbo_decomposition`, a row is written to
@@ -91,14 +107,18 @@ def fit(
 
     :param model: a :class:`~pyro.nn.PyroModule` with methods ``model(x, num_data=None)``
         and ``guide(x, num_data=None)``.
-    :param train_data: a tensor ``[N, ...]`` or a torch ``Dataset`` of N items
-        (tensors, or tuples whose first element is the datapoint).
+    :param train_data: a tensor ``[N, ...]``, a torch ``Dataset`` or a list of N
+        items: tensors ``x``, tuples of positional or dicts of keyword arguments.
     :param out_dir: folder for ``metrics.csv`` and ``checkpoints/last.ckpt``.
     :param eval_data: optional fixed held-out tensor ``[M, ...]``, scored in
         chunks of at most 512 datapoints under ``torch.no_grad`` in eval mode.
     :param int epochs: total number of epochs, counting those of a resumed run.
-    :param int batch_size: datapoints per step (per device).
-    :param float lr: Adam learning rate.
+    :param batch_size: datapoints per step (per device), or ``None``: each item is a step.
+    :param float lr: Adam learning rate (the peak of a schedule).
+    :param str lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at the end of the run)
+        or ``"one-cycle"`` (:mod:`pyromem.train.schedules`); the rate is logged as ``lr``.
+    :param float warmup_epochs: epochs of linear (one-cycle: half-cosine) warm-up.
+    :param float weight_decay: Adam's weight decay.
     :param elbo: a Pyro ELBO instance (default ``Trace_ELBO()``).
     :param bool resume: continue from ``out_dir/checkpoints/last.ckpt``; raises
         ``FileNotFoundError`` if there is none.
@@ -110,6 +130,9 @@ def fit(
     :param bool progress: show Lightning's progress bar.
     :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model).
     :param callbacks: extra Lightning callbacks.
+    :param drop_labels: items are ``(image, label)`` pairs to train on the image;
+        ``None`` asks the dataset (:func:`pyromem.train.batches.yields_labels`:
+        torchvision datasets do).
     :raises FileNotFoundError: if ``resume=True`` and there is no checkpoint.
     :raises ValueError: on bad argument values, or more GPUs asked for than present.
     :raises TypeError: on arguments of the wrong type.
@@ -125,8 +148,14 @@ def fit(
                 f"eval_data: expected at least one datapoint, got shape {tuple(eval_data.shape)}"
             )
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if name == "batch_size" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if lr_schedule not in SCHEDULES:
+        raise ValueError(f"lr_schedule: expected one of {SCHEDULES}, got {lr_schedule!r}")
+    if drop_labels is None:
+        drop_labels = yields_labels(dataset)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
     if gradient_clip_val is not None and not gradient_clip_val > 0:
@@ -147,7 +176,18 @@ def fit(
         raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint}")
 
     lightning.seed_everything(seed, verbose=False)
-    module = SVIModule(model, len(dataset), elbo, lr=lr, seed=seed, config=config)
+    module = SVIModule(
+        model,
+        None if batch_size is None else len(dataset),
+        elbo,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        seed=seed,
+        config=config,
+        drop_labels=drop_labels,
+    )
     with _quiet_lightning():
         trainer = lightning.Trainer(
             accelerator=accelerator,
@@ -161,6 +201,7 @@ def fit(
             plugins=[AtomicCheckpointIO()],
             callbacks=[
                 *callbacks,
+                DatasetEpoch(dataset),
                 EpochMetrics(metrics_csv, eval_data),
                 LastCheckpoint(checkpoint),
             ],
@@ -169,7 +210,11 @@ def fit(
         # the global RNG it would shift the epoch's random stream, since Lightning
         # creates the iterator at a different point when resuming.
         generator = torch.Generator().manual_seed(seed)
-        if trainer.world_size > 1:
+        if batch_size is None:
+            # Each item is a step, random in itself: read in order (under DDP, Lightning
+            # swaps in a DistributedSampler, which gives each rank its own indices).
+            loader = DataLoader(dataset, batch_size=None, generator=generator)
+        elif trainer.world_size > 1:
             # Lightning swaps in a DistributedSampler seeded by seed_everything.
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
         else:
@@ -198,15 +243,20 @@ def fit(
 def _as_dataset(train_data) -> Dataset:
     if isinstance(train_data, torch.Tensor):
         dataset = _TensorDataset(train_data)
-    elif isinstance(train_data, Dataset):
+    elif isinstance(train_data, (Dataset, list)):
         dataset = train_data
     else:
         raise TypeError(
-            "train_data: expected a torch.Tensor or a torch Dataset, "
+            "train_data: expected a torch.Tensor, a torch Dataset or a list of items, "
             f"got {type(train_data).__name__}"
         )
     if len(dataset) == 0:
         raise ValueError("train_data: expected at least one datapoint, got an empty dataset")
+    if isinstance(dataset, list) and not isinstance(dataset[0], (torch.Tensor, tuple, list, dict)):
+        raise TypeError(
+            "train_data: expected a list of tensors, tuples or dicts (the model's arguments), "
+            f"got a list of {type(dataset[0]).__name__}"
+        )
     return dataset
 
 

@@ -16,7 +16,8 @@ class EpochMetrics(Callback):
     """Record one row of metrics per training epoch in ``pl_module.history`` and a CSV file.
 
     A row holds ``epoch`` (1 for the first), ``train_elbo_nats`` (the mean
-    training ELBO per datapoint, in nats), and, when ``eval_data`` is given, its
+    training ELBO per datapoint, in nats), ``lr`` (the learning rate at the end
+    of the epoch), and, when ``eval_data`` is given, its
     ELBO decomposition under the current parameters: ``eval_elbo_nats``,
     ``eval_bits_per_dim``, ``kl_<site>`` for each latent site and
     ``loglik_<site>`` for each observed site; finally ``seconds``, the wall time
@@ -53,6 +54,7 @@ class EpochMetrics(Callback):
         row = {
             "epoch": trainer.current_epoch + 1,
             "train_elbo_nats": trainer.callback_metrics["train_elbo_nats"].item(),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
         if self.eval_data is not None:
             row.update(self._evaluate(pl_module.model, pl_module.device))

@@ -7,6 +7,8 @@ import pyro.infer
 import pyro.poutine
 import torch
 
+from pyromem.train.batches import datapoints, model_arguments
+from pyromem.train.schedules import LearningRateFactor
 from pyromem.train.seeding import reseed_epoch
 
 #: Key of pyromem's own entries in a Lightning checkpoint.
@@ -30,10 +32,15 @@ class SVIModule(lightning.LightningModule):
     own parameters, so Lightning and DDP train it like any torch module, with
     Pyro's global parameter store or with ``module_local_params``.
 
-    The training loss is ``elbo.differentiable_loss(x, num_data=num_data) / num_data``:
-    the model's ``pyro.plate("data", num_data)`` over the batch makes the
-    ELBO loss an unbiased estimate for the whole dataset, and dividing by
-    ``num_data`` makes it (and the logged ``train_elbo_nats``) per datapoint.
+    The batch is the model's argument list (:mod:`pyromem.train.batches`): a
+    tensor ``x``, a tuple of positional or a dict of keyword arguments. With
+    ``num_data`` = N the items are datapoints of a training set of N: the loss is
+    ``elbo.differentiable_loss(*args, **kwargs, num_data=N) / N``, so the model's
+    ``pyro.plate("data", num_data)`` over the batch makes it an unbiased
+    estimate for the whole dataset, per datapoint. With ``num_data=None`` each
+    batch is a whole step's arguments (an episode such as ``(memory, x)``),
+    passed as they are, and the loss is divided by the batch's B datapoints
+    (its ``x``). Either way the logged ``train_elbo_nats`` is per datapoint.
 
     Every training epoch starts from torch/pyro/numpy/random seeds derived from
     ``(seed, epoch, global_rank)``, so a resumed run retraces an uninterrupted
@@ -42,16 +49,23 @@ class SVIModule(lightning.LightningModule):
 
     :param model: a :class:`~pyro.nn.PyroModule` with methods ``model(x, num_data=None)``
         and ``guide(x, num_data=None)``; ``x`` has shape ``[B, ...]``.
-    :param int num_data: size N of the training set.
+    :param int num_data: size N of the training set, or ``None`` when every batch is
+        one episode passed to the model as it is.
     :param elbo: a Pyro ELBO instance (default :class:`~pyro.infer.Trace_ELBO`)
         with ``differentiable_loss``, e.g. ``TraceMeanField_ELBO``,
         ``TraceGraph_ELBO``, ``TraceEnum_ELBO``, ``JitTrace_ELBO``. The ``Jit*``
         ELBOs read parameters from Pyro's global param store, so they need a model
         that reads every parameter through it, and Pyro's ``module_local_params``
         setting off.
-    :param float lr: learning rate.
+    :param float lr: learning rate (the peak rate of a schedule).
     :param optimizer: a ``torch.optim.Optimizer`` class, called as
-        ``optimizer(parameters, lr=lr)``.
+        ``optimizer(parameters, lr=lr, weight_decay=weight_decay)`` on the
+        parameters that require a gradient.
+    :param str lr_schedule: ``"constant"``, ``"cosine"`` or ``"one-cycle"``
+        (:mod:`pyromem.train.schedules`), stepped after every optimiser step.
+    :param float warmup_epochs: epochs of the schedule's warm-up.
+    :param float weight_decay: the optimiser's weight decay (Adam: an L2 penalty).
+    :param bool drop_labels: batches are ``(image, label)``: train on the image.
     :param int seed: base seed of the per-epoch reseeding.
     :param dict config: a JSON-able dict stored in every checkpoint (e.g. how to
         rebuild the model).
@@ -65,8 +79,12 @@ class SVIModule(lightning.LightningModule):
         *,
         lr: float = 1e-3,
         optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
+        weight_decay: float = 0.0,
         seed: int = 0,
         config: dict | None = None,
+        drop_labels: bool = False,
     ):
         super().__init__()
         if not isinstance(model, torch.nn.Module):
@@ -77,8 +95,10 @@ class SVIModule(lightning.LightningModule):
                     f"model: expected a module with a callable .{method}(x, num_data=None), "
                     f"got {type(model).__name__} without one"
                 )
-        if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
-            raise ValueError(f"num_data: expected a positive int, got {num_data!r}")
+        if num_data is not None and (
+            isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1
+        ):
+            raise ValueError(f"num_data: expected a positive int or None, got {num_data!r}")
         if elbo is None:
             elbo = pyro.infer.Trace_ELBO()
         if not callable(getattr(elbo, "differentiable_loss", None)):
@@ -93,11 +113,19 @@ class SVIModule(lightning.LightningModule):
             )
         if not lr > 0:
             raise ValueError(f"lr: expected a positive float, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay: expected a float >= 0, got {weight_decay!r}")
+        if not warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs: expected a float >= 0, got {warmup_epochs!r}")
+        LearningRateFactor(lr_schedule, 1)  # checks the name before any training
         self.model = model
         self.loss_fn = elbo(model.model, model.guide)
         self.num_data = num_data
         self.lr = lr
         self.optimizer = optimizer
+        self.lr_schedule, self.warmup_epochs = lr_schedule, warmup_epochs
+        self.weight_decay = weight_decay
+        self.drop_labels = drop_labels
         self.seed = seed
         self.config = {} if config is None else config
         # One dict per completed epoch, filled by the fit engine's metrics callback
@@ -106,22 +134,34 @@ class SVIModule(lightning.LightningModule):
         self._validation_before: tuple[bool, bool, bool] | None = None
 
     def training_step(self, batch, batch_idx):
-        # Datasets of (image, label) pairs train on the images.
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        loss = self.loss_fn(x, num_data=self.num_data) / self.num_data
+        args, kwargs = model_arguments(batch, self.drop_labels)
+        size = datapoints(args, kwargs)
+        if self.num_data is None:
+            loss = self.loss_fn(*args, **kwargs) / size
+        else:
+            loss = self.loss_fn(*args, **kwargs, num_data=self.num_data) / self.num_data
         self.log(
             "train_elbo_nats",
             -loss.detach(),
             on_step=False,
             on_epoch=True,
             prog_bar=True,
-            batch_size=len(x),
+            batch_size=size,
             sync_dist=True,
         )
         return loss
 
     def configure_optimizers(self):
-        return self.optimizer(self.parameters(), lr=self.lr)
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant" and self.warmup_epochs == 0:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        warmup = round(self.warmup_epochs * total / self.trainer.max_epochs)
+        factor = LearningRateFactor(self.lr_schedule, total, warmup)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_train_start(self):
         self._validation_before = (

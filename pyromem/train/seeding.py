@@ -6,15 +6,12 @@ starts from a seed derived from ``(seed, epoch, rank)`` and the data order from
 ``(seed, epoch)`` alone.
 """
 
-import numpy as np
 import pyro
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Sampler
 
-
-def derive_seed(*keys: int) -> int:
-    """Derive an independent 32-bit seed from non-negative integer ``keys``."""
-    return int(np.random.SeedSequence(keys).generate_state(1)[0])
+from pyromem.data.fresh_episodes import derive_seed
 
 
 def reseed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -46,3 +43,19 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_data
+
+
+class DatasetEpoch(Callback):
+    """Tell a dataset with ``set_epoch(epoch, rank)`` (e.g. :class:`~pyromem.data.FreshEpisodes`)
+    which epoch and rank it serves, before every training epoch.
+
+    :param dataset: the training dataset.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(trainer.current_epoch, trainer.global_rank)
