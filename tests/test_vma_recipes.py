@@ -67,7 +67,7 @@ def test_fewshot_reports_the_sweep_and_classification(tmp_path):
         classes=2,
         shots=2,
         queries=2,
-        test_classes=(1, 2),
+        memory_classes=(1, 2),
         size=8,
         **TINY,
     )
@@ -85,7 +85,7 @@ def test_soft_attention_baseline_trains_and_reports_the_same_keys(tmp_path, mode
     options = {
         "recall": {"memory_size": 8, "steps": 20},
         "learned": {"memory_size": 8, "epochs": 1, "num_test": 32, "accelerator": "cpu"},
-        "fewshot": {"steps": 5, "classes": 2, "shots": 2, "queries": 2, "test_classes": (1, 2)},
+        "fewshot": {"steps": 5, "classes": 2, "shots": 2, "queries": 2, "memory_classes": (1, 2)},
     }[mode]
     results = train_vma(out_dir=tmp_path, mode=mode, address="soft", size=8, **options, **TINY)
     assert KEYS | {"reconstruction", "figures"} <= results.keys()

@@ -38,8 +38,11 @@ from pyromem.diagnostics.particles import (
     particle_traces,
 )
 from pyromem.diagnostics.plots import save_curves, save_image_rows
+from pyromem.experiments.configs import KPPConfig
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
+    data_options,
+    engine_options,
     evaluation_device,
     write_results,
 )
@@ -278,108 +281,59 @@ def default_memory(image_shape):
     return (3, h, w), (max(h // 2, 1), max(w // 2, 1))
 
 
-def train_kpp(
-    *,
-    out_dir,
-    dataset="digits",
-    episode_length=8,
-    reads=2,
-    same_class=False,
-    key_scale=None,
-    baselines=False,
-    encoder="conv",
-    encoder_width=None,
-    epochs=20,
-    latent_dim=16,
-    memory_shape=None,
-    block_shape=None,
-    embed_dim=256,
-    likelihood=None,
-    batch_size=16,
-    lr=1e-3,
-    binarize="dynamic",
-    size=None,
-    root=None,
-    download=False,
-    seed=0,
-    num_samples=100,
-    num_particles=10,
-    resume=False,
-    accelerator="auto",
-    devices=1,
-    strategy="auto",
-    gradient_clip_val=None,
-    progress=True,
-):
+def train_kpp(*, out_dir, **options):
+    """Train Kanerva++ on episodes, evaluate, write results and figures: :func:`run` with
+    the :class:`~pyromem.experiments.configs.KPPConfig` of ``options``."""
+    return run(KPPConfig.build(**options), out_dir)
+
+
+def run(config, out_dir):
     """Train Kanerva++ on episodes of T images; evaluate; write results and figures.
 
-    :param out_dir: the run's folder (checkpoints, metrics.csv, results.json, figures);
-        baselines go to ``out_dir/vae`` and ``out_dir/dense``.
-    :param int episode_length: T >= 2.
-    :param int reads: K, keys and blocks per image.
-    :param bool same_class: episodes of one class each, in training and test
-        (:func:`~pyromem.data.sample_class_episodes`), the setting in which a short
-        training already gains from the memory (docs/models/kanerva.md).
-    :param float key_scale: ``spatial_read``'s key scale (None: its default, 3).
-    :param bool baselines: also train the plain VAE (same encoder and decoder) and
-        the dense-write ablation (§4.2), same epochs and images per step.
-    :param str encoder: ``"conv"`` or ``"resnet18-tsm"`` (§3.3), for every model trained.
-    :param int encoder_width: the first stage's width of ``"resnet18-tsm"`` (None: 64).
-    :param int batch_size: episodes per step (``batch_size * T`` images).
-    :param str likelihood: ``None`` picks Bernoulli for binary and the
+    :param KPPConfig config: the run's options. ``same_class``: episodes of one class
+        each, in training and test (:func:`~pyromem.data.sample_class_episodes`), the
+        setting in which a short training already gains from the memory
+        (docs/models/kanerva.md); ``baselines``: also train the plain VAE (same
+        encoder and decoder) and the dense-write ablation (§4.2), same epochs and
+        images per step; ``likelihood=None`` picks Bernoulli for binary and the
         discretized logistic mixture for 8-bit data.
+    :param out_dir: the run's folder (config.toml, checkpoints, metrics.csv,
+        results.json, figures); baselines go to ``out_dir/vae`` and ``out_dir/dense``.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
-    if isinstance(episode_length, bool) or not isinstance(episode_length, int):
-        raise TypeError(f"episode_length must be an int, got {episode_length!r}")
+    episode_length = config.episode_length
     if episode_length < 2:
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")
-    same_class = bool(same_class)
-    data_config = {
-        "dataset": dataset,
-        "binarize": binarize,
-        "size": size,
-        "root": root,
-        "download": download,
-        "seed": seed,
-        "same_class": same_class,
-    }
+    if config.encoder_width is not None and config.encoder != "resnet18-tsm":
+        raise ValueError("encoder_width applies to the resnet18-tsm encoder only")
+    config.save(Path(out_dir) / "config.toml")
+    data_config = dict(data_options(config), same_class=config.same_class)
     train, episodes = load_kpp_data(data_config, episode_length)
-    likelihood = likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
+    likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
     default_memory_shape, default_block = default_memory(train.event_shape)
+    memory_shape = config.memory_shape or default_memory_shape
+    if config.block_shape is None and config.memory_shape is not None:
+        default_block = default_memory((train.event_shape[0], *memory_shape[1:]))[1]
     options = {
-        "latent_dim": latent_dim,
-        "memory_shape": memory_shape or default_memory_shape,
-        "block_shape": block_shape or default_block,
-        "reads": reads,
+        "latent_dim": config.latent_dim,
+        "memory_shape": memory_shape,
+        "block_shape": config.block_shape or default_block,
+        "reads": config.reads,
         "likelihood": likelihood,
-        "embed_dim": embed_dim,
-        "encoder": encoder,
+        "embed_dim": config.embed_dim,
+        "encoder": config.encoder,
     }
-    if key_scale is not None:
-        options["key_scale"] = key_scale
-    if encoder_width is not None:
-        if encoder != "resnet18-tsm":
-            raise ValueError("encoder_width applies to the resnet18-tsm encoder only")
-        options["channels"] = (encoder_width,)
-    common = {
-        "epochs": epochs,
-        "lr": lr,
-        "resume": resume,
-        "seed": seed,
-        "accelerator": accelerator,
-        "devices": devices,
-        "strategy": strategy,
-        "gradient_clip_val": gradient_clip_val,
-        "progress": progress,
-    }
-    device = evaluation_device(accelerator)
+    if config.key_scale is not None:
+        options["key_scale"] = config.key_scale
+    if config.encoder_width is not None:
+        options["channels"] = (config.encoder_width,)
+    device = evaluation_device(config.accelerator)
     num_episodes = max(len(train) // episode_length, 1)
 
     def run_kpp(write, folder):
         kpp = KanervaPlusPlus(train.event_shape, write=write, **options)
-        config = {
+        checkpoint_config = {
             "model": "kpp",
             "kpp": kpp.config,
             "data": data_config,
@@ -387,23 +341,28 @@ def train_kpp(
         }
         result = fit(
             kpp,
-            EpisodeDataset(train, episode_length, num_episodes, same_class),
+            EpisodeDataset(train, episode_length, num_episodes, config.same_class),
             out_dir=folder,
             eval_data=episodes[:64],
-            batch_size=batch_size,
-            config=config,
-            **common,
+            batch_size=config.batch_size,
+            config=checkpoint_config,
+            epochs=config.epochs,
+            lr=config.lr,
+            **engine_options(config),
         )
-        evaluation = evaluate_kpp_model(result.model, episodes, num_samples, num_particles, device)
+        evaluation = evaluate_kpp_model(
+            result.model, episodes, config.num_samples, config.num_particles, device
+        )
         return result, evaluation
 
     result, evaluation = run_kpp("block", out_dir)
+    binarize = data_config["binarize"]
     results = {
         "model": "kpp",
-        "dataset": dataset,
+        "dataset": config.dataset,
         "episode_length": episode_length,
-        "reads": reads,
-        "same_class": same_class,
+        "reads": config.reads,
+        "same_class": config.same_class,
         "epochs": result.epochs,
         "device": result.device,
         "likelihood": likelihood,
@@ -413,11 +372,12 @@ def train_kpp(
         **evaluation,
         "checkpoint": str(result.checkpoint),
         "metrics_csv": str(result.metrics_csv),
+        "config": config.to_dict(),
     }
     results["figures"], results["denoising"] = save_kpp_figures(
-        result.model, episodes, out_dir, result.history, seed
+        result.model, episodes, out_dir, result.history, config.seed
     )
-    if baselines:
+    if config.baselines:
         dense_result, dense = run_kpp("dense", Path(out_dir) / "dense")
         vae_result, vae = run_kpp("none", Path(out_dir) / "vae")
         results["baselines"] = {
@@ -466,6 +426,17 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
         )
     write_results(results, out_dir)
     return results
+
+
+def evaluate(options, out_dir):
+    """``pyromem eval kpp``: :func:`evaluate_kpp` with an :class:`EvalConfig`."""
+    return evaluate_kpp(
+        options.checkpoint,
+        out_dir=out_dir,
+        num_samples=options.num_samples or 100,
+        num_particles=options.num_particles,
+        root=options.root,
+    )
 
 
 DEMO_SETTINGS = {

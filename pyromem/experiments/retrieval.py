@@ -7,6 +7,7 @@ split, memories drawn from the test split), optionally the capacity sweep, and w
 retrieval trajectory (decoded ẑ along the iterations, Fig. 7).
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -48,22 +49,35 @@ CAPACITY_METHODS = ("GMM", "VAE-GMM", "VAE-Hopfield")
 FIGURE_QUERIES = 10
 
 
-def load_retrieval_data(dataset, num_test=None, seed=0):
-    """Train and test images of an embedded (or torchvision) dataset, ``(M, C, H, W)`` each.
+def load_retrieval_data(dataset, num_test=None, seed=0, root=None, download=False, size=None):
+    """Train and test images of any dataset :func:`~pyromem.data.load` knows, ``(M, C, H, W)``.
 
     :param int num_test: for ``shapes``, the number of test scenes (the capacity sweep asks
         for as many as its largest N); ignored by other datasets.
+    :param root: folder of a torchvision dataset or of the user's images.
     """
     options = {"num_scenes": num_test} if dataset == "shapes" and num_test else {}
-    train = load(dataset, "train", seed=seed).images
-    test = load(dataset, "test", seed=seed, **options).images
+    common = {"seed": seed, "root": root, "download": download, "size": size}
+    train = load(dataset, "train", **common).images
+    test = load(dataset, "test", **common, **options).images
     return train, test
 
 
-def retrieval_vae(train_images, *, out_dir, checkpoint=None, epochs=60, seed=0, progress=True):
+def retrieval_vae(
+    train_images,
+    *,
+    out_dir,
+    checkpoint=None,
+    epochs=60,
+    seed=0,
+    progress=True,
+    net="mlp",
+    latent_dim=16,
+):
     """The VAE of the ``VAE-*`` methods: loaded from a pyromem checkpoint, or trained with
-    :func:`pyromem.train.fit` on the train split (an MLP, d = 16 as in §5.1, Gaussian
-    likelihood of fixed scale 0.1, so that eq. 10's squared error is its log-likelihood).
+    :func:`pyromem.train.fit` on the train split (an MLP or conv nets, d = 16 as in §5.1,
+    Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
+    log-likelihood).
 
     :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
     """
@@ -80,7 +94,7 @@ def retrieval_vae(train_images, *, out_dir, checkpoint=None, epochs=60, seed=0, 
             )
         return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
     start = time.perf_counter()
-    vae = VAE(train_images.shape[1:], 16, "gaussian", "mlp", (512,), {"scale": 0.1})
+    vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": 0.1})
     result = fit(
         vae,
         train_images,
@@ -192,6 +206,11 @@ def run_retrieval(
     seed=0,
     progress=True,
     log=None,
+    root=None,
+    download=False,
+    size=None,
+    vae_net="mlp",
+    vae_latent_dim=16,
 ):
     """Run the retrieval table (and with ``capacity`` the sweep) and write results and figures.
 
@@ -201,13 +220,16 @@ def run_retrieval(
     :param list corruptions: corruption names; default those of Tables 2-4 for the image size.
     :param checkpoint: a pyromem VAE checkpoint to load instead of training one.
     :param bool capacity: run the capacity sweep instead of the table.
+    :param root: folder of a torchvision dataset or of the user's images (``--root``).
+    :param str vae_net: ``"mlp"`` or ``"conv"``, the nets of the VAE trained.
+    :param int vae_latent_dim: its d.
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     methods = list(capacity_methods if capacity else methods)
     num_test = max(capacity_sizes) if capacity else None
-    train_images, test_images = load_retrieval_data(dataset, num_test, seed)
+    train_images, test_images = load_retrieval_data(dataset, num_test, seed, root, download, size)
     corruptions = list(corruptions or default_corruptions(tuple(test_images.shape[1:])))
     vae, vae_info = None, None
     if any(name in LATENT_METHODS for name in methods):
@@ -218,6 +240,8 @@ def run_retrieval(
             epochs=vae_epochs,
             seed=seed,
             progress=progress,
+            net=vae_net,
+            latent_dim=vae_latent_dim,
         )
     torch.manual_seed(seed)
     results = {
@@ -265,6 +289,31 @@ def run_retrieval(
     results["seconds"] = time.perf_counter() - start
     write_results(results, out_dir)
     return results
+
+
+def run(config, out_dir):
+    """``pyromem retrieval``: :func:`run_retrieval` with a :class:`RetrievalConfig`, its
+    config stored as ``out_dir/config.toml`` and progress lines on stderr."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    config.save(Path(out_dir) / "config.toml")
+    options = {k: v for k, v in config.to_dict().items() if k not in ("methods", "capacity_sizes")}
+    if config.methods:
+        options["capacity_methods" if config.capacity else "methods"] = list(config.methods)
+    if config.capacity_sizes:
+        options["capacity_sizes"] = list(config.capacity_sizes)
+    return run_retrieval(out_dir, log=lambda line: print(line, file=sys.stderr), **options)
+
+
+def summary(results):
+    """The tables of a run as Markdown, for the terminal."""
+    if "capacity" not in results:
+        return markdown_tables(results)
+    sweep = results["capacity"]
+    rows = {
+        name: dict(zip(map(str, sweep["sizes"]), cells, strict=True))
+        for name, cells in sweep["results"].items()
+    }
+    return format_table(rows)
 
 
 def markdown_tables(results):

@@ -16,6 +16,7 @@ import torch
 from pyromem.data import load
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_image_rows
+from pyromem.experiments.configs import VAEConfig
 from pyromem.models import VAE
 from pyromem.train import fit, load_checkpoint
 
@@ -120,95 +121,105 @@ def write_results(results, out_dir):
     return path
 
 
-def train_vae(
-    *,
-    out_dir,
-    dataset="digits",
-    epochs=20,
-    latent_dim=16,
-    likelihood=None,
-    net="mlp",
-    hidden=(400,),
-    batch_size=128,
-    lr=1e-3,
-    binarize="dynamic",
-    size=None,
-    root=None,
-    download=False,
-    seed=0,
-    num_samples=1000,
-    num_particles=10,
-    resume=False,
-    accelerator="auto",
-    devices=1,
-    strategy="auto",
-    gradient_clip_val=None,
-    progress=True,
-):
+def engine_options(config):
+    """The keyword arguments of :func:`pyromem.train.fit` that a recipe's config sets."""
+    return {
+        "seed": config.seed,
+        "progress": config.progress,
+        "resume": config.resume,
+        "accelerator": config.accelerator,
+        "devices": config.devices,
+        "strategy": config.strategy,
+        "gradient_clip_val": config.gradient_clip_val,
+        "lr_schedule": config.lr_schedule,
+        "warmup_epochs": config.warmup_epochs,
+        "weight_decay": config.weight_decay,
+    }
+
+
+def data_options(config):
+    """The data config of a run, stored in its checkpoints: what ``load`` needs."""
+    return {
+        "dataset": config.dataset,
+        "binarize": None if config.binarize == "none" else config.binarize,
+        "size": config.size,
+        "root": config.root,
+        "download": config.download,
+        "seed": config.seed,
+    }
+
+
+def train_vae(*, out_dir, **options):
+    """Train a VAE with the engine, evaluate it, write results and figures: :func:`run` with
+    the :class:`~pyromem.experiments.configs.VAEConfig` of ``options``."""
+    return run(VAEConfig.build(**options), out_dir)
+
+
+def run(config, out_dir):
     """Train a VAE with the engine, evaluate it on the test split, write results and figures.
 
-    :param out_dir: the run's folder: checkpoints, metrics.csv, results.json, figures.
-    :param str likelihood: the likelihood head; ``None`` picks it from the data:
-        Bernoulli for binary, Gaussian for [0, 1], discretized logistic mixture
-        for 8-bit images.
-    :param str binarize: ``None``, ``"static"`` or ``"dynamic"`` for grey-scale data.
+    :param VAEConfig config: the run's options; ``likelihood=None`` picks the head from
+        the data: Bernoulli for binary, Gaussian for [0, 1], discretized logistic
+        mixture for 8-bit images.
+    :param out_dir: the run's folder: config.toml, checkpoints, metrics.csv,
+        results.json, figures.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
-    data_config = {
-        "dataset": dataset,
-        "binarize": binarize,
-        "size": size,
-        "root": root,
-        "download": download,
-        "seed": seed,
-    }
+    config.save(Path(out_dir) / "config.toml")
+    data_config = data_options(config)
     train, test_x = load_vae_data(data_config)
-    likelihood = likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
-    vae = VAE(train.event_shape, latent_dim, likelihood, net, hidden)
-    config = {"model": "vae", "vae": vae.config, "data": data_config}
+    likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
+    vae = VAE(train.event_shape, config.latent_dim, likelihood, config.net, config.hidden)
     result = fit(
         vae,
         train,
         eval_data=test_x[:512],
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
         out_dir=out_dir,
-        resume=resume,
-        seed=seed,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        gradient_clip_val=gradient_clip_val,
-        progress=progress,
-        config=config,
+        config={"model": "vae", "vae": vae.config, "data": data_config},
+        **engine_options(config),
     )
-    device = evaluation_device(accelerator)
+    device = evaluation_device(config.accelerator)
+    binarize = data_config["binarize"]
     results = {
         "model": "vae",
-        "dataset": dataset,
+        "dataset": config.dataset,
         "epochs": result.epochs,
         "device": result.device,
         "likelihood": likelihood,
-        "latent_dim": latent_dim,
-        "net": net,
+        "latent_dim": config.latent_dim,
+        "net": config.net,
         "binarization": {"train": binarize, "test": "static" if binarize else None},
         "split": "test",
         **evaluate_vae(
             result.model,
             test_x,
-            num_samples=num_samples,
-            num_particles=num_particles,
+            num_samples=config.num_samples,
+            num_particles=config.num_particles,
             device=device,
         ),
         "checkpoint": str(result.checkpoint),
         "metrics_csv": str(result.metrics_csv),
+        "config": config.to_dict(),
     }
     results["figures"] = save_vae_figures(result.model, test_x, out_dir, result.history)
     results["seconds"] = time.perf_counter() - start
     write_results(results, out_dir)
     return results
+
+
+def evaluate(options, out_dir):
+    """``pyromem eval vae``: :func:`evaluate_checkpoint` with an :class:`EvalConfig`."""
+    return evaluate_checkpoint(
+        options.checkpoint,
+        out_dir=out_dir,
+        num_samples=options.num_samples or 1000,
+        num_particles=options.num_particles,
+        root=options.root,
+    )
 
 
 def evaluate_checkpoint(checkpoint, *, out_dir, num_samples=1000, num_particles=10, root=None):

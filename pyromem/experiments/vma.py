@@ -30,9 +30,9 @@ stand for q(a|x) in the slot counts and the few-shot classification. Data are
 statically binarised.
 """
 
+import dataclasses
 import json
 import math
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,19 +41,23 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from pyromem.data import load, sample_few_shot
+from pyromem.data import FreshEpisodes, few_shot_splits, load, sample_few_shot
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
-from pyromem.experiments.vae import evaluation_device, write_results
+from pyromem.experiments.configs import ADDRESSES, VMAConfig
+from pyromem.experiments.vae import (
+    LIKELIHOOD_FOR_SUPPORT,
+    engine_options,
+    evaluation_device,
+    write_results,
+)
 from pyromem.infer import VIMCO
 from pyromem.models import VMA
 from pyromem.models.vma import SoftAttentionVAE
 from pyromem.train import fit, load_checkpoint
-from pyromem.train.module import CHECKPOINT_KEY
 
-MODES = ("recall", "learned", "fewshot")
-ADDRESSES = ("enum", "vimco", "soft")
 DATASET = {"recall": "digits", "learned": "digits", "fewshot": "glyphs"}
+IMAGE_SIDE = {"digits": 8, "glyphs": 16}
 # test episodes averaged per memory size of the few-shot sweep (2 queries per class each)
 EVAL_EPISODES = 4
 
@@ -86,7 +90,7 @@ def slot_weights(model, x, memory=None):
     return model.address_posterior(x, memory)
 
 
-def diagnostics(vma, x, memory=None, num_samples=1000, num_particles=4):
+def evaluation_bounds(vma, x, memory=None, num_samples=1000, num_particles=4):
     """Per-image test diagnostics in nats (see the module's docstring), as floats;
     ``kl_address`` is ``None`` for a model without an address."""
     with torch.no_grad():
@@ -115,8 +119,27 @@ def _threads(num_threads):
         torch.set_num_threads(before)
 
 
-def _load(dataset, split, size, seed):
-    return load(dataset, split, binarize="static", size=size, seed=seed)
+def vma_data(config):
+    """The train and test splits of a VMA run, binarised as configured (test: statically).
+
+    Few-shot splits have disjoint classes (:func:`~pyromem.data.few_shot_splits`):
+    Omniglot's and glyphs' splits by alphabet, other labelled data by
+    ``config.test_classes``.
+    """
+    binarize = None if config.binarize == "none" else config.binarize
+    options = {
+        "root": config.root,
+        "download": config.download,
+        "seed": config.seed,
+        "size": config.size or IMAGE_SIDE.get(config.dataset),
+    }
+    train = load(config.dataset, "train", binarize=binarize, **options)
+    test = load(config.dataset, "test", binarize="static" if binarize else None, **options)
+    if config.mode == "fewshot":
+        train, test = few_shot_splits(train, test, config.test_classes)
+    elif config.test_classes is not None:
+        raise ValueError("test_classes: applies to mode='fewshot' only, got mode=" + config.mode)
+    return train, test
 
 
 def _random_memory(images, memory_size, generator):
@@ -127,51 +150,23 @@ def _random_memory(images, memory_size, generator):
     return images[torch.randperm(len(images), generator=generator)[:memory_size]]
 
 
-def _train_episodes(vma, elbo, next_episode, *, steps, lr, log_every, progress):
-    """Adam on ``elbo(vma.model, vma.guide)(x, memory=memory)`` over episodes, the
-    learning rate decayed from ``lr`` to 0 on a cosine.
+def training_episodes(config, train):
+    """The fresh episodes of recall or few-shot training, one per step, as the model's
+    keyword arguments ``{"x": targets, "memory": memory}``."""
 
-    :returns: the history, one row per ``log_every`` steps.
-    """
-    loss_fn = elbo(vma.model, vma.guide)
-    optimizer = torch.optim.Adam(vma.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    history, total, count, start = [], 0.0, 0, time.perf_counter()
-    with pyro.validation_enabled(False):
-        for step in range(1, steps + 1):
-            memory, x = next_episode()
-            loss = loss_fn(x, memory=memory) / len(x)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total, count = total - loss.item(), count + 1
-            if step % log_every == 0 or step == steps:
-                row = {"epoch": len(history) + 1, "step": step, "train_elbo_nats": total / count}
-                row["seconds"] = time.perf_counter() - start
-                history.append(row)
-                total, count = 0.0, 0
-                if progress:
-                    print(
-                        f"step {step}/{steps}  train ELBO {row['train_elbo_nats']:.2f} nats",
-                        file=sys.stderr,
-                    )
-    return history
+    def recall(generator):
+        memory = _random_memory(train.images, config.memory_size, generator)
+        targets = torch.randint(config.memory_size, (config.batch_size,), generator=generator)
+        return {"x": memory[targets], "memory": memory}
 
+    def fewshot(generator):
+        episode = sample_few_shot(
+            train, config.classes, config.shots, config.queries, generator=generator
+        )
+        return {"x": episode.query, "memory": episode.memory}
 
-def _save_checkpoint(vma, config, history, out_dir):
-    # the layout of fit's checkpoints, so that load_checkpoint reads both
-    path = Path(out_dir) / "checkpoints" / "last.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"model.{k}": v.detach().cpu() for k, v in vma.state_dict().items()}
-    entry = {
-        "format_version": 1,
-        "config": config,
-        "history": history,
-        "epochs_completed": len(history),
-    }
-    torch.save({"state_dict": state, CHECKPOINT_KEY: entry}, path)
-    return path
+    draw = recall if config.mode == "recall" else fewshot
+    return FreshEpisodes(draw, min(config.steps_per_epoch, config.steps), config.seed)
 
 
 def _fewshot_episode(data, classes, shots, queries, generator, device):
@@ -202,23 +197,21 @@ def _mean(values):
     return None if values[0] is None else sum(values) / len(values)
 
 
-def _evaluate(vma, config, num_samples, num_particles=4):
-    """The test results of a trained VMA in the mode of ``config``."""
-    mode, data_config, seed = config["mode"], config["data"], config["seed"]
+def _evaluate(vma, config, test, num_samples, num_particles=4):
+    """The test results of a trained VMA in the mode of ``config`` (a :class:`VMAConfig`)."""
     device = next(vma.parameters()).device
-    test = _load(data_config["dataset"], "test", data_config["size"], data_config["seed"])
-    generator = torch.Generator().manual_seed(seed + 1)
-    memory_size = config["vma"]["memory_size"] or config["memory_size"]
-    results = {"mode": mode, "address": config["address"], "memory_size": memory_size}
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    memory_size = config.memory_size if config.mode != "fewshot" else config.classes * config.shots
+    results = {"mode": config.mode, "address": config.address, "memory_size": memory_size}
     vma.eval()
-    if mode == "recall":
+    if config.mode == "recall":
         memory = _random_memory(test.images, memory_size, generator).to(device)
-        results.update(diagnostics(vma, memory, memory, num_samples, num_particles))
+        results.update(evaluation_bounds(vma, memory, memory, num_samples, num_particles))
         results["log_memory_size"] = math.log(memory_size)
         results["figure_memory"] = memory[:20].cpu()
-    elif mode == "learned":
-        x = test.images[: config["num_test"]].to(device)
-        results.update(diagnostics(vma, x, None, num_samples, num_particles))
+    elif config.mode == "learned":
+        x = test.images[: config.num_test].to(device)
+        results.update(evaluation_bounds(vma, x, None, num_samples, num_particles))
         with torch.no_grad():
             q = slot_weights(vma, x)
         average = q.mean(0)
@@ -226,25 +219,24 @@ def _evaluate(vma, config, num_samples, num_particles=4):
         results["effective_slots"] = math.exp(-(average * average.clamp_min(1e-30).log()).sum())
         results["log_memory_size"] = math.log(memory_size)
     else:
-        episode = config["episode"]
-        classes, shots = episode["classes"], episode["shots"]
+        classes, shots = config.classes, config.shots
         sweep, nll_one_class = [], None
-        for c in episode["test_classes"]:
+        for c in config.memory_classes:
             rows = []
             for _ in range(EVAL_EPISODES):
                 _, memory, query = _fewshot_episode(test, c, shots, 2, generator, device)
-                rows.append(diagnostics(vma, query, memory, num_samples, num_particles))
+                rows.append(evaluation_bounds(vma, query, memory, num_samples, num_particles))
             row = {"classes": c, "memory_size": c * shots, "episodes": EVAL_EPISODES}
             row.update({k: _mean(r[k] for r in rows) for k in rows[0]})
             if nll_one_class is None:
                 nll_one_class = row["test_nll_nats"]
-            row["optimum_nll_nats"] = nll_one_class + math.log(c / episode["test_classes"][0])
+            row["optimum_nll_nats"] = nll_one_class + math.log(c / config.memory_classes[0])
             sweep.append(row)
         at_training_size = min(sweep, key=lambda row: abs(row["classes"] - classes))
         results.update({k: v for k, v in at_training_size.items() if k != "optimum_nll_nats"})
         results["memory_size_sweep"] = sweep
         results["classification_accuracy"] = {
-            f"{ways}-way {s}-shot": classification_accuracy(vma, test, ways, s, seed=seed)
+            f"{ways}-way {s}-shot": classification_accuracy(vma, test, ways, s, seed=config.seed)
             for ways, s in ((5, 1), (5, 5), (20, 1), (20, 5))
         }
         results["figure_memory"] = memory[: shots * min(classes, 10)].cpu()
@@ -283,186 +275,91 @@ def _figures(vma, results, history, out_dir):
     return {name: str(path) for name, path in figures.items()}
 
 
-def train_vma(
-    *,
-    out_dir,
-    mode="recall",
-    address="enum",
-    memory_size=None,
-    steps=None,
-    epochs=20,
-    batch_size=32,
-    num_particles=4,
-    latent_dim=16,
-    embedding_dim=64,
-    hidden=(256, 128),
-    similarity="normalized",
-    prior="learned",
-    classes=8,
-    shots=4,
-    queries=4,
-    test_classes=(1, 2, 4, 8, 16),
-    size=None,
-    lr=1e-3,
-    seed=0,
-    num_samples=1000,
-    num_test=256,
-    accelerator="auto",
-    num_threads=None,
-    progress=True,
-):
-    """Train a VMA in one of the paper's settings, evaluate it, write results and figures.
+def train_vma(*, out_dir, **options):
+    """Train a VMA in one of the paper's settings, evaluate it, write results and figures:
+    :func:`run` with the :class:`~pyromem.experiments.configs.VMAConfig` of ``options``."""
+    return run(VMAConfig.build(**options), out_dir)
 
-    :param out_dir: the run's folder: checkpoints, results.json, figures.
-    :param str mode: ``"recall"``, ``"learned"`` or ``"fewshot"``.
-    :param str address: ``"enum"`` (TraceEnum_ELBO), ``"vimco"`` (VIMCO, K =
-        ``num_particles``) or ``"soft"`` (the soft-attention baseline, Trace_ELBO).
-    :param int memory_size: |M| for recall (default 64) and learned (default 64);
-        few-shot memories hold ``classes * shots`` images.
-    :param int steps: gradient steps of the episodic modes (recall, fewshot; default 2000).
-    :param int epochs: epochs of the learned mode (trained by :func:`pyromem.train.fit`).
-    :param int batch_size: targets per step (recall, learned).
-    :param int classes: C, classes per few-shot training episode.
-    :param int shots: S, memory examples per class.
-    :param int queries: targets per class in a few-shot training episode.
-    :param tuple test_classes: the classes in memory of the test sweep (Fig. 5A).
-    :param int size: image side (default: 8 for digits, 16 for glyphs).
-    :param int num_samples: K of the importance-sampled test NLL (draws of (a, z),
-        or of z alone for the soft-attention baseline).
-    :param int num_test: test images of the learned mode.
-    :param int num_threads: torch's CPU threads while this runs (``None``: unchanged).
+
+def run(config, out_dir):
+    """Train a VMA with the engine, evaluate it, write results and figures.
+
+    Recall and few-shot train on :func:`training_episodes`, ``config.steps`` fresh
+    episodes in epochs of ``config.steps_per_epoch``; the learned memory trains on
+    the images for ``config.epochs`` epochs.
+
+    :param VMAConfig config: the run's options.
+    :param out_dir: the run's folder: config.toml, checkpoints, metrics.csv,
+        results.json, figures.
     :returns: the results dict also written to ``out_dir/results.json``: mode,
         address, memory_size, test_nll_nats, num_samples, kl_address (``None``
-        for ``"soft"``), kl_z,
-        reconstruction (and log_memory_size for recall and learned; the sweep
-        and classification accuracies for fewshot), figures.
+        for ``"soft"``), kl_z, reconstruction (and log_memory_size for recall and
+        learned; the sweep and classification accuracies for fewshot), figures.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    options = {k: v for k, v in locals().items() if k not in ("mode", "num_threads")}
-    with _threads(num_threads):
-        return _train_vma(mode, **options)
-
-
-def _train_vma(
-    mode,
-    *,
-    out_dir,
-    address,
-    memory_size,
-    steps,
-    epochs,
-    batch_size,
-    num_particles,
-    latent_dim,
-    embedding_dim,
-    hidden,
-    similarity,
-    prior,
-    classes,
-    shots,
-    queries,
-    test_classes,
-    size,
-    lr,
-    seed,
-    num_samples,
-    num_test,
-    accelerator,
-    progress,
-):
-    elbo = objective(address, num_particles)
-    start = time.perf_counter()
-    dataset = DATASET[mode]
-    size = size or (8 if dataset == "digits" else 16)
-    memory_size = memory_size or 64
-    steps = steps or 2000
-    torch.manual_seed(seed)
-    pyro.set_rng_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    train = _load(dataset, "train", size, seed)
-    device = evaluation_device(accelerator)
-    vma = build_model(
-        address,
-        train.event_shape,
-        memory_size=memory_size if mode == "learned" else None,
-        latent_dim=latent_dim,
-        embedding_dim=embedding_dim,
-        hidden=hidden,
-        similarity=similarity,
-        prior=prior,
-    ).to(device)
-    config = {
-        "model": "vma",
-        "mode": mode,
-        "address": address,
-        "vma": vma.config,
-        "memory_size": memory_size if mode != "fewshot" else classes * shots,
-        "data": {"dataset": dataset, "size": size, "seed": seed, "binarize": "static"},
-        "episode": {
-            "classes": classes,
-            "shots": shots,
-            "queries": queries,
-            "test_classes": list(test_classes),
-        },
-        "num_particles": num_particles,
-        "num_test": num_test,
-        "seed": seed,
-    }
-    if mode == "learned":
+    if config.dataset is None:
+        config = dataclasses.replace(config, dataset=DATASET[config.mode])
+    episodic = config.mode != "learned"
+    if episodic and config.steps % min(config.steps_per_epoch, config.steps):
+        raise ValueError(
+            f"steps: expected a multiple of steps_per_epoch ({config.steps_per_epoch}), "
+            f"got {config.steps}"
+        )
+    with _threads(config.num_threads):
+        start = time.perf_counter()
+        config.save(Path(out_dir) / "config.toml")
+        train, test = vma_data(config)
+        elbo = objective(config.address, config.num_particles)
+        torch.manual_seed(config.seed)
+        vma = build_model(
+            config.address,
+            train.event_shape,
+            memory_size=None if episodic else config.memory_size,
+            latent_dim=config.latent_dim,
+            embedding_dim=config.embedding_dim,
+            hidden=config.hidden,
+            similarity=config.similarity,
+            prior=config.prior,
+            likelihood=LIKELIHOOD_FOR_SUPPORT[train.support],
+            # the MLP nets' configs stay those of runs before the conv option
+            **({"net": "conv", "channels": config.channels} if config.net == "conv" else {}),
+        )
+        schedule = config.lr_schedule or ("cosine" if episodic else "constant")
+        engine = dict(engine_options(config), lr_schedule=schedule)
+        per_epoch = min(config.steps_per_epoch, config.steps)
         result = fit(
             vma,
-            train.images,
+            training_episodes(config, train) if episodic else train,
             out_dir=out_dir,
             elbo=elbo,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            accelerator=accelerator,
-            progress=progress,
-            config=config,
+            epochs=config.steps // per_epoch if episodic else config.epochs,
+            batch_size=None if episodic else config.batch_size,
+            lr=config.lr,
+            config={"model": "vma", "vma": vma.config, "options": config.to_dict()},
+            **engine,
         )
-        vma, history, checkpoint = result.model, result.history, result.checkpoint
-    else:
-        images = train.images.to(device)
-
-        def next_episode():
-            if mode == "recall":
-                memory = _random_memory(images, memory_size, generator)
-                return memory, memory[
-                    torch.randint(memory_size, (batch_size,), generator=generator)
-                ]
-            _, memory, query = _fewshot_episode(train, classes, shots, queries, generator, device)
-            return memory, query
-
-        history = _train_episodes(
-            vma,
-            elbo,
-            next_episode,
-            steps=steps,
-            lr=lr,
-            log_every=max(steps // 20, 1),
-            progress=progress,
+        vma, history = result.model.to(evaluation_device(config.accelerator)), result.history
+        if episodic:
+            for row in history:
+                row["step"] = row["epoch"] * per_epoch
+        results = _evaluate(vma, config, test, config.num_samples, config.num_particles)
+        results.update(
+            {
+                "dataset": config.dataset,
+                "image_size": train.event_shape[-1],
+                "binarization": config.binarize,
+                "split": "test",
+                "device": result.device,
+                "num_particles": config.num_particles,
+                "bounds": _bounds(config.address, config.num_samples, config.num_particles),
+                "checkpoint": str(result.checkpoint),
+                "metrics_csv": str(result.metrics_csv),
+                "config": config.to_dict(),
+            }
         )
-        checkpoint = _save_checkpoint(vma, config, history, out_dir)
-    results = _evaluate(vma, config, num_samples, num_particles)
-    results.update(
-        {
-            "dataset": dataset,
-            "image_size": size,
-            "binarization": "static",
-            "split": "test",
-            "device": str(device),
-            "num_particles": num_particles,
-            "bounds": _bounds(address, num_samples, num_particles),
-            "checkpoint": str(checkpoint),
-        }
-    )
-    results["figures"] = _figures(vma, results, history, out_dir)
-    results["seconds"] = time.perf_counter() - start
-    write_results(results, out_dir)
-    return results
+        results["figures"] = _figures(vma, results, history, out_dir)
+        results["seconds"] = time.perf_counter() - start
+        write_results(results, out_dir)
+        return results
 
 
 def _bounds(address, num_samples, num_particles):
@@ -478,10 +375,11 @@ def _bounds(address, num_samples, num_particles):
     }
 
 
-def evaluate_vma(checkpoint, *, out_dir, num_samples=1000):
+def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, root=None):
     """Rebuild a VMA (or the soft-attention baseline) from a checkpoint of
-    :func:`train_vma` and evaluate it again.
+    :func:`run` and evaluate it again.
 
+    :param root: the data folder, where it moved since training.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     saved = load_checkpoint(checkpoint)
@@ -489,15 +387,28 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000):
         raise ValueError(
             f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'vma'"
         )
-    config = saved.config
-    vma = SoftAttentionVAE(**config["vma"]) if config["address"] == "soft" else VMA(**config["vma"])
+    config = VMAConfig.build(**saved.config["options"], **({"root": root} if root else {}))
+    architecture = saved.config["vma"]
+    model_class = SoftAttentionVAE if config.address == "soft" else VMA
+    vma = model_class(**architecture)
     vma.load_state_dict(saved.state_dict)
     vma.to(evaluation_device())
-    results = _evaluate(vma, config, num_samples, config["num_particles"])
+    _, test = vma_data(config)
+    results = _evaluate(vma, config, test, num_samples, config.num_particles)
     results["checkpoint"] = str(checkpoint)
     results["figures"] = _figures(vma, results, saved.history, out_dir)
     write_results(results, out_dir)
     return results
+
+
+def evaluate(options, out_dir):
+    """``pyromem eval vma``: :func:`evaluate_vma` with an :class:`EvalConfig`."""
+    return evaluate_vma(
+        options.checkpoint,
+        out_dir=out_dir,
+        num_samples=options.num_samples or 1000,
+        root=options.root,
+    )
 
 
 def compare_vma(*, out_dir, addresses=ADDRESSES, **options):
@@ -575,7 +486,7 @@ def demo_section(out_dir, quick):
     options = {
         "memory_size": 16,
         "num_samples": settings["num_samples"],
-        "test_classes": (1, 2, 4, 8),
+        "memory_classes": (1, 2, 4, 8),
         "num_threads": 1,
         "progress": False,
         **DEMO_NETS,

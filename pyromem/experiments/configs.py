@@ -1,0 +1,297 @@
+"""The config of every recipe, each option declared once (:mod:`pyromem.experiments.options`).
+
+The CLI's subcommands and their ``--help`` are generated from these classes;
+the recipes (:mod:`pyromem.experiments.vae`, ``vma``, ``kpp``, ``retrieval``,
+``compare_guides``) take them. Presets are the papers' set-ups (docs/presets.md).
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pyromem.data import DATASETS
+from pyromem.experiments.options import (
+    ACCELERATORS,
+    BINARIZATIONS,
+    LIKELIHOODS,
+    NETS,
+    SCHEDULES,
+    Options,
+    option,
+)
+
+DATASET_NAMES = tuple(DATASETS)
+MODES = ("recall", "learned", "fewshot")
+ADDRESSES = ("enum", "vimco", "soft")
+SIMILARITIES = ("normalized", "dot", "cosine")
+PRIORS = ("learned", "flat")
+ENCODERS = ("conv", "resnet18-tsm")
+GUIDE_MODELS = ("vae", "memory-vae")
+
+
+@dataclass
+class RunOptions(Options):
+    """Options of every run."""
+
+    seed: int = option(0, "seed of the whole run")
+    progress: bool = option(True, "show progress on stderr", flag="--no-progress")
+
+
+@dataclass
+class DataOptions(Options):
+    """Which images: an embedded dataset, a torchvision one under ``root``, or the user's own."""
+
+    dataset: str = option(
+        "digits",
+        "embedded (digits, patches, shapes, glyphs), torchvision (mnist, fashion_mnist, omniglot,"
+        " cifar10; from --root) or the user's own (imagefolder: a folder, npz: a file; --root)",
+        choices=DATASET_NAMES,
+    )
+    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
+    download: bool = option(False, "let torchvision fetch the dataset into --root")
+    size: int | None = option(None, "resize images to SIZE×SIZE (default: as stored)")
+    binarize: str = option(
+        "dynamic", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
+    )
+
+
+@dataclass
+class EngineOptions(Options):
+    """Options of the training engine, :func:`pyromem.train.fit`."""
+
+    accelerator: str = option("auto", "Lightning accelerator", choices=ACCELERATORS)
+    devices: int = option(1, "devices (GPUs, or CPU processes with --accelerator cpu)")
+    strategy: str = option("auto", "Lightning strategy: auto, or ddp for several devices")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint")
+    gradient_clip_val: float | None = option(
+        None, "clip the gradient norm to this value", flag="--gradient-clip"
+    )
+    lr_schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
+    warmup_epochs: float = option(0.0, "epochs of learning-rate warm-up")
+    weight_decay: float = option(0.0, "Adam's weight decay")
+
+
+@dataclass
+class VAEConfig(RunOptions, EngineOptions, DataOptions):
+    """``pyromem train vae``: the VAE with a standard-normal prior."""
+
+    recipe: ClassVar[str] = "vae"
+    presets: ClassVar[dict] = {
+        # Pyro's examples/vae/vae.py: MLP 784-400-50, Adam 1e-3, batches of 128 (MNIST)
+        "paper": {"dataset": "mnist", "hidden": (400,), "latent_dim": 50, "epochs": 101},
+    }
+
+    epochs: int = option(20, "training epochs")
+    latent_dim: int = option(16, "width of z")
+    likelihood: str | None = option(
+        None, "likelihood head (default: from the data's support)", choices=LIKELIHOODS
+    )
+    net: str = option("mlp", "encoder and decoder", choices=NETS)
+    hidden: tuple[int, ...] = option((400,), "hidden widths of the MLPs")
+    batch_size: int = option(128, "images per step")
+    lr: float = option(1e-3, "Adam learning rate")
+    num_samples: int = option(1000, "K of the IWAE-K test bound")
+    num_particles: int = option(10, "draws of the test ELBO")
+
+
+@dataclass
+class VMAConfig(RunOptions, EngineOptions):
+    """``pyromem train vma``: variational memory addressing (Bornschein et al. 2017)."""
+
+    recipe: ClassVar[str] = "vma"
+    presets: ClassVar[dict] = {
+        # §4.2: conv nets with skips from m, z 64, matching space 128, 8 classes x 4 shots
+        "paper": {
+            "mode": "fewshot",
+            "dataset": "omniglot",
+            "size": 28,
+            "net": "conv",
+            "channels": 64,
+            "latent_dim": 64,
+            "embedding_dim": 128,
+            "num_particles": 4,
+            "classes": 8,
+            "shots": 4,
+            "queries": 4,
+            "lr": 3e-4,
+            "steps": 100000,
+            "steps_per_epoch": 1000,
+        },
+        # §4.1: MLP 256-128, z 32, train-to-recall on MNIST
+        "paper-mnist": {
+            "mode": "recall",
+            "dataset": "mnist",
+            "net": "mlp",
+            "hidden": (256, 128),
+            "latent_dim": 32,
+            "steps": 100000,
+            "steps_per_epoch": 1000,
+        },
+    }
+
+    mode: str = option("recall", "train-to-recall, learned memory or few-shot", choices=MODES)
+    address: str = option(
+        "enum",
+        "enumerated or VIMCO-sampled address, or soft: the soft-attention baseline (§4.2)",
+        choices=ADDRESSES,
+    )
+    dataset: str | None = option(
+        None,
+        "images (default: digits for recall and learned, glyphs for fewshot); names as for vae",
+        choices=DATASET_NAMES,
+    )
+    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
+    download: bool = option(False, "let torchvision fetch the dataset into --root")
+    size: int | None = option(None, "image side (default: 8 for digits, 16 for glyphs)")
+    binarize: str = option(
+        "static", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
+    )
+    test_classes: tuple[int, ...] | None = option(
+        None, "fewshot: labels held out for testing, the rest train (omniglot, glyphs: by split)"
+    )
+    memory_size: int = option(64, "|M| of recall and learned")
+    steps: int = option(2000, "gradient steps of recall and fewshot")
+    steps_per_epoch: int = option(100, "recall and fewshot: episodes per epoch (log, checkpoint)")
+    epochs: int = option(20, "epochs of learned")
+    batch_size: int = option(32, "targets per step (recall, learned)")
+    num_particles: int = option(4, "K of VIMCO")
+    net: str = option("mlp", "the nets: MLPs, or §4.2's conv nets with skips from m", choices=NETS)
+    channels: int = option(64, "feature maps of the conv nets")
+    latent_dim: int = option(16, "width of z")
+    embedding_dim: int = option(64, "width of the matching space of S(m_a, x)")
+    hidden: tuple[int, ...] = option((256, 128), "hidden widths of the MLPs")
+    similarity: str = option("normalized", "S of eq. 5, or dot or cosine", choices=SIMILARITIES)
+    prior: str = option("learned", "p(a): a learned query point, or flat", choices=PRIORS)
+    classes: int = option(8, "fewshot: C classes per training episode")
+    shots: int = option(4, "fewshot: S shots per class")
+    queries: int = option(4, "fewshot: targets per class")
+    memory_classes: tuple[int, ...] = option(
+        (1, 2, 4, 8, 16), "fewshot: classes in memory of the test sweep (Fig. 5A)"
+    )
+    lr: float = option(1e-3, "Adam learning rate")
+    lr_schedule: str | None = option(
+        None, "default: cosine for recall and fewshot, constant for learned", choices=SCHEDULES
+    )
+    num_samples: int = option(1000, "K of the test NLL")
+    num_test: int = option(256, "test images of learned")
+    num_threads: int | None = option(None, "torch's CPU threads while this runs")
+
+
+@dataclass
+class KPPConfig(RunOptions, EngineOptions, DataOptions):
+    """``pyromem train kpp``: Kanerva++ (Ramapuram et al. 2021)."""
+
+    recipe: ClassVar[str] = "kpp"
+    presets: ClassVar[dict] = {
+        # App. E: TSM-ResNet-18, memory 3x64x64, K = 2, one-cycle cosine with a 10-epoch
+        # warm-up, weight decay 1e-3 (LARS left out), 500 epochs
+        "paper": {
+            "dataset": "mnist",
+            "size": 32,
+            "encoder": "resnet18-tsm",
+            "memory_shape": (3, 64, 64),
+            "reads": 2,
+            "episode_length": 32,
+            "latent_dim": 64,
+            "lr_schedule": "one-cycle",
+            "warmup_epochs": 10.0,
+            "weight_decay": 1e-3,
+            "epochs": 500,
+        },
+    }
+
+    episode_length: int = option(8, "T images per episode")
+    reads: int = option(2, "K block reads per image")
+    same_class: bool = option(False, "episodes of images of one class each")
+    key_scale: float | None = option(
+        None, "the key that moves a block read by tanh(1) of its range (default 3)"
+    )
+    baselines: bool = option(False, "also the plain VAE and the dense write")
+    encoder: str = option("conv", "f_enc: a conv stack or ResNet-18-TSM (§3.3)", choices=ENCODERS)
+    encoder_width: int | None = option(None, "width of resnet18-tsm's first stage (default 64)")
+    memory_shape: tuple[int, ...] | None = option(
+        None, "memory C H W (default: 3 × the image's H W)"
+    )
+    block_shape: tuple[int, ...] | None = option(
+        None, "block H W read by each key (default: half the memory's side)"
+    )
+    epochs: int = option(20, "training epochs")
+    latent_dim: int = option(16, "width of z")
+    embed_dim: int = option(256, "width of the encoder's embedding")
+    likelihood: str | None = option(
+        None, "likelihood head (default: from the data's support)", choices=LIKELIHOODS
+    )
+    batch_size: int = option(16, "episodes per step")
+    lr: float = option(1e-3, "Adam learning rate")
+    num_samples: int = option(100, "K of the IWAE-K test bound")
+    num_particles: int = option(10, "draws of the test ELBO")
+
+
+@dataclass
+class RetrievalConfig(RunOptions):
+    """``pyromem retrieval``: the associative-retrieval benchmark (Annabi et al. 2022)."""
+
+    recipe: ClassVar[str] = "retrieval"
+    presets: ClassVar[dict] = {
+        # §5.1 on CIFAR10: a conv VAE with d = 16 (MONet, for CLEVR, left out)
+        "paper": {"dataset": "cifar10", "vae_net": "conv", "vae_latent_dim": 16},
+    }
+
+    dataset: str = option(
+        "patches",
+        "images: names as for train vae (--root for torchvision and own data)",
+        choices=DATASET_NAMES,
+    )
+    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
+    download: bool = option(False, "let torchvision fetch the dataset into --root")
+    size: int | None = option(None, "resize images to SIZE×SIZE")
+    methods: tuple[str, ...] | None = option(
+        None, "GMM Hopfield NTM MemN2N VAE-GMM ... VAE-GMM* (default: the tables' methods)"
+    )
+    corruptions: tuple[str, ...] | None = option(
+        None, "clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size)"
+    )
+    memory_size: int = option(100, "N stored patterns")
+    seeds: int = option(10, "memories per table cell")
+    selection_seeds: int = option(2, "train-split memories per candidate")
+    checkpoint: str | None = option(None, "a VAE checkpoint to load instead of training one")
+    vae_epochs: int = option(60, "epochs of the VAE of the VAE-* methods")
+    vae_net: str = option("mlp", "the VAE's nets", choices=NETS)
+    vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)")
+    capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
+    capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep")
+
+
+@dataclass
+class CompareGuidesConfig(RunOptions):
+    """``pyromem compare-guides``: amortised, iterative and hybrid guides of one model."""
+
+    recipe: ClassVar[str] = "compare-guides"
+
+    model: str = option("vae", "the model", choices=GUIDE_MODELS)
+    dataset: str = option("digits", "images: names as for train vae", choices=DATASET_NAMES)
+    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
+    download: bool = option(False, "let torchvision fetch the dataset into --root")
+    size: int | None = option(None, "resize images to SIZE×SIZE")
+    epochs: int = option(30, "epochs of the model")
+    latent_dim: int = option(8, "width of z")
+    hidden: tuple[int, ...] = option((128,), "hidden widths of the MLPs")
+    memory_size: int = option(50, "N patterns of memory-vae")
+    num_test: int = option(100, "test images compared")
+    num_samples: int = option(500, "K of IWAE-K and PSIS")
+    num_particles: int = option(10, "draws of each ELBO")
+    steps: int = option(20, "T of the refinements")
+    lr: float = option(0.05, "rate of the refinements")
+    iterative_steps: int = option(200, "training steps of the iterative guide's update")
+    progress: bool = option(False, "show progress on stderr")
+
+
+@dataclass
+class EvalConfig(Options):
+    """``pyromem eval``: evaluate a checkpoint again."""
+
+    recipe: ClassVar[str] = "eval"
+
+    checkpoint: str = option("", "the run's checkpoints/last.ckpt")
+    num_samples: int | None = option(None, "K of the IWAE-K bound (default: 1000; kpp: 100)")
+    num_particles: int = option(10, "draws of the test ELBO")
+    root: str | None = option(None, "data folder, if it moved since training")

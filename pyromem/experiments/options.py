@@ -1,0 +1,197 @@
+"""Declarative recipe configs: each option once, with its default, type, choices and help.
+
+A recipe's config is a dataclass whose fields are made by :func:`option`. The
+``pyromem`` command line is generated from these classes (:mod:`pyromem.cli`),
+a run folder stores its config as ``config.toml`` (:meth:`Options.save`), and
+``--config FILE`` (TOML or JSON) loads one back (:meth:`Options.load`). The
+papers' set-ups are named presets: partial configs applied over the defaults.
+
+Precedence, lowest first: the defaults, a preset, a config file, the flags
+given on the command line (or the keyword arguments given in Python).
+"""
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+#: Binarisations of grey-scale data; ``"none"`` keeps the grey levels.
+BINARIZATIONS = ("none", "static", "dynamic")
+SCHEDULES = ("constant", "cosine", "one-cycle")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+NETS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic_mixture")
+
+
+def option(default, help, *, choices=None, flag=None):
+    """A recipe option: a dataclass field with its default, help and choices.
+
+    :param default: the default value (tuples for lists, ``None`` for "unset").
+    :param str help: one sentence for ``--help``.
+    :param tuple choices: the values allowed (each element's, for a tuple option).
+    :param str flag: the command-line flag, when it is not ``--`` + the name with dashes.
+    """
+    metadata = {"help": help, "choices": choices, "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def base_type(annotation):
+    """``(type, is_tuple)`` of a field annotation such as ``int | None`` or ``tuple[int, ...]``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return base_type(args[0])
+    if typing.get_origin(annotation) is tuple:
+        return args[0], True
+    return annotation, False
+
+
+@dataclasses.dataclass
+class Options:
+    """Base of every recipe config: checks and converts its values, saves and loads them.
+
+    Subclasses set ``recipe`` (the family's name) and ``presets`` (name -> partial
+    config) as class attributes, and declare their fields with :func:`option`.
+    """
+
+    recipe: typing.ClassVar[str] = ""
+    presets: typing.ClassVar[dict[str, dict]] = {}
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            setattr(self, field.name, _checked(field, value))
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(cls, preset=None, file=None, **values):
+        """A config from a preset, a config file and explicit values, in that order.
+
+        :param str preset: a name of :attr:`presets`.
+        :param file: a ``.toml`` or ``.json`` config, e.g. a run folder's ``config.toml``.
+        :param values: option values that override both.
+        :raises ValueError: on an unknown preset, file, option or value.
+        """
+        merged = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                known = ", ".join(cls.presets) or "none"
+                raise ValueError(
+                    f"--preset: {cls.recipe} has no preset {preset!r}; known presets: {known}"
+                )
+            merged.update(cls.presets[preset])
+        if file is not None:
+            merged.update(read_config_file(file, cls.recipe))
+        merged.update(values)
+        unknown = sorted(set(merged) - set(cls.option_names()))
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: not an option of {cls.recipe}; its options are "
+                f"{', '.join(cls.option_names())}"
+            )
+        return cls(**merged)
+
+    def to_dict(self) -> dict:
+        """The options as a JSON-able dict (tuples as lists)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
+
+    def save(self, path) -> Path:
+        """Write the config as TOML, with ``recipe`` first; unset options are omitted."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"recipe = {json.dumps(self.recipe)}"]
+        for name, value in self.to_dict().items():
+            if value is not None:
+                lines.append(f"{name} = {_toml_value(value)}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def read_config_file(file, recipe=None) -> dict:
+    """The options of a ``.toml`` or ``.json`` config file, without its ``recipe`` key.
+
+    :param str recipe: the family the file must be for (``None``: any).
+    :raises ValueError: if the file is missing, unreadable or for another family.
+    """
+    values = _read_table(file)
+    found = values.pop("recipe", None)
+    if recipe is not None and found not in (None, recipe):
+        raise ValueError(f"--config: {file} is a config of {found!r}, not of {recipe!r}")
+    return values
+
+
+def config_recipe(file) -> str:
+    """The ``recipe`` a config file names (for ``pyromem train --config FILE``)."""
+    recipe = _read_table(file).get("recipe")
+    if not isinstance(recipe, str):
+        raise ValueError(f"--config: {file} names no recipe; name the family, e.g. train vma")
+    return recipe
+
+
+def _read_table(file) -> dict:
+    path = Path(file)
+    if not path.is_file():
+        raise ValueError(f"--config: no config file at {path}")
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"--config: expected a .toml or .json file, got {path}")
+    try:
+        text = path.read_text()
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        # JSONDecodeError and TOMLDecodeError are ValueErrors
+        kind = path.suffix[1:].upper()
+        raise ValueError(f"--config: {path} is not valid {kind}: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config: expected a table of options in {path}")
+    return values
+
+
+def _checked(field, value):
+    kind, is_tuple = base_type(field.type)
+    name, choices = field.name, field.metadata.get("choices")
+    if value is None:
+        if field.default is not None:
+            raise ValueError(f"{name}: expected a value, got None")
+        return None
+    if is_tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = (value,)
+        return tuple(_scalar(name, kind, item, choices) for item in value)
+    return _scalar(name, kind, value, choices)
+
+
+def _scalar(name, kind, value, choices):
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}: expected a number, got {value!r}")
+        value = float(value)
+    elif kind is str and not isinstance(value, str):
+        raise ValueError(f"{name}: expected a string, got {value!r}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)
+    return "[" + ", ".join(_toml_value(item) for item in value) + "]"

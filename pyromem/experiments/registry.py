@@ -1,0 +1,83 @@
+"""The registry of recipes: one entry per command, its config class and where its code lives.
+
+The CLI dispatches ``train``, ``eval`` and the other commands through it, and
+``pyromem demo`` runs the ``demo_section`` of every family in its order.
+"""
+
+import importlib
+from dataclasses import dataclass
+
+from pyromem.experiments.configs import (
+    CompareGuidesConfig,
+    KPPConfig,
+    RetrievalConfig,
+    VAEConfig,
+    VMAConfig,
+)
+from pyromem.experiments.options import Options
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe: ``module.run(config, out_dir)`` trains (or runs) it, ``module.evaluate(
+    checkpoint, out_dir=..., ...)`` evaluates one of its checkpoints again.
+
+    :param str name: the command or family name.
+    :param type config: its :class:`~pyromem.experiments.options.Options` class.
+    :param str module: the module holding ``run`` (and ``evaluate``, ``demo_section``).
+    :param str help: one line for ``--help``.
+    :param str out: the default ``--out``, formatted with the config's fields.
+    """
+
+    name: str
+    config: type[Options]
+    module: str
+    help: str
+    out: str
+
+    def load(self):
+        """The recipe's module (imported on first use: it needs torch)."""
+        return importlib.import_module(self.module)
+
+
+#: Families trained by ``pyromem train`` and evaluated by ``pyromem eval``, in demo order.
+FAMILIES = {
+    "vae": Recipe(
+        "vae",
+        VAEConfig,
+        "pyromem.experiments.vae",
+        "the VAE with a standard-normal prior",
+        "runs/vae-{dataset}",
+    ),
+    "vma": Recipe(
+        "vma",
+        VMAConfig,
+        "pyromem.experiments.vma",
+        "variational memory addressing (Bornschein et al. 2017)",
+        "runs/vma-{mode}",
+    ),
+    "kpp": Recipe(
+        "kpp",
+        KPPConfig,
+        "pyromem.experiments.kpp",
+        "Kanerva++ (Ramapuram et al. 2021)",
+        "runs/kpp-{dataset}",
+    ),
+}
+#: The other commands that run a recipe.
+COMMANDS = {
+    "retrieval": Recipe(
+        "retrieval",
+        RetrievalConfig,
+        "pyromem.experiments.retrieval",
+        "the associative-retrieval benchmark (Annabi et al. 2022, Tables 2-4)",
+        "runs/retrieval-{dataset}",
+    ),
+    "compare-guides": Recipe(
+        "compare-guides",
+        CompareGuidesConfig,
+        "pyromem.experiments.compare_guides",
+        "amortised, iterative and hybrid guides of one model side by side",
+        "runs/compare-guides-{model}",
+    ),
+}
