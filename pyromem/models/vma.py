@@ -18,6 +18,12 @@ image) or sampled (``address="vimco"``, train with
 ``guide`` (few-shot: it changes per batch) or, when it is not given, the
 model's own memory: a learned parameter or a fixed buffer.
 
+Two architectures (``net=``): MLPs of the flattened x and m_a (``"mlp"``,
+the default), or §4.2's Omniglot nets (``"conv"``, see
+:mod:`pyromem.nets.conv_memory`): one tied downscaling conv stack D embeds
+m_a and x for every net, and p(x | z, m_a) upscales z with U-Net skips from
+D(m_a). Both keep the skip path from m_a to the likelihood's parameters.
+
 §4.2's soft-attention baseline, :class:`SoftAttentionVAE`, is at the end.
 """
 
@@ -35,9 +41,18 @@ from torch import nn
 from pyromem.data.validation import check_images
 from pyromem.memory.addressing import SIMILARITIES, Addressing, similarity
 from pyromem.models.plates import data_plate
-from pyromem.nets import MLPDecoder, MLPEncoder, make_likelihood
+from pyromem.nets import (
+    ConvMemoryDecoder,
+    ConvMemoryEncoder,
+    DownscalingStack,
+    MLPDecoder,
+    MLPEncoder,
+    TopFeatures,
+    make_likelihood,
+)
 
 ADDRESSING = ("enum", "vimco")
+NETS = ("mlp", "conv")
 _instances = itertools.count()
 
 
@@ -95,6 +110,54 @@ def _embedding_net(shape, embedding_dim, hidden):
     )
 
 
+def _check_net(net, input_shape, memory_shape):
+    """Raise unless ``net`` is one of :data:`NETS` and fits the shapes."""
+    if net not in NETS:
+        raise ValueError(f"net: expected one of {NETS}, got {net!r}")
+    if net == "conv" and (len(input_shape) != 3 or memory_shape != input_shape):
+        raise ValueError(
+            f"net='conv': expected memory_shape == input_shape == (C, H, W), got memory_shape "
+            f"{tuple(memory_shape)} and input_shape {tuple(input_shape)}"
+        )
+
+
+def _mlp_nets(input_shape, memory_shape, latent_dim, embedding_dim, hidden, param_shape):
+    """VMA's MLPs: h(m_a), h^q(x), p(z | m_a), q(z | x, m_a) of [x, m_a] and the
+    decoder of [z, m_a] to the parameters ``param_shape``."""
+    memory_dim, input_dim = math.prod(memory_shape), math.prod(input_shape)
+    return (
+        _embedding_net(memory_shape, embedding_dim, hidden),
+        _embedding_net(input_shape, embedding_dim, hidden),
+        MLPEncoder(memory_shape, latent_dim, hidden),
+        MLPEncoder((input_dim + memory_dim,), latent_dim, hidden),
+        MLPDecoder(latent_dim + memory_dim, param_shape, tuple(reversed(hidden))),
+    )
+
+
+def _on_top(down, head):
+    """``head`` applied to the flattened top features of the tied stack D (§4.2)."""
+    return nn.Sequential(TopFeatures(down), head)
+
+
+def _conv_nets(down, latent_dim, embedding_dim, hidden, param_shape):
+    """VMA's §4.2 conv nets around the tied stack D: h(m_a) = h^q(x) (one MLP on D's
+    top features), p(z | m_a), q(z | x, m_a) and the U-Net decoder of z and m_a.
+
+    h^q is h: §4.2 saw no difference between tied and untied embeddings, and with
+    the normalised S (eq. 5) a tied h scores x = m_b highest at a = b from the
+    start (Cauchy-Schwarz), where untied heads let q(a | x) collapse onto one slot
+    for every x in train-to-recall."""
+    top = down.top_features
+    embedding = _on_top(down, MLPDecoder(top, (embedding_dim,), hidden))
+    return (
+        embedding,
+        embedding,
+        _on_top(down, MLPEncoder((top,), latent_dim, hidden)),
+        ConvMemoryEncoder(down, latent_dim, hidden),
+        ConvMemoryDecoder(down, latent_dim, param_shape),
+    )
+
+
 def check_memory(memory, memory_shape):
     """Raise unless ``memory`` is a non-empty float tensor ``(N,) + memory_shape``."""
     if not isinstance(memory, torch.Tensor):
@@ -131,11 +194,21 @@ class VMA(PyroModule):
     :param tuple memory_shape: the shape of one slot (default ``input_shape``).
     :param int latent_dim: the width of z.
     :param int embedding_dim: the width of the matching space of S.
-    :param tuple hidden: hidden widths of every MLP.
+    :param tuple hidden: hidden widths of every MLP (for ``net="conv"``, of the
+        MLPs on D's top features).
     :param str address: ``"enum"`` (enumerated in the guide) or ``"vimco"`` (sampled).
     :param str similarity: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
     :param str prior: ``"learned"`` (a query point e^p) or ``"flat"``.
     :param str likelihood: the likelihood head of x, e.g. ``"bernoulli"``.
+    :param str net: ``"mlp"`` (MLPs of the flattened x and m_a) or ``"conv"``
+        (§4.2's conv nets around one tied downscaling stack D, shared by
+        h = h^q, q(z | x, m_a), p(z | m_a) and p(x | z, m_a); needs
+        ``memory_shape == input_shape``).
+    :param int channels: the feature maps of every conv layer (``net="conv"``;
+        §4.2: 48 or 64).
+
+    With ``net="conv"`` D runs on m_a in each of the three nets that read it;
+    under enumeration that is |M| slots, not |M| × B pairs.
 
     ``model(x, memory=None, num_data=None)`` and ``guide(...)`` take images
     ``(B,) + input_shape`` and a memory ``(N,) + memory_shape`` (or ``None`` for
@@ -155,6 +228,8 @@ class VMA(PyroModule):
         similarity="normalized",
         prior="learned",
         likelihood="bernoulli",
+        net="mlp",
+        channels=64,
     ):
         super().__init__(name=f"vma{next(_instances)}")
         if address not in ADDRESSING:
@@ -165,7 +240,8 @@ class VMA(PyroModule):
             raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
         self.input_shape = torch.Size(input_shape)
         self.memory_shape = torch.Size(memory_shape or input_shape)
-        self.latent_dim, self.address = latent_dim, address
+        _check_net(net, self.input_shape, self.memory_shape)
+        self.latent_dim, self.address, self.net = latent_dim, address, net
         self.config = {
             "input_shape": list(self.input_shape),
             "memory_size": memory_size,
@@ -178,24 +254,27 @@ class VMA(PyroModule):
             "similarity": similarity,
             "prior": prior,
             "likelihood": likelihood,
+            "net": net,
+            "channels": channels,
         }
         hidden = tuple(hidden)
-        memory_dim, input_dim = math.prod(self.memory_shape), math.prod(self.input_shape)
         self.likelihood = make_likelihood(likelihood, self.input_shape)
-        # eq. 4-6: S(m_a, x) from the embeddings h(m_a) and h^q(x); p(a) shares h
-        self.addressing = Addressing(
-            _embedding_net(self.memory_shape, embedding_dim, hidden),
-            _embedding_net(self.input_shape, embedding_dim, hidden),
-            embedding_dim,
-            similarity,
-            prior,
-        )
-        # p(z | m_a) and q(z | x, m_a)
-        self.prior_net = MLPEncoder(self.memory_shape, latent_dim, hidden)
-        self.encoder = MLPEncoder((input_dim + memory_dim,), latent_dim, hidden)
-        # p(x | z, m_a): an MLP of [z, m_a] plus a skip path from m_a
         param_shape = self.likelihood.param_shape
-        self.decoder = MLPDecoder(latent_dim + memory_dim, param_shape, tuple(reversed(hidden)))
+        if net == "conv":
+            # §4.2: one downscaling stack D, tied across all nets
+            self.down = DownscalingStack(self.input_shape, channels)
+            nets = _conv_nets(self.down, latent_dim, embedding_dim, hidden, param_shape)
+        else:
+            nets = _mlp_nets(
+                self.input_shape, self.memory_shape, latent_dim, embedding_dim, hidden, param_shape
+            )
+        key_net, query_net, prior_net, encoder, decoder = nets
+        # eq. 4-6: S(m_a, x) from the embeddings h(m_a) and h^q(x); p(a) shares h
+        self.addressing = Addressing(key_net, query_net, embedding_dim, similarity, prior)
+        # p(z | m_a) and q(z | x, m_a)
+        self.prior_net, self.encoder = prior_net, encoder
+        # p(x | z, m_a): a decoder of z and m_a plus a skip path from m_a
+        self.decoder = decoder
         self.skip = SkipPath(self.memory_shape, param_shape)
         _init_memory(self, memory_size, memory)
         to_pyro_module_(self)
@@ -216,8 +295,18 @@ class VMA(PyroModule):
         check_memory(memory, self.memory_shape)
         return memory, self.addressing.keys(memory)
 
+    def _encode(self, x, m_a):
+        """(loc, scale) of q(z | x, m_a)."""
+        if self.net == "conv":
+            return self.encoder(x, m_a)
+        m_flat = m_a.flatten(-len(self.memory_shape))
+        return self.encoder(_concat(x.flatten(-len(self.input_shape)), m_flat))
+
     def _decode(self, z, m_a):
-        params = self.decoder(_concat(z, m_a.flatten(-len(self.memory_shape))))
+        if self.net == "conv":
+            params = self.decoder(z, m_a)
+        else:
+            params = self.decoder(_concat(z, m_a.flatten(-len(self.memory_shape))))
         return params + self.skip(m_a)
 
     def model(self, x, memory=None, num_data=None):
@@ -243,9 +332,7 @@ class VMA(PyroModule):
             a = pyro.sample("a", dist.Categorical(logits=logits), infer=infer)
             m_a = memory[a]
             # z ~ q(z | x, m_a)
-            x_flat = x.flatten(-len(self.input_shape))
-            loc, scale = self.encoder(_concat(x_flat, m_a.flatten(-len(self.memory_shape))))
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", dist.Normal(*self._encode(x, m_a)).to_event(1))
 
     def address_posterior(self, x, memory=None):
         """q(a | x), shape ``(B, N)``."""
@@ -265,7 +352,7 @@ class VMA(PyroModule):
         """The decoder's mean at the most probable slot and the encoder's mean."""
         memory, keys = self._inputs(x, memory)
         m_a = memory[self.addressing.posterior_logits(keys, x).argmax(-1)]
-        loc, _ = self.encoder(_concat(x.flatten(1), m_a.flatten(1)))
+        loc, _ = self._encode(x, m_a)
         return self._mean(loc, m_a)
 
     def generate(self, num_samples, memory=None, slot=None):
@@ -306,6 +393,10 @@ class SoftAttentionVAE(PyroModule):
     :param tuple hidden: hidden widths of every MLP.
     :param str similarity: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
     :param str likelihood: the likelihood head of x, e.g. ``"bernoulli"``.
+    :param str net: ``"mlp"`` or ``"conv"``, as for :class:`VMA`: with ``"conv"``
+        the tied stack D embeds the slots for h, x for q(z | x) and the read r
+        for the decoder's skip connections.
+    :param int channels: the feature maps of every conv layer (``net="conv"``).
 
     ``model(x, memory=None, num_data=None)`` and ``guide(...)`` as for :class:`VMA`;
     ``SoftAttentionVAE(**model.config)`` rebuilds the architecture.
@@ -321,6 +412,8 @@ class SoftAttentionVAE(PyroModule):
         hidden=(256, 128),
         similarity="normalized",
         likelihood="bernoulli",
+        net="mlp",
+        channels=64,
     ):
         super().__init__(name=f"soft_attention{next(_instances)}")
         if memory not in ("learned", "fixed"):
@@ -330,7 +423,8 @@ class SoftAttentionVAE(PyroModule):
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
         self.input_shape = self.memory_shape = torch.Size(input_shape)
-        self.latent_dim, self.similarity = latent_dim, similarity
+        _check_net(net, self.input_shape, self.memory_shape)
+        self.latent_dim, self.similarity, self.net = latent_dim, similarity, net
         self.config = {
             "input_shape": list(self.input_shape),
             "memory_size": memory_size,
@@ -340,17 +434,30 @@ class SoftAttentionVAE(PyroModule):
             "hidden": list(hidden),
             "similarity": similarity,
             "likelihood": likelihood,
+            "net": net,
+            "channels": channels,
         }
-        hidden, dim = tuple(hidden), math.prod(self.input_shape)
+        hidden = tuple(hidden)
         self.likelihood = make_likelihood(likelihood, self.input_shape)
-        # w(z) = softmax_a S(m_a, g(z)) with VMA's key net h
-        self.key_net = _embedding_net(self.memory_shape, embedding_dim, hidden)
-        self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
-        # q(z | x)
-        self.encoder = MLPEncoder(self.input_shape, latent_dim, hidden)
-        # p(x | z, r): VMA's decoder of [z, r] plus the skip path from r
         param_shape = self.likelihood.param_shape
-        self.decoder = MLPDecoder(latent_dim + dim, param_shape, tuple(reversed(hidden)))
+        if net == "conv":
+            # §4.2: VMA's tied stack D embeds the slots, x and the read r
+            self.down = DownscalingStack(self.input_shape, channels)
+            top = self.down.top_features
+            self.key_net = _on_top(self.down, MLPDecoder(top, (embedding_dim,), hidden))
+            self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
+            self.encoder = _on_top(self.down, MLPEncoder((top,), latent_dim, hidden))
+            self.decoder = ConvMemoryDecoder(self.down, latent_dim, param_shape)
+        else:
+            # w(z) = softmax_a S(m_a, g(z)) with VMA's key net h
+            self.key_net = _embedding_net(self.memory_shape, embedding_dim, hidden)
+            self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
+            # q(z | x)
+            self.encoder = MLPEncoder(self.input_shape, latent_dim, hidden)
+            # p(x | z, r): VMA's decoder of [z, r]
+            dim = math.prod(self.input_shape)
+            self.decoder = MLPDecoder(latent_dim + dim, param_shape, tuple(reversed(hidden)))
+        # the skip path from r, as VMA's from m_a
         self.skip = SkipPath(self.memory_shape, param_shape)
         _init_memory(self, memory_size, memory)
         to_pyro_module_(self)

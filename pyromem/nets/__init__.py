@@ -4,6 +4,7 @@ Every net broadcasts over any number of leading batch dims, so vectorised
 particles and parallel enumeration work unchanged.
 """
 
+from .conv_memory import ConvMemoryDecoder, ConvMemoryEncoder, DownscalingStack, TopFeatures
 from .decoders import ConvDecoder, MLPDecoder
 from .discretized_logistic import DiscretizedLogisticMixture
 from .encoders import ConvEncoder, MLPEncoder
@@ -21,13 +22,17 @@ __all__ = [
     "BernoulliLikelihood",
     "ConvDecoder",
     "ConvEncoder",
+    "ConvMemoryDecoder",
+    "ConvMemoryEncoder",
     "DiscretizedLogisticMixture",
     "DiscretizedLogisticMixtureLikelihood",
+    "DownscalingStack",
     "GaussianLikelihood",
     "Likelihood",
     "MLPDecoder",
     "MLPEncoder",
     "ResNet18TSM",
+    "TopFeatures",
     "make_likelihood",
     "temporal_shift",
     "typical_image",
