@@ -130,6 +130,9 @@ def run(args):
     )
     args.out = args.out or recipe.out.format(**dataclasses.asdict(config))
     module = recipe.load()
+    import pyro  # after parsing: a bad flag is answered before the heavy imports
+
+    pyro.set_rng_seed(config.seed)
     results = module.run(config, args.out)
     summary = getattr(module, "summary", None)
     if summary is not None:

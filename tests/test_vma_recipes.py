@@ -35,7 +35,7 @@ def test_recall_reaches_the_lookup_table(tmp_path, address):
         mode="recall",
         address=address,
         memory_size=memory_size,
-        steps=1500,
+        steps=2000,
         num_samples=100,
         num_threads=1,
         progress=False,

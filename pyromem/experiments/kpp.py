@@ -25,6 +25,7 @@ import math
 import time
 from pathlib import Path
 
+import pyro
 import torch
 from torch.utils.data import Dataset
 
@@ -302,6 +303,7 @@ def run(config, out_dir):
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
+    pyro.set_rng_seed(config.seed)
     episode_length = config.episode_length
     if episode_length < 2:
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")

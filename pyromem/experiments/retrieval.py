@@ -301,7 +301,10 @@ def run(config, out_dir):
         options["capacity_methods" if config.capacity else "methods"] = list(config.methods)
     if config.capacity_sizes:
         options["capacity_sizes"] = list(config.capacity_sizes)
-    return run_retrieval(out_dir, log=lambda line: print(line, file=sys.stderr), **options)
+    results = run_retrieval(out_dir, log=lambda line: print(line, file=sys.stderr), **options)
+    results["config"] = config.to_dict()
+    write_results(results, out_dir)
+    return results
 
 
 def summary(results):

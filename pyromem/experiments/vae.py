@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import pyro
 import torch
 
 from pyromem.data import load
@@ -166,6 +167,7 @@ def run(config, out_dir):
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
+    pyro.set_rng_seed(config.seed)
     config.save(Path(out_dir) / "config.toml")
     data_config = data_options(config)
     train, test_x = load_vae_data(data_config)
