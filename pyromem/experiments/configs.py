@@ -8,23 +8,26 @@ the recipes (:mod:`pyromem.experiments.vae`, ``vma``, ``kpp``, ``retrieval``,
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pyromem.data import BINARIZATIONS as DATA_BINARIZATIONS
 from pyromem.data import DATASETS
-from pyromem.experiments.options import (
-    ACCELERATORS,
-    BINARIZATIONS,
-    LIKELIHOODS,
-    NETS,
-    SCHEDULES,
-    Options,
-    option,
-)
+from pyromem.experiments.options import Options, option
+from pyromem.memory.addressing import PRIORS, SIMILARITIES
+from pyromem.models.kanerva import ENCODERS
+from pyromem.models.vae import NETS
+from pyromem.models.vma import ADDRESSING
+from pyromem.models.vma import NETS as VMA_NETS
+from pyromem.nets.likelihoods import LIKELIHOODS as LIKELIHOOD_HEADS
+from pyromem.train.schedules import SCHEDULES
 
+# The choice lists of the options: each from its home where one exists.
 DATASET_NAMES = tuple(DATASETS)
+#: ``"none"`` keeps the grey levels.
+BINARIZATIONS = ("none",) + tuple(b for b in DATA_BINARIZATIONS if b is not None)
+LIKELIHOODS = tuple(name for name in LIKELIHOOD_HEADS if name != "dlm")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 MODES = ("recall", "learned", "fewshot")
-ADDRESSES = ("enum", "vimco", "soft")
-SIMILARITIES = ("normalized", "dot", "cosine")
-PRIORS = ("learned", "flat")
-ENCODERS = ("conv", "resnet18-tsm")
+#: VMA's addresses, and §4.2's soft-attention baseline, which has none.
+ADDRESSES = ADDRESSING + ("soft",)
 GUIDE_MODELS = ("vae", "memory-vae")
 
 
@@ -99,9 +102,11 @@ class VMAConfig(RunOptions, EngineOptions):
 
     recipe: ClassVar[str] = "vma"
     presets: ClassVar[dict] = {
-        # §4.2: conv nets with skips from m, z 64, matching space 128, 8 classes x 4 shots
+        # §4.2: conv nets with skips from m, z 64, matching space 128, 8 classes x 4 shots;
+        # §4: VIMCO with K = 4, Adam at 1e-4 or 3e-4
         "paper": {
             "mode": "fewshot",
+            "address": "vimco",
             "dataset": "omniglot",
             "size": 28,
             "net": "conv",
@@ -116,9 +121,13 @@ class VMAConfig(RunOptions, EngineOptions):
             "steps": 100000,
             "steps_per_epoch": 1000,
         },
-        # §4.1: MLP 256-128, z 32, train-to-recall on MNIST
+        # §4.1: MLP 256-128, z 32, train-to-recall on MNIST, VIMCO K = 4, batches of 32
         "paper-mnist": {
             "mode": "recall",
+            "address": "vimco",
+            "num_particles": 4,
+            "batch_size": 32,
+            "lr": 3e-4,
             "dataset": "mnist",
             "net": "mlp",
             "hidden": (256, 128),
@@ -154,7 +163,9 @@ class VMAConfig(RunOptions, EngineOptions):
     epochs: int = option(20, "epochs of learned")
     batch_size: int = option(32, "targets per step (recall, learned)")
     num_particles: int = option(4, "K of VIMCO")
-    net: str = option("mlp", "the nets: MLPs, or §4.2's conv nets with skips from m", choices=NETS)
+    net: str = option(
+        "mlp", "the nets: MLPs, or §4.2's conv nets with skips from m", choices=VMA_NETS
+    )
     channels: int = option(64, "feature maps of the conv nets")
     latent_dim: int = option(16, "width of z")
     embedding_dim: int = option(64, "width of the matching space of S(m_a, x)")

@@ -21,13 +21,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-#: Binarisations of grey-scale data; ``"none"`` keeps the grey levels.
-BINARIZATIONS = ("none", "static", "dynamic")
-SCHEDULES = ("constant", "cosine", "one-cycle")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-NETS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic_mixture")
-
 
 def option(default, help, *, choices=None, flag=None):
     """A recipe option: a dataclass field with its default, help and choices.

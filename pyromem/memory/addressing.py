@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 SIMILARITIES = ("normalized", "dot", "cosine")
+PRIORS = ("learned", "flat")
 # keeps the norms of all-zero embeddings from dividing by zero
 EPS = 1e-6
 
@@ -59,8 +60,8 @@ class Addressing(nn.Module):
         super().__init__()
         if kind not in SIMILARITIES:
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {kind!r}")
-        if prior not in ("learned", "flat"):
-            raise ValueError(f"prior: expected 'learned' or 'flat', got {prior!r}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior: expected one of {PRIORS}, got {prior!r}")
         self.key_net, self.query_net, self.kind = key_net, query_net, kind
         self.prior_query = nn.Parameter(torch.zeros(embedding_dim)) if prior == "learned" else None
 
