@@ -448,7 +448,7 @@ DEMO_SETTINGS = {
 }
 
 
-def demo_section(out_dir, quick):
+def demo_section(out_dir, quick, seed=0, progress=True):
     """K++ on ``digits`` episodes of one class for ``pyromem demo``: ``(markdown_text, results)``.
 
     :param out_dir: the demo's folder; this section writes to ``out_dir/kpp``.
@@ -463,7 +463,8 @@ def demo_section(out_dir, quick):
         same_class=True,
         latent_dim=8,
         binarize="dynamic",
-        progress=False,
+        seed=seed,
+        progress=progress,
         **DEMO_SETTINGS["quick" if quick else "full"],
     )
     rel = {name: Path(path).relative_to(out_dir) for name, path in results["figures"].items()}

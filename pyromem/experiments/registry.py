@@ -1,7 +1,8 @@
 """The registry of recipes: one entry per command, its config class and where its code lives.
 
 The CLI dispatches ``train``, ``eval`` and the other commands through it, and
-``pyromem demo`` runs the ``demo_section`` of every family in its order.
+``pyromem demo`` runs the ``demo_section(out_dir, quick, seed, progress)`` of each
+recipe in :data:`DEMO_SECTIONS`.
 """
 
 import importlib
@@ -81,3 +82,11 @@ COMMANDS = {
         "runs/compare-guides-{model}",
     ),
 }
+
+#: The sections of ``pyromem demo``, in the report's order.
+DEMO_SECTIONS = ("vae", "retrieval", "vma", "kpp")
+
+
+def recipe(name) -> Recipe:
+    """The recipe of a family or command name."""
+    return FAMILIES.get(name) or COMMANDS[name]

@@ -354,7 +354,7 @@ DEMO = {
 }
 
 
-def demo_section(out_dir, quick):
+def demo_section(out_dir, quick, seed=0, progress=True):
     """The retrieval section of ``pyromem demo``: ``(markdown_text, results_dict)``.
 
     :param out_dir: the demo's folder; this section writes to ``out_dir/retrieval``.
@@ -370,7 +370,8 @@ def demo_section(out_dir, quick):
         memory_size=100,
         seeds=settings["seeds"],
         vae_epochs=settings["vae_epochs"],
-        progress=False,
+        seed=seed,
+        progress=progress,
     )
     rel = {k: Path(v).relative_to(out_dir) for k, v in results["figures"].items()}
     chosen = "; ".join(

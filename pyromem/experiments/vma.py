@@ -477,7 +477,7 @@ DEMO = {
 DEMO_NETS = {"hidden": (64,), "latent_dim": 4, "embedding_dim": 32, "lr": 1e-2}
 
 
-def demo_section(out_dir, quick):
+def demo_section(out_dir, quick, seed=0, progress=True):
     """The VMA section of ``pyromem demo``: train-to-recall with VMA and the soft-attention
     baseline (and, in full, VIMCO and few-shot VMA against soft attention).
 
@@ -491,7 +491,8 @@ def demo_section(out_dir, quick):
         "num_samples": settings["num_samples"],
         "memory_classes": (1, 2, 4, 8),
         "num_threads": 1,
-        "progress": False,
+        "seed": seed,
+        "progress": progress,
         **DEMO_NETS,
     }
     results, lines = {}, ["## Variational Memory Addressing", ""]
