@@ -293,7 +293,6 @@ class CompareGuidesConfig(RunOptions):
     steps: int = option(20, "T of the refinements")
     lr: float = option(0.05, "rate of the refinements")
     iterative_steps: int = option(200, "training steps of the iterative guide's update")
-    progress: bool = option(False, "show progress on stderr")
 
 
 @dataclass
