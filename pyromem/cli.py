@@ -166,6 +166,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as error:
         print(f"pyromem: error: {error}", file=sys.stderr)
         return 2
+    except ArithmeticError as error:  # pyromem.train.TrainingDiverged
+        print(f"pyromem: error: {error}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(results))
     else:

@@ -63,8 +63,7 @@ def run(config, out_dir):
     """Train the model, compare its guides, write the table and figure; returns the results."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.toml")
+    config.start_run(out_dir)
     seed, steps, lr = config.seed, config.steps, config.lr
     pyro.set_rng_seed(seed)
     common = {"root": config.root, "download": config.download, "size": config.size}

@@ -35,7 +35,8 @@ GUIDE_MODELS = ("vae", "memory-vae")
 class RunOptions(Options):
     """Options of every run."""
 
-    seed: int = option(0, "seed of the whole run")
+    seed: int = option(0, "seed of the whole run", minimum=0)
+    overwrite: bool = option(False, "replace a finished run in --out")
     progress: bool = option(True, "show progress on stderr", flag="--no-progress")
 
 
@@ -51,7 +52,7 @@ class DataOptions(Options):
     )
     root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
     download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "resize images to SIZE×SIZE (default: as stored)")
+    size: int | None = option(None, "resize images to SIZE×SIZE (default: as stored)", minimum=1)
     binarize: str = option(
         "dynamic", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
     )
@@ -62,15 +63,15 @@ class EngineOptions(Options):
     """Options of the training engine, :func:`pyromem.train.fit`."""
 
     accelerator: str = option("auto", "Lightning accelerator", choices=ACCELERATORS)
-    devices: int = option(1, "devices (GPUs, or CPU processes with --accelerator cpu)")
+    devices: int = option(1, "devices (GPUs, or CPU processes with --accelerator cpu)", minimum=1)
     strategy: str = option("auto", "Lightning strategy: auto, or ddp for several devices")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     gradient_clip_val: float | None = option(
-        None, "clip the gradient norm to this value", flag="--gradient-clip"
+        None, "clip the gradient norm to this value", flag="--gradient-clip", above=0
     )
     lr_schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
-    warmup_epochs: float = option(0.0, "epochs of learning-rate warm-up")
-    weight_decay: float = option(0.0, "Adam's weight decay")
+    warmup_epochs: float = option(0.0, "epochs of learning-rate warm-up", minimum=0)
+    weight_decay: float = option(0.0, "Adam's weight decay", minimum=0)
 
 
 @dataclass
@@ -83,17 +84,17 @@ class VAEConfig(RunOptions, EngineOptions, DataOptions):
         "paper": {"dataset": "mnist", "hidden": (400,), "latent_dim": 50, "epochs": 101},
     }
 
-    epochs: int = option(20, "training epochs")
-    latent_dim: int = option(16, "width of z")
+    epochs: int = option(20, "training epochs", minimum=1)
+    latent_dim: int = option(16, "width of z", minimum=1)
     likelihood: str | None = option(
         None, "likelihood head (default: from the data's support)", choices=LIKELIHOODS
     )
     net: str = option("mlp", "encoder and decoder", choices=NETS)
-    hidden: tuple[int, ...] = option((400,), "hidden widths of the MLPs")
-    batch_size: int = option(128, "images per step")
-    lr: float = option(1e-3, "Adam learning rate")
-    num_samples: int = option(1000, "K of the IWAE-K test bound")
-    num_particles: int = option(10, "draws of the test ELBO")
+    hidden: tuple[int, ...] = option((400,), "hidden widths of the MLPs", minimum=1)
+    batch_size: int = option(128, "images per step", minimum=1)
+    lr: float = option(1e-3, "Adam learning rate", above=0)
+    num_samples: int = option(1000, "K of the IWAE-K test bound", minimum=1)
+    num_particles: int = option(10, "draws of the test ELBO", minimum=1)
 
 
 @dataclass
@@ -150,41 +151,45 @@ class VMAConfig(RunOptions, EngineOptions):
     )
     root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
     download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "image side (default: 8 for digits, 16 for glyphs)")
+    size: int | None = option(None, "image side (default: 8 for digits, 16 for glyphs)", minimum=1)
     binarize: str = option(
         "static", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
     )
     test_classes: tuple[int, ...] | None = option(
-        None, "fewshot: labels held out for testing, the rest train (omniglot, glyphs: by split)"
+        None,
+        "fewshot: labels held out for testing, the rest train (omniglot, glyphs: by split)",
+        minimum=0,
     )
-    memory_size: int = option(64, "|M| of recall and learned")
-    steps: int = option(2000, "gradient steps of recall and fewshot")
-    steps_per_epoch: int = option(100, "recall and fewshot: episodes per epoch (log, checkpoint)")
-    epochs: int = option(20, "epochs of learned")
-    batch_size: int = option(32, "targets per step (recall, learned)")
-    num_particles: int = option(4, "K of VIMCO")
+    memory_size: int = option(64, "|M| of recall and learned", minimum=1)
+    steps: int = option(2000, "gradient steps of recall and fewshot", minimum=1)
+    steps_per_epoch: int = option(
+        100, "recall and fewshot: episodes per epoch (log, checkpoint)", minimum=1
+    )
+    epochs: int = option(20, "epochs of learned", minimum=1)
+    batch_size: int = option(32, "targets per step (recall, learned)", minimum=1)
+    num_particles: int = option(4, "K of VIMCO", minimum=1)
     net: str = option(
         "mlp", "the nets: MLPs, or §4.2's conv nets with skips from m", choices=VMA_NETS
     )
-    channels: int = option(64, "feature maps of the conv nets")
-    latent_dim: int = option(16, "width of z")
-    embedding_dim: int = option(64, "width of the matching space of S(m_a, x)")
-    hidden: tuple[int, ...] = option((256, 128), "hidden widths of the MLPs")
+    channels: int = option(64, "feature maps of the conv nets", minimum=1)
+    latent_dim: int = option(16, "width of z", minimum=1)
+    embedding_dim: int = option(64, "width of the matching space of S(m_a, x)", minimum=1)
+    hidden: tuple[int, ...] = option((256, 128), "hidden widths of the MLPs", minimum=1)
     similarity: str = option("normalized", "S of eq. 5, or dot or cosine", choices=SIMILARITIES)
     prior: str = option("learned", "p(a): a learned query point, or flat", choices=PRIORS)
-    classes: int = option(8, "fewshot: C classes per training episode")
-    shots: int = option(4, "fewshot: S shots per class")
-    queries: int = option(4, "fewshot: targets per class")
+    classes: int = option(8, "fewshot: C classes per training episode", minimum=1)
+    shots: int = option(4, "fewshot: S shots per class", minimum=1)
+    queries: int = option(4, "fewshot: targets per class", minimum=1)
     memory_classes: tuple[int, ...] = option(
-        (1, 2, 4, 8, 16), "fewshot: classes in memory of the test sweep (Fig. 5A)"
+        (1, 2, 4, 8, 16), "fewshot: classes in memory of the test sweep (Fig. 5A)", minimum=1
     )
-    lr: float = option(1e-3, "Adam learning rate")
+    lr: float = option(1e-3, "Adam learning rate", above=0)
     lr_schedule: str | None = option(
         None, "default: cosine for recall and fewshot, constant for learned", choices=SCHEDULES
     )
-    num_samples: int = option(1000, "K of the test NLL")
-    num_test: int = option(256, "test images of learned")
-    num_threads: int | None = option(None, "torch's CPU threads while this runs")
+    num_samples: int = option(1000, "K of the test NLL", minimum=1)
+    num_test: int = option(256, "test images of learned", minimum=1)
+    num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
 
 
 @dataclass
@@ -210,31 +215,33 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
         },
     }
 
-    episode_length: int = option(8, "T images per episode")
-    reads: int = option(2, "K block reads per image")
+    episode_length: int = option(8, "T images per episode", minimum=2)
+    reads: int = option(2, "K block reads per image", minimum=1)
     same_class: bool = option(False, "episodes of images of one class each")
     key_scale: float | None = option(
-        None, "the key that moves a block read by tanh(1) of its range (default 3)"
+        None, "the key that moves a block read by tanh(1) of its range (default 3)", above=0
     )
     baselines: bool = option(False, "also the plain VAE and the dense write")
     encoder: str = option("conv", "f_enc: a conv stack or ResNet-18-TSM (§3.3)", choices=ENCODERS)
-    encoder_width: int | None = option(None, "width of resnet18-tsm's first stage (default 64)")
+    encoder_width: int | None = option(
+        None, "width of resnet18-tsm's first stage (default 64)", minimum=1
+    )
     memory_shape: tuple[int, ...] | None = option(
-        None, "memory C H W (default: 3 × the image's H W)"
+        None, "memory C H W (default: 3 × the image's H W)", minimum=1
     )
     block_shape: tuple[int, ...] | None = option(
-        None, "block H W read by each key (default: half the memory's side)"
+        None, "block H W read by each key (default: half the memory's side)", minimum=1
     )
-    epochs: int = option(20, "training epochs")
-    latent_dim: int = option(16, "width of z")
-    embed_dim: int = option(256, "width of the encoder's embedding")
+    epochs: int = option(20, "training epochs", minimum=1)
+    latent_dim: int = option(16, "width of z", minimum=1)
+    embed_dim: int = option(256, "width of the encoder's embedding", minimum=1)
     likelihood: str | None = option(
         None, "likelihood head (default: from the data's support)", choices=LIKELIHOODS
     )
-    batch_size: int = option(16, "episodes per step")
-    lr: float = option(1e-3, "Adam learning rate")
-    num_samples: int = option(100, "K of the IWAE-K test bound")
-    num_particles: int = option(10, "draws of the test ELBO")
+    batch_size: int = option(16, "episodes per step", minimum=1)
+    lr: float = option(1e-3, "Adam learning rate", above=0)
+    num_samples: int = option(100, "K of the IWAE-K test bound", minimum=1)
+    num_particles: int = option(10, "draws of the test ELBO", minimum=1)
 
 
 @dataclass
@@ -254,22 +261,22 @@ class RetrievalConfig(RunOptions):
     )
     root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
     download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "resize images to SIZE×SIZE")
+    size: int | None = option(None, "resize images to SIZE×SIZE", minimum=1)
     methods: tuple[str, ...] | None = option(
         None, "GMM Hopfield NTM MemN2N VAE-GMM ... VAE-GMM* (default: the tables' methods)"
     )
     corruptions: tuple[str, ...] | None = option(
         None, "clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size)"
     )
-    memory_size: int = option(100, "N stored patterns")
-    seeds: int = option(10, "memories per table cell")
-    selection_seeds: int = option(2, "train-split memories per candidate")
+    memory_size: int = option(100, "N stored patterns", minimum=1)
+    seeds: int = option(10, "memories per table cell", minimum=1)
+    selection_seeds: int = option(2, "train-split memories per candidate", minimum=1)
     checkpoint: str | None = option(None, "a VAE checkpoint to load instead of training one")
-    vae_epochs: int = option(60, "epochs of the VAE of the VAE-* methods")
+    vae_epochs: int = option(60, "epochs of the VAE of the VAE-* methods", minimum=1)
     vae_net: str = option("mlp", "the VAE's nets", choices=NETS)
-    vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)")
+    vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)", minimum=1)
     capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
-    capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep")
+    capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep", minimum=1)
 
 
 @dataclass
@@ -282,17 +289,17 @@ class CompareGuidesConfig(RunOptions):
     dataset: str = option("digits", "images: names as for train vae", choices=DATASET_NAMES)
     root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
     download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "resize images to SIZE×SIZE")
-    epochs: int = option(30, "epochs of the model")
-    latent_dim: int = option(8, "width of z")
-    hidden: tuple[int, ...] = option((128,), "hidden widths of the MLPs")
-    memory_size: int = option(50, "N patterns of memory-vae")
-    num_test: int = option(100, "test images compared")
-    num_samples: int = option(500, "K of IWAE-K and PSIS")
-    num_particles: int = option(10, "draws of each ELBO")
-    steps: int = option(20, "T of the refinements")
-    lr: float = option(0.05, "rate of the refinements")
-    iterative_steps: int = option(200, "training steps of the iterative guide's update")
+    size: int | None = option(None, "resize images to SIZE×SIZE", minimum=1)
+    epochs: int = option(30, "epochs of the model", minimum=1)
+    latent_dim: int = option(8, "width of z", minimum=1)
+    hidden: tuple[int, ...] = option((128,), "hidden widths of the MLPs", minimum=1)
+    memory_size: int = option(50, "N patterns of memory-vae", minimum=1)
+    num_test: int = option(100, "test images compared", minimum=1)
+    num_samples: int = option(500, "K of IWAE-K and PSIS", minimum=1)
+    num_particles: int = option(10, "draws of each ELBO", minimum=1)
+    steps: int = option(20, "T of the refinements", minimum=0)
+    lr: float = option(0.05, "rate of the refinements", above=0)
+    iterative_steps: int = option(200, "training steps of the iterative guide's update", minimum=1)
 
 
 @dataclass
@@ -302,6 +309,8 @@ class EvalConfig(Options):
     recipe: ClassVar[str] = "eval"
 
     checkpoint: str = option("", "the run's checkpoints/last.ckpt")
-    num_samples: int | None = option(None, "K of the IWAE-K bound (default: 1000; kpp: 100)")
-    num_particles: int = option(10, "draws of the test ELBO")
+    num_samples: int | None = option(
+        None, "K of the IWAE-K bound (default: 1000; kpp: 100)", minimum=1
+    )
+    num_particles: int = option(10, "draws of the test ELBO", minimum=1)
     root: str | None = option(None, "data folder, if it moved since training")

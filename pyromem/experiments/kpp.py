@@ -309,7 +309,7 @@ def run(config, out_dir):
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")
     if config.encoder_width is not None and config.encoder != "resnet18-tsm":
         raise ValueError("encoder_width applies to the resnet18-tsm encoder only")
-    config.save(Path(out_dir) / "config.toml")
+    config.start_run(out_dir)
     data_config = dict(data_options(config), same_class=config.same_class)
     train, episodes = load_kpp_data(data_config, episode_length)
     likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
@@ -465,6 +465,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         binarize="dynamic",
         seed=seed,
         progress=progress,
+        overwrite=True,
         **DEMO_SETTINGS["quick" if quick else "full"],
     )
     rel = {name: Path(path).relative_to(out_dir) for name, path in results["figures"].items()}

@@ -12,6 +12,7 @@ given on the command line (or the keyword arguments given in Python).
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -22,15 +23,23 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
-def option(default, help, *, choices=None, flag=None):
-    """A recipe option: a dataclass field with its default, help and choices.
+def option(default, help, *, choices=None, flag=None, minimum=None, above=None):
+    """A recipe option: a dataclass field with its default, help, choices and range.
 
     :param default: the default value (tuples for lists, ``None`` for "unset").
     :param str help: one sentence for ``--help``.
     :param tuple choices: the values allowed (each element's, for a tuple option).
     :param str flag: the command-line flag, when it is not ``--`` + the name with dashes.
+    :param minimum: the smallest value allowed (each element's, for a tuple option).
+    :param above: values must be greater than this. Numbers must be finite.
     """
-    metadata = {"help": help, "choices": choices, "flag": flag}
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "flag": flag,
+        "minimum": minimum,
+        "above": above,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -99,6 +108,27 @@ class Options:
             for name, value in dataclasses.asdict(self).items()
         }
 
+    def start_run(self, out_dir) -> Path:
+        """Check the run folder and store this config in it as ``config.toml``, before any work.
+
+        :raises ValueError: if ``out_dir`` is a file or cannot be written, or holds a
+            finished run (``results.json``) while neither ``resume`` nor ``overwrite`` is set.
+        """
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--out: {out_dir} is a file, not a folder")
+        finished = (out_dir / "results.json").is_file()
+        allowed = getattr(self, "resume", False) or getattr(self, "overwrite", False)
+        if finished and not allowed:
+            raise ValueError(
+                f"--out: {out_dir} holds a finished run; pass --overwrite to replace it "
+                "or choose another --out"
+            )
+        try:
+            return self.save(out_dir / "config.toml")
+        except OSError as error:
+            raise ValueError(f"--out: cannot write to {out_dir}: {error.strerror}") from None
+
     def save(self, path) -> Path:
         """Write the config as TOML, with ``recipe`` first; unset options are omitted."""
         path = Path(path)
@@ -157,14 +187,17 @@ def _checked(field, value):
         if field.default is not None:
             raise ValueError(f"{name}: expected a value, got None")
         return None
+    bounds = field.metadata.get("minimum"), field.metadata.get("above")
     if is_tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             value = (value,)
-        return tuple(_scalar(name, kind, item, choices) for item in value)
-    return _scalar(name, kind, value, choices)
+        if not value:
+            raise ValueError(f"{name}: expected at least one value, got none")
+        return tuple(_scalar(name, kind, item, choices, bounds) for item in value)
+    return _scalar(name, kind, value, choices, bounds)
 
 
-def _scalar(name, kind, value, choices):
+def _scalar(name, kind, value, choices, bounds=(None, None)):
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected true or false, got {value!r}")
@@ -179,6 +212,14 @@ def _scalar(name, kind, value, choices):
         raise ValueError(f"{name}: expected a string, got {value!r}")
     if choices is not None and value not in choices:
         raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
+    if kind in (int, float):
+        minimum, above = bounds
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
+        if above is not None and not value > above:
+            raise ValueError(f"{name}: expected a value > {above}, got {value!r}")
     return value
 
 

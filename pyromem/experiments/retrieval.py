@@ -294,9 +294,9 @@ def run_retrieval(
 def run(config, out_dir):
     """``pyromem retrieval``: :func:`run_retrieval` with a :class:`RetrievalConfig`, its
     config stored as ``out_dir/config.toml`` and progress lines on stderr."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    config.save(Path(out_dir) / "config.toml")
-    options = {k: v for k, v in config.to_dict().items() if k not in ("methods", "capacity_sizes")}
+    config.start_run(out_dir)
+    skipped = ("methods", "capacity_sizes", "overwrite")
+    options = {k: v for k, v in config.to_dict().items() if k not in skipped}
     if config.methods:
         options["capacity_methods" if config.capacity else "methods"] = list(config.methods)
     if config.capacity_sizes:

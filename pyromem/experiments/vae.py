@@ -168,7 +168,7 @@ def run(config, out_dir):
     """
     start = time.perf_counter()
     pyro.set_rng_seed(config.seed)
-    config.save(Path(out_dir) / "config.toml")
+    config.start_run(out_dir)
     data_config = data_options(config)
     train, test_x = load_vae_data(data_config)
     likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
@@ -275,6 +275,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         batch_size=64,
         seed=seed,
         progress=progress,
+        overwrite=True,
         **DEMO_SETTINGS["quick" if quick else "full"],
     )
     return _demo_report(results, out_dir), results

@@ -309,7 +309,7 @@ def run(config, out_dir):
         )
     with _threads(config.num_threads):
         start = time.perf_counter()
-        config.save(Path(out_dir) / "config.toml")
+        config.start_run(out_dir)
         train, test = vma_data(config)
         elbo = objective(config.address, config.num_particles)
         torch.manual_seed(config.seed)
@@ -493,6 +493,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         "num_threads": 1,
         "seed": seed,
         "progress": progress,
+        "overwrite": True,
         **DEMO_NETS,
     }
     results, lines = {}, ["## Variational Memory Addressing", ""]

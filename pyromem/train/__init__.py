@@ -8,7 +8,8 @@ those who drive a ``Trainer`` themselves.
 """
 
 from pyromem.train.checkpoint import Checkpoint, load_checkpoint
+from pyromem.train.divergence import TrainingDiverged
 from pyromem.train.fit import FitResult, fit
 from pyromem.train.module import SVIModule
 
-__all__ = ["Checkpoint", "FitResult", "SVIModule", "fit", "load_checkpoint"]
+__all__ = ["Checkpoint", "FitResult", "SVIModule", "TrainingDiverged", "fit", "load_checkpoint"]

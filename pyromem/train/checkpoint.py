@@ -9,7 +9,16 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint as CheckpointCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from pyromem.train.divergence import check_finite_parameters
 from pyromem.train.module import CHECKPOINT_KEY
+
+
+def with_umask_permissions(path) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (private, 0600) the permissions of the umask,
+    as ``open`` would have, before it replaces the real file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -20,6 +29,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     on POSIX and Windows: a run killed at any moment leaves either the previous
     checkpoint or the new one.
     """
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        """Read a checkpoint with ``torch.load(weights_only=True)`` whatever the caller asks:
+        a pyromem checkpoint holds tensors and plain containers only, so a file that
+        carries anything else (a pickled payload) is refused rather than run."""
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"corrupt or not a pyromem checkpoint: {path}") from error
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         if storage_options is not None:
@@ -35,6 +53,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            with_umask_permissions(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -54,6 +73,8 @@ class LastCheckpoint(CheckpointCallback):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer, pl_module):
+        # a non-finite state never replaces the last good checkpoint
+        check_finite_parameters(pl_module, trainer.current_epoch + 1)
         trainer.save_checkpoint(self.path)
 
 
@@ -110,3 +131,50 @@ def load_checkpoint(
         epoch=entry["epochs_completed"],
         history=list(entry["history"]),
     )
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the temporary files a killed run left in ``folder`` (``.NAME.*.tmp``)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def check_resumable(path, model, config) -> None:
+    """Raise a one-line ``ValueError`` unless the checkpoint at ``path`` can resume ``model``.
+
+    The checkpoint must be readable (weights only), of the same model kind, with the
+    same architecture and data config (``config["model"]``, ``config[<model>]`` and
+    ``config["data"]``, where present), and parameters of the same names and shapes.
+    """
+    saved = load_checkpoint(path)
+    for key in ("model", config.get("model"), "data"):
+        if key is None or (key not in config and key not in saved.config):
+            continue
+        difference = _first_difference(saved.config.get(key), config.get(key), key)
+        if difference is not None:
+            name, was, now = difference
+            raise ValueError(
+                f"resume: the checkpoint {path} was trained with {name}={was!r}, "
+                f"this run has {name}={now!r}"
+            )
+    current = model.state_dict()
+    for name, value in saved.state_dict.items():
+        if name not in current or current[name].shape != value.shape:
+            now = tuple(current[name].shape) if name in current else "no such parameter"
+            raise ValueError(
+                f"resume: parameter {name} of the checkpoint {path} has shape "
+                f"{tuple(value.shape)}, this model's {now}"
+            )
+
+
+def _first_difference(was, now, name):
+    if isinstance(was, dict) and isinstance(now, dict):
+        for key in dict.fromkeys([*was, *now]):
+            found = _first_difference(was.get(key), now.get(key), f"{name}.{key}")
+            if found is not None:
+                return found
+        return None
+    return None if was == now else (name, was, now)

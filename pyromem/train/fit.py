@@ -15,7 +15,14 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
 from pyromem.train.batches import yields_labels
-from pyromem.train.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from pyromem.train.checkpoint import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    check_resumable,
+    remove_stale_temporaries,
+)
+from pyromem.train.data_checks import check_training_data
+from pyromem.train.divergence import DivergenceGuard
 from pyromem.train.metrics import EpochMetrics
 from pyromem.train.module import SVIModule
 from pyromem.train.schedules import SCHEDULES
@@ -136,6 +143,8 @@ def fit(
     :raises FileNotFoundError: if ``resume=True`` and there is no checkpoint.
     :raises ValueError: on bad argument values, or more GPUs asked for than present.
     :raises TypeError: on arguments of the wrong type.
+    :raises TrainingDiverged: on a non-finite loss, gradient or parameter
+        (:mod:`pyromem.train.divergence`); the last checkpoint is the last good epoch's.
     """
     dataset = _as_dataset(train_data)
     if eval_data is not None:
@@ -174,8 +183,11 @@ def fit(
     metrics_csv = out_dir / "metrics.csv"
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint}")
+    if resume:
+        check_resumable(checkpoint, model, config)
+    remove_stale_temporaries(checkpoint.parent)
+    remove_stale_temporaries(out_dir)
 
-    lightning.seed_everything(seed, verbose=False)
     module = SVIModule(
         model,
         None if batch_size is None else len(dataset),
@@ -188,6 +200,14 @@ def fit(
         config=config,
         drop_labels=drop_labels,
     )
+    check_training_data(
+        model,
+        dataset,
+        batch_size=batch_size,
+        drop_labels=drop_labels,
+        num_data=None if batch_size is None else len(dataset),
+    )
+    lightning.seed_everything(seed, verbose=False)
     with _quiet_lightning():
         trainer = lightning.Trainer(
             accelerator=accelerator,
@@ -202,6 +222,7 @@ def fit(
             callbacks=[
                 *callbacks,
                 DatasetEpoch(dataset),
+                DivergenceGuard(),
                 EpochMetrics(metrics_csv, eval_data),
                 LastCheckpoint(checkpoint),
             ],

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pyromem.diagnostics import elbo_decomposition
+from pyromem.train.checkpoint import with_umask_permissions
 
 
 class EpochMetrics(Callback):
@@ -96,12 +97,15 @@ class EpochMetrics(Callback):
             return
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         columns = list(dict.fromkeys(key for row in history for key in row))
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.csv_path.name}.", dir=self.csv_path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.csv_path.name}.", suffix=".tmp", dir=self.csv_path.parent
+        )
         try:
             with os.fdopen(fd, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(history)
+            with_umask_permissions(tmp)
             os.replace(tmp, self.csv_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

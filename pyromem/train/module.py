@@ -126,6 +126,8 @@ class SVIModule(lightning.LightningModule):
         self.lr_schedule, self.warmup_epochs = lr_schedule, warmup_epochs
         self.weight_decay = weight_decay
         self.drop_labels = drop_labels
+        # the loss of the step in progress, for the divergence guard
+        self.last_loss: torch.Tensor | None = None
         self.seed = seed
         self.config = {} if config is None else config
         # One dict per completed epoch, filled by the fit engine's metrics callback
@@ -140,6 +142,7 @@ class SVIModule(lightning.LightningModule):
             loss = self.loss_fn(*args, **kwargs) / size
         else:
             loss = self.loss_fn(*args, **kwargs, num_data=self.num_data) / self.num_data
+        self.last_loss = loss.detach()
         self.log(
             "train_elbo_nats",
             -loss.detach(),

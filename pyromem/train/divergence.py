@@ -1,0 +1,52 @@
+"""The divergence guard: a non-finite loss or gradient stops training before the step.
+
+A learning rate that is too high, or data outside the likelihood's support,
+turn the ELBO loss or its gradient into ``inf`` or ``nan``; one optimiser step
+with them makes every parameter ``nan``. The guard checks both before each
+optimiser step (one device-to-host sync per step), so the parameters and the
+last checkpoint on disk stay those of the last good epoch, and stops with one
+line that names the epoch, the step and the likely cause.
+"""
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class TrainingDiverged(ArithmeticError):
+    """Training met a non-finite loss, gradient or parameter; the run stopped."""
+
+
+def _cause(pl_module) -> str:
+    return (
+        f"likely a learning rate too high (lr={pl_module.lr:g}) or data outside the "
+        "likelihood's support; the last good checkpoint is kept"
+    )
+
+
+class DivergenceGuard(Callback):
+    """Raise :class:`TrainingDiverged` before an optimiser step with a non-finite loss or
+    gradient. :class:`~pyromem.train.SVIModule` keeps the step's loss in ``last_loss``."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step + 1}"
+        loss = pl_module.last_loss
+        if loss is not None and not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged at {where}: the loss is {loss.item()}; {_cause(pl_module)}"
+            )
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        grads = [g for g in grads if g is not None]
+        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
+            raise TrainingDiverged(
+                f"training diverged at {where}: the gradient is not finite; {_cause(pl_module)}"
+            )
+
+
+def check_finite_parameters(module, epoch) -> None:
+    """Raise :class:`TrainingDiverged` if a parameter of ``module`` is not finite."""
+    for name, parameter in module.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}: parameter {name} is not finite; "
+                "the last good checkpoint is kept"
+            )
