@@ -5,7 +5,7 @@ import torch
 SUPPORTS = ("binary", "unit_interval", "8bit", "real")
 
 
-def check_images(x, event_shape, support="real", name="x", check_values=True):
+def check_images(x, event_shape, support="real", name="x", check_values=True, dtype=None):
     """Check that ``x`` is a float batch of images a model can score.
 
     Raises a :class:`TypeError` or :class:`ValueError` that names the argument,
@@ -21,6 +21,8 @@ def check_images(x, event_shape, support="real", name="x", check_values=True):
     :param bool check_values: whether to check the values too (NaN, range,
         support); this reads the whole tensor, so models skip it when Pyro's
         validation is off, as during training.
+    :param torch.dtype dtype: the floating dtype ``x`` must have, that of the model's
+        parameters (``None``: any).
     :returns: ``x`` unchanged.
     """
     if support not in SUPPORTS:
@@ -30,6 +32,11 @@ def check_images(x, event_shape, support="real", name="x", check_values=True):
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must be a floating-point tensor (e.g. images / 255.), got dtype {x.dtype}"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{name} is {x.dtype} but the model's parameters are {dtype}: convert one to the "
+            f"other, e.g. model.to({x.dtype}) or {name}.to({dtype})"
         )
     event_shape = tuple(event_shape)
     if x.dim() < len(event_shape) + 1 or tuple(x.shape[-len(event_shape) :]) != event_shape:

@@ -303,6 +303,11 @@ class GaussianMixtureMemory(TorchDistribution):
     def _check_query(self, z, name):
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+        if z.dtype != self.memory.dtype:
+            raise TypeError(
+                f"{name} is {z.dtype} but the memory is {self.memory.dtype}: convert one to the "
+                "other with .to(dtype)"
+            )
         dim = self.event_shape[0]
         if z.dim() == 0 or z.shape[-1] != dim:
             raise ValueError(

@@ -52,7 +52,7 @@ from pyromem.nets import (
     make_likelihood,
     typical_image,
 )
-from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch
+from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch, parameter_dtype
 
 WRITES = ("block", "dense", "none")
 ENCODERS = ("conv", "resnet18-tsm")
@@ -368,7 +368,11 @@ class KanervaPlusPlus(PyroModule):
                 f"got {tuple(x.shape)}"
             )
         check_images(
-            x, self.image_shape, self.likelihood.support, check_values=is_validation_enabled()
+            x,
+            self.image_shape,
+            self.likelihood.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
         )
         if x.shape[1] < 2:
             raise ValueError(

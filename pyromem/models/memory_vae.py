@@ -25,6 +25,7 @@ from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.plates import data_plate
 from pyromem.models.vae import VAE
+from pyromem.nets.shapes import parameter_dtype
 
 _instances = itertools.count()
 
@@ -146,7 +147,13 @@ class MemoryVAE(PyroModule):
 
     def model(self, x, num_data=None):
         """p(x, z; M) = p(z; M) p_θ(x | z) over a batch of B images out of ``num_data``."""
-        check_images(x, self.input_shape, self.support, check_values=is_validation_enabled())
+        check_images(
+            x,
+            self.input_shape,
+            self.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
+        )
         prior = self.prior()
         with data_plate(x, num_data):
             z = pyro.sample("z", prior)
@@ -215,6 +222,12 @@ class PixelMemory(MemoryVAE):
 
     def guide(self, x, num_data=None):
         """A point mass at the query itself, ẑ = x."""
-        check_images(x, self.input_shape, self.support, check_values=is_validation_enabled())
+        check_images(
+            x,
+            self.input_shape,
+            self.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
+        )
         with data_plate(x, num_data):
             pyro.sample("z", dist.Delta(self.encode(x)).to_event(1))

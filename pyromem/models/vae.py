@@ -30,6 +30,7 @@ from pyromem.nets import (
     make_likelihood,
     typical_image,
 )
+from pyromem.nets.shapes import parameter_dtype
 
 NETS = ("mlp", "conv")
 _instances = itertools.count()
@@ -91,7 +92,11 @@ class VAE(PyroModule):
 
     def _check(self, x):
         check_images(
-            x, self.input_shape, self.likelihood.support, check_values=is_validation_enabled()
+            x,
+            self.input_shape,
+            self.likelihood.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
         )
 
     def model(self, x, num_data=None):

@@ -50,6 +50,7 @@ from pyromem.nets import (
     TopFeatures,
     make_likelihood,
 )
+from pyromem.nets.shapes import parameter_dtype
 
 ADDRESSING = ("enum", "vimco")
 NETS = ("mlp", "conv")
@@ -158,8 +159,9 @@ def _conv_nets(down, latent_dim, embedding_dim, hidden, param_shape):
     )
 
 
-def check_memory(memory, memory_shape):
-    """Raise unless ``memory`` is a non-empty float tensor ``(N,) + memory_shape``."""
+def check_memory(memory, memory_shape, dtype=None):
+    """Raise unless ``memory`` is a non-empty, finite float tensor ``(N,) + memory_shape``
+    (of ``dtype``, the model's, when given)."""
     if not isinstance(memory, torch.Tensor):
         raise TypeError(f"memory: expected a torch.Tensor, got {type(memory).__name__}")
     if memory.dim() != len(memory_shape) + 1 or memory.shape[1:] != memory_shape:
@@ -170,6 +172,13 @@ def check_memory(memory, memory_shape):
         raise ValueError("memory: expected at least one slot, got an empty memory")
     if not memory.is_floating_point():
         raise TypeError(f"memory: expected a floating-point tensor, got {memory.dtype}")
+    if dtype is not None and memory.dtype != dtype:
+        raise TypeError(
+            f"memory is {memory.dtype} but the model's parameters are {dtype}: convert one to "
+            "the other with .to(dtype)"
+        )
+    if not torch.isfinite(memory).all():
+        raise ValueError("memory: expected finite values, got NaN or infinite ones")
 
 
 def _init_memory(module, memory_size, memory):
@@ -286,13 +295,17 @@ class VMA(PyroModule):
 
     def _inputs(self, x, memory):
         check_images(
-            x, self.input_shape, self.likelihood.support, check_values=is_validation_enabled()
+            x,
+            self.input_shape,
+            self.likelihood.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
         )
         if memory is None:
             if self.memory is None:
                 raise ValueError("memory: this VMA has no memory of its own; pass memory=")
             memory = self.memory
-        check_memory(memory, self.memory_shape)
+        check_memory(memory, self.memory_shape, parameter_dtype(self))
         return memory, self.addressing.keys(memory)
 
     def _encode(self, x, m_a):
@@ -342,7 +355,7 @@ class VMA(PyroModule):
     def address_prior(self, memory=None):
         """p(a | M), shape ``(N,)``."""
         memory = self.memory if memory is None else memory
-        check_memory(memory, self.memory_shape)
+        check_memory(memory, self.memory_shape, parameter_dtype(self))
         return self.addressing.prior_logits(self.addressing.keys(memory)).softmax(-1)
 
     def _mean(self, z, m_a):
@@ -468,7 +481,11 @@ class SoftAttentionVAE(PyroModule):
 
     def _inputs(self, x, memory):
         check_images(
-            x, self.input_shape, self.likelihood.support, check_values=is_validation_enabled()
+            x,
+            self.input_shape,
+            self.likelihood.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
         )
         if memory is None:
             if self.memory is None:
@@ -476,7 +493,7 @@ class SoftAttentionVAE(PyroModule):
                     "memory: this SoftAttentionVAE has no memory of its own; pass memory="
                 )
             memory = self.memory
-        check_memory(memory, self.memory_shape)
+        check_memory(memory, self.memory_shape, parameter_dtype(self))
         return memory
 
     def _weights(self, z, memory):

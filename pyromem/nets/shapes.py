@@ -98,3 +98,12 @@ def flatten_batch(x, shape, name):
     batch_shape = batch_shape_of(x, shape, name)
     # reshape rather than flatten(0, k): batch_shape may be empty or hold zeros.
     return x.reshape((math.prod(batch_shape),) + shape), batch_shape
+
+
+def parameter_dtype(module):
+    """The floating dtype of ``module``'s parameters (``None`` if it has none), which its
+    inputs must share: a float32 net cannot multiply float64 data."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
