@@ -17,6 +17,8 @@ from pyromem.models.vae import NETS
 from pyromem.models.vma import ADDRESSING
 from pyromem.models.vma import NETS as VMA_NETS
 from pyromem.nets.likelihoods import LIKELIHOODS as LIKELIHOOD_HEADS
+from pyromem.retrieval.corruptions import parse_corruption
+from pyromem.retrieval.methods import METHODS
 from pyromem.train.schedules import SCHEDULES
 
 # The choice lists of the options: each from its home where one exists.
@@ -263,7 +265,7 @@ class RetrievalConfig(RunOptions):
     download: bool = option(False, "let torchvision fetch the dataset into --root")
     size: int | None = option(None, "resize images to SIZE×SIZE", minimum=1)
     methods: tuple[str, ...] | None = option(
-        None, "GMM Hopfield NTM MemN2N VAE-GMM ... VAE-GMM* (default: the tables' methods)"
+        None, f"the readers compared, of {' '.join(METHODS)} (default: the tables')"
     )
     corruptions: tuple[str, ...] | None = option(
         None, "clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size)"
@@ -277,6 +279,16 @@ class RetrievalConfig(RunOptions):
     vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)", minimum=1)
     capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
     capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep", minimum=1)
+
+    def check(self):
+        unknown = [name for name in self.methods or () if name not in METHODS]
+        if unknown:
+            raise ValueError(f"methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+        for name in self.corruptions or ():
+            try:
+                parse_corruption(name)
+            except ValueError as error:
+                raise ValueError(f"corruptions: {error}") from None
 
 
 @dataclass

@@ -68,6 +68,10 @@ class Options:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             setattr(self, field.name, _checked(field, value))
+        self.check()
+
+    def check(self) -> None:
+        """Checks across options, or beyond a type and a range; raise ``ValueError``."""
 
     @classmethod
     def option_names(cls) -> list[str]:

@@ -139,7 +139,29 @@ def vma_data(config):
         train, test = few_shot_splits(train, test, config.test_classes)
     elif config.test_classes is not None:
         raise ValueError("test_classes: applies to mode='fewshot' only, got mode=" + config.mode)
+    _check_episodes(config, train, test)
     return train, test
+
+
+def _check_episodes(config, train, test):
+    # what the data allow, checked before any training
+    if config.mode != "fewshot":
+        for split in (train, test):
+            if config.memory_size > len(split):
+                raise ValueError(
+                    f"memory_size: at most the {len(split)} images of the {split.split} "
+                    f"split, got {config.memory_size}"
+                )
+        return
+    for name, wanted, split in (
+        ("classes", config.classes, train),
+        ("memory_classes", max(config.memory_classes), test),
+    ):
+        found = len(split.labels.unique())
+        if wanted > found:
+            raise ValueError(
+                f"{name}: at most the {found} classes of the {split.split} split, got {wanted}"
+            )
 
 
 def _random_memory(images, memory_size, generator):

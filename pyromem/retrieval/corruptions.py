@@ -51,7 +51,7 @@ def parse_corruption(name):
         return name, None
     kind, _, value = name.rpartition("-")
     try:
-        if kind == "noise" and float(value) >= 0:
+        if kind == "noise" and 0 <= float(value) < math.inf:
             return kind, float(value)
         if kind in ("mask", "shift") and int(value) >= 0:
             return kind, int(value)

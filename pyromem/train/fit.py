@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning
 import pyro.infer
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
@@ -208,7 +209,7 @@ def fit(
         num_data=None if batch_size is None else len(dataset),
     )
     lightning.seed_everything(seed, verbose=False)
-    with _quiet_lightning():
+    with _quiet_lightning(), _one_line_misconfiguration():
         trainer = lightning.Trainer(
             accelerator=accelerator,
             devices=devices,
@@ -292,11 +293,27 @@ def _check_gpus(accelerator, devices) -> None:
     else:
         return
     found = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and found == 0:
+        raise ValueError(
+            f"accelerator: {accelerator!r} asks for a GPU and torch finds none; "
+            'accelerator="cpu" or "auto" trains on the CPU'
+        )
     if wanted > 1 and found < wanted:
         raise ValueError(
             f"devices: asked for {wanted} GPUs with accelerator={accelerator!r}, found {found}; "
             f'accelerator="cpu", devices={wanted} runs {wanted} CPU processes instead'
         )
+
+
+@contextmanager
+def _one_line_misconfiguration():
+    # Lightning's MisconfigurationException (a bad accelerator, strategy or devices value)
+    # is a ValueError for the caller, in one line.
+    try:
+        yield
+    except MisconfigurationException as error:
+        message = " ".join(str(error).split())
+        raise ValueError(f"Lightning refused the engine options: {message}") from None
 
 
 @contextmanager
