@@ -111,8 +111,8 @@ class SVIModule(lightning.LightningModule):
                 f"{type(elbo).__name__}, which reads Pyro's global param store; "
                 f"use {type(elbo).__name__.removeprefix('Jit')} instead"
             )
-        if not lr > 0:
-            raise ValueError(f"lr: expected a positive float, got {lr!r}")
+        if not 0 < lr < torch.finfo(torch.float32).max:
+            raise ValueError(f"lr: expected a positive float below 3.4e38, got {lr!r}")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay: expected a float >= 0, got {weight_decay!r}")
         if not warmup_epochs >= 0:
@@ -167,6 +167,16 @@ class SVIModule(lightning.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_train_start(self):
+        # A resumed run restores the optimiser's and schedule's state, rates included:
+        # the rates asked for now win (the same ones retrace the run exactly).
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.lr / group.get("initial_lr", group["lr"])
+                group["weight_decay"] = self.weight_decay
+                if "initial_lr" in group:
+                    group["initial_lr"] = self.lr
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [self.lr] * len(config.scheduler.base_lrs)
         self._validation_before = (
             pyro.infer.is_validation_enabled(),
             pyro.distributions.is_validation_enabled(),
