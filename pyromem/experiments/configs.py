@@ -43,7 +43,16 @@ class RunOptions(Options):
 
 
 @dataclass
-class DataOptions(Options):
+class ImageSource(Options):
+    """Where the images of a ``dataset`` come from, and their size."""
+
+    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
+    download: bool = option(False, "let torchvision fetch the dataset into --root")
+    size: int | None = option(None, "resize images to SIZE×SIZE (default: as stored)", minimum=1)
+
+
+@dataclass
+class DataOptions(ImageSource):
     """Which images: an embedded dataset, a torchvision one under ``root``, or the user's own."""
 
     dataset: str = option(
@@ -52,9 +61,6 @@ class DataOptions(Options):
         " cifar10; from --root) or the user's own (imagefolder: a folder, npz: a file; --root)",
         choices=DATASET_NAMES,
     )
-    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
-    download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "resize images to SIZE×SIZE (default: as stored)", minimum=1)
     binarize: str = option(
         "dynamic", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
     )
@@ -100,7 +106,7 @@ class VAEConfig(RunOptions, EngineOptions, DataOptions):
 
 
 @dataclass
-class VMAConfig(RunOptions, EngineOptions):
+class VMAConfig(RunOptions, EngineOptions, ImageSource):
     """``pyromem train vma``: variational memory addressing (Bornschein et al. 2017)."""
 
     recipe: ClassVar[str] = "vma"
@@ -151,8 +157,6 @@ class VMAConfig(RunOptions, EngineOptions):
         "images (default: digits for recall and learned, glyphs for fewshot); names as for vae",
         choices=DATASET_NAMES,
     )
-    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
-    download: bool = option(False, "let torchvision fetch the dataset into --root")
     size: int | None = option(None, "image side (default: 8 for digits, 16 for glyphs)", minimum=1)
     binarize: str = option(
         "static", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
@@ -247,7 +251,7 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
 
 
 @dataclass
-class RetrievalConfig(RunOptions):
+class RetrievalConfig(RunOptions, ImageSource):
     """``pyromem retrieval``: the associative-retrieval benchmark (Annabi et al. 2022)."""
 
     recipe: ClassVar[str] = "retrieval"
@@ -261,9 +265,6 @@ class RetrievalConfig(RunOptions):
         "images: names as for train vae (--root for torchvision and own data)",
         choices=DATASET_NAMES,
     )
-    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
-    download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "resize images to SIZE×SIZE", minimum=1)
     methods: tuple[str, ...] | None = option(
         None, f"the readers compared, of {' '.join(METHODS)} (default: the tables')"
     )
@@ -292,16 +293,13 @@ class RetrievalConfig(RunOptions):
 
 
 @dataclass
-class CompareGuidesConfig(RunOptions):
+class CompareGuidesConfig(RunOptions, ImageSource):
     """``pyromem compare-guides``: amortised, iterative and hybrid guides of one model."""
 
     recipe: ClassVar[str] = "compare-guides"
 
     model: str = option("vae", "the model", choices=GUIDE_MODELS)
     dataset: str = option("digits", "images: names as for train vae", choices=DATASET_NAMES)
-    root: str | None = option(None, "folder of a torchvision dataset, or the user's folder/.npz")
-    download: bool = option(False, "let torchvision fetch the dataset into --root")
-    size: int | None = option(None, "resize images to SIZE×SIZE", minimum=1)
     epochs: int = option(30, "epochs of the model", minimum=1)
     latent_dim: int = option(8, "width of z", minimum=1)
     hidden: tuple[int, ...] = option((128,), "hidden widths of the MLPs", minimum=1)
