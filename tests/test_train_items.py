@@ -230,3 +230,22 @@ def test_weight_decay_shrinks_parameters_and_bad_options_are_refused(tmp_path):
         fit(make_model("cpu"), data, out_dir=tmp_path / "x", lr_schedule="step")
     with pytest.raises(ValueError, match="weight_decay: expected a float >= 0"):
         fit(make_model("cpu"), data, out_dir=tmp_path / "x", weight_decay=-1.0)
+
+
+def test_evaluation_every_n_epochs_reports_its_cost(tmp_path):
+    data = make_data(64, "cpu")
+    result = fit(
+        make_model("cpu"),
+        data[:48],
+        eval_data=data[48:],
+        eval_every=2,
+        eval_particles=3,
+        out_dir=tmp_path,
+        epochs=5,
+        batch_size=16,
+        progress=False,
+        accelerator="cpu",
+    )
+    scored = [row["epoch"] for row in result.history if "eval_elbo_nats" in row]
+    assert scored == [2, 4, 5]
+    assert all(row["eval_seconds"] > 0 for row in result.history if "eval_seconds" in row)

@@ -80,6 +80,8 @@ class EngineOptions(Options):
     lr_schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
     warmup_epochs: float = option(0.0, "epochs of learning-rate warm-up", minimum=0)
     weight_decay: float = option(0.0, "Adam's weight decay", minimum=0)
+    eval_every: int = option(1, "score the held-out data every N epochs (and the last)", minimum=1)
+    eval_particles: int = option(10, "guide draws of the per-epoch held-out ELBO", minimum=1)
 
 
 @dataclass

@@ -135,6 +135,8 @@ def engine_options(config):
         "lr_schedule": config.lr_schedule,
         "warmup_epochs": config.warmup_epochs,
         "weight_decay": config.weight_decay,
+        "eval_every": config.eval_every,
+        "eval_particles": config.eval_particles,
     }
 
 

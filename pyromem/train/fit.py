@@ -68,6 +68,8 @@ def fit(
     *,
     out_dir: str | os.PathLike,
     eval_data: torch.Tensor | None = None,
+    eval_every: int = 1,
+    eval_particles: int = 10,
     epochs: int = 10,
     batch_size: int | None = 128,
     lr: float = 1e-3,
@@ -120,6 +122,8 @@ def fit(
     :param out_dir: folder for ``metrics.csv`` and ``checkpoints/last.ckpt``.
     :param eval_data: optional fixed held-out tensor ``[M, ...]``, scored in
         chunks of at most 512 datapoints under ``torch.no_grad`` in eval mode.
+    :param int eval_every: score ``eval_data`` every this many epochs (and after the last).
+    :param int eval_particles: guide draws of the held-out ELBO.
     :param int epochs: total number of epochs, counting those of a resumed run.
     :param batch_size: datapoints per step (per device), or ``None``: each item is a step.
     :param float lr: Adam learning rate (the peak of a schedule).
@@ -157,7 +161,12 @@ def fit(
             raise ValueError(
                 f"eval_data: expected at least one datapoint, got shape {tuple(eval_data.shape)}"
             )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("eval_every", eval_every),
+        ("eval_particles", eval_particles),
+    ):
         if name == "batch_size" and value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -224,7 +233,9 @@ def fit(
                 *callbacks,
                 DatasetEpoch(dataset),
                 DivergenceGuard(),
-                EpochMetrics(metrics_csv, eval_data),
+                EpochMetrics(
+                    metrics_csv, eval_data, every=eval_every, num_particles=eval_particles
+                ),
                 LastCheckpoint(checkpoint),
             ],
         )

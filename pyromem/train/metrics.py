@@ -21,8 +21,8 @@ class EpochMetrics(Callback):
     of the epoch), and, when ``eval_data`` is given, its
     ELBO decomposition under the current parameters: ``eval_elbo_nats``,
     ``eval_bits_per_dim``, ``kl_<site>`` for each latent site and
-    ``loglik_<site>`` for each observed site; finally ``seconds``, the wall time
-    of the epoch including the evaluation.
+    ``loglik_<site>`` for each observed site, and ``eval_seconds``, the cost of that
+    evaluation; finally ``seconds``, the wall time of the epoch including it.
 
     The history travels in the checkpoint (see :class:`SVIModule`), and the CSV
     is rewritten from it whenever training starts, so a resumed run keeps the
@@ -31,6 +31,9 @@ class EpochMetrics(Callback):
     :param csv_path: where to write the CSV.
     :param torch.Tensor eval_data: optional fixed held-out data ``[M, ...]``.
     :param int chunk_size: most datapoints scored at once.
+    :param int every: score ``eval_data`` after every ``every``-th epoch (and the last);
+        its wall time is logged as ``eval_seconds``.
+    :param int num_particles: guide draws of the held-out ELBO.
     """
 
     def __init__(
@@ -38,10 +41,13 @@ class EpochMetrics(Callback):
         csv_path: str | os.PathLike,
         eval_data: torch.Tensor | None = None,
         chunk_size: int = 512,
+        every: int = 1,
+        num_particles: int = 10,
     ):
         self.csv_path = Path(csv_path)
         self.eval_data = eval_data
         self.chunk_size = chunk_size
+        self.every, self.num_particles = every, num_particles
         self._epoch_start = 0.0
 
     def on_train_start(self, trainer, pl_module):
@@ -57,8 +63,11 @@ class EpochMetrics(Callback):
             "train_elbo_nats": trainer.callback_metrics["train_elbo_nats"].item(),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
-        if self.eval_data is not None:
+        epoch = trainer.current_epoch + 1
+        if self.eval_data is not None and (epoch % self.every == 0 or epoch == trainer.max_epochs):
+            start = time.perf_counter()
             row.update(self._evaluate(pl_module.model, pl_module.device))
+            row["eval_seconds"] = time.perf_counter() - start
         row["seconds"] = time.perf_counter() - self._epoch_start
         pl_module.history.append(row)
         if trainer.is_global_zero:
@@ -70,7 +79,12 @@ class EpochMetrics(Callback):
         try:
             with torch.no_grad():
                 chunks = [
-                    (len(x), elbo_decomposition(model.model, model.guide, x.to(device)).summary())
+                    (
+                        len(x),
+                        elbo_decomposition(
+                            model.model, model.guide, x.to(device), self.num_particles
+                        ).summary(),
+                    )
                     for x in self.eval_data.split(self.chunk_size)
                 ]
         finally:
