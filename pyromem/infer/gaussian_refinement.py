@@ -46,9 +46,11 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from pyromem.infer.refinement import Refinement, check_rate
+from pyromem.infer.refinement import Refinement, backtracking_ascent, check_rate
+from pyromem.infer.traces import per_datapoint, plate_nesting
 
-DATA_PLATE = "data"
+# Deprecated alias, kept for one release: the name is declared in pyromem.models.plates.
+from pyromem.models.plates import DATA_PLATE  # noqa: F401
 
 
 class GaussianState(NamedTuple):
@@ -153,11 +155,11 @@ class GaussianRefinement(Refinement):
                     kl = kl_divergence(q, node["fn"])
                 except NotImplementedError:
                     log_ratio = q.log_prob(z) - node["fn"].log_prob(z)
-                    kl = _per_datapoint(log_ratio, node, nesting).mean(0)
+                    kl = per_datapoint(log_ratio, node, nesting, outside="sum").mean(0)
                 value = value - kl
             elif node["is_observed"]:
                 log_prob = node["fn"].log_prob(node["value"])
-                value = value + _per_datapoint(log_prob, node, nesting).mean(0)
+                value = value + per_datapoint(log_prob, node, nesting, outside="sum").mean(0)
         return value.expand(len(loc))
 
     def _plate_nesting(self, x, *args, **kwargs):
@@ -173,14 +175,7 @@ class GaussianRefinement(Refinement):
             raise ValueError(
                 f"model has no latent sample site {self.site!r}; its latent sites: {latent}"
             )
-        dims = [
-            -frame.dim
-            for s in trace.nodes.values()
-            if s["type"] == "sample"
-            for frame in s["cond_indep_stack"]
-            if frame.vectorized and frame.dim is not None
-        ]
-        return max(dims, default=1)
+        return max(plate_nesting(trace), 1)
 
     def value_and_grad(self, state, x, *args, **kwargs):
         r""":math:`\mathcal{L}(x, \lambda)` and :math:`\nabla_\mu \mathcal{L}`,
@@ -201,22 +196,17 @@ class GaussianRefinement(Refinement):
 
     def step(self, state, x, *args, **kwargs):
         state, value, (grad_loc, grad_log_scale) = self.value_and_grad(state, x, *args, **kwargs)
-        rate = torch.full_like(value, self.lr).unsqueeze(-1)
-        for _ in range(self.max_backtracks + 1):
-            candidate = GaussianState(
-                state.loc + rate * grad_loc, state.log_scale + rate * grad_log_scale, state.noise
-            )
-            with torch.no_grad():
-                ascent = self.elbo(candidate.detach(), x, *args, **kwargs) >= value
-            ascent = ascent.unsqueeze(-1)
-            if ascent.all():
-                break
-            rate = torch.where(ascent, rate, rate / 2)
-        return GaussianState(
-            torch.where(ascent, candidate.loc, state.loc),
-            torch.where(ascent, candidate.log_scale, state.log_scale),
-            state.noise,
+        loc, log_scale = backtracking_ascent(
+            lambda loc, log_scale: self.elbo(
+                GaussianState(loc, log_scale, state.noise), x, *args, **kwargs
+            ),
+            (state.loc, state.log_scale),
+            (grad_loc, grad_log_scale),
+            value,
+            self.lr,
+            self.max_backtracks,
         )
+        return GaussianState(loc, log_scale, state.noise)
 
     def refine(self, x, *args, trajectory=False, **kwargs):
         r""":math:`\lambda_T` after ``num_steps`` steps, a :class:`GaussianState`.
@@ -233,14 +223,3 @@ class GaussianRefinement(Refinement):
                 state = state.detach()
             path.append(state)
         return (state, path) if trajectory else state
-
-
-def _per_datapoint(log_prob, node, nesting):
-    """Sums a site's log-density over every dim but the particles' (dim 0) and the data plate's:
-    shape ``(S, B)``, or ``(S, 1)`` for a site outside the data plate."""
-    log_prob = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + log_prob.shape)
-    frames = [f for f in node["cond_indep_stack"] if f.name == DATA_PLATE]
-    if not frames:
-        return log_prob.reshape(log_prob.shape[0], -1).sum(-1, keepdim=True)
-    log_prob = log_prob.movedim(frames[0].dim, 1)
-    return log_prob.reshape(log_prob.shape[0], log_prob.shape[1], -1).sum(-1)

@@ -33,9 +33,11 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from pyromem.infer.refinement import Refinement, check_rate
+from pyromem.infer.refinement import Refinement, backtracking_ascent, check_rate
+from pyromem.infer.traces import per_datapoint, plate_nesting
 
-DATA_PLATE = "data"
+# Deprecated alias, kept for one release: the name is declared in pyromem.models.plates.
+from pyromem.models.plates import DATA_PLATE  # noqa: F401
 
 
 class MAPRefinement(Refinement):
@@ -76,10 +78,14 @@ class MAPRefinement(Refinement):
         with poutine.block():
             trace = poutine.trace(conditioned).get_trace(x, *args, **kwargs)
         total = z.new_zeros(z.shape[0])
+        nesting = plate_nesting(trace)
         for name, node in trace.nodes.items():
             if node["type"] != "sample" or site_is_subsample(node):
                 continue
-            log_prob = _per_datapoint(node["fn"].log_prob(node["value"]), node, len(z))
+            log_prob = node["fn"].log_prob(node["value"])
+            # no particles: a leading dim of 1 stands for them
+            log_prob = per_datapoint(log_prob, node, max(nesting, log_prob.dim()), outside="sum")
+            log_prob = log_prob[0].expand(len(z))
             total = total + (self.prior_weight * log_prob if name == self.site else log_prob)
         return total
 
@@ -88,23 +94,12 @@ class MAPRefinement(Refinement):
             z = z.detach().requires_grad_()
             value = self.log_joint(z, x, *args, **kwargs)
             (grad,) = torch.autograd.grad(value.sum(), z)
-        z, value = z.detach(), value.detach()
-        rate = torch.full_like(value, self.lr).unsqueeze(-1)
-        for _ in range(self.max_backtracks + 1):
-            candidate = z + rate * grad
-            ascent = (self.log_joint(candidate, x, *args, **kwargs) >= value).unsqueeze(-1)
-            if ascent.all():
-                break
-            rate = torch.where(ascent, rate, rate / 2)
-        return torch.where(ascent, candidate, z)
-
-
-def _per_datapoint(log_prob, node, batch):
-    """Sums a site's log-density over every dim but the data plate's: shape ``(batch,)``."""
-    frames = [f for f in node["cond_indep_stack"] if f.name == DATA_PLATE]
-    if not frames:
-        # a global site: the same for every datapoint
-        return log_prob.sum().expand(batch)
-    dim = frames[0].dim
-    log_prob = log_prob.reshape((1,) * (-dim - log_prob.dim()) + log_prob.shape)
-    return log_prob.movedim(dim, 0).reshape(log_prob.shape[dim], -1).sum(-1).expand(batch)
+        (z,) = backtracking_ascent(
+            lambda z: self.log_joint(z, x, *args, **kwargs),
+            (z.detach(),),
+            (grad,),
+            value.detach(),
+            self.lr,
+            self.max_backtracks,
+        )
+        return z

@@ -132,3 +132,32 @@ def check_rate(value, name, allow_none=False):
         expected = "a positive float or None" if allow_none else "a positive float"
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
+
+
+def backtracking_ascent(objective, params, grads, value, lr, max_backtracks):
+    r"""One gradient-ascent step per datapoint that never decreases ``objective``.
+
+    Each datapoint's candidate is :math:`\theta + \eta\, g`; the rate :math:`\eta` (``lr`` at
+    first) of a datapoint whose objective would fall below ``value`` is halved, up to
+    ``max_backtracks`` times, and a datapoint that finds no ascent keeps its parameters. The
+    candidates stay in the autograd graph of ``params`` and ``grads`` (for a refinement trained
+    through), while ``objective`` is evaluated on detached copies without a graph.
+
+    :param callable objective: ``objective(*params)``, the value per datapoint, shape ``(B,)``.
+    :param tuple params: the current parameters, each of shape ``(B, d)``.
+    :param tuple grads: the objective's gradient with respect to each of ``params``.
+    :param torch.Tensor value: ``objective(*params)``, shape ``(B,)``.
+    :param float lr: the full step's rate.
+    :param int max_backtracks: how many times a datapoint's rate may be halved.
+    :returns: the new parameters, a tuple like ``params``.
+    """
+    rate = torch.full_like(value, lr).unsqueeze(-1)
+    for _ in range(max_backtracks + 1):
+        candidate = tuple(p + rate * g for p, g in zip(params, grads, strict=True))
+        with torch.no_grad():
+            ascent = objective(*(c.detach() for c in candidate)) >= value
+        ascent = ascent.unsqueeze(-1)
+        if ascent.all():
+            break
+        rate = torch.where(ascent, rate, rate / 2)
+    return tuple(torch.where(ascent, c, p) for c, p in zip(candidate, params, strict=True))

@@ -3,6 +3,8 @@
 import pyro
 import torch
 
+DATA_PLATE = "data"  # the plate's name: diagnostics and guides find datapoints by it
+
 
 def data_plate(x, num_data=None):
     """``pyro.plate("data", ...)`` over the batch ``x`` out of a dataset of ``num_data``.
@@ -21,4 +23,4 @@ def data_plate(x, num_data=None):
     size = batch if num_data is None else num_data
     if size < batch:
         raise ValueError(f"num_data must be at least the batch size {batch}, got {num_data}")
-    return pyro.plate("data", size, subsample=torch.arange(batch, device=x.device))
+    return pyro.plate(DATA_PLATE, size, subsample=torch.arange(batch, device=x.device))
