@@ -9,6 +9,8 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {
+    "retrieval_throughput.py": "--sizes 50 200 --batch 8 --dim 4 --steps 2 --repeats 1"
+    " --chunked-size 500 --chunk 64",
     "engine_overhead.py": "--num-data 64 --epochs 1 --repeats 1 --batch-size 32",
     "data_check_cost.py": "--num-data 300 --repeats 1 --steps 2",
     "kpp_memory_gain.py": "--steps 2 --seeds 0 --variants kpp --same-class --episode-length 3",
