@@ -37,8 +37,8 @@ import pyro.poutine as poutine
 import torch
 
 from pyromem.diagnostics.elbo_decomposition import elbo_decomposition
-from pyromem.diagnostics.log_likelihood import log_importance_weights
-from pyromem.diagnostics.particles import latent_sites, max_plate_nesting, observed_sites
+from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
+from pyromem.diagnostics.particles import latent_sites, observed_sites
 from pyromem.diagnostics.plots import save_figure
 from pyromem.diagnostics.psis import THRESHOLDS, khat_summary, pareto_khat
 
@@ -243,10 +243,8 @@ def compare_guides(
         result.elbo[name], result.kl[name] = parts.elbo, parts.kl
         if name in result.point:
             continue
-        log_weight = _log_weights(model, guide, data, num_samples, chunk_size, kwargs)
-        lse = torch.logsumexp(log_weight, 0)
-        result.iwae[name] = lse - math.log(num_samples)
-        result.ess[name] = torch.exp(2 * lse - torch.logsumexp(2 * log_weight, 0))
+        log_weight, _ = chunked_log_weights(model, guide, data, num_samples, chunk_size, **kwargs)
+        result.iwae[name], result.ess[name] = importance_bound(log_weight)
         result.pareto_k[name] = pareto_khat(log_weight)
     if log_evidence is not None:
         result.log_evidence, result.log_evidence_source = log_evidence, "exact"
@@ -259,19 +257,6 @@ def compare_guides(
             "every guide is a point mass: give log_evidence, or a guide with a density"
         )
     return result
-
-
-def _log_weights(model, guide, data, num_samples, chunk_size, kwargs):
-    with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, (data,), kwargs)
-        chunks, remaining = [], num_samples
-        while remaining > 0:
-            k = min(chunk_size, remaining)
-            chunks.append(
-                log_importance_weights(model, guide, data, k, plate_nesting=nesting, **kwargs)[0]
-            )
-            remaining -= k
-    return torch.cat(chunks)
 
 
 def _check_data(model, data, kwargs):

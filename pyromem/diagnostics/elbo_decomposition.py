@@ -21,9 +21,9 @@ from pyromem.diagnostics.particles import (
     max_plate_nesting,
     observed_sites,
     particle_traces,
-    per_datapoint,
 )
 from pyromem.diagnostics.units import bits_per_dim
+from pyromem.infer.traces import per_datapoint
 
 
 @dataclass

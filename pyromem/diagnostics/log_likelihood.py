@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from pyromem.diagnostics.particles import (
-    latent_sites,
+    log_ratio,
     max_plate_nesting,
     observed_sites,
     particle_traces,
-    per_datapoint,
 )
 from pyromem.diagnostics.units import bits_per_dim
 
@@ -64,26 +63,57 @@ def log_importance_weights(model, guide, x, num_particles, plate_nesting=None, *
     :returns: a tensor of shape ``(num_particles, B)`` and the number of
         observed scalars per datapoint.
     """
-    args = (x,)
     if plate_nesting is None:
-        plate_nesting = max_plate_nesting(model, guide, args, kwargs)
+        plate_nesting = max_plate_nesting(model, guide, (x,), kwargs)
+    return _draw(model, guide, x, num_particles, plate_nesting, kwargs)
+
+
+def _draw(model, guide, x, num_particles, plate_nesting, kwargs, keep_dims=False):
     model_trace, guide_trace = particle_traces(
-        model, guide, args, kwargs, num_particles, plate_nesting
+        model, guide, (x,), kwargs, num_particles, plate_nesting
     )
-    log_weight, num_dims = 0.0, 0
-    for name in observed_sites(model_trace) + latent_sites(model_trace):
-        site = model_trace.nodes[name]
-        log_weight = log_weight + per_datapoint(
-            site["fn"].log_prob(site["value"]), site, plate_nesting
-        )
-        if site["is_observed"]:
-            num_dims += site["fn"].event_shape.numel()
-    for name in latent_sites(model_trace):
-        site = guide_trace.nodes[name]
-        log_weight = log_weight - per_datapoint(
-            site["fn"].log_prob(site["value"]), site, plate_nesting
-        )
-    return log_weight.expand(num_particles, len(x)), num_dims
+    log_weight = log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=keep_dims)
+    num_dims = sum(
+        model_trace.nodes[name]["fn"].event_shape.numel() for name in observed_sites(model_trace)
+    )
+    if not keep_dims:
+        log_weight = log_weight.expand(num_particles, len(x))
+    return log_weight, num_dims
+
+
+def chunked_log_weights(model, guide, x, num_samples, chunk_size, keep_dims=False, **kwargs):
+    """:func:`log_importance_weights` of ``num_samples`` draws, ``chunk_size`` per vectorised
+    pass, without gradients: the one loop of every IWAE-K estimate here.
+
+    The plate nesting is found once (one trial run), then the chunks are drawn in turn and
+    joined along the draws' dim.
+
+    :param int chunk_size: draws per pass; memory grows with ``chunk_size × B``.
+    :param bool keep_dims: keep the dims of every plate (as :func:`~pyromem.diagnostics.
+        particles.log_ratio` does), for bounds on finer units than the datapoint, such as the
+        images of a Kanerva++ episode.
+    :returns: the log-weights, shape ``(num_samples, B)`` (with ``keep_dims``, the draws
+        followed by the plates' dims), and the number of observed scalars per datapoint.
+    """
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, (x,), kwargs)
+        chunks, remaining, num_dims = [], num_samples, 0
+        while remaining > 0:
+            k = min(chunk_size, remaining)
+            log_weight, num_dims = _draw(model, guide, x, k, nesting, kwargs, keep_dims)
+            chunks.append(log_weight)
+            remaining -= k
+        return torch.cat(chunks), num_dims
+
+
+def importance_bound(log_weight):
+    """The IWAE-K bound and the effective sample size of K log-weights (draws at dim 0).
+
+    :returns: ``(log (1/K) Σ_k w_k, (Σ_k w_k)² / Σ_k w_k²)``, each of the shape of one draw.
+    """
+    lse = torch.logsumexp(log_weight, 0)
+    ess = torch.exp(2 * lse - torch.logsumexp(2 * log_weight, 0))
+    return lse - math.log(log_weight.shape[0]), ess
 
 
 def log_likelihood(model, guide, x, num_samples=1000, chunk_size=100, **kwargs):
@@ -101,21 +131,10 @@ def log_likelihood(model, guide, x, num_samples=1000, chunk_size=100, **kwargs):
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, (x,), kwargs)
-        chunks, remaining = [], num_samples
-        while remaining > 0:
-            k = min(chunk_size, remaining)
-            log_weight, num_dims = log_importance_weights(
-                model, guide, x, k, plate_nesting=nesting, **kwargs
-            )
-            chunks.append(log_weight)
-            remaining -= k
-        log_weight = torch.cat(chunks)
-        lse = torch.logsumexp(log_weight, 0)
-        ess = torch.exp(2 * lse - torch.logsumexp(2 * log_weight, 0))
+    log_weight, num_dims = chunked_log_weights(model, guide, x, num_samples, chunk_size, **kwargs)
+    bound, ess = importance_bound(log_weight)
     return ImportanceLogLikelihood(
-        log_likelihood=lse - math.log(num_samples),
+        log_likelihood=bound,
         ess=ess,
         num_samples=num_samples,
         num_dims=num_dims,

@@ -11,7 +11,11 @@ import pyro
 import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
-DATA_PLATE = "data"
+from pyromem.infer.traces import per_datapoint, plate_nesting
+
+# Deprecated aliases, kept for one release: DATA_PLATE is declared in pyromem.models.plates,
+# per_datapoint in pyromem.infer.traces (imported above, and used here).
+from pyromem.models.plates import DATA_PLATE  # noqa: F401
 
 
 def max_plate_nesting(model, guide, args, kwargs):
@@ -21,15 +25,7 @@ def max_plate_nesting(model, guide, args, kwargs):
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
         )
-    dims = [
-        -frame.dim
-        for trace in (guide_trace, model_trace)
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized and frame.dim is not None
-    ]
-    return max(dims, default=0)
+    return plate_nesting(guide_trace, model_trace)
 
 
 def particle_traces(model, guide, args, kwargs, num_particles, plate_nesting):
@@ -73,25 +69,26 @@ def observed_sites(model_trace):
     ]
 
 
-def per_datapoint(value, site, plate_nesting):
-    """Reduce a site's batch-shaped tensor to shape ``(num_particles, batch)``.
+def log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=False):
+    """log p(x, z) − log q(z | x) of each particle, from the traces of :func:`particle_traces`.
 
-    :param torch.Tensor value: a tensor broadcastable to the site's batch shape,
-        e.g. ``site["fn"].log_prob(site["value"])``.
-    :param dict site: the trace site, whose ``cond_indep_stack`` names the plates.
-    :param int plate_nesting: the model's plate nesting, as given to
-        :func:`particle_traces`.
+    The model's observed and latent sites are added and the guide's latent sites subtracted,
+    in the order the model draws them.
+
+    :param int plate_nesting: the plate nesting given to :func:`particle_traces`.
+    :param bool keep_dims: keep every plate's dim (the sites' log-densities summed as they
+        broadcast, particles left of the plates) instead of reducing each site per datapoint.
+    :returns: shape ``(K, B)``, or ``(K, 1)`` when no site depends on the datapoint; with
+        ``keep_dims``, the broadcast batch shape of the sites.
     """
-    data_frames = [f for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
-    if not data_frames:
-        raise ValueError(
-            f"site {site['name']!r} is outside pyro.plate({DATA_PLATE!r}, ...); per-datapoint "
-            "diagnostics need every latent and observed site inside the data plate"
-        )
-    rank = plate_nesting + 1
-    value = value.reshape((1,) * (rank - value.dim()) + value.shape)
-    data_dim = rank + data_frames[0].dim
-    other = [d for d in range(1, rank) if d != data_dim]
-    if other:
-        value = value.sum(other, keepdim=True)
-    return value.reshape(value.shape[0], -1)
+
+    def log_prob(site):
+        value = site["fn"].log_prob(site["value"])
+        return value if keep_dims else per_datapoint(value, site, plate_nesting)
+
+    log_weight = 0.0
+    for name in observed_sites(model_trace) + latent_sites(model_trace):
+        log_weight = log_weight + log_prob(model_trace.nodes[name])
+    for name in latent_sites(model_trace):
+        log_weight = log_weight - log_prob(guide_trace.nodes[name])
+    return log_weight

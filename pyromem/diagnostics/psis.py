@@ -36,11 +36,12 @@ import torch
 
 from pyromem.diagnostics.particles import (
     latent_sites,
+    log_ratio,
     max_plate_nesting,
     observed_sites,
     particle_traces,
-    per_datapoint,
 )
+from pyromem.infer.traces import per_datapoint
 
 THRESHOLDS = (0.5, 0.7)
 CONSTANT_SPREAD = 1e-6  # nats
@@ -126,8 +127,8 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, args, kwargs)
         model_trace, guide_trace = particle_traces(model, guide, args, kwargs, total, nesting)
-        log_ratio = _log_ratio(model_trace, guide_trace, nesting).expand(total, batch)
-        khat = pareto_khat(log_ratio)
+        log_ratios = log_ratio(model_trace, guide_trace, nesting).expand(total, batch)
+        khat = pareto_khat(log_ratios)
 
         def draws(value, event_shape=()):
             # (K, [1, ...,] B, *event) → (chains, draws, B, *event)
@@ -161,7 +162,7 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
         "posterior_predictive": _numpy(predictive),
         "observed_data": _numpy(observed),
         "log_likelihood": _numpy(log_likelihood),
-        "sample_stats": {"log_importance_ratio": draws(log_ratio).numpy()},
+        "sample_stats": {"log_importance_ratio": draws(log_ratios).numpy()},
     }
     attrs = {
         "pareto_k": khat.double().cpu().tolist(),
@@ -169,18 +170,6 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
         "num_draws": total,
     }
     return _from_dict(groups, dims, attrs)
-
-
-def _log_ratio(model_trace, guide_trace, nesting):
-    """log p(x, z) − log q(z | x) of each particle, shape ``(K, B)`` or ``(K, 1)``."""
-    log_weight = 0.0
-    for name in observed_sites(model_trace) + latent_sites(model_trace):
-        site = model_trace.nodes[name]
-        log_weight = log_weight + per_datapoint(site["fn"].log_prob(site["value"]), site, nesting)
-    for name in latent_sites(model_trace):
-        site = guide_trace.nodes[name]
-        log_weight = log_weight - per_datapoint(site["fn"].log_prob(site["value"]), site, nesting)
-    return log_weight
 
 
 def _numpy(group):

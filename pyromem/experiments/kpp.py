@@ -32,12 +32,7 @@ from torch.utils.data import Dataset
 from pyromem.data import load, poisson, salt_and_pepper, speckle
 from pyromem.data.episodes import sample_class_episodes, sample_episode
 from pyromem.diagnostics import elbo_decomposition
-from pyromem.diagnostics.particles import (
-    latent_sites,
-    max_plate_nesting,
-    observed_sites,
-    particle_traces,
-)
+from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
 from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import KPPConfig
 from pyromem.experiments.vae import (
@@ -50,7 +45,8 @@ from pyromem.experiments.vae import (
 from pyromem.models import KanervaPlusPlus
 from pyromem.train import fit, load_checkpoint
 
-EVAL_CHUNK = 32  # episodes per evaluation pass
+EVAL_EPISODES_PER_CHUNK = 32  # episodes (of T images each) per evaluation pass
+EVAL_CHUNK = EVAL_EPISODES_PER_CHUNK  # deprecated alias, kept for one release
 NOISES = {
     "salt_and_pepper": lambda x, g: salt_and_pepper(x, 0.1, generator=g),
     "speckle": lambda x, g: speckle(x, 0.5, generator=g),
@@ -129,25 +125,11 @@ def per_image_log_likelihood(kpp, x, num_samples=100, chunk_size=50):
     The weights w_k = p(x_t, y_k, z_k | M) / q(y_k, z_k | X) are formed per image,
     since the conditional likelihood factorises over the episode given M.
     """
-    with torch.no_grad():
-        nesting = max_plate_nesting(kpp.model, kpp.guide, (x,), {})
-        chunks, remaining = [], num_samples
-        while remaining > 0:
-            k = min(chunk_size, remaining)
-            model_trace, guide_trace = particle_traces(kpp.model, kpp.guide, (x,), {}, k, nesting)
-            log_weight = 0.0
-            for name in observed_sites(model_trace) + latent_sites(model_trace):
-                site = model_trace.nodes[name]
-                log_weight = log_weight + site["fn"].log_prob(site["value"])
-            for name in latent_sites(model_trace):
-                site = guide_trace.nodes[name]
-                log_weight = log_weight - site["fn"].log_prob(site["value"])
-            chunks.append(log_weight.reshape(k, x.shape[1], x.shape[0]))  # (k, T, B)
-            remaining -= k
-        log_weight = torch.cat(chunks)
-        lse = torch.logsumexp(log_weight, 0)
-        ess = torch.exp(2 * lse - torch.logsumexp(2 * log_weight, 0))
-    return (lse - math.log(num_samples)).T, ess.T
+    log_weight, _ = chunked_log_weights(
+        kpp.model, kpp.guide, x, num_samples, chunk_size, keep_dims=True
+    )
+    bound, ess = importance_bound(log_weight.reshape(num_samples, x.shape[1], x.shape[0]))
+    return bound.T, ess.T  # (K, T, B) → (B, T)
 
 
 def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=None):
@@ -164,7 +146,7 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
     length = episodes.shape[1]
     num_dims = math.prod(episodes.shape[2:])
     parts, iwae, ess = [], [], []
-    for chunk in episodes.split(EVAL_CHUNK):
+    for chunk in episodes.split(EVAL_EPISODES_PER_CHUNK):
         chunk = chunk.to(device)
         parts.append(elbo_decomposition(kpp.model, kpp.guide, chunk, num_particles))
         if num_samples:

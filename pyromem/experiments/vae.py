@@ -26,7 +26,8 @@ LIKELIHOOD_FOR_SUPPORT = {
     "unit_interval": "gaussian",
     "8bit": "discretized_logistic_mixture",
 }
-EVAL_CHUNK = 256
+EVAL_IMAGES_PER_CHUNK = 256  # test images per evaluation pass
+EVAL_CHUNK = EVAL_IMAGES_PER_CHUNK  # deprecated alias, kept for one release
 
 
 def evaluation_device(accelerator="auto"):
@@ -62,7 +63,7 @@ def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None):
     device = device or evaluation_device()
     vae = vae.to(device).eval()
     elbo_parts, iwae_parts = [], []
-    for chunk in test_x.split(EVAL_CHUNK):
+    for chunk in test_x.split(EVAL_IMAGES_PER_CHUNK):
         chunk = chunk.to(device)
         elbo_parts.append(elbo_decomposition(vae.model, vae.guide, chunk, num_particles))
         iwae_parts.append(log_likelihood(vae.model, vae.guide, chunk, num_samples=num_samples))
