@@ -46,7 +46,12 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from pyromem.infer.refinement import Refinement, backtracking_ascent, check_rate
+from pyromem.infer.refinement import (
+    Refinement,
+    backtracking_ascent,
+    check_count,
+    check_rate,
+)
 from pyromem.infer.traces import per_datapoint, plate_nesting
 
 # Deprecated alias, kept for one release: the name is declared in pyromem.models.plates.
@@ -101,14 +106,8 @@ class GaussianRefinement(Refinement):
     ):
         super().__init__(model, guide, num_steps=num_steps, site=site)
         self.lr = check_rate(lr, "lr")
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int):
-            raise TypeError(f"num_particles must be an int, got {num_particles!r}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles!r}")
-        if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, int):
-            raise TypeError(f"max_backtracks must be an int, got {max_backtracks!r}")
-        if max_backtracks < 0:
-            raise ValueError(f"max_backtracks must be >= 0, got {max_backtracks!r}")
+        check_count(num_particles, "num_particles", 1)
+        check_count(max_backtracks, "max_backtracks", 0)
         self.num_particles = num_particles + num_particles % 2
         self.differentiable = bool(differentiable)
         self.max_backtracks = max_backtracks

@@ -33,7 +33,12 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from pyromem.infer.refinement import Refinement, backtracking_ascent, check_rate
+from pyromem.infer.refinement import (
+    Refinement,
+    backtracking_ascent,
+    check_count,
+    check_rate,
+)
 from pyromem.infer.traces import per_datapoint, plate_nesting
 
 # Deprecated alias, kept for one release: the name is declared in pyromem.models.plates.
@@ -62,10 +67,7 @@ class MAPRefinement(Refinement):
             raise TypeError(f"prior_weight must be a float, got {prior_weight!r}")
         if prior_weight < 0:
             raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
-        if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, int):
-            raise TypeError(f"max_backtracks must be an int, got {max_backtracks!r}")
-        if max_backtracks < 0:
-            raise ValueError(f"max_backtracks must be >= 0, got {max_backtracks!r}")
+        check_count(max_backtracks, "max_backtracks", 0)
         self.prior_weight = float(prior_weight)
         self.max_backtracks = max_backtracks
 

@@ -134,6 +134,15 @@ def check_rate(value, name, allow_none=False):
     return float(value)
 
 
+def check_count(value, name, minimum):
+    """``value`` as an int of at least ``minimum``, else a TypeError or ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
 def backtracking_ascent(objective, params, grads, value, lr, max_backtracks):
     r"""One gradient-ascent step per datapoint that never decreases ``objective``.
 
