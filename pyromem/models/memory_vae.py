@@ -193,7 +193,10 @@ class PixelMemory(MemoryVAE):
         precision=None,
         obs_scale=1e-3,
     ):
-        PyroModule.__init__(self, name=f"pixel_memory{next(_instances)}")
+        # MemoryVAE.__init__ takes a trained VAE, registers it and reads the widths, support and
+        # dtype from it; a pixel memory has no VAE, so it runs the initialisers above MemoryVAE
+        # in the MRO (PyroModule's) and then the memory set-up MemoryVAE.__init__ delegates to.
+        super(MemoryVAE, self).__init__(name=f"pixel_memory{next(_instances)}")
         input_shape = tuple(input_shape)
         if not (math.isfinite(obs_scale) and obs_scale > 0):
             raise ValueError(f"obs_scale must be a positive finite float, got {obs_scale!r}")

@@ -23,6 +23,14 @@ as in the evaluation (§5.4).
 
 import torch
 
+from pyromem.infer import (
+    LearnedPrecisionRetrieval,
+    MAPRefinement,
+    MemoryFixedPoint,
+    PredictiveCoding,
+)
+from pyromem.models import MemoryVAE
+from pyromem.nets import typical_image
 from pyromem.retrieval.corruptions import corrupt
 from pyromem.retrieval.readers import (
     ContentReader,
@@ -121,14 +129,11 @@ class ReaderMethod(Method):
         )
 
 
-class LatentReaderMethod(ReaderMethod):
-    """A reader on VAE codes (VAE-NTM, VAE-MemN2N): the encoder's means of queries and memory."""
+class _LatentSpace:
+    """The latent space of a trained VAE ``self.vae``, for the ``VAE-*`` methods: vectors are
+    the encoder's means, and they are shown through the decoder."""
 
     space = "latent"
-
-    def __init__(self, name, vae, reader, hyperparameters):
-        super().__init__(name, vae.input_shape, reader, hyperparameters)
-        self.vae = vae
 
     @torch.no_grad()
     def embed(self, images):
@@ -136,32 +141,28 @@ class LatentReaderMethod(ReaderMethod):
 
     @torch.no_grad()
     def render(self, vectors):
-        return _decode(self.vae, vectors)
+        return typical_image(self.vae.decode(vectors)).clamp(0, 1)
 
 
-class GuideMethod(Method):
+class LatentReaderMethod(_LatentSpace, ReaderMethod):
+    """A reader on VAE codes (VAE-NTM, VAE-MemN2N): the encoder's means of queries and memory."""
+
+    def __init__(self, name, vae, reader, hyperparameters):
+        super().__init__(name, vae.input_shape, reader, hyperparameters)
+        self.vae = vae
+
+
+class GuideMethod(_LatentSpace, Method):
     """A :class:`~pyromem.models.MemoryVAE` and one of the refinement guides of
     :mod:`pyromem.infer`, started from the amortised encoder's :math:`\\hat z`."""
-
-    space = "latent"
 
     def __init__(self, name, vae, hyperparameters):
         super().__init__(name, vae.input_shape, hyperparameters)
         self.vae = vae
         self.precision_module = None
 
-    @torch.no_grad()
-    def embed(self, images):
-        return self.vae.encoder(images)[0]
-
-    @torch.no_grad()
-    def render(self, vectors):
-        return _decode(self.vae, vectors)
-
     def memory_vae_of(self, stored):
         """A MemoryVAE with the method's prior and ``stored`` written; returns it and M."""
-        from pyromem.models import MemoryVAE
-
         weights = "hopfield" if self.name.endswith("Hopfield") else "balanced"
         h = self.hyperparameters
         scale = h["beta"] ** -0.5 if weights == "hopfield" else h["sigma"]
@@ -170,8 +171,6 @@ class GuideMethod(Method):
         return memory_vae, memory
 
     def _guide(self, memory_vae):
-        from pyromem.infer import MAPRefinement, MemoryFixedPoint, PredictiveCoding
-
         h = self.hyperparameters
         steps = h["num_steps"]
         if self.name in ("VAE-GMM", "VAE-Hopfield"):
@@ -195,8 +194,6 @@ class GuideMethod(Method):
     def fit(self, train_images, corruption="clean", memory_size=100, generator=None):
         if self.name != "VAE-GMM*":
             return {}
-        from pyromem.infer import LearnedPrecisionRetrieval
-
         h = self.hyperparameters
         size = min(memory_size, len(train_images))
         index = torch.randperm(len(train_images), generator=generator)[:size]
@@ -304,11 +301,3 @@ def _decoder_layers(vae):
             layers.append(torch.nn.Sequential(*current))
             current = []
     return layers + ([torch.nn.Sequential(*current)] if current else [])
-
-
-def _decode(vae, z):
-    likelihood = vae.decode(z)
-    try:
-        return likelihood.mean.clamp(0, 1)
-    except NotImplementedError:
-        return likelihood.sample().clamp(0, 1)

@@ -8,8 +8,10 @@ The memory holds the stored patterns themselves (§5.2: no write mechanism is le
 readers work on flattened pixels or on VAE codes alike.
 
 * :class:`FixedPointReader`: :math:`T` steps :math:`\hat z \leftarrow \sum_k r_k(\hat z) M_k` of
-  :class:`~pyromem.memory.GaussianMixtureMemory` from :math:`\hat z = x`; balanced weights give
-  the "GMM" of §5.2 (eq. 11), Hopfield weights the MCHN (eq. 8).
+  :class:`~pyromem.memory.GaussianMixtureMemory` from :math:`\hat z = x`, i.e.
+  :class:`~pyromem.infer.MemoryFixedPoint` on a :class:`~pyromem.models.PixelMemory` of the
+  stored vectors; balanced weights give the "GMM" of §5.2 (eq. 11), Hopfield weights the MCHN
+  (eq. 8).
 * :class:`ContentReader`: the NTM's content addressing (Graves et al. 2014),
   :math:`w = \mathrm{softmax}(\beta_s \cos(K x, K M_k))`, read :math:`\sum_k w_k M_k`, with a
   learned key strength :math:`\beta_s` and optionally a learned linear key map :math:`K`.
@@ -26,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.memory import GaussianMixtureMemory
+from pyromem.infer import MemoryFixedPoint
+from pyromem.models import PixelMemory
 
 
 class FixedPointReader:
@@ -57,12 +60,29 @@ class FixedPointReader:
         :returns: ``(B, D)`` [and a list of ``T + 1`` tensors ``(B, D)``].
         """
         _check_read(queries, memory)
-        prior = GaussianMixtureMemory(memory, scale=self.scale, weights=self.weights)
-        z, path = queries, [queries]
-        for _ in range(self.num_steps):
-            z = prior.fixed_point_step(z, self.alpha)
-            path.append(z)
-        return (z, path) if trajectory else z
+        # The library's pixel-level memory model (L = 0): the vectors are the codes, the prior
+        # the mixture on the stored ones, the guide the point mass at the query.
+        pixels = PixelMemory(memory.shape[-1:], memory, scale=self.scale, weights=self.weights)
+        refinement = _FixedPrior(pixels.model, pixels.guide, self.num_steps, self.alpha)
+        return refinement.refine(queries, trajectory=trajectory)
+
+
+class _FixedPrior(MemoryFixedPoint):
+    """:class:`~pyromem.infer.MemoryFixedPoint` for a model whose prior at the site does not
+    depend on the query, as a :class:`~pyromem.models.PixelMemory`'s: the model runs up to the
+    site once per refinement rather than at every step (the same prior each time, so the same
+    iterates), which keeps the reader as fast as a bare loop of ``fixed_point_step``."""
+
+    def refine(self, x, *args, trajectory=False, **kwargs):
+        self._prior = super().prior(x, *args, **kwargs)
+        try:
+            return super().refine(x, *args, trajectory=trajectory, **kwargs)
+        finally:
+            self._prior = None
+
+    def prior(self, x, *args, **kwargs):
+        cached = getattr(self, "_prior", None)
+        return super().prior(x, *args, **kwargs) if cached is None else cached
 
 
 class ContentReader(nn.Module):
