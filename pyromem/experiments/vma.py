@@ -84,10 +84,8 @@ def build_model(address, input_shape, **options):
 
 
 def slot_weights(model, x, memory=None):
-    """q(a | x) of a VMA, the read weights w(z) at the mean of q(z | x) of the soft baseline."""
-    if isinstance(model, SoftAttentionVAE):
-        return model.read_weights(x, memory)
-    return model.address_posterior(x, memory)
+    """Deprecated alias, for one release, of ``model.slot_weights(x, memory)``."""
+    return model.slot_weights(x, memory)
 
 
 def evaluation_bounds(vma, x, memory=None, num_samples=1000, num_particles=4):
@@ -198,7 +196,7 @@ def _fewshot_episode(data, classes, shots, queries, generator, device):
 
 def classification_accuracy(vma, data, ways, shots, episodes=20, queries=5, seed=0):
     """Few-shot classification from q(a|x): p(c|x) ≈ Σ_{a of class c} q(a|x) (§4.2);
-    from the read weights for the soft-attention baseline (:func:`slot_weights`).
+    from the read weights for the soft-attention baseline (its ``slot_weights``).
 
     :returns: the accuracy over ``episodes`` episodes of ``ways`` classes.
     """
@@ -207,7 +205,7 @@ def classification_accuracy(vma, data, ways, shots, episodes=20, queries=5, seed
     with torch.no_grad():
         for _ in range(episodes):
             episode, memory, query = _fewshot_episode(data, ways, shots, queries, generator, device)
-            q = slot_weights(vma, query, memory).cpu()
+            q = vma.slot_weights(query, memory).cpu()
             scores = torch.zeros(len(query), ways).index_add_(1, episode.memory_labels, q)
             correct += (scores.argmax(-1) == episode.query_labels).sum().item()
             total += len(query)
@@ -235,7 +233,7 @@ def _evaluate(vma, config, test, num_samples, num_particles=4):
         x = test.images[: config.num_test].to(device)
         results.update(evaluation_bounds(vma, x, None, num_samples, num_particles))
         with torch.no_grad():
-            q = slot_weights(vma, x)
+            q = vma.slot_weights(x)
         average = q.mean(0)
         results["slots_used"] = int(q.argmax(-1).unique().numel())
         results["effective_slots"] = math.exp(-(average * average.clamp_min(1e-30).log()).sum())

@@ -18,19 +18,19 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer.util import is_validation_enabled
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.plates import data_plate
+from pyromem.models.slot_memory import SlotMemoryModel
 from pyromem.models.vae import VAE
 from pyromem.nets.shapes import parameter_dtype
 
 _instances = itertools.count()
 
 
-class MemoryVAE(PyroModule):
+class MemoryVAE(SlotMemoryModel):
     """z ~ GaussianMixtureMemory(M) (eq. 9, or eq. 5-6), x ~ p(x | z) with a trained VAE's
     decoder.
 
@@ -72,6 +72,8 @@ class MemoryVAE(PyroModule):
     ):
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
+        # the slots are codes: N stored patterns of the latent width
+        self.memory_shape = torch.Size((latent_dim,))
         self.support = support
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"scale must be a float, got {scale!r}")
@@ -126,6 +128,21 @@ class MemoryVAE(PyroModule):
             )
         self.memory = self.encode(images)
         return self.memory
+
+    def slot_weights(self, x, memory=None):
+        """The responsibilities r_k of the stored patterns at each image's code (the
+        encoder's mean), shape ``(B, N)``; ``memory``: codes ``(N, d)`` instead of M."""
+        prior = (
+            self.prior()
+            if memory is None
+            else GaussianMixtureMemory(
+                self.resolve_memory(memory),
+                weights=self.weights,
+                beta=self.beta,
+                **self._covariance(),
+            )
+        )
+        return prior.responsibilities(self.encode(x))
 
     def encode(self, images):
         """The code a pattern is stored as: the VAE encoder's mean, shape ``(N, d)``."""
@@ -213,6 +230,21 @@ class PixelMemory(MemoryVAE):
             precision,
             like=like if precision is None else precision,
         )
+
+    def slot_weights(self, x, memory=None):
+        """The responsibilities r_k of the stored patterns at each image's code (the
+        encoder's mean), shape ``(B, N)``; ``memory``: codes ``(N, d)`` instead of M."""
+        prior = (
+            self.prior()
+            if memory is None
+            else GaussianMixtureMemory(
+                self.resolve_memory(memory),
+                weights=self.weights,
+                beta=self.beta,
+                **self._covariance(),
+            )
+        )
+        return prior.responsibilities(self.encode(x))
 
     def encode(self, images):
         """The image itself, flattened: shape ``(N, C·H·W)``."""

@@ -34,13 +34,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer.util import is_validation_enabled
-from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyromem.data.validation import check_images
 from pyromem.memory.addressing import SIMILARITIES, Addressing, similarity
 from pyromem.models.plates import data_plate
+from pyromem.models.slot_memory import MEMORY_KINDS, SlotMemoryModel, check_memory
 from pyromem.nets import (
     ConvMemoryDecoder,
     ConvMemoryEncoder,
@@ -159,40 +159,7 @@ def _conv_nets(down, latent_dim, embedding_dim, hidden, param_shape):
     )
 
 
-def check_memory(memory, memory_shape, dtype=None):
-    """Raise unless ``memory`` is a non-empty, finite float tensor ``(N,) + memory_shape``
-    (of ``dtype``, the model's, when given)."""
-    if not isinstance(memory, torch.Tensor):
-        raise TypeError(f"memory: expected a torch.Tensor, got {type(memory).__name__}")
-    if memory.dim() != len(memory_shape) + 1 or memory.shape[1:] != memory_shape:
-        raise ValueError(
-            f"memory: expected shape (N,) + {tuple(memory_shape)}, got {tuple(memory.shape)}"
-        )
-    if memory.shape[0] == 0:
-        raise ValueError("memory: expected at least one slot, got an empty memory")
-    if not memory.is_floating_point():
-        raise TypeError(f"memory: expected a floating-point tensor, got {memory.dtype}")
-    if dtype is not None and memory.dtype != dtype:
-        raise TypeError(
-            f"memory is {memory.dtype} but the model's parameters are {dtype}: convert one to "
-            "the other with .to(dtype)"
-        )
-    if not torch.isfinite(memory).all():
-        raise ValueError("memory: expected finite values, got NaN or infinite ones")
-
-
-def _init_memory(module, memory_size, memory):
-    """Give ``module`` its own memory of ``memory_size`` slots: a learned parameter, a fixed
-    buffer (filled by ``set_memory``), or none when memories are passed per call."""
-    if memory_size is None:
-        module.memory = None
-    elif memory == "learned":
-        module.memory = nn.Parameter(torch.rand((memory_size,) + module.memory_shape))
-    else:
-        module.register_buffer("memory", torch.zeros((memory_size,) + module.memory_shape))
-
-
-class VMA(PyroModule):
+class VMA(SlotMemoryModel):
     """A VAE conditioned on a memory slot chosen by a discrete address ``"a"``.
 
     :param tuple input_shape: the shape of one image ``(C, H, W)``.
@@ -243,7 +210,7 @@ class VMA(PyroModule):
         super().__init__(name=f"vma{next(_instances)}")
         if address not in ADDRESSING:
             raise ValueError(f"address: expected one of {ADDRESSING}, got {address!r}")
-        if memory not in ("learned", "fixed"):
+        if memory not in MEMORY_KINDS:
             raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
         if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
             raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
@@ -285,13 +252,8 @@ class VMA(PyroModule):
         # p(x | z, m_a): a decoder of z and m_a plus a skip path from m_a
         self.decoder = decoder
         self.skip = SkipPath(self.memory_shape, param_shape)
-        _init_memory(self, memory_size, memory)
+        self.init_memory(memory_size, memory)
         to_pyro_module_(self)
-
-    def set_memory(self, memory):
-        """Replace the model's own memory (a fixed buffer) by ``memory``."""
-        check_memory(memory, self.memory_shape)
-        self.memory = memory.to(self.skip.log_gain)
 
     def _inputs(self, x, memory):
         check_images(
@@ -301,11 +263,7 @@ class VMA(PyroModule):
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
         )
-        if memory is None:
-            if self.memory is None:
-                raise ValueError("memory: this VMA has no memory of its own; pass memory=")
-            memory = self.memory
-        check_memory(memory, self.memory_shape, parameter_dtype(self))
+        memory = self.resolve_memory(memory)
         return memory, self.addressing.keys(memory)
 
     def _encode(self, x, m_a):
@@ -352,6 +310,10 @@ class VMA(PyroModule):
         memory, keys = self._inputs(x, memory)
         return self.addressing.posterior_logits(keys, x).softmax(-1)
 
+    def slot_weights(self, x, memory=None):
+        """q(a | x), shape ``(B, N)``: how much each slot serves each image."""
+        return self.address_posterior(x, memory)
+
     def address_prior(self, memory=None):
         """p(a | M), shape ``(N,)``."""
         memory = self.memory if memory is None else memory
@@ -381,7 +343,7 @@ class VMA(PyroModule):
         return self._mean(loc + scale * torch.randn_like(loc), m_a)
 
 
-class SoftAttentionVAE(PyroModule):
+class SoftAttentionVAE(SlotMemoryModel):
     """§4.2's soft-attention baseline: the memory is read by attention from z.
 
     The attention weights may depend only on the generative model's variables,
@@ -429,7 +391,7 @@ class SoftAttentionVAE(PyroModule):
         channels=64,
     ):
         super().__init__(name=f"soft_attention{next(_instances)}")
-        if memory not in ("learned", "fixed"):
+        if memory not in MEMORY_KINDS:
             raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
         if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
             raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
@@ -472,10 +434,9 @@ class SoftAttentionVAE(PyroModule):
             self.decoder = MLPDecoder(latent_dim + dim, param_shape, tuple(reversed(hidden)))
         # the skip path from r, as VMA's from m_a
         self.skip = SkipPath(self.memory_shape, param_shape)
-        _init_memory(self, memory_size, memory)
+        self.init_memory(memory_size, memory)
         to_pyro_module_(self)
 
-    set_memory = VMA.set_memory
     _decode = VMA._decode
     _mean = VMA._mean
 
@@ -487,14 +448,7 @@ class SoftAttentionVAE(PyroModule):
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
         )
-        if memory is None:
-            if self.memory is None:
-                raise ValueError(
-                    "memory: this SoftAttentionVAE has no memory of its own; pass memory="
-                )
-            memory = self.memory
-        check_memory(memory, self.memory_shape, parameter_dtype(self))
-        return memory
+        return self.resolve_memory(memory)
 
     def _weights(self, z, memory):
         query = self.query_net(z)
@@ -524,6 +478,11 @@ class SoftAttentionVAE(PyroModule):
         memory = self._inputs(x, memory)
         loc, _ = self.encoder(x)
         return self._weights(loc, memory)
+
+    def slot_weights(self, x, memory=None):
+        """The read weights at the mean of q(z | x), shape ``(B, N)``: this model has no
+        address, and these stand for q(a | x) in slot counts and classification."""
+        return self.read_weights(x, memory)
 
     def generate(self, num_samples, memory=None):
         """Decoder means at draws z ~ N(0, I), each reading the whole memory."""
