@@ -28,18 +28,21 @@ class DivergenceGuard(Callback):
     gradient. :class:`~pyromem.train.SVIModule` keeps the step's loss in ``last_loss``."""
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step + 1}"
-        loss = pl_module.last_loss
-        if loss is not None and not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"training diverged at {where}: the loss is {loss.item()}; {_cause(pl_module)}"
-            )
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
         grads = [g for g in grads if g is not None]
-        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
-            raise TrainingDiverged(
-                f"training diverged at {where}: the gradient is not finite; {_cause(pl_module)}"
-            )
+        loss = pl_module.last_loss
+        # one finiteness test and one sync for the loss and every gradient together
+        total = torch.stack(torch._foreach_norm(grads)).sum() if grads else None
+        if loss is not None:
+            total = loss if total is None else total + loss
+        if total is None or torch.isfinite(total):
+            return
+        where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step + 1}"
+        if loss is not None and not torch.isfinite(loss):
+            what = f"the loss is {loss.item()}"
+        else:
+            what = "the gradient is not finite"
+        raise TrainingDiverged(f"training diverged at {where}: {what}; {_cause(pl_module)}")
 
 
 def check_finite_parameters(module, epoch) -> None:

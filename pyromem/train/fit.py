@@ -15,6 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from pyromem.data import ImageDataset
 from pyromem.train.batches import yields_labels
 from pyromem.train.checkpoint import (
     AtomicCheckpointIO,
@@ -27,7 +28,7 @@ from pyromem.train.divergence import DivergenceGuard
 from pyromem.train.metrics import EpochMetrics
 from pyromem.train.module import SVIModule
 from pyromem.train.schedules import SCHEDULES
-from pyromem.train.seeding import DatasetEpoch, EpochShuffleSampler
+from pyromem.train.seeding import DatasetEpoch, EpochShuffleBatches, EpochShuffleSampler
 
 
 @dataclass
@@ -59,6 +60,8 @@ class _TensorDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, index):
+        if isinstance(index, list):  # a batch of indices, from a BatchSampler
+            index = torch.as_tensor(index)
         return self.data[index]
 
 
@@ -252,9 +255,14 @@ def fit(
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
         else:
             sampler = EpochShuffleSampler(len(dataset), seed)
-            loader = DataLoader(
-                dataset, batch_size=batch_size, sampler=sampler, generator=generator
-            )
+            if isinstance(dataset, (_TensorDataset, ImageDataset)):
+                # these index a whole batch at once: one gather instead of B items stacked
+                batches = EpochShuffleBatches(sampler, batch_size, drop_last=False)
+                loader = DataLoader(dataset, batch_size=None, sampler=batches, generator=generator)
+            else:
+                loader = DataLoader(
+                    dataset, batch_size=batch_size, sampler=sampler, generator=generator
+                )
         device = next(model.parameters(), torch.empty(0)).device
         try:
             trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint if resume else None)

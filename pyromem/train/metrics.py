@@ -60,7 +60,7 @@ class EpochMetrics(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         row = {
             "epoch": trainer.current_epoch + 1,
-            "train_elbo_nats": trainer.callback_metrics["train_elbo_nats"].item(),
+            "train_elbo_nats": pl_module.train_elbo(),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
         epoch = trainer.current_epoch + 1

@@ -9,7 +9,7 @@ starts from a seed derived from ``(seed, epoch, rank)`` and the data order from
 import pyro
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from pyromem.data.fresh_episodes import derive_seed
 
@@ -59,3 +59,11 @@ class DatasetEpoch(Callback):
         set_epoch = getattr(self.dataset, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(trainer.current_epoch, trainer.global_rank)
+
+
+class EpochShuffleBatches(BatchSampler):
+    """Batches of indices of an :class:`EpochShuffleSampler`, for datasets that index a
+    whole batch at once; passes Lightning's :meth:`set_epoch` on to the sampler."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
