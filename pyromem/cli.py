@@ -123,7 +123,14 @@ def run(args):
         if not options.checkpoint:
             raise ValueError("--checkpoint: expected the path of a checkpoint")
         args.out = args.out or str(Path(options.checkpoint).parent.parent / "eval")
-        return FAMILIES[args.family].load().evaluate(options, args.out)
+        recipe = FAMILIES[args.family]
+        return getattr(recipe.load(), recipe.evaluator)(
+            options.checkpoint,
+            out_dir=args.out,
+            num_samples=options.num_samples or recipe.eval_samples,
+            num_particles=options.num_particles,
+            root=options.root,
+        )
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS[args.command]
     config = recipe.config.build(
         preset=getattr(args, "preset", None), file=args.config, **_given(args, recipe.config)

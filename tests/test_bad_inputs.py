@@ -212,6 +212,24 @@ def test_fit_checks_the_data_once_whatever_pyros_validation(tmp_path, case):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_fit_checks_labels_in_range(tmp_path):
+    data = load("digits", "train", binarize="static")
+    bad = data.subset(torch.arange(64))
+    bad.labels = bad.labels.clone()
+    bad.labels[5] = -3
+    with pytest.raises(ValueError, match="label -3 of datapoint 5 is negative"):
+        fit(VAE((1, 8, 8), 2, hidden=(8,)), bad, out_dir=tmp_path, epochs=1, progress=False)
+    unlabelled = data.subset(torch.arange(64))
+    unlabelled.labels = torch.full((64,), -1)
+    fit(
+        VAE((1, 8, 8), 2, hidden=(8,)),
+        unlabelled,
+        out_dir=tmp_path / "ok",
+        epochs=1,
+        progress=False,
+    )
+
+
 def test_float64_end_to_end_and_mixed_dtypes_named():
     import pyro
 

@@ -412,17 +412,6 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
     return results
 
 
-def evaluate(options, out_dir):
-    """``pyromem eval kpp``: :func:`evaluate_kpp` with an :class:`EvalConfig`."""
-    return evaluate_kpp(
-        options.checkpoint,
-        out_dir=out_dir,
-        num_samples=options.num_samples or 100,
-        num_particles=options.num_particles,
-        root=options.root,
-    )
-
-
 DEMO_SETTINGS = {
     # quick stays under ~30 s and full under ~2.5 min on 2 CPU cores
     "quick": {"epochs": 1, "num_samples": 10, "baselines": False},

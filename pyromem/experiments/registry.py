@@ -20,14 +20,17 @@ from pyromem.experiments.options import Options
 
 @dataclass(frozen=True)
 class Recipe:
-    """A recipe: ``module.run(config, out_dir)`` trains (or runs) it, ``module.evaluate(
-    checkpoint, out_dir=..., ...)`` evaluates one of its checkpoints again.
+    """A recipe: ``module.run(config, out_dir)`` trains (or runs) it, and for a family
+    ``module.<evaluator>(checkpoint, out_dir=, num_samples=, num_particles=, root=)``
+    evaluates one of its checkpoints again.
 
     :param str name: the command or family name.
     :param type config: its :class:`~pyromem.experiments.options.Options` class.
     :param str module: the module holding ``run`` (and ``evaluate``, ``demo_section``).
     :param str help: one line for ``--help``.
     :param str out: the default ``--out``, formatted with the config's fields.
+    :param str evaluator: the name of the module's evaluation function (families).
+    :param int eval_samples: its default K of the IWAE-K bound.
     """
 
     name: str
@@ -35,6 +38,8 @@ class Recipe:
     module: str
     help: str
     out: str
+    evaluator: str | None = None
+    eval_samples: int = 1000
 
     def load(self):
         """The recipe's module (imported on first use: it needs torch)."""
@@ -49,6 +54,7 @@ FAMILIES = {
         "pyromem.experiments.vae",
         "the VAE with a standard-normal prior",
         "runs/vae-{dataset}",
+        evaluator="evaluate_checkpoint",
     ),
     "vma": Recipe(
         "vma",
@@ -56,6 +62,7 @@ FAMILIES = {
         "pyromem.experiments.vma",
         "variational memory addressing (Bornschein et al. 2017)",
         "runs/vma-{mode}",
+        evaluator="evaluate_vma",
     ),
     "kpp": Recipe(
         "kpp",
@@ -63,6 +70,8 @@ FAMILIES = {
         "pyromem.experiments.kpp",
         "Kanerva++ (Ramapuram et al. 2021)",
         "runs/kpp-{dataset}",
+        evaluator="evaluate_kpp",
+        eval_samples=100,
     ),
 }
 #: The other commands that run a recipe.

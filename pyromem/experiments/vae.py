@@ -216,17 +216,6 @@ def run(config, out_dir):
     return results
 
 
-def evaluate(options, out_dir):
-    """``pyromem eval vae``: :func:`evaluate_checkpoint` with an :class:`EvalConfig`."""
-    return evaluate_checkpoint(
-        options.checkpoint,
-        out_dir=out_dir,
-        num_samples=options.num_samples or 1000,
-        num_particles=options.num_particles,
-        root=options.root,
-    )
-
-
 def evaluate_checkpoint(checkpoint, *, out_dir, num_samples=1000, num_particles=10, root=None):
     """Rebuild a VAE from a pyromem checkpoint and evaluate it on its dataset's test split.
 

@@ -398,10 +398,11 @@ def _bounds(address, num_samples, num_particles):
     }
 
 
-def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, root=None):
+def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, root=None):
     """Rebuild a VMA (or the soft-attention baseline) from a checkpoint of
     :func:`run` and evaluate it again.
 
+    :param int num_particles: draws of a for the KL of z (default: the training run's).
     :param root: the data folder, where it moved since training.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
@@ -417,21 +418,11 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, root=None):
     vma.load_state_dict(saved.state_dict)
     vma.to(evaluation_device())
     _, test = vma_data(config)
-    results = _evaluate(vma, config, test, num_samples, config.num_particles)
+    results = _evaluate(vma, config, test, num_samples, num_particles or config.num_particles)
     results["checkpoint"] = str(checkpoint)
     results["figures"] = _figures(vma, results, saved.history, out_dir)
     write_results(results, out_dir)
     return results
-
-
-def evaluate(options, out_dir):
-    """``pyromem eval vma``: :func:`evaluate_vma` with an :class:`EvalConfig`."""
-    return evaluate_vma(
-        options.checkpoint,
-        out_dir=out_dir,
-        num_samples=options.num_samples or 1000,
-        root=options.root,
-    )
 
 
 def compare_vma(*, out_dir, addresses=ADDRESSES, **options):

@@ -231,21 +231,6 @@ class PixelMemory(MemoryVAE):
             like=like if precision is None else precision,
         )
 
-    def slot_weights(self, x, memory=None):
-        """The responsibilities r_k of the stored patterns at each image's code (the
-        encoder's mean), shape ``(B, N)``; ``memory``: codes ``(N, d)`` instead of M."""
-        prior = (
-            self.prior()
-            if memory is None
-            else GaussianMixtureMemory(
-                self.resolve_memory(memory),
-                weights=self.weights,
-                beta=self.beta,
-                **self._covariance(),
-            )
-        )
-        return prior.responsibilities(self.encode(x))
-
     def encode(self, images):
         """The image itself, flattened: shape ``(N, C·H·W)``."""
         return images.flatten(-len(self.input_shape))

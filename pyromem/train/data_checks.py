@@ -10,7 +10,9 @@ on garbage. :func:`check_training_data` pays the cost once instead:
    which checks shapes and each observed value against its likelihood's support;
 3. when the dataset holds its datapoints as one tensor (a tensor, or an
    :class:`~pyromem.data.ImageDataset`), every datapoint: finite, and inside the
-   support of the observed site ``"x"`` found in step 2.
+   support of the observed site ``"x"`` found in step 2;
+4. a dataset's ``labels`` (an ``ImageDataset``'s, which episode samplers read): one
+   integer per datapoint, all >= 0, or all -1 for unlabelled data.
 """
 
 import pyro
@@ -66,6 +68,25 @@ def check_training_data(model, dataset, *, batch_size, drop_labels, num_data=Non
     finally:
         model.train(was_training)
     _check_every_datapoint(dataset, model_trace)
+    _check_labels(dataset)
+
+
+def _check_labels(dataset) -> None:
+    labels = getattr(dataset, "labels", None)
+    if not isinstance(labels, torch.Tensor):
+        return
+    if labels.is_floating_point() or labels.shape != (len(dataset),):
+        raise ValueError(
+            f"train_data: expected one integer label per datapoint, got labels of dtype "
+            f"{labels.dtype} and shape {tuple(labels.shape)} for {len(dataset)} datapoints"
+        )
+    unlabelled = bool((labels == -1).all())
+    if not unlabelled and len(labels) and labels.min() < 0:
+        index = int((labels < 0).nonzero()[0])
+        raise ValueError(
+            f"train_data: label {labels[index].item()} of datapoint {index} is negative; "
+            "labels are >= 0, or all -1 for unlabelled data"
+        )
 
 
 def _check_every_datapoint(dataset, model_trace) -> None:

@@ -214,11 +214,7 @@ def fit(
         drop_labels=drop_labels,
     )
     check_training_data(
-        model,
-        dataset,
-        batch_size=batch_size,
-        drop_labels=drop_labels,
-        num_data=None if batch_size is None else len(dataset),
+        model, dataset, batch_size=batch_size, drop_labels=drop_labels, num_data=module.num_data
     )
     lightning.seed_everything(seed, verbose=False)
     with _quiet_lightning(), _one_line_misconfiguration():
