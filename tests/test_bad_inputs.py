@@ -34,6 +34,7 @@ CLI_CASES = [
     ("train vae --seed -1", "seed"),
     ("train vae --devices 0", "devices"),
     ("train vae --accelerator tpu", "accelerator"),
+    *([("train vae --accelerator gpu", "accelerator")] if not torch.cuda.is_available() else []),
     ("train vae --lr-schedule step", "lr_schedule"),
     ("train vae --warmup-epochs -1", "warmup_epochs"),
     ("train vae --weight-decay -1", "weight_decay"),
@@ -128,6 +129,13 @@ def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(capsys, tm
     assert "diverged" in line and "epoch 2" in line and "step" in line and "lr=1e+20" in line
     kept = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert kept.epoch == 1 and all(torch.equal(good[k], kept.state_dict[k]) for k in good)
+
+
+def test_a_rate_that_blows_up_the_gradient_stops_the_run(capsys, tmp_path):
+    argv = [*TINY_VAE.split(), "--size", "8", "--no-progress", "--out", str(tmp_path)]
+    assert main([*argv, "--lr", "1e6"]) == 1
+    line = next(line for line in capsys.readouterr().err.splitlines() if "error:" in line)
+    assert "diverged at epoch 1" in line and "lr=1e+06" in line
 
 
 def test_resume_checks_the_architecture_and_the_file(capsys, tmp_path):
