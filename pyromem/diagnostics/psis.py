@@ -12,8 +12,9 @@ matters for importance sampling:
   usable;
 - :math:`\hat k \ge 0.7`: the estimates are unreliable, whatever K.
 
-The fit is arviz's (``psislw`` of arviz 0.x, ``arviz_stats.psislw`` of arviz ≥ 1), applied to
-each datapoint's K log-ratios with relative efficiency 1 (the draws are independent).
+The fit is arviz's (``arviz.psislw`` of arviz 0.x, the ``azstats.psislw`` accessor of
+arviz_stats in arviz ≥ 1), applied to each datapoint's K log-ratios with relative efficiency 1
+(the draws are independent).
 
 :func:`to_inference_data` exports a guide's posterior draws, the model's posterior-predictive
 draws at them, the observed data, the pointwise log-likelihood, the log-ratios and
@@ -45,6 +46,9 @@ from pyromem.infer.traces import per_datapoint
 
 THRESHOLDS = (0.5, 0.7)
 CONSTANT_SPREAD = 1e-6  # nats
+# The tail fitted is the largest floor(K / 5) ratios for K <= 225 (arviz >= 1; ceil on arviz
+# 0.x), and arviz fits no tail of fewer than 5 draws (0.x returns inf, >= 1 raises).
+MIN_DRAWS = 25
 
 
 def _arviz_major():
@@ -53,39 +57,48 @@ def _arviz_major():
     return int(arviz.__version__.split(".")[0])
 
 
-def pareto_khat(log_weights):
-    r""":math:`\hat k` of each datapoint's importance ratios.
-
-    :param torch.Tensor log_weights: :math:`\log r_k`, shape ``(K, B)`` (as
-        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 5.
-    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``; 0
-        for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal).
-    """
-    if not isinstance(log_weights, torch.Tensor) or log_weights.dim() != 2:
-        got = getattr(log_weights, "shape", log_weights)
-        raise ValueError(f"log_weights must be a tensor of shape (K, B), got {got}")
-    if log_weights.shape[0] < 5:
-        raise ValueError(f"log_weights needs K >= 5 draws, got K = {log_weights.shape[0]}")
-    values = log_weights.detach().double().cpu().T.numpy()
+def _psis_khat(log_ratios):
+    """arviz's k̂ of each row of ``log_ratios``, a numpy array of shape ``(B, K)``."""
     with warnings.catch_warnings():
         # arviz warns, per datapoint, about the k̂ it has just been asked to compute
         warnings.simplefilter("ignore")
         if _arviz_major() < 1:
             import arviz
 
-            _, khat = arviz.psislw(values, reff=1.0)
-        else:
-            import xarray
-            from arviz_stats import psislw
+            return arviz.psislw(log_ratios, reff=1.0)[1]
+        import arviz_stats  # noqa: F401  (registers the ``azstats`` accessor)
+        import xarray
 
-            ratios = xarray.DataArray(values, dims=("datapoint", "draw"))
-            _, khat = psislw(ratios, r_eff=1.0, dim="draw")
-            khat = khat.values
-    khat = torch.as_tensor(khat, dtype=log_weights.dtype).to(log_weights.device)
-    # Ratios equal to within rounding (an exact posterior as proposal) have no tail to fit:
-    # the fit then returns inf or nan, and k̂ is reported as 0.
+        # arviz_stats' psislw takes log-likelihoods, the negated log-ratios of LOO
+        negated = xarray.DataArray(-log_ratios, dims=("datapoint", "draw"))
+        return negated.azstats.psislw(dim="draw", r_eff=1.0)[1].values
+
+
+def pareto_khat(log_weights):
+    r""":math:`\hat k` of each datapoint's importance ratios.
+
+    :param torch.Tensor log_weights: :math:`\log r_k`, shape ``(K, B)`` (as
+        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 25.
+    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``; 0
+        for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal).
+    """
+    if not isinstance(log_weights, torch.Tensor) or log_weights.dim() != 2:
+        got = getattr(log_weights, "shape", log_weights)
+        raise ValueError(f"log_weights must be a tensor of shape (K, B), got {got}")
+    if log_weights.shape[0] < MIN_DRAWS:
+        raise ValueError(
+            f"log_weights needs K >= {MIN_DRAWS} draws to fit a tail of 5, "
+            f"got K = {log_weights.shape[0]}"
+        )
+    # Ratios equal to within rounding (an exact posterior as proposal) have no tail to fit
+    # (arviz 0.x returns inf or nan, arviz >= 1 raises): their k̂ is 0.
     spread = log_weights.max(0).values - log_weights.min(0).values
-    return torch.where(spread < CONSTANT_SPREAD, torch.zeros_like(khat), khat)
+    fitted = spread >= CONSTANT_SPREAD
+    khat = torch.zeros(log_weights.shape[1], dtype=torch.float64)
+    if fitted.any():
+        values = log_weights.detach().T[fitted].double().cpu().numpy()
+        khat[fitted.cpu()] = torch.as_tensor(_psis_khat(values), dtype=torch.float64)
+    return khat.to(dtype=log_weights.dtype, device=log_weights.device)
 
 
 def khat_summary(khat):
@@ -121,8 +134,8 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     total = num_samples * num_chains
-    if total < 5:
-        raise ValueError(f"num_samples * num_chains must be >= 5 for k̂, got {total}")
+    if total < MIN_DRAWS:
+        raise ValueError(f"num_samples * num_chains must be >= {MIN_DRAWS} for k̂, got {total}")
     args, batch = (x,), len(x)
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, args, kwargs)
