@@ -40,7 +40,7 @@ from pyromem.diagnostics.elbo_decomposition import elbo_decomposition
 from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
 from pyromem.diagnostics.particles import latent_sites, observed_sites
 from pyromem.diagnostics.plots import save_figure
-from pyromem.diagnostics.psis import THRESHOLDS, khat_summary, pareto_khat
+from pyromem.diagnostics.psis import MIN_DRAWS, THRESHOLDS, khat_summary, pareto_khat
 
 
 @dataclass
@@ -204,7 +204,7 @@ def compare_guides(
     :param callable model: a Pyro model ``model(x, **kwargs)`` with its sites in the data plate.
     :param dict guides: name → guide of ``model`` (e.g. the amortised guide and refinements).
     :param torch.Tensor data: B datapoints.
-    :param int num_samples: K of the IWAE-K bound and of the PSIS fit.
+    :param int num_samples: K of the IWAE-K bound and of the PSIS fit, ≥ 25.
     :param int num_particles: the guide draws of each ELBO.
     :param str amortized: the reference of the amortisation gap (default: the first guide).
     :param torch.Tensor log_evidence: the exact :math:`\\log p(x)`, shape ``(B,)``, if known;
@@ -226,8 +226,8 @@ def compare_guides(
     for name, value in (("num_samples", num_samples), ("num_particles", num_particles)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if num_samples < 5:
-        raise ValueError(f"num_samples must be >= 5 for the PSIS fit, got {num_samples}")
+    if num_samples < MIN_DRAWS:
+        raise ValueError(f"num_samples must be >= {MIN_DRAWS} for the PSIS fit, got {num_samples}")
     if log_evidence is not None and tuple(log_evidence.shape) != (len(data),):
         raise ValueError(
             f"log_evidence must have shape ({len(data)},), got {tuple(log_evidence.shape)}"
