@@ -23,17 +23,21 @@ from pathlib import Path
 
 from pyromem import __version__
 from pyromem.experiments.configs import EvalConfig
-from pyromem.experiments.options import base_type, config_recipe
+from pyromem.experiments.options import Choices, base_type, config_recipe
 from pyromem.experiments.registry import COMMANDS, FAMILIES
 
 DEMO_OUT = "pyromem-demo"
 
 
-def add_options(parser, config_class):
+def add_options(parser, config_class, list_choices=True):
     """Add one flag per field of ``config_class``, each with its type, choices and help.
 
     Defaults are left out of the parsed namespace (``argparse.SUPPRESS``), so that
     only the flags given override a preset or a config file; ``--help`` shows them.
+
+    :param bool list_choices: name the choices of each option in its metavar. Choices
+        imported from their home (:class:`~pyromem.experiments.options.Choices`) load
+        torch, so the CLI lists them only for ``--help``.
     """
     own = config_class.__dict__.get("__annotations__", {})
     # the recipe's own options first, then those it shares (data, engine, run)
@@ -50,6 +54,8 @@ def add_options(parser, config_class):
         else:
             # choices are checked by the config, whose error names the option in one line
             choices = field.metadata.get("choices")
+            if isinstance(choices, Choices) and not list_choices:
+                choices = None
             options["type"] = kind
             options["metavar"] = "{" + ",".join(choices) + "}" if choices else field.name.upper()
             if is_tuple:
@@ -62,9 +68,9 @@ def _add_output(parser, out_help):
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _add_recipe(commands, recipe, name=None):
-    parser = commands.add_parser(name or recipe.name, help=recipe.help, description=recipe.help)
-    add_options(parser, recipe.config)
+def _add_recipe(commands, recipe, list_choices):
+    parser = commands.add_parser(recipe.name, help=recipe.help, description=recipe.help)
+    add_options(parser, recipe.config, list_choices)
     presets = ", ".join(recipe.config.presets)
     if presets:
         parser.add_argument(
@@ -75,8 +81,11 @@ def _add_recipe(commands, recipe, name=None):
     return parser
 
 
-def build_parser():
-    """The ``pyromem`` argument parser, generated from the registry's config classes."""
+def build_parser(list_choices=True):
+    """The ``pyromem`` argument parser, generated from the registry's config classes.
+
+    :param bool list_choices: as for :func:`add_options`.
+    """
     parser = argparse.ArgumentParser(
         prog="pyromem", description="Memory-conditioned generative models as Pyro programs."
     )
@@ -92,17 +101,17 @@ def build_parser():
     train = commands.add_parser("train", help="train a model")
     families = train.add_subparsers(dest="family", required=True)
     for recipe in FAMILIES.values():
-        _add_recipe(families, recipe)
+        _add_recipe(families, recipe, list_choices)
 
     evaluate = commands.add_parser("eval", help="evaluate a trained model again")
     eval_families = evaluate.add_subparsers(dest="family", required=True)
     for recipe in FAMILIES.values():
         sub = eval_families.add_parser(recipe.name, help=f"a checkpoint of {recipe.help}")
-        add_options(sub, EvalConfig)
+        add_options(sub, EvalConfig, list_choices)
         _add_output(sub, "folder of the results (default: beside the checkpoint, in eval/)")
 
     for recipe in COMMANDS.values():
-        _add_recipe(commands, recipe)
+        _add_recipe(commands, recipe, list_choices)
     return parser
 
 
@@ -163,7 +172,8 @@ def main(argv=None):
     except ValueError as error:
         print(f"pyromem: error: {error}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    # torch loads after parsing, so that a bad flag is answered at once (see add_options)
+    args = build_parser(list_choices="-h" in argv or "--help" in argv).parse_args(argv)
     # deprecation notices of our dependencies' internals are not the user's business
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     try:

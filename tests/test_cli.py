@@ -360,3 +360,29 @@ def test_kpp_episode_of_one_image_is_a_clear_error(capsys, tmp_path):
     argv = ["train", "kpp", "--episode-length", "1", "--epochs", "1", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "episode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "vma", "--bogus"], ["train", "kpp", "--epochs", "two"], ["retrieval", "--seeds"]],
+)
+def test_a_bad_flag_is_answered_before_torch_loads(argv):
+    # the answer's speed is torch's import time (seconds) avoided: checked as its absence
+    script = (
+        "import sys\nfrom pyromem.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+        "    print(stop.code, 'torch' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == ["2", "False"]
+    assert "error:" in run.stderr
+
+
+def test_help_lists_the_choices_imported_from_their_homes(capsys):
+    from pyromem.models.vma import ADDRESSING
+
+    with pytest.raises(SystemExit):
+        main(["train", "vma", "--help"])
+    assert "{" + ",".join(ADDRESSING + ("soft",)) + "}" in capsys.readouterr().out

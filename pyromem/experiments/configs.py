@@ -8,28 +8,28 @@ the recipes (:mod:`pyromem.experiments.vae`, ``vma``, ``kpp``, ``retrieval``,
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pyromem.data import BINARIZATIONS as DATA_BINARIZATIONS
-from pyromem.data import DATASETS
-from pyromem.experiments.options import Options, option
-from pyromem.memory.addressing import PRIORS, SIMILARITIES
-from pyromem.models.kanerva import ENCODERS
-from pyromem.models.vae import NETS
-from pyromem.models.vma import ADDRESSING
-from pyromem.models.vma import NETS as VMA_NETS
-from pyromem.nets.likelihoods import LIKELIHOODS as LIKELIHOOD_HEADS
-from pyromem.retrieval.corruptions import parse_corruption
-from pyromem.retrieval.methods import METHODS
-from pyromem.train.schedules import SCHEDULES
+from pyromem.experiments.options import Choices, Options, option
 
-# The choice lists of the options: each from its home where one exists.
-DATASET_NAMES = tuple(DATASETS)
+# The choice lists of the options, each from its home, imported when first used.
+DATASET_NAMES = Choices("pyromem.data:DATASETS")
 #: ``"none"`` keeps the grey levels.
-BINARIZATIONS = ("none",) + tuple(b for b in DATA_BINARIZATIONS if b is not None)
-LIKELIHOODS = tuple(name for name in LIKELIHOOD_HEADS if name != "dlm")
+BINARIZATIONS = Choices(
+    "pyromem.data:BINARIZATIONS", lambda names: ("none",) + tuple(b for b in names if b)
+)
+LIKELIHOODS = Choices(
+    "pyromem.nets.likelihoods:LIKELIHOODS", lambda heads: (h for h in heads if h != "dlm")
+)
+PRIORS = Choices("pyromem.memory.addressing:PRIORS")
+SIMILARITIES = Choices("pyromem.memory.addressing:SIMILARITIES")
+ENCODERS = Choices("pyromem.models.kanerva:ENCODERS")
+NETS = Choices("pyromem.models.vae:NETS")
+VMA_NETS = Choices("pyromem.models.vma:NETS")
+#: VMA's addresses, and §4.2's soft-attention baseline, which has none.
+ADDRESSES = Choices("pyromem.models.vma:ADDRESSING", lambda names: tuple(names) + ("soft",))
+METHODS = Choices("pyromem.retrieval.methods:METHODS")
+SCHEDULES = Choices("pyromem.train.schedules:SCHEDULES")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 MODES = ("recall", "learned", "fewshot")
-#: VMA's addresses, and §4.2's soft-attention baseline, which has none.
-ADDRESSES = ADDRESSING + ("soft",)
 GUIDE_MODELS = ("vae", "memory-vae")
 
 
@@ -268,7 +268,7 @@ class RetrievalConfig(RunOptions, ImageSource):
         choices=DATASET_NAMES,
     )
     methods: tuple[str, ...] | None = option(
-        None, f"the readers compared, of {' '.join(METHODS)} (default: the tables')"
+        None, "the readers compared, e.g. gmm vae-gmm ntm (default: the tables')"
     )
     corruptions: tuple[str, ...] | None = option(
         None, "clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size)"
@@ -287,6 +287,9 @@ class RetrievalConfig(RunOptions, ImageSource):
         unknown = [name for name in self.methods or () if name not in METHODS]
         if unknown:
             raise ValueError(f"methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+        # imported here, not above: the command line parses its flags before torch loads
+        from pyromem.retrieval.corruptions import parse_corruption
+
         for name in self.corruptions or ():
             try:
                 parse_corruption(name)

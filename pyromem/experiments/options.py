@@ -11,10 +11,12 @@ given on the command line (or the keyword arguments given in Python).
 """
 
 import dataclasses
+import importlib
 import json
 import math
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 
 try:
@@ -23,12 +25,49 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+class Choices(Sequence):
+    """The values an option allows, declared in the module that owns them and imported
+    when first needed.
+
+    Those modules import torch, which takes seconds; the configs and the command line
+    do not, so a mistyped flag is answered before any of it loads.
+
+    :param str reference: ``"module:name"`` of a sequence (a dict: its keys).
+    :param transform: a function of that sequence to the tuple of choices.
+    """
+
+    def __init__(self, reference, transform=tuple):
+        self.reference, self.transform, self._values = reference, transform, None
+
+    def _resolved(self) -> tuple:
+        if self._values is None:
+            module, name = self.reference.split(":")
+            self._values = tuple(self.transform(getattr(importlib.import_module(module), name)))
+        return self._values
+
+    def __getitem__(self, index):
+        return self._resolved()[index]
+
+    def __len__(self):
+        return len(self._resolved())
+
+    def __eq__(self, other):
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    def __hash__(self):
+        return hash(self.reference)
+
+    def __repr__(self):
+        return repr(self._resolved())
+
+
 def option(default, help, *, choices=None, flag=None, minimum=None, above=None):
     """A recipe option: a dataclass field with its default, help, choices and range.
 
     :param default: the default value (tuples for lists, ``None`` for "unset").
     :param str help: one sentence for ``--help``.
-    :param tuple choices: the values allowed (each element's, for a tuple option).
+    :param choices: the values allowed (each element's, for a tuple option): a tuple,
+        or :class:`Choices` imported from their home when first needed.
     :param str flag: the command-line flag, when it is not ``--`` + the name with dashes.
     :param minimum: the smallest value allowed (each element's, for a tuple option).
     :param above: values must be greater than this. Numbers must be finite.
