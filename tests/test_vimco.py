@@ -104,8 +104,9 @@ class AddressModel(PyroModule):
                     q_z = Given(q_z, loc + scale * self.noise[1])
                 pyro.sample("z", q_z)
 
-    def log_weights(self, x, a, eps):
-        """l_k = log p(x, a_k, z_k) − log q(a_k, z_k | x) by hand, shape (K, B)."""
+    def log_weights(self, x, a, eps, model_scale=1.0):
+        """l_k = β log p(x, a_k, z_k) − log q(a_k, z_k | x) by hand, shape (K, B), where β is
+        ``model_scale`` (a number, or one per datapoint)."""
         normal, log_softmax = torch.distributions.Normal, torch.log_softmax
         scale = torch.nn.functional.softplus(self.raw_scale)
         loc = x @ self.encoder + self.offsets[a]
@@ -118,7 +119,7 @@ class AddressModel(PyroModule):
         log_q = log_softmax(x @ self.query + self.guide_logits, -1).gather(-1, a.T).T + normal(
             loc, scale
         ).log_prob(z).sum(-1)
-        return log_p - log_q
+        return model_scale * log_p - log_q
 
 
 def draw_noise(k, batch, seed=1):
@@ -159,16 +160,19 @@ def test_loss_with_random_draws_is_a_lower_bound_that_tightens_with_k():
     assert losses[50] < losses[2]
 
 
-@pytest.mark.parametrize("baseline", ["geometric", "arithmetic"])
-def test_gradient_is_unbiased_against_exhaustive_enumeration(baseline):
+@pytest.mark.parametrize(
+    "baseline, beta", [("geometric", 1.0), ("arithmetic", 1.0), ("geometric", 0.5)]
+)
+def test_gradient_is_unbiased_against_exhaustive_enumeration(baseline, beta):
     # The model's only latent is an address over 3 slots; with K = 3 the expected
     # K-sample bound is a sum over all 3^3 particle tuples, so its gradient is exact.
     model, x, k = AddressModel(latent=False, dtype=torch.float64), torch.tensor([[0.3, -0.8]]), 3
     params, x_ = list(model.parameters()), x.double()
     log_q = torch.log_softmax(x_ @ model.query + model.guide_logits, -1)[0]
+    # a tempered model (beta < 1) scales log p inside each weight; q draws the particles
     log_w = (
-        torch.log_softmax(model.prior_logits, -1)
-        + torch.distributions.Normal(model.means, 1.0).log_prob(x_).sum(-1)
+        beta * torch.log_softmax(model.prior_logits, -1)
+        + beta * torch.distributions.Normal(model.means, 1.0).log_prob(x_).sum(-1)
         - log_q
     )
     exact_bound = sum(
@@ -183,7 +187,10 @@ def test_gradient_is_unbiased_against_exhaustive_enumeration(baseline):
     for _ in range(batches):
         model.zero_grad()
         (
-            elbo.differentiable_loss(model.model, model.guide, x_.expand(batch, 2)) / -batch
+            elbo.differentiable_loss(
+                poutine.scale(model.model, scale=beta), model.guide, x_.expand(batch, 2)
+            )
+            / -batch
         ).backward()
         means.append(grads(model))
     means = torch.stack(means)
@@ -234,10 +241,126 @@ def test_bad_arguments_and_unsupported_models():
     with pytest.raises(ValueError, match="site 'a' asks for enumerate='parallel'.*TraceEnum_ELBO"):
         VIMCO(max_plate_nesting=1).loss(model.model, enumerated_guide, x)
 
+    def global_latent_model(x, num_data=None):
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        with data_plate(x, num_data):
+            pyro.sample("x", dist.Normal(shift, 1.0), obs=x[:, 0])
+
+    def global_latent_guide(x, num_data=None):
+        pyro.sample("shift", dist.Normal(0.0, 1.0))
+
+    # with the whole dataset the bound is exact; a subsample of it inside the exp is not
+    VIMCO().loss(global_latent_model, global_latent_guide, x)
     with pytest.raises(
-        ValueError, match="same scale; model site 'a' has 0.5 and guide site 'a' has 1.0"
+        ValueError,
+        match="cannot subsample plate 'data' here: latent model site 'shift' lies outside it "
+        "and model site 'x' inside it may depend on it",
     ):
-        VIMCO().loss(poutine.scale(model.model, scale=0.5), model.guide, x)
+        VIMCO().loss(global_latent_model, global_latent_guide, x, num_data=10)
+
+    def branching_model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(z if z > 0 else -z, 1.0), obs=torch.tensor(1.0))
+
+    with pytest.raises(ValueError, match="VIMCO vectorises its 3 particles.*torch.where"):
+        VIMCO(3).loss(branching_model, lambda: pyro.sample("z", dist.Normal(0.0, 1.0)))
+
+
+@pytest.mark.parametrize("weight", ["tempered", "per datapoint"])
+def test_a_scaled_model_weighs_each_particle_and_subsampling_scales_outside(weight):
+    torch.manual_seed(0)
+    model, x, k = AddressModel(), torch.randn(3, 2), 5
+    model.noise = draw_noise(k, len(x))
+    beta = torch.tensor(0.5) if weight == "tempered" else torch.tensor([0.2, 1.0, 3.0])
+    with torch.no_grad():
+        log_weight = model.log_weights(x, *model.noise, model_scale=beta)
+    bound = 10 / 3 * (torch.logsumexp(log_weight, 0) - math.log(k)).sum()
+    scaled_model = poutine.scale(model.model, scale=beta)
+    loss = VIMCO(num_particles=k, max_plate_nesting=1).loss(
+        scaled_model, model.guide, x, num_data=10
+    )
+    assert loss == pytest.approx(-bound.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("baseline", ["geometric", "arithmetic"])
+def test_leave_one_out_equals_the_direct_k_by_k_sums(baseline):
+    k, g = 6, torch.Generator().manual_seed(0)
+    log_weight = 3 * torch.randn(k, 5, dtype=torch.float64, generator=g)
+    log_weight[2, 1] = 400.0  # one weight dominates its datapoint by e^400
+    log_weight[:2, 2] = 60.0  # a tie for the largest weight
+    log_weight[4, 3] = -math.inf  # a particle of zero weight
+    log_weight[:, 4] = log_weight[:, 4] * 1e-12  # weights equal to 12 digits
+    expected = torch.empty_like(log_weight)
+    for i in range(k):
+        others = torch.cat([log_weight[:i], log_weight[i + 1 :]])
+        if baseline == "geometric":
+            stand_in = others.mean(0, keepdim=True)
+            expected[i] = torch.logsumexp(torch.cat([others, stand_in]), 0) - math.log(k)
+        else:
+            expected[i] = torch.logsumexp(others, 0) - math.log(k - 1)
+    actual = VIMCO(num_particles=k, baseline=baseline)._leave_one_out(log_weight)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+    single = VIMCO(num_particles=k, baseline=baseline)._leave_one_out(log_weight.float())
+    torch.testing.assert_close(single.double(), expected, rtol=1e-6, atol=1e-5)
+
+
+def test_plates_subsampled_apart_and_nested_are_bounded_cell_by_cell():
+    """A subsampled data plate i (observed y_i) with a subsampled nested plate j of local
+    latents z_ij (observed x_ij), beside an independently subsampled plate g (latent u_g,
+    observed w_g): the bound is a log-mean-exp per cell (i, j) and per g, scaled outside."""
+    k, g = 4, torch.Generator().manual_seed(0)
+    rows, cols, groups = torch.tensor([1, 4]), torch.tensor([0, 2, 3]), torch.tensor([2])
+    y, x_data, w_data = torch.randn(6, generator=g), torch.randn(6, 5), torch.randn(3)
+    eps_z, eps_u = torch.randn(k, 3, 2, generator=g), torch.randn(k, 1, 1, generator=g)
+    beta = 0.7  # a tempered likelihood of x
+
+    def model():
+        with pyro.plate("rows", 6, subsample=rows, dim=-1):
+            pyro.sample("y", dist.Normal(0.0, 1.0), obs=y[rows])
+            with pyro.plate("cols", 5, subsample=cols, dim=-2):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                with poutine.scale(scale=beta):
+                    pyro.sample("x", dist.Normal(z, 0.5), obs=x_data[rows][:, cols].T)
+        with pyro.plate("groups", 3, subsample=groups, dim=-1):
+            u = pyro.sample("u", dist.Normal(0.0, 2.0))
+            pyro.sample("w", dist.Normal(u, 1.0), obs=w_data[groups])
+
+    def guide():
+        with pyro.plate("rows", 6, subsample=rows, dim=-1):
+            with pyro.plate("cols", 5, subsample=cols, dim=-2):
+                pyro.sample("z", Given(dist.Normal(0.3, 0.8).expand([3, 2]), 0.3 + 0.8 * eps_z))
+        with pyro.plate("groups", 3, subsample=groups, dim=-1):
+            pyro.sample("u", Given(dist.Normal(-0.2, 1.5).expand([1]), -0.2 + 1.5 * eps_u))
+
+    normal = torch.distributions.Normal
+    z, u = 0.3 + 0.8 * eps_z, -0.2 + 1.5 * eps_u
+    l_z = (
+        normal(0.0, 1.0).log_prob(z)
+        + beta * normal(z, 0.5).log_prob(x_data[rows][:, cols].T)
+        - normal(0.3, 0.8).log_prob(z)
+    )
+    l_u = normal(0.0, 2.0).log_prob(u) + normal(u, 1.0).log_prob(w_data[groups])
+    l_u = l_u - normal(-0.2, 1.5).log_prob(u)
+    bound = (
+        6 / 2 * normal(0.0, 1.0).log_prob(y[rows]).sum()
+        + (6 / 2) * (5 / 3) * (torch.logsumexp(l_z, 0) - math.log(k)).sum()
+        + 3 / 1 * (torch.logsumexp(l_u, 0) - math.log(k)).sum()
+    )
+    loss = VIMCO(num_particles=k, max_plate_nesting=2).loss(model, guide)
+    assert loss == pytest.approx(-bound.item(), rel=1e-5)
+
+    def local_latent_outside_cols():
+        with pyro.plate("rows", 6, subsample=rows, dim=-1):
+            v = pyro.sample("v", dist.Normal(0.0, 1.0))
+            with pyro.plate("cols", 5, subsample=cols, dim=-2):
+                pyro.sample("x", dist.Normal(v, 1.0), obs=x_data[rows][:, cols].T)
+
+    def guide_v():
+        with pyro.plate("rows", 6, subsample=rows, dim=-1):
+            pyro.sample("v", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="plate 'cols' here: latent model site 'v'"):
+        VIMCO(num_particles=k, max_plate_nesting=2).loss(local_latent_outside_cols, guide_v)
 
 
 DDP_SCRIPT = textwrap.dedent(
