@@ -147,7 +147,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="no memory of its own"):
         VMA(SHAPE, hidden=(8,)).model(x)
     with pytest.raises(ValueError, match="address: expected one of"):
-        VMA(SHAPE, address="gumbel")
+        VMA(SHAPE, address="reinforce")
     with pytest.raises(ValueError, match="similarity: expected one of"):
         VMA(SHAPE, similarity="l2")
     # VIMCO samples the address; it refuses a guide that asks for enumeration

@@ -151,7 +151,8 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
     mode: str = option("recall", "train-to-recall, learned memory or few-shot", choices=MODES)
     address: str = option(
         "enum",
-        "enumerated or VIMCO-sampled address, or soft: the soft-attention baseline (§4.2)",
+        "the address's estimator: enumerated, VIMCO, reweighted wake-sleep, NVIL, Gumbel-softmax;"
+        " or soft: the soft-attention baseline (§4.2)",
         choices=ADDRESSES,
     )
     dataset: str | None = option(
@@ -175,7 +176,11 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
     )
     epochs: int = option(20, "epochs of learned", minimum=1)
     batch_size: int = option(32, "targets per step (recall, learned)", minimum=1)
-    num_particles: int = option(4, "K of VIMCO", minimum=1)
+    num_particles: int = option(4, "K of VIMCO and RWS", minimum=1)
+    temperature: float = option(1.0, "gumbel: the first τ of the relaxation", above=0)
+    final_temperature: float = option(
+        0.5, "gumbel: the last τ, reached geometrically over the training steps", above=0
+    )
     net: str = option(
         "mlp", "the nets: MLPs, or §4.2's conv nets with skips from m", choices=VMA_NETS
     )
@@ -315,6 +320,46 @@ class CompareGuidesConfig(RunOptions, ImageSource):
     steps: int = option(20, "T of the refinements", minimum=0)
     lr: float = option(0.05, "rate of the refinements", above=0)
     iterative_steps: int = option(200, "training steps of the iterative guide's update", minimum=1)
+
+
+@dataclass
+class CompareEstimatorsConfig(RunOptions, ImageSource):
+    """``pyromem compare-estimators``: VMA's address estimators by gradient bias, variance, cost."""
+
+    recipe: ClassVar[str] = "compare-estimators"
+
+    dataset: str = option("glyphs", "images of the few-shot episodes", choices=DATASET_NAMES)
+    estimators: tuple[str, ...] | None = option(
+        None,
+        f"the estimators compared, of {' '.join(ADDRESSES)} (default: all; soft: step, NLL)",
+    )
+    classes: int = option(4, "C classes per episode", minimum=1)
+    shots: int = option(2, "S shots per class: |M| = C·S", minimum=1)
+    queries: int = option(4, "targets per class", minimum=1)
+    train_steps: int = option(300, "few-shot steps (enum) to the point measured", minimum=1)
+    num_particles: int = option(4, "K of VIMCO and RWS", minimum=2)
+    gradient_draws: int = option(50, "gradients per estimator for its variance", minimum=2)
+    mean_draws: int = option(500, "replicates for each estimator's mean gradient", minimum=2)
+    reference_draws: int = option(500, "replicates for the exact-address reference", minimum=2)
+    posterior_samples: int = option(256, "draws of z per slot of RWS's p(a|x)", minimum=1)
+    temperature: float = option(0.5, "τ of the Gumbel-softmax estimator", above=0)
+    baseline_steps: int = option(200, "steps fitting NVIL's baseline first", minimum=0)
+    max_tuples: int = option(65536, "largest |M|^K enumerated for VIMCO's reference", minimum=1)
+    step_repeats: int = option(5, "timed training steps per estimator", minimum=2)
+    nll_steps: int = option(0, "train each estimator this long for a test NLL (0: no)", minimum=0)
+    num_samples: int = option(200, "K of the IWAE-K test NLL", minimum=1)
+    latent_dim: int = option(8, "width of z", minimum=1)
+    embedding_dim: int = option(32, "width of the matching space", minimum=1)
+    hidden: tuple[int, ...] = option((64,), "hidden widths of the MLPs", minimum=1)
+    lr: float = option(3e-3, "Adam learning rate of every training", above=0)
+    num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
+
+    def check(self):
+        unknown = [name for name in self.estimators or () if name not in ADDRESSES]
+        if unknown:
+            raise ValueError(
+                f"estimators: unknown estimator {unknown[0]!r}; known: {', '.join(ADDRESSES)}"
+            )
 
 
 @dataclass

@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass
 
 from pyromem.experiments.configs import (
+    CompareEstimatorsConfig,
     CompareGuidesConfig,
     KPPConfig,
     RetrievalConfig,
@@ -89,6 +90,13 @@ COMMANDS = {
         "pyromem.experiments.compare_guides",
         "amortised, iterative and hybrid guides of one model side by side",
         "runs/compare-guides-{model}",
+    ),
+    "compare-estimators": Recipe(
+        "compare-estimators",
+        CompareEstimatorsConfig,
+        "pyromem.experiments.compare_estimators",
+        "VMA's address estimators: gradient bias and variance, step time, test NLL",
+        "runs/compare-estimators-{dataset}",
     ),
 }
 

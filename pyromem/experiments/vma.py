@@ -37,8 +37,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import pyro
 import torch
+from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
 from pyromem.data import FreshEpisodes, few_shot_splits, load, sample_few_shot
@@ -51,7 +51,7 @@ from pyromem.experiments.vae import (
     evaluation_device,
     write_results,
 )
-from pyromem.infer import VIMCO
+from pyromem.infer.address_estimators import address_objective
 from pyromem.models import VMA
 from pyromem.models.vma import SoftAttentionVAE
 from pyromem.train import fit, load_checkpoint
@@ -63,15 +63,13 @@ EVAL_EPISODES = 4
 
 
 def objective(address, num_particles=4):
-    """The training objective of an address: exact enumeration, VIMCO with K
-    particles, or the single-sample ELBO of the soft-attention baseline."""
-    if address == "enum":
-        return pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
-    if address == "vimco":
-        return VIMCO(num_particles=num_particles, max_plate_nesting=1)
-    if address == "soft":
-        return pyro.infer.Trace_ELBO(max_plate_nesting=1)
-    raise ValueError(f"address: expected one of {ADDRESSES}, got {address!r}")
+    """The training objective of an address
+    (:func:`~pyromem.infer.address_estimators.address_objective`): enumeration, VIMCO or
+    reweighted wake-sleep with K particles, NVIL's score function with a learned baseline,
+    or the one-sample ELBO of the Gumbel-softmax relaxation and of the soft-attention baseline."""
+    if address not in ADDRESSES:
+        raise ValueError(f"address: expected one of {ADDRESSES}, got {address!r}")
+    return address_objective(address, num_particles)
 
 
 def build_model(address, input_shape, **options):
@@ -81,6 +79,20 @@ def build_model(address, input_shape, **options):
         options.pop("prior", None)
         return SoftAttentionVAE(input_shape, **options)
     return VMA(input_shape, address=address, **options)
+
+
+class TemperatureSchedule(Callback):
+    """Anneals the Gumbel-softmax τ of a VMA geometrically over the training steps:
+    τ_t = τ_0 (τ_T / τ_0)^(t / T) at step t of T (Jang et al. 2017 anneal τ exponentially
+    towards a floor), set before every step from the trainer's step, so a resumed run
+    retraces it."""
+
+    def __init__(self, start, end):
+        self.start, self.end = start, end
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        progress = min(trainer.global_step / max(trainer.estimated_stepping_batches, 1), 1.0)
+        pl_module.model.temperature = self.start * (self.end / self.start) ** progress
 
 
 def slot_weights(model, x, memory=None):
@@ -106,7 +118,8 @@ def evaluation_bounds(vma, x, memory=None, num_samples=1000, num_particles=4):
 
 
 @contextmanager
-def _threads(num_threads):
+def torch_threads(num_threads):
+    """A context in which torch uses ``num_threads`` CPU threads (``None``: as it is)."""
     # Small MLPs on a busy CPU run several times faster on one intra-op thread.
     before = torch.get_num_threads()
     if num_threads:
@@ -327,7 +340,7 @@ def run(config, out_dir):
             f"steps: expected a multiple of steps_per_epoch ({config.steps_per_epoch}), "
             f"got {config.steps}"
         )
-    with _threads(config.num_threads):
+    with torch_threads(config.num_threads):
         start = time.perf_counter()
         config.start_run(out_dir)
         train, test = vma_data(config)
@@ -358,6 +371,9 @@ def run(config, out_dir):
             batch_size=None if episodic else config.batch_size,
             lr=config.lr,
             config={"model": "vma", "vma": vma.config, "options": config.to_dict()},
+            callbacks=[TemperatureSchedule(config.temperature, config.final_temperature)]
+            if config.address == "gumbel"
+            else [],
             **engine,
         )
         vma, history = result.model.to(evaluation_device(config.accelerator)), result.history

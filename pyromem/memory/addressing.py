@@ -9,10 +9,18 @@ Each memory slot m_a is embedded by h(m_a) = e_a and a query by h^q(x) = e^q
 
 (Bornschein et al. 2017, §2). One matrix product scores a batch of queries
 against all slots, O(|M| |B| |e|).
+
+Two distributions over the slots serve the address's estimators:
+:class:`InverseCDFCategorical` draws a discrete address with one cumulative sum
+per query and one uniform per draw, and :class:`ExpRelaxedCategorical` is the
+log of a Concrete (Gumbel-softmax) relaxation of it.
 """
 
+import pyro.distributions as dist
 import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
+from torch.distributions import relaxed_categorical
 
 SIMILARITIES = ("normalized", "dot", "cosine")
 PRIORS = ("learned", "flat")
@@ -78,3 +86,37 @@ class Addressing(nn.Module):
         if self.prior_query is None:
             return keys.new_zeros(keys.shape[0])
         return similarity(keys, self.prior_query, self.kind)
+
+
+class InverseCDFCategorical(dist.Categorical):
+    """:class:`~pyro.distributions.Categorical`, drawn by inverting its cumulative sum.
+
+    ``torch.multinomial`` draws one exponential per category and draw; here K
+    draws of a ``(B, N)`` batch cost one cumulative sum over the N slots and K·B
+    uniforms located by binary search, so that sampling an address is no more
+    work per slot than scoring it. The first slot whose cumulative probability
+    exceeds u·total is drawn (``right=True``), so a slot of probability zero
+    never is.
+    """
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        # the cumulative sum of the logits before any broadcast (a plate of particles
+        # expands them without copying): once per query, not once per draw
+        logits = self.logits
+        unbroadcast = tuple(slice(0, 1) if step == 0 else slice(None) for step in logits.stride())
+        logits = logits[unbroadcast]
+        cdf = logits.softmax(-1).cumsum(-1).expand(shape + logits.shape[-1:]).contiguous()
+        u = torch.rand(shape + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+        index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+        return index.clamp_max(self._num_events - 1)
+
+
+class ExpRelaxedCategorical(relaxed_categorical.ExpRelaxedCategorical, TorchDistributionMixin):
+    """The ExpConcrete distribution (Maddison et al. 2017, App. C) as a Pyro distribution.
+
+    A draw y (``batch_shape + (N,)``, reparameterised) is the log of a Concrete
+    relaxation of a one-hot address at ``temperature``: y = log softmax((logits + g) / τ)
+    with Gumbel noise g. A KL between two such relaxations equals that between the
+    Concrete distributions of exp(y), and in log space stays finite where exp(y) underflows.
+    """

@@ -11,10 +11,13 @@ so p(x | M) = Σ_a p(a | M) ∫ p(z | m_a) p(x | z, m_a) dz. Guide (eq. 3-6):
     q(a | x) ∝ exp S(m_a, x),  S = <h(m_a), h^q(x)> / ‖h(m_a)‖
     q(z | x, m_a) = N(μ(x, m_a), diag σ(x, m_a)²).
 
-The address is either enumerated exactly in the guide (``address="enum"``,
-train with ``TraceEnum_ELBO(max_plate_nesting=1)``; |M| decoder passes per
-image) or sampled (``address="vimco"``, train with
-:class:`pyromem.infer.VIMCO`). The memory is an argument of ``model`` and
+The address is enumerated exactly in the guide (``address="enum"``, train
+with ``TraceEnum_ELBO(max_plate_nesting=1)``; |M| decoder passes per image),
+sampled (``"vimco"``, ``"rws"``, ``"nvil"``: K or one decoder passes, trained
+with :class:`pyromem.infer.VIMCO`, reweighted wake-sleep or ``TraceGraph_ELBO``
+with the guide's learned baseline; :mod:`pyromem.infer.address_estimators`), or
+relaxed in training (``"gumbel"``: a Concrete address, the read a mixture of
+slots, ``Trace_ELBO``) and discrete when evaluated. The memory is an argument of ``model`` and
 ``guide`` (few-shot: it changes per batch) or, when it is not given, the
 model's own memory: a learned parameter or a fixed buffer.
 
@@ -38,7 +41,13 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyromem.data.validation import check_images
-from pyromem.memory.addressing import SIMILARITIES, Addressing, similarity
+from pyromem.memory.addressing import (
+    SIMILARITIES,
+    Addressing,
+    ExpRelaxedCategorical,
+    InverseCDFCategorical,
+    similarity,
+)
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import MEMORY_KINDS, SlotMemoryModel, check_memory
 from pyromem.nets import (
@@ -52,7 +61,9 @@ from pyromem.nets import (
 )
 from pyromem.nets.shapes import parameter_dtype
 
-ADDRESSING = ("enum", "vimco")
+#: How the address is inferred: enumerated, sampled for VIMCO, reweighted wake-sleep or NVIL,
+#: or relaxed (Gumbel-softmax) in training.
+ADDRESSING = ("enum", "vimco", "rws", "nvil", "gumbel")
 NETS = ("mlp", "conv")
 _instances = itertools.count()
 
@@ -172,7 +183,10 @@ class VMA(SlotMemoryModel):
     :param int embedding_dim: the width of the matching space of S.
     :param tuple hidden: hidden widths of every MLP (for ``net="conv"``, of the
         MLPs on D's top features).
-    :param str address: ``"enum"`` (enumerated in the guide) or ``"vimco"`` (sampled).
+    :param str address: ``"enum"`` (enumerated in the guide), ``"vimco"``, ``"rws"``
+        (sampled), ``"nvil"`` (sampled, with a learned baseline b(x) of the score
+        function's learning signal on the guide's site) or ``"gumbel"`` (relaxed in
+        training mode, discrete in eval mode).
     :param str similarity: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
     :param str prior: ``"learned"`` (a query point e^p) or ``"flat"``.
     :param str likelihood: the likelihood head of x, e.g. ``"bernoulli"``.
@@ -185,6 +199,16 @@ class VMA(SlotMemoryModel):
 
     With ``net="conv"`` D runs on m_a in each of the three nets that read it;
     under enumeration that is |M| slots, not |M| × B pairs.
+
+    With ``address="gumbel"`` and the module in training mode (``vma.train()``,
+    as the engine sets it) a ~ ExpConcrete(τ, ·) in model and guide (Maddison et
+    al. 2017; Jang et al. 2017) and every net reads the relaxed slot
+    Σ_j softmax(a)_j m_j; ``vma.temperature`` is τ (the recipe anneals it). In eval
+    mode the model is the discrete one, so its bounds are those of the other addresses.
+
+    The slot embeddings h(M) are the only per-slot work of a sampled address. The
+    guide's serve the model run next on the same memory tensor (every ELBO runs the
+    guide, then the model replayed on it), so h runs once per step, not twice.
 
     ``model(x, memory=None, num_data=None)`` and ``guide(...)`` take images
     ``(B,) + input_shape`` and a memory ``(N,) + memory_shape`` (or ``None`` for
@@ -252,10 +276,23 @@ class VMA(SlotMemoryModel):
         # p(x | z, m_a): a decoder of z and m_a plus a skip path from m_a
         self.decoder = decoder
         self.skip = SkipPath(self.memory_shape, param_shape)
+        # NVIL: the learned baseline b(x) of the address's learning signal
+        self.baseline = (
+            nn.Sequential(_embedding_net(self.input_shape, 1, hidden), nn.Flatten(-2))
+            if address == "nvil"
+            else None
+        )
+        self.temperature = 1.0
+        self._guide_keys = None
         self.init_memory(memory_size, memory)
         to_pyro_module_(self)
 
-    def _inputs(self, x, memory):
+    @property
+    def relaxed(self):
+        """Whether the address is the Gumbel-softmax relaxation (``"gumbel"``, training mode)."""
+        return self.address == "gumbel" and self.training
+
+    def _inputs(self, x, memory, role=None):
         check_images(
             x,
             self.input_shape,
@@ -264,7 +301,32 @@ class VMA(SlotMemoryModel):
             dtype=parameter_dtype(self),
         )
         memory = self.resolve_memory(memory)
-        return memory, self.addressing.keys(memory)
+        cached, self._guide_keys = self._guide_keys, None
+        if (
+            role == "model"
+            and cached is not None
+            and cached[0] is memory
+            and cached[1] == torch.is_grad_enabled()
+        ):
+            return memory, cached[2]
+        keys = self.addressing.keys(memory)
+        if role == "guide":
+            self._guide_keys = (memory, torch.is_grad_enabled(), keys)
+        return memory, keys
+
+    def _address(self, logits):
+        """p(a | M) or q(a | x) from its logits: a categorical, or its relaxation."""
+        if self.relaxed:
+            return ExpRelaxedCategorical(logits.new_tensor(self.temperature), logits=logits)
+        return InverseCDFCategorical(logits=logits)
+
+    @staticmethod
+    def _slot(memory, a):
+        """m_a of a discrete address, or the relaxed slot Σ_j exp(a)_j m_j of a log-simplex a."""
+        if not a.is_floating_point():
+            return memory[a]
+        read = a.exp() @ memory.flatten(1)
+        return read.reshape(a.shape[:-1] + memory.shape[1:])
 
     def _encode(self, x, m_a):
         """(loc, scale) of q(z | x, m_a)."""
@@ -282,26 +344,30 @@ class VMA(SlotMemoryModel):
 
     def model(self, x, memory=None, num_data=None):
         """p(x, z, a | M) over a batch of B images out of ``num_data`` (eq. 1)."""
-        memory, keys = self._inputs(x, memory)
+        memory, keys = self._inputs(x, memory, role="model")
         prior_logits = self.addressing.prior_logits(keys)
         with data_plate(x, num_data):
             # a ~ p(a | M)
-            a = pyro.sample("a", dist.Categorical(logits=prior_logits.expand(len(x), -1)))
-            m_a = memory[a]
+            a = pyro.sample("a", self._address(prior_logits.expand(len(x), -1)))
+            m_a = self._slot(memory, a)
             # z ~ p(z | m_a)
             z = pyro.sample("z", dist.Normal(*self.prior_net(m_a)).to_event(1))
             # x ~ p(x | z, m_a)
             pyro.sample("x", self.likelihood(self._decode(z, m_a)), obs=x)
 
     def guide(self, x, memory=None, num_data=None):
-        """q(a | x) q(z | x, m_a) (eq. 3-6); the address enumerated or sampled."""
-        memory, keys = self._inputs(x, memory)
-        infer = {"enumerate": "parallel"} if self.address == "enum" else {}
+        """q(a | x) q(z | x, m_a) (eq. 3-6); the address enumerated, sampled or relaxed."""
+        memory, keys = self._inputs(x, memory, role="guide")
+        infer = {}
+        if self.address == "enum":
+            infer = {"enumerate": "parallel"}
+        elif self.address == "nvil":
+            infer = {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": x}}
         with data_plate(x, num_data):
             # a ~ q(a | x) ∝ exp S(m_a, x)
             logits = self.addressing.posterior_logits(keys, x)
-            a = pyro.sample("a", dist.Categorical(logits=logits), infer=infer)
-            m_a = memory[a]
+            a = pyro.sample("a", self._address(logits), infer=infer)
+            m_a = self._slot(memory, a)
             # z ~ q(z | x, m_a)
             pyro.sample("z", dist.Normal(*self._encode(x, m_a)).to_event(1))
 

@@ -1,0 +1,169 @@
+r"""The estimators of a discrete address's gradient, one training objective per choice.
+
+A memory model with a discrete address :math:`a` over :math:`|M|` slots (such as
+:class:`~pyromem.models.VMA`) can be trained by (Bornschein et al. 2017, §3 and §5):
+
+- ``"enum"``: exact enumeration of :math:`a` in the guide, ``TraceEnum_ELBO``
+  (:math:`|M|` decoder passes per datapoint);
+- ``"vimco"``: the K-sample bound with leave-one-out baselines (:class:`~pyromem.infer.VIMCO`);
+- ``"rws"``: reweighted wake-sleep (:class:`ReweightedWakeSleep` here, per datapoint);
+- ``"nvil"``: the score function of the one-sample ELBO with a learned, data-dependent
+  baseline (Mnih & Gregor 2014): :class:`NVIL`, Pyro's ``TraceGraph_ELBO`` (which uses
+  the guide site's ``infer={"baseline": {"nn_baseline": ..., "nn_baseline_input": x}}``)
+  made differentiable;
+- ``"gumbel"``: the Concrete / Gumbel-softmax relaxation (Maddison et al. 2017; Jang et
+  al. 2017): the model and guide relax the address themselves, so the objective is the
+  reparameterised one-sample ELBO, ``Trace_ELBO``;
+- ``"soft"``: the soft-attention baseline, which has no address (``Trace_ELBO``).
+
+:func:`address_objective` returns the objective of each.
+"""
+
+import math
+
+import pyro.infer
+import torch
+from pyro.util import warn_if_nan
+
+from pyromem.infer.traces import per_datapoint
+from pyromem.infer.vimco import VIMCO
+
+ADDRESS_ESTIMATORS = ("enum", "vimco", "rws", "nvil", "gumbel", "soft")
+
+
+class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
+    r"""Reweighted wake-sleep (reference [1]) with the importance weights of each datapoint
+    kept apart, in its wake-wake form (reference [2]).
+
+    Pyro's :class:`~pyro.infer.ReweightedWakeSleep` sums the log-weights of a whole batch
+    before normalising them, so the K particles weigh the joint of B datapoints (its
+    "mini-batch training is not supported"). Here, for each datapoint, K particles
+    :math:`(a_k, z_k) \sim q(a, z | x)` get :math:`l_k = \log p(x, a_k, z_k) - \log q(a_k, z_k | x)`
+    and normalised weights :math:`\bar w_k = \mathrm{softmax}_k l_k`; the model's loss is
+    minus the K-sample bound (wake-θ), whose gradient takes the draws as data,
+
+    .. math:: -\log \frac{1}{K} \sum_k e^{l_k},
+
+    and the guide's is the wake-φ loss :math:`-\sum_k [\bar w_k]_\perp \log q(a_k, z_k | x)`,
+    a self-normalised estimate of the gradient of :math:`\mathrm{KL}(p(a, z | x) \| q(a, z | x))`
+    (biased for finite K). The data plate's subsampling scale multiplies both outside the
+    normalisation, so it must be the same at every sample site. Sleep-φ (``insomnia < 1``),
+    which draws x from the model, is not offered.
+
+    :meth:`differentiable_loss` has the value of the wake-θ loss and the gradient of the
+    sum of both losses, so ``ReweightedWakeSleep()(model, guide)`` trains model and guide
+    together with one torch optimiser, as the training engine does.
+
+    :param int num_particles: K, at least 2.
+    :param int max_plate_nesting: bound on the nested plates; guessed if not given.
+
+    References
+
+    [1] `Reweighted Wake-Sleep`, Jörg Bornschein, Yoshua Bengio (ICLR 2015)
+
+    [2] `Revisiting Reweighted Wake-Sleep for Models with Stochastic Control Flow`,
+        Tuan Anh Le, Adam R. Kosiorek, N. Siddharth, Yee Whye Teh, Frank Wood (UAI 2019)
+    """
+
+    def __init__(self, num_particles=4, max_plate_nesting=float("inf")):
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int):
+            raise TypeError(f"num_particles: expected an int, got {type(num_particles).__name__}")
+        if num_particles < 2:
+            raise ValueError(
+                "num_particles: reweighted wake-sleep normalises K >= 2 weights, got "
+                f"{num_particles}"
+            )
+        super().__init__(
+            num_particles=num_particles, insomnia=1.0, max_plate_nesting=max_plate_nesting
+        )
+
+    def _loss(self, model, guide, args, kwargs):
+        (model_trace, guide_trace), *_ = self._get_traces(model, guide, args, kwargs)
+        nesting, scale, first = self.max_plate_nesting, None, None
+        log_p, log_q = 0.0, 0.0
+        for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if first is None:
+                    scale, first = site["scale"], f"{role} site {name!r}"
+                elif not torch.equal(torch.as_tensor(site["scale"]), torch.as_tensor(scale)):
+                    raise ValueError(
+                        "ReweightedWakeSleep applies the subsampling scale outside the "
+                        f"normalisation, so every sample site needs the same scale; {first} "
+                        f"has {scale} and {role} site {name!r} has {site['scale']}"
+                    )
+                # Pyro counts the particles' plate in max_plate_nesting
+                value = per_datapoint(site["unscaled_log_prob"], site, nesting - 1, outside="sum")
+                if role == "model":
+                    log_p = log_p + value
+                else:
+                    log_q = log_q + value
+        log_weight = (log_p - log_q.detach()).expand(self.num_particles, -1)
+        log_sum = torch.logsumexp(log_weight, 0)
+        wake_theta = -(scale * (log_sum - math.log(self.num_particles))).sum()
+        weights = (log_weight - log_sum).exp().detach()
+        wake_phi = -(scale * (weights * log_q).sum(0)).sum()
+        warn_if_nan(wake_theta, "wake theta loss")
+        warn_if_nan(wake_phi, "wake phi loss")
+        return wake_theta, wake_phi
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """
+        :returns: a tensor whose value is the wake-θ loss (minus the K-sample bound, summed
+            over datapoints) and whose gradient is that of wake-θ plus wake-φ.
+        :rtype: torch.Tensor
+        """
+        wake_theta, wake_phi = self._loss(model, guide, args, kwargs)
+        return wake_theta + (wake_phi - wake_phi.detach())
+
+
+class NVIL(pyro.infer.TraceGraph_ELBO):
+    r"""Pyro's ``TraceGraph_ELBO`` with a :meth:`differentiable_loss`, so that torch
+    optimisers and the training engine use its score-function estimator with baselines.
+
+    For a non-reparameterised guide site :math:`a` with
+    ``infer={"baseline": {"nn_baseline": b, "nn_baseline_input": x}}`` the gradient is that of
+
+    .. math:: \mathcal{L} + [c - b(x)]_\perp \log q(a | x) - (c_\perp - b(x))^2,
+
+    with :math:`c` the ELBO terms downstream of :math:`a` (reference [1]'s learning signal
+    and input-dependent baseline, trained by the squared error; the running centring and
+    scaling of the signal of reference [1] are left out). The value is minus the ELBO.
+
+    References
+
+    [1] `Neural Variational Inference and Learning in Belief Networks`,
+        Andriy Mnih, Karol Gregor (ICML 2014)
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """
+        :returns: a tensor whose value is minus the ELBO and whose gradient is that of the
+            surrogate loss (the baselines' squared errors included).
+        :rtype: torch.Tensor
+        """
+        elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        loss = -elbo.detach() + (surrogate - surrogate.detach())
+        warn_if_nan(loss, "loss")
+        return loss
+
+
+def address_objective(address, num_particles=4):
+    """The training objective of an address estimator (see the module's docstring).
+
+    :param str address: one of :data:`ADDRESS_ESTIMATORS`.
+    :param int num_particles: K of ``"vimco"`` and ``"rws"``.
+    :returns: a Pyro ELBO with ``differentiable_loss``.
+    """
+    if address == "enum":
+        return pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    if address == "vimco":
+        return VIMCO(num_particles=num_particles, max_plate_nesting=1)
+    if address == "rws":
+        return ReweightedWakeSleep(num_particles=num_particles, max_plate_nesting=1)
+    if address == "nvil":
+        return NVIL(max_plate_nesting=1)
+    if address in ("gumbel", "soft"):
+        return pyro.infer.Trace_ELBO(max_plate_nesting=1)
+    raise ValueError(f"address: expected one of {ADDRESS_ESTIMATORS}, got {address!r}")
