@@ -1,19 +1,22 @@
 """Training-step time of memory addressing against the memory size |M|, in one run.
 
-Three ways to read a memory of |M| images for a batch of B images:
+Every address estimator reading a memory of |M| images for a batch of B images:
 
 - ``enum``: VMA with the address enumerated in the guide (TraceEnum_ELBO): |M| decoder passes;
-- ``vimco``: VMA with the address sampled, K particles (VIMCO): K decoder passes;
+- ``vimco``, ``rws``: the address sampled, K particles (VIMCO, reweighted wake-sleep): K passes;
+- ``nvil``: one sampled address, the score function with a learned baseline (TraceGraph_ELBO);
+- ``gumbel``: one relaxed address, the read a mixture of the |M| slots (Trace_ELBO);
 - ``soft_attention``: §4.2's baseline, a differentiable read Σ_a w_a(z) m_a: one decoder pass,
   but every slot enters every read.
 
 Prints one JSON object: per method and |M| the median seconds of a full step (forward,
 backward, Adam) over ``--repeats`` steps after a warm-up, ratios to VIMCO measured in the
-same run, and where VIMCO becomes faster than each other method. Bornschein et al. saw hard
-attention win over soft attention from |M| >= 48.
+same run, each method's step at the largest |M| over its step at the smallest, and where
+VIMCO becomes faster than each other method. Bornschein et al. saw hard attention win over
+soft attention from |M| >= 48.
 
-    python benchmarks/vma_addressing.py                       # |M| in 16 .. 4096, CPU or GPU
-    python benchmarks/vma_addressing.py --sizes 16 64 --repeats 3
+    python benchmarks/vma_addressing.py --threads 1           # |M| in 16 .. 4096
+    python benchmarks/vma_addressing.py --sizes 16 64 --repeats 3 --device cuda
 """
 
 import argparse
@@ -27,7 +30,9 @@ import torch
 
 from pyromem.experiments.vma import objective
 from pyromem.models import VMA
-from pyromem.models.vma import SoftAttentionVAE
+from pyromem.models.vma import ADDRESSING, SoftAttentionVAE
+
+METHODS = ADDRESSING + ("soft_attention",)
 
 
 def step_time(model, elbo, x, memory, repeats):
@@ -57,18 +62,21 @@ def main():
     parser.add_argument("--image", type=int, default=16, help="image side")
     parser.add_argument("--particles", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shape = (1, args.image, args.image)
     nets = {"latent_dim": 16, "embedding_dim": 64, "hidden": (128,)}
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((args.batch,) + shape, 0.5)).to(device)
-    seconds = {"enum": {}, "vimco": {}, "soft_attention": {}}
+    seconds = {method: {} for method in METHODS}
     with pyro.validation_enabled(False):
         for size in args.sizes:
             memory = torch.rand((size,) + shape, device=device)
-            for address in ("enum", "vimco"):
+            for address in ADDRESSING:
                 model = VMA(shape, address=address, **nets).to(device)
                 elbo = objective(address, args.particles)
                 seconds[address][size] = step_time(model, elbo, x, memory, args.repeats)
@@ -100,11 +108,15 @@ def main():
                 "seconds": seconds,
                 "ratio_to_vimco": {
                     method: {m: seconds[method][m] / seconds["vimco"][m] for m in args.sizes}
-                    for method in ("enum", "soft_attention")
+                    for method in METHODS
+                    if method != "vimco"
+                },
+                "largest_over_smallest": {
+                    method: seconds[method][max(args.sizes)] / seconds[method][min(args.sizes)]
+                    for method in METHODS
                 },
                 "vimco_faster_from": {
-                    "enum": crossover("enum"),
-                    "soft_attention": crossover("soft_attention"),
+                    method: crossover(method) for method in METHODS if method != "vimco"
                 },
             },
             indent=2,

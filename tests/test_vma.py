@@ -169,3 +169,62 @@ def test_addressing_prior_is_flat_or_learned():
     with torch.no_grad():
         learned.prior_query.copy_(torch.tensor([1.0, 0.0, 0.0]))
     torch.testing.assert_close(learned.prior_logits(keys), keys[:, 0] / keys.norm(dim=-1))
+
+
+def test_inverse_cdf_categorical_draws_the_probabilities():
+    from pyromem.memory.addressing import InverseCDFCategorical
+
+    probs = torch.tensor([[0.0, 0.1, 0.6, 0.3], [0.25, 0.25, 0.5, 0.0]])
+    # a plate of particles expands the batch without copying, as VIMCO's does
+    draws = InverseCDFCategorical(probs=probs).expand((5000, 2)).sample((4,))
+    assert draws.shape == (4, 5000, 2)
+    counts = torch.stack([torch.bincount(draws[..., b].flatten(), minlength=4) for b in (0, 1)])
+    assert counts[0, 0] == 0 and counts[1, 3] == 0  # slots of probability zero, never drawn
+    n = draws[..., 0].numel()
+    # within 5 standard errors of the binomial counts
+    assert ((counts - n * probs).abs() <= 5 * (n * probs * (1 - probs)).sqrt() + 1).all()
+
+
+def test_slot_keys_run_once_per_step_with_the_same_gradient():
+    vma, x, memory = tiny("vimco", memory_size=None), images(3), images(4, seed=2)
+    calls = []
+    vma.addressing.key_net.register_forward_hook(lambda *_: calls.append(1))
+
+    def gradient(model):
+        vma.zero_grad()
+        pyro.set_rng_seed(3)
+        elbo = VIMCO(num_particles=3, max_plate_nesting=1)
+        elbo.differentiable_loss(model, vma.guide, x, memory=memory).backward()
+        return [p.grad.clone() for p in vma.addressing.key_net.parameters()]
+
+    shared = gradient(vma.model)
+    assert len(calls) == 1  # the guide's keys served the model
+    # a copy of the memory is another tensor: the model computes its own keys
+    separate = gradient(lambda x, memory: vma.model(x, memory=memory.clone()))
+    assert len(calls) == 3
+    for a, b in zip(shared, separate, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_gumbel_address_is_relaxed_in_training_and_discrete_in_eval():
+    vma, x = tiny("gumbel"), images(2)
+    vma.temperature = 0.3
+    trace = poutine.trace(vma.guide).get_trace(x)
+    a = trace.nodes["a"]["value"]
+    assert a.is_floating_point() and a.shape == (2, 3) and a.requires_grad
+    torch.testing.assert_close(a.logsumexp(-1), torch.zeros(2))  # the log of a simplex point
+    assert trace.nodes["a"]["fn"].temperature == pytest.approx(0.3)
+    vma.eval()
+    assert poutine.trace(vma.guide).get_trace(x).nodes["a"]["value"].dtype == torch.long
+
+
+def test_temperature_schedule_is_geometric_over_the_steps():
+    from types import SimpleNamespace
+
+    from pyromem.experiments.vma import TemperatureSchedule
+
+    schedule, module = TemperatureSchedule(1.0, 0.25), SimpleNamespace(model=tiny("gumbel"))
+    for step, expected in ((0, 1.0), (50, 0.5), (100, 0.25), (150, 0.25)):
+        trainer = SimpleNamespace(global_step=step, estimated_stepping_batches=100)
+        schedule.on_train_batch_start(trainer, module, None, 0)
+        assert module.model.temperature == pytest.approx(expected)

@@ -1,0 +1,131 @@
+import math
+
+import pyro
+import pytest
+import torch
+
+from pyromem.diagnostics.compare_estimators import compare_estimators, exact_bound
+from pyromem.infer import VIMCO
+from pyromem.infer.address_estimators import NVIL, ReweightedWakeSleep, address_objective
+from pyromem.models import VMA
+
+SHAPE = (1, 4, 4)
+
+
+def tiny(address="enum"):
+    torch.manual_seed(0)
+    return VMA(SHAPE, latent_dim=2, embedding_dim=4, hidden=(8,), address=address)
+
+
+def images(n, seed=1):
+    return torch.bernoulli(
+        torch.full((n,) + SHAPE, 0.5), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_rws_equals_pyros_for_one_datapoint_and_scales_outside():
+    vma, x, memory = tiny("rws"), images(1), images(3, seed=2)
+    ours, pyros = (
+        ReweightedWakeSleep(3, max_plate_nesting=1),
+        pyro.infer.ReweightedWakeSleep(3, max_plate_nesting=1),
+    )
+    results = []
+    for elbo in (ours, pyros):
+        pyro.set_rng_seed(4)
+        theta, phi = elbo._loss(vma.model, vma.guide, (x,), {"memory": memory})
+        vma.zero_grad()
+        (theta + phi).backward()
+        results.append((theta.item(), phi.item(), [p.grad.clone() for p in vma.parameters()]))
+    assert results[0][:2] == pytest.approx(results[1][:2], rel=1e-5)
+    for a, b in zip(results[0][2], results[1][2], strict=True):
+        torch.testing.assert_close(a, b)
+    # B = 2 of N = 10: the subsampling scale multiplies each datapoint's normalised bound
+    x = images(2)
+    losses = []
+    for num_data in (None, 10):
+        pyro.set_rng_seed(5)
+        losses.append(ours.differentiable_loss(vma.model, vma.guide, x, memory, num_data).item())
+    assert losses[1] == pytest.approx(5 * losses[0], rel=1e-5)
+    with pytest.raises(ValueError, match="K >= 2"):
+        ReweightedWakeSleep(1)
+
+
+def test_nvil_is_tracegraph_elbo_made_differentiable():
+    vma, x, memory = tiny("nvil"), images(3), images(3, seed=2)
+    grads = []
+    for step in ("ours", "pyro's"):
+        vma.zero_grad()
+        pyro.set_rng_seed(6)
+        if step == "ours":
+            loss = NVIL(max_plate_nesting=1).differentiable_loss(vma.model, vma.guide, x, memory)
+            loss.backward()
+            value = loss.item()
+        else:
+            value = pyro.infer.TraceGraph_ELBO(max_plate_nesting=1).loss_and_grads(
+                vma.model, vma.guide, x, memory
+            )
+        grads.append((value, [p.grad.clone() for p in vma.parameters() if p.grad is not None]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert len(grads[0][1]) == len(grads[1][1])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+    # the baseline b(x) is trained: its parameters get a gradient
+    assert all(p.grad is not None for p in vma.baseline.parameters())
+
+
+def test_exact_bound_is_the_mean_of_vimco_and_of_enumeration():
+    vma, x, memory = tiny("vimco"), images(2), images(3, seed=2)
+    copies, chunks = 800, 8
+    xs = x.repeat(copies, 1, 1, 1)
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        for k, elbo in ((1, pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)), (2, VIMCO(2))):
+            model = tiny("enum" if k == 1 else "vimco")
+            parts = [xs[i::chunks] for i in range(chunks)]
+            exact = torch.stack([exact_bound(model, part, memory, k) for part in parts])
+            sampled = torch.tensor([-elbo.loss(model.model, model.guide, p, memory) for p in parts])
+            # the means of independent sums, within 5 standard errors
+            error = ((exact.var() + sampled.var()) / chunks).sqrt()
+            assert abs(exact.mean() - sampled.mean()) < 5 * error
+    with pytest.raises(ValueError, match="max_tuples"):
+        exact_bound(vma, x, memory, 3, max_tuples=26)
+
+
+def test_unbiased_estimators_are_unbiased_and_the_table_is_written(tmp_path):
+    vma, x, memory = tiny(), images(3), images(3, seed=2)
+    pyro.set_rng_seed(8)
+    comparison = compare_estimators(
+        vma,
+        x,
+        memory,
+        estimators=("enum", "vimco", "gumbel"),
+        num_particles=2,
+        gradient_draws=10,
+        mean_draws=300,
+        reference_draws=300,
+        step_repeats=2,
+    )
+    rows = {row["estimator"]: row for row in comparison.rows}
+    assert list(rows) == ["enum", "vimco", "gumbel"]
+    # enumeration and VIMCO estimate their objectives' gradients without bias: within
+    # three times the Monte Carlo error of the comparison
+    for name in ("enum", "vimco"):
+        assert rows[name]["relative_bias"] < 3 * rows[name]["relative_bias_noise"]
+    # one enumerated gradient varies less than one VIMCO gradient (z noise only)
+    assert rows["enum"]["relative_std"] < rows["vimco"]["relative_std"]
+    assert all(row["step_ms"] > 0 for row in comparison.rows)
+    table = comparison.table()
+    assert table.count("\n") == 4 and "| vimco | IWAE-K |" in table
+    assert comparison.plot(tmp_path / "e.png").stat().st_size > 0
+    assert comparison.to_json(tmp_path / "e.json").read_text().startswith("{")
+    assert not math.isnan(rows["gumbel"]["relative_bias"])
+
+
+def test_bad_input():
+    vma, x, memory = tiny(), images(2), images(3, seed=2)
+    with pytest.raises(ValueError, match="estimators: expected names of"):
+        compare_estimators(vma, x, memory, estimators=("reinforce",))
+    with pytest.raises(ValueError, match="gradient_draws: expected an int >= 2"):
+        compare_estimators(vma, x, memory, gradient_draws=1)
+    with pytest.raises(ValueError, match="address: expected one of"):
+        address_objective("reinforce")
