@@ -64,7 +64,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
+    if "vimco" not in args.methods:
+        parser.error("--methods: the ratios are to vimco, which must be among them")
+    methods = [m for m in METHODS if m in args.methods]
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,17 +76,18 @@ def main():
     nets = {"latent_dim": 16, "embedding_dim": 64, "hidden": (128,)}
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((args.batch,) + shape, 0.5)).to(device)
-    seconds = {method: {} for method in METHODS}
+    seconds = {method: {} for method in methods}
     with pyro.validation_enabled(False):
         for size in args.sizes:
             memory = torch.rand((size,) + shape, device=device)
-            for address in ADDRESSING:
+            for address in (m for m in methods if m in ADDRESSING):
                 model = VMA(shape, address=address, **nets).to(device)
                 elbo = objective(address, args.particles)
                 seconds[address][size] = step_time(model, elbo, x, memory, args.repeats)
-            model = SoftAttentionVAE(shape, **nets).to(device)
-            elbo = pyro.infer.Trace_ELBO()
-            seconds["soft_attention"][size] = step_time(model, elbo, x, memory, args.repeats)
+            if "soft_attention" in methods:
+                model = SoftAttentionVAE(shape, **nets).to(device)
+                elbo = pyro.infer.Trace_ELBO()
+                seconds["soft_attention"][size] = step_time(model, elbo, x, memory, args.repeats)
 
     def crossover(other):
         # the smallest |M| from which VIMCO is faster at every larger size measured
@@ -108,15 +113,15 @@ def main():
                 "seconds": seconds,
                 "ratio_to_vimco": {
                     method: {m: seconds[method][m] / seconds["vimco"][m] for m in args.sizes}
-                    for method in METHODS
+                    for method in methods
                     if method != "vimco"
                 },
                 "largest_over_smallest": {
                     method: seconds[method][max(args.sizes)] / seconds[method][min(args.sizes)]
-                    for method in METHODS
+                    for method in methods
                 },
                 "vimco_faster_from": {
-                    method: crossover(method) for method in METHODS if method != "vimco"
+                    method: crossover(method) for method in methods if method != "vimco"
                 },
             },
             indent=2,

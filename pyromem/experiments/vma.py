@@ -33,6 +33,7 @@ statically binarised.
 import dataclasses
 import json
 import math
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -279,7 +280,7 @@ def _evaluate(vma, config, test, num_samples, num_particles=4):
     return results
 
 
-def _figures(vma, results, history, out_dir):
+def _figures(vma, results, history, out_dir, per_epoch=None):
     out_dir = Path(out_dir)
     memory = results.pop("figure_memory", None)
     with torch.no_grad():
@@ -305,10 +306,24 @@ def _figures(vma, results, history, out_dir):
         )
     }
     if history:
-        figures["elbo_curve"] = save_curves(
-            history, ["train_elbo_nats"], out_dir / "elbo_curve.png"
-        )
+        figures["elbo_curve"] = _save_training_curve(history, per_epoch, out_dir / "elbo_curve.png")
     return {name: str(path) for name, path in figures.items()}
+
+
+def _save_training_curve(history, per_epoch, path):
+    """The training ELBO per image against the epoch (learned memory) or, for episodic
+    training, against the step: one point per block of ``per_epoch`` fresh episodes."""
+    if per_epoch is None:
+        return save_curves(history, ["train_elbo_nats"], path)
+    figure = Figure(figsize=(5, 3.2))
+    ax = figure.subplots()
+    points = [(r["epoch"] * per_epoch, r["train_elbo_nats"]) for r in history]
+    ax.plot(*zip(*points, strict=True), marker="o", markersize=3)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("train ELBO, nats per image")
+    ax.set_title(f"mean over each block of {per_epoch} steps (one fresh episode each)", fontsize=9)
+    ax.grid(alpha=0.3)
+    return save_figure(figure, path)
 
 
 def train_vma(*, out_dir, **options):
@@ -395,7 +410,9 @@ def run(config, out_dir):
                 "config": config.to_dict(),
             }
         )
-        results["figures"] = _figures(vma, results, history, out_dir)
+        results["figures"] = _figures(
+            vma, results, history, out_dir, per_epoch if episodic else None
+        )
         results["seconds"] = time.perf_counter() - start
         write_results(results, out_dir)
         return results
@@ -436,12 +453,13 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
     _, test = vma_data(config)
     results = _evaluate(vma, config, test, num_samples, num_particles or config.num_particles)
     results["checkpoint"] = str(checkpoint)
-    results["figures"] = _figures(vma, results, saved.history, out_dir)
+    per_epoch = min(config.steps_per_epoch, config.steps) if config.mode != "learned" else None
+    results["figures"] = _figures(vma, results, saved.history, out_dir, per_epoch)
     write_results(results, out_dir)
     return results
 
 
-def compare_vma(*, out_dir, addresses=ADDRESSES, **options):
+def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
     """Train one run per address in the same setting and compare their test NLL (§4.2):
     VMA with an enumerated or sampled address against the soft-attention baseline.
 
@@ -449,12 +467,17 @@ def compare_vma(*, out_dir, addresses=ADDRESSES, **options):
         for few-shot, ``nll_by_classes.png`` (the NLL against the classes in
         memory, Fig. 5A) to ``out_dir``.
     :param tuple addresses: the addresses compared, each as in :func:`train_vma`.
+    :param on_run: called with each address before its run, or ``None``.
     :param options: the other arguments of :func:`train_vma`, the same for every run.
     :returns: ``{"runs": {address: results}, "table": rows}``, one row per memory
         size (the few-shot sweep, or the one test memory) with each address's test NLL.
     """
     out_dir = Path(out_dir)
-    runs = {a: train_vma(out_dir=out_dir / a, address=a, **options) for a in addresses}
+    runs = {}
+    for address in addresses:
+        if on_run is not None:
+            on_run(address)
+        runs[address] = train_vma(out_dir=out_dir / address, address=address, **options)
     sweeps = {
         a: run.get("memory_size_sweep") or [{"classes": None, **run}] for a, run in runs.items()
     }
@@ -504,6 +527,31 @@ DEMO = {
 DEMO_NETS = {"hidden": (64,), "latent_dim": 4, "embedding_dim": 32, "lr": 1e-2}
 
 
+class _RunProgress:
+    """One line on stderr before each run of a sequence: which run of how many, and the time
+    left, estimated from the seconds per training step of the runs done so far."""
+
+    def __init__(self, steps, enabled):
+        self.steps, self.enabled, self.done = list(steps), enabled, 0
+        self.start = time.perf_counter()
+
+    def __call__(self, label):
+        if not self.enabled:
+            return
+        done_steps = sum(self.steps[: self.done])
+        left = ""
+        if done_steps:
+            per_step = (time.perf_counter() - self.start) / done_steps
+            left = f", about {per_step * sum(self.steps[self.done :]):.0f} s left"
+        steps = self.steps[self.done]
+        print(
+            f"vma demo [{self.done + 1}/{len(self.steps)}] {label}, {steps} steps{left}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.done += 1
+
+
 def demo_section(out_dir, quick, seed=0, progress=True):
     """The VMA section of ``pyromem demo``: train-to-recall with VMA and the soft-attention
     baseline (and, in full, VIMCO and few-shot VMA against soft attention).
@@ -535,7 +583,14 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         "| KL(q(a\\|x)‖p(a)) | E KL(q(z)‖p(z)) | reconstruction |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    fewshot_steps = settings["steps"] // 4
+    show = _RunProgress(
+        [settings["steps"]] * len(settings["recall"])
+        + [fewshot_steps] * len(settings.get("fewshot", ())),
+        progress,
+    )
     for address in settings["recall"]:
+        show(f"recall, {address}")
         run = train_vma(
             out_dir=out_dir / f"vma-recall-{address}",
             mode="recall",
@@ -559,12 +614,13 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         "",
     ]
     if "fewshot" in settings:
-        addresses, steps = settings["fewshot"], settings["steps"] // 4
+        addresses, steps = settings["fewshot"], fewshot_steps
         comparison = compare_vma(
             out_dir=out_dir / "vma-fewshot",
             mode="fewshot",
             addresses=addresses,
             steps=steps,
+            on_run=lambda address: show(f"few-shot, {address}"),
             **options,
         )
         results.update({f"fewshot_{a}": run for a, run in comparison["runs"].items()})

@@ -101,14 +101,34 @@ class InverseCDFCategorical(dist.Categorical):
 
     def sample(self, sample_shape=()):
         shape = self._extended_shape(torch.Size(sample_shape))
-        # the cumulative sum of the logits before any broadcast (a plate of particles
-        # expands them without copying): once per query, not once per draw
+        # the logits before any broadcast (a plate of particles expands them without copying):
+        # one cumulative sum per query, not per draw
         logits = self.logits
         unbroadcast = tuple(slice(0, 1) if step == 0 else slice(None) for step in logits.stride())
         logits = logits[unbroadcast]
-        cdf = logits.softmax(-1).cumsum(-1).expand(shape + logits.shape[-1:]).contiguous()
-        u = torch.rand(shape + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
-        index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+        base = (1,) * (len(shape) - logits.dim() + 1) + logits.shape[:-1]
+        lead = next(
+            (j for j in range(len(shape) + 1) if set(base[:j]) <= {1} and base[j:] == shape[j:]),
+            None,
+        )
+        if lead is None:  # broadcast between the query dims: one cumulative sum per draw
+            cdf = logits.softmax(-1).cumsum(-1).expand(shape + logits.shape[-1:]).contiguous()
+            return self._invert(cdf, shape)
+        # the draws of each query side by side, last: shape[lead:] + (draws,)
+        cdf = logits.softmax(-1).cumsum(-1).reshape(shape[lead:] + logits.shape[-1:])
+        draws = torch.Size(shape[:lead]).numel()
+        index = self._invert(cdf, shape[lead:] + (draws,))
+        return index.movedim(-1, 0).reshape(shape)
+
+    def _invert(self, cdf, shape):
+        """The first slot of each row of ``cdf`` (``rows + (N,)``) past a uniform point of
+        its total, for draws of ``shape`` = ``rows + (draws,)`` or ``rows``."""
+        u = torch.rand(shape, dtype=cdf.dtype, device=cdf.device)
+        if u.dim() == cdf.dim():  # several draws per row
+            index = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
+        else:
+            total = cdf[..., -1:]
+            index = torch.searchsorted(cdf, (u.unsqueeze(-1) * total), right=True).squeeze(-1)
         return index.clamp_max(self._num_events - 1)
 
 
