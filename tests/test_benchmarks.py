@@ -18,6 +18,7 @@ TINY = {
     "svi_overhead.py": "--steps 3 --warmup 1 --batch-size 8",
     "vma_addressing.py": "--sizes 4 8 --batch 2 --particles 2 --repeats 1 --image 8",
     "vma_engine_overhead.py": "--steps 3 --repeats 1",
+    "vimco_scaling.py": "--particles 2 4 --repeats 3 --memory-particles 8 --num-data 4",
 }
 
 
