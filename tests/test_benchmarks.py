@@ -12,10 +12,14 @@ TINY = {
     "retrieval_throughput.py": "--sizes 50 200 --batch 8 --dim 4 --steps 2 --repeats 1"
     " --chunked-size 500 --chunk 64",
     "engine_overhead.py": "--num-data 64 --epochs 1 --repeats 1 --batch-size 32",
+    "evaluation_overhead.py": "--batch 4 --num-samples 5 --chunk 2 --num-particles 2 --repeats 1",
     "data_check_cost.py": "--num-data 300 --repeats 1 --steps 2",
+    "kpp_accountings.py": "--epochs 1 --size 8 --lengths 2 3 --num-samples 2 --num-particles 1"
+    " --max-episodes 4",
     "kpp_memory_gain.py": "--steps 2 --seeds 0 --variants kpp --same-class --episode-length 3",
     "kpp_throughput.py": "--steps 2 --repeats 1 --episodes 2 --length 2 --size 8",
     "svi_overhead.py": "--steps 3 --warmup 1 --batch-size 8",
+    "train_vae_end_to_end.py": "--epochs 1 --num-images 100 --num-samples 3",
     "vma_addressing.py": "--sizes 4 8 --batch 2 --particles 2 --repeats 1 --image 8",
     "vma_engine_overhead.py": "--steps 3 --repeats 1",
     "vimco_scaling.py": "--particles 2 4 --repeats 3 --memory-particles 8 --num-data 4",

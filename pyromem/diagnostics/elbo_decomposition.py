@@ -8,7 +8,8 @@ where each KL is conditional on the particle's parents and is computed
 analytically when torch registers ``kl_divergence`` for the pair of
 distributions, and by the single-sample Monte Carlo estimate
 log q(z_s) − log p(z_s) otherwise. Both are averaged over ``num_particles``
-vectorised draws from the guide.
+draws from the guide: the trial run that finds the plate nesting, then the
+others vectorised.
 """
 
 from dataclasses import dataclass
@@ -18,12 +19,12 @@ from torch.distributions import kl_divergence
 
 from pyromem.diagnostics.particles import (
     latent_sites,
-    max_plate_nesting,
     observed_sites,
     particle_traces,
+    trial_traces,
 )
 from pyromem.diagnostics.units import bits_per_dim
-from pyromem.infer.traces import per_datapoint
+from pyromem.infer.traces import per_datapoint, plate_nesting
 
 
 @dataclass
@@ -67,7 +68,11 @@ class ELBODecomposition:
         }
 
 
-def _site_kl(guide_site, model_site):
+def _site_log_likelihood(model_site, guide_site):
+    return model_site["fn"].log_prob(model_site["value"])
+
+
+def _site_kl(model_site, guide_site):
     try:
         return kl_divergence(guide_site["fn"], model_site["fn"]), True
     except NotImplementedError:
@@ -90,26 +95,37 @@ def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
         raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
     args = (x,)
     with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, args, kwargs)
-        model_trace, guide_trace = particle_traces(
-            model, guide, args, kwargs, num_particles, nesting
-        )
+        # the trial run that finds the plate nesting is the first particle
+        passes = [trial_traces(model, guide, args, kwargs)]
+        nesting = plate_nesting(*passes[0])
+        if num_particles > 1:
+            passes.append(
+                particle_traces(
+                    model, guide, args, kwargs, num_particles - 1, nesting, validated=True
+                )
+            )
+        model_trace = passes[0][0]
         for name in latent_sites(model_trace):
-            if name not in guide_trace.nodes:
+            if name not in passes[0][1].nodes:
                 raise ValueError(f"the guide has no sample site {name!r} for the model's latent")
 
-        def mean_over_particles(value, site):
-            return per_datapoint(value, site, nesting).mean(0)
+        def mean_over_particles(name, term):
+            # term(model site, guide site) per datapoint, summed over the passes' draws
+            total = 0.0
+            for model_pass, guide_pass in passes:
+                site = model_pass.nodes[name]
+                value = term(site, guide_pass.nodes.get(name))
+                total = total + per_datapoint(value, site, nesting).sum(0)
+            return total / num_particles
 
         log_likelihood, num_dims = {}, 0
         for name in observed_sites(model_trace):
-            site = model_trace.nodes[name]
-            log_likelihood[name] = mean_over_particles(site["fn"].log_prob(site["value"]), site)
-            num_dims += site["fn"].event_shape.numel()
+            log_likelihood[name] = mean_over_particles(name, _site_log_likelihood)
+            num_dims += model_trace.nodes[name]["fn"].event_shape.numel()
         kl, analytic = {}, {}
         for name in latent_sites(model_trace):
-            value, analytic[name] = _site_kl(guide_trace.nodes[name], model_trace.nodes[name])
-            kl[name] = mean_over_particles(value, model_trace.nodes[name])
+            analytic[name] = _site_kl(model_trace.nodes[name], passes[0][1].nodes[name])[1]
+            kl[name] = mean_over_particles(name, lambda *sites: _site_kl(*sites)[0])
     batch = len(x)
     return ELBODecomposition(
         log_likelihood={k: v.expand(batch) for k, v in log_likelihood.items()},

@@ -23,8 +23,10 @@ from pyromem.diagnostics.particles import (
     max_plate_nesting,
     observed_sites,
     particle_traces,
+    trial_traces,
 )
 from pyromem.diagnostics.units import bits_per_dim
+from pyromem.infer.traces import plate_nesting
 
 
 @dataclass
@@ -63,21 +65,27 @@ def log_importance_weights(model, guide, x, num_particles, plate_nesting=None, *
     :returns: a tensor of shape ``(num_particles, B)`` and the number of
         observed scalars per datapoint.
     """
-    if plate_nesting is None:
+    validated = plate_nesting is None
+    if validated:
         plate_nesting = max_plate_nesting(model, guide, (x,), kwargs)
-    return _draw(model, guide, x, num_particles, plate_nesting, kwargs)
+    return _draw(model, guide, x, num_particles, plate_nesting, kwargs, validated=validated)
 
 
-def _draw(model, guide, x, num_particles, plate_nesting, kwargs, keep_dims=False):
-    model_trace, guide_trace = particle_traces(
-        model, guide, (x,), kwargs, num_particles, plate_nesting
-    )
+def _draw(model, guide, x, num_particles, plate_nesting, kwargs, keep_dims=False, validated=True):
+    traces = particle_traces(model, guide, (x,), kwargs, num_particles, plate_nesting, validated)
+    return _log_weights(*traces, plate_nesting, len(x), keep_dims)
+
+
+def _log_weights(model_trace, guide_trace, plate_nesting, batch, keep_dims):
     log_weight = log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=keep_dims)
     num_dims = sum(
         model_trace.nodes[name]["fn"].event_shape.numel() for name in observed_sites(model_trace)
     )
+    # a trial trace has no particle dim: it is one draw
+    rank = plate_nesting + 1
+    log_weight = log_weight.reshape((1,) * (rank - log_weight.dim()) + log_weight.shape)
     if not keep_dims:
-        log_weight = log_weight.expand(num_particles, len(x))
+        log_weight = log_weight.expand(log_weight.shape[0], batch)
     return log_weight, num_dims
 
 
@@ -85,8 +93,9 @@ def chunked_log_weights(model, guide, x, num_samples, chunk_size, keep_dims=Fals
     """:func:`log_importance_weights` of ``num_samples`` draws, ``chunk_size`` per vectorised
     pass, without gradients: the one loop of every IWAE-K estimate here.
 
-    The plate nesting is found once (one trial run), then the chunks are drawn in turn and
-    joined along the draws' dim.
+    The first draw is the trial run that finds the plate nesting (and checks the arguments,
+    :func:`~pyromem.diagnostics.particles.trial_traces`); the other K − 1 are drawn in chunks
+    and joined along the draws' dim.
 
     :param int chunk_size: draws per pass; memory grows with ``chunk_size × B``.
     :param bool keep_dims: keep the dims of every plate (as :func:`~pyromem.diagnostics.
@@ -96,12 +105,13 @@ def chunked_log_weights(model, guide, x, num_samples, chunk_size, keep_dims=Fals
         followed by the plates' dims), and the number of observed scalars per datapoint.
     """
     with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, (x,), kwargs)
-        chunks, remaining, num_dims = [], num_samples, 0
+        trial = trial_traces(model, guide, (x,), kwargs)
+        nesting = plate_nesting(*trial)
+        log_weight, num_dims = _log_weights(*trial, nesting, len(x), keep_dims)
+        chunks, remaining = [log_weight], num_samples - 1
         while remaining > 0:
             k = min(chunk_size, remaining)
-            log_weight, num_dims = _draw(model, guide, x, k, nesting, kwargs, keep_dims)
-            chunks.append(log_weight)
+            chunks.append(_draw(model, guide, x, k, nesting, kwargs, keep_dims)[0])
             remaining -= k
         return torch.cat(chunks), num_dims
 

@@ -7,6 +7,8 @@ stable names"). Particles are drawn in one vectorised pass by an outer
 ``vectorize_particles=True`` does.
 """
 
+import contextlib
+
 import pyro
 import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
@@ -18,19 +20,31 @@ from pyromem.infer.traces import per_datapoint, plate_nesting
 from pyromem.models.plates import DATA_PLATE  # noqa: F401
 
 
-def max_plate_nesting(model, guide, args, kwargs):
-    """The number of plate dims the model and guide use (one trial run)."""
+def trial_traces(model, guide, args, kwargs):
+    """``(model_trace, guide_trace)`` of one draw without a particle plate: the trial run
+    that finds the plate nesting (:func:`~pyromem.infer.traces.plate_nesting`), which also
+    checks the arguments as Pyro's validation setting says. Its sites reduce per datapoint
+    like one particle's, so the estimators here count it as their first draw."""
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
         )
-    return plate_nesting(guide_trace, model_trace)
+    return model_trace, guide_trace
 
 
-def particle_traces(model, guide, args, kwargs, num_particles, plate_nesting):
+def max_plate_nesting(model, guide, args, kwargs):
+    """The number of plate dims the model and guide use (one trial run, :func:`trial_traces`)."""
+    return plate_nesting(*trial_traces(model, guide, args, kwargs))
+
+
+def particle_traces(model, guide, args, kwargs, num_particles, plate_nesting, validated=False):
     """Trace ``num_particles`` guide draws and the model replayed on them.
 
+    :param bool validated: the trial run (:func:`trial_traces`) has checked these
+        arguments under Pyro's validation setting; the particles then run without it,
+        which would repeat the same checks of the data over K copies (about a third of
+        the time of a 10-particle ELBO of an MLP VAE).
     :returns: ``(model_trace, guide_trace)`` whose sites carry a leading
         particle dim at ``-(plate_nesting + 1)``.
     """
@@ -42,10 +56,11 @@ def particle_traces(model, guide, args, kwargs, num_particles, plate_nesting):
 
         return wrapped
 
-    guide_trace = poutine.trace(vectorised(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(vectorised(model), trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
+    with pyro.validation_enabled(False) if validated else contextlib.nullcontext():
+        guide_trace = poutine.trace(vectorised(guide)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(vectorised(model), trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
     return model_trace, guide_trace
 
 

@@ -139,7 +139,9 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
     args, batch = (x,), len(x)
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, args, kwargs)
-        model_trace, guide_trace = particle_traces(model, guide, args, kwargs, total, nesting)
+        model_trace, guide_trace = particle_traces(
+            model, guide, args, kwargs, total, nesting, validated=True
+        )
         log_ratios = log_ratio(model_trace, guide_trace, nesting).expand(total, batch)
         khat = pareto_khat(log_ratios)
 

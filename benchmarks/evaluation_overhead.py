@@ -1,0 +1,122 @@
+"""Cost of pyromem's test bounds against hand-written ones on the same VAE.
+
+``pyromem.diagnostics.log_likelihood`` (IWAE-K through Pyro traces of the model
+and guide, vectorised particles, chunked) is timed against a hand-written IWAE-K
+that calls the VAE's encoder once and its decoder on each chunk of draws; and
+``elbo_decomposition`` (per-site expected log-likelihood and analytic KL)
+against a hand-written ELBO with the same parts. The model is pyromem's MLP VAE
+784-400-50 (Bernoulli) at initialisation: the cost does not depend on training.
+Both use chunks of ``--chunk`` draws over ``--batch`` MNIST-sized binary images.
+Times are medians of ``--repeats`` runs taken alternately in one process; the
+ratios are the figures, and the bounds' means are printed beside them (equal up
+to Monte Carlo noise).
+
+    python benchmarks/evaluation_overhead.py [--num-samples 1000] [--device cuda]
+
+prints one JSON object.
+"""
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from pyromem.diagnostics import elbo_decomposition, log_likelihood
+from pyromem.models import VAE
+
+
+def hand_iwae(vae, x, num_samples, chunk):
+    """IWAE-K per image: the encoder once, the decoder per chunk of draws."""
+    loc, scale = vae.encoder(x)
+    guide, prior = Normal(loc, scale), Normal(torch.zeros_like(loc), 1.0)
+    chunks = []
+    for start in range(0, num_samples, chunk):
+        z = guide.sample((min(chunk, num_samples - start),))
+        log_p = vae.decode(z).log_prob(x) + prior.log_prob(z).sum(-1)
+        chunks.append(log_p - guide.log_prob(z).sum(-1))
+    return torch.logsumexp(torch.cat(chunks), 0) - math.log(num_samples)
+
+
+def hand_elbo(vae, x, num_particles):
+    """The ELBO per image with its KL in closed form."""
+    loc, scale = vae.encoder(x)
+    guide = Normal(loc, scale)
+    z = guide.rsample((num_particles,))
+    kl = kl_divergence(guide, Normal(torch.zeros_like(loc), 1.0)).sum(-1)
+    return vae.decode(z).log_prob(x).mean(0) - kl
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256, help="test images per pass")
+    parser.add_argument("--num-samples", type=int, default=1000, help="K of IWAE-K")
+    parser.add_argument("--chunk", type=int, default=100, help="draws per vectorised pass")
+    parser.add_argument("--num-particles", type=int, default=10, help="draws of the ELBO")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((args.batch, 1, 28, 28), 0.3)).to(device)
+    vae = VAE((1, 28, 28), latent_dim=50, hidden=(400,)).to(device).eval()
+
+    def timed(function):
+        with torch.no_grad():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            value = function()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return time.perf_counter() - start, value.mean().item()
+
+    runs = {
+        "iwae_pyromem": lambda: (
+            log_likelihood(
+                vae.model, vae.guide, x, num_samples=args.num_samples, chunk_size=args.chunk
+            ).log_likelihood
+        ),
+        "iwae_hand": lambda: hand_iwae(vae, x, args.num_samples, args.chunk),
+        "elbo_pyromem": lambda: (
+            elbo_decomposition(vae.model, vae.guide, x, num_particles=args.num_particles).elbo
+        ),
+        "elbo_hand": lambda: hand_elbo(vae, x, args.num_particles),
+    }
+    for run in runs.values():  # warm-up
+        timed(run)
+    seconds = {name: [] for name in runs}
+    means = {}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            elapsed, means[name] = timed(run)
+            seconds[name].append(elapsed)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    print(
+        json.dumps(
+            {
+                "benchmark": "evaluation_overhead",
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "num_samples": args.num_samples,
+                "num_particles": args.num_particles,
+                "seconds": median,
+                "bound_means_nats": means,
+                "log_likelihood_over_hand": median["iwae_pyromem"] / median["iwae_hand"],
+                "elbo_decomposition_over_hand": median["elbo_pyromem"] / median["elbo_hand"],
+                "target": "each ratio at most 1.2",
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
