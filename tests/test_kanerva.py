@@ -236,3 +236,29 @@ def test_bad_input():
         kpp.generate(torch.zeros(2, 2, 8, 8), keys=torch.zeros(2, 5, 3))
     with pytest.raises(ValueError, match="x must have shape"):
         kpp.iterative_read(torch.zeros(3, 2, 1, 8, 8), torch.zeros(2, 2, 8, 8))
+
+
+def test_dkm_accounting_divides_the_kls_twice_and_the_reconstruction_once(device):
+    # Reference: the DKM code's reduction applied to per-image terms computed from the
+    # nets with torch.distributions, at keys and latents fixed by replaying one guide draw.
+    kpp, length = small().to(device).eval(), 4
+    x = episodes(3, length, device)
+    with torch.no_grad():
+        embedding = kpp.embed(x).transpose(0, 1)  # (T, B, E)
+        q_y, q_z = kpp.key_posterior(embedding), kpp.latent_posterior(embedding)
+        draw = poutine.trace(kpp.guide).get_trace(x)
+        y, z = draw.nodes["y"]["value"], draw.nodes["z"]["value"]
+        p_y = torch.distributions.Independent(
+            torch.distributions.Normal(0.0, torch.ones_like(y)), 2
+        )
+        kl = torch.distributions.kl_divergence(q_y, p_y) + torch.distributions.kl_divergence(
+            q_z, kpp.readout_prior(kpp.write(x), y)
+        )  # (T, B)
+        reconstruction = kpp.decode(z).log_prob(x.transpose(0, 1))  # (T, B)
+        expected = reconstruction.mean(0) - (kl / length).mean(0)
+        parts = elbo_decomposition(kpp.model, poutine.replay(kpp.guide, draw), x, 1)
+    actual = recipe.dkm_accounting_nats(parts, length)
+    assert torch.allclose(actual, expected, atol=1e-4)
+    # the per-image bound subtracts the whole KL, the DKM figure only 1/T of it
+    assert torch.allclose(parts.elbo / length, reconstruction.mean(0) - kl.mean(0), atol=1e-4)
+    assert (actual > parts.elbo / length).all()

@@ -255,6 +255,7 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
     lr: float = option(1e-3, "Adam learning rate", above=0)
     num_samples: int = option(100, "K of the IWAE-K test bound", minimum=1)
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
+    num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
 
 
 @dataclass

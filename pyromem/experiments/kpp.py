@@ -22,6 +22,7 @@ Training logs (``metrics.csv``) are per episode, the engine's datapoint.
 """
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,9 @@ from pyromem.experiments.vae import (
     evaluation_device,
     write_results,
 )
+from pyromem.experiments.vma import torch_threads
 from pyromem.models import KanervaPlusPlus
+from pyromem.nets import typical_image
 from pyromem.train import fit, load_checkpoint
 
 EVAL_EPISODES_PER_CHUNK = 32  # episodes (of T images each) per evaluation pass
@@ -192,68 +195,189 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
     return results
 
 
-def _row(images):
-    # (B, S, C, H, W) -> one row of B * S images
-    return images.flatten(0, 1).cpu().clamp(0, 1)
+def dkm_accounting_nats(parts, length):
+    """The per-image figure of the authors' Dynamic Kanerva Machine loss: NOT a bound.
+
+    The public DKM code (``jramapuram/dynamic_kanerva_machine``, ``models/dkm.py``,
+    whose ``loss_function`` reads "Loss function for Kanerva ++") divides each KL of
+    an episode's T images by T and then averages it over the episode, and divides the
+    reconstruction term once. With r_t = E_q log p(x_t | z_t) and KL_t the KLs of image
+    t (here of z and of the keys y), per image that is
+
+        A_T = (1/T) Σ_t r_t − (1/T) Σ_t KL_t / T = L_T / T + (1 − 1/T) · (1/T) Σ_t KL_t,
+
+    where L_T / T is the per-image bound of eq. 4 (:func:`evaluate_kpp_model`). A_T is
+    the β-ELBO with β = 1/T: log p(x_t | M) − A_T = KL(q ‖ posterior) − (1 − 1/T) KL_t,
+    which is negative as soon as the guide is closer to the posterior than (1 − 1/T) of
+    its KL to the prior, so A_T may exceed log p(x_t | M); as T grows it tends to the
+    reconstruction term alone.
+
+    :param ELBODecomposition parts: per-episode values (sums over the T images), e.g.
+        ``elbo_decomposition(kpp.model, kpp.guide, x)`` for episodes ``x`` ``(B, T, ...)``.
+    :param int length: T, the images per episode.
+    :returns: ``(B,)``, A_T of each episode, nats per image.
+    """
+    kl = sum(parts.kl.values())
+    return (parts.log_likelihood["x"] - kl / length) / length
 
 
-def save_kpp_figures(kpp, episodes, out_dir, history=None, seed=0):
-    """Reconstructions, random-key and key-perturbed generations, iterative clean-up and
-    denoising, as PNGs in ``out_dir``; returns the paths and the denoising errors."""
+def compare_accountings(
+    kpp,
+    images,
+    labels=None,
+    lengths=(2, 4, 8, 16),
+    num_particles=10,
+    num_samples=100,
+    seed=0,
+    device=None,
+    max_episodes=None,
+):
+    """The same trained K++ scored on test episodes of several lengths T, both ways.
+
+    For each T the test images are cut into fixed episodes (:func:`test_episodes`,
+    of one class each when ``labels`` are given), and each row holds the per-image
+    bound (``elbo_nats``, ours), the DKM code's accounting
+    (``dkm_accounting_nats``, :func:`dkm_accounting_nats`: not a bound), the per-image
+    IWAE-K bound on log p(x_t | M), the reconstruction term and the KLs.
+
+    :param KanervaPlusPlus kpp: the trained model.
+    :param torch.Tensor images: ``(N, C, H, W)`` test images.
+    :param torch.Tensor labels: ``(N,)`` or None.
+    :param int max_episodes: score only the first this many episodes of each T (None: all).
+    :returns: a list of dicts, one per T.
+    """
+    device = device or evaluation_device()
+    kpp = kpp.to(device).eval()
+    rows = []
+    for length in lengths:
+        episodes = test_episodes(images, length, seed, labels)[:max_episodes]
+        ours, dkm, iwae, parts_list = [], [], [], []
+        for chunk in episodes.split(EVAL_EPISODES_PER_CHUNK):
+            chunk = chunk.to(device)
+            parts = elbo_decomposition(kpp.model, kpp.guide, chunk, num_particles)
+            parts_list.append(parts)
+            ours.append(parts.elbo / length)
+            dkm.append(dkm_accounting_nats(parts, length))
+            if num_samples:
+                iwae.append(per_image_log_likelihood(kpp, chunk, num_samples)[0].mean(1))
+
+        def mean(values):
+            return torch.cat(values).mean().item()
+
+        row = {
+            "episode_length": length,
+            "num_test_episodes": len(episodes),
+            "elbo_nats": mean(ours),
+            "dkm_accounting_nats": mean(dkm),
+            "reconstruction_nats": mean([p.log_likelihood["x"] / length for p in parts_list]),
+            "kl_z": mean([p.kl["z"] / length for p in parts_list]),
+            "kl_key": mean([p.kl["y"] / length for p in parts_list]),
+        }
+        if num_samples:
+            row["iwae_nats"] = mean(iwae)
+        rows.append(row)
+    return rows
+
+
+def save_kpp_figures(kpp, episodes, out_dir, history=None, seed=0, num_memories=4):
+    """Reconstructions, random-key and key-perturbed generations, iterative clean-up,
+    denoising and the training curve, as PNGs in ``out_dir``.
+
+    Each memory is written from one test episode, and every generation panel starts
+    with that episode's images, so that a reader can tell what the memory holds.
+
+    :param KanervaPlusPlus kpp: the trained model.
+    :param torch.Tensor episodes: test episodes ``(E, T, C, H, W)``; the first
+        ``num_memories`` are written to memories.
+    :param list history: the engine's per-epoch rows, whose ELBOs are per episode;
+        the curve shows them per image.
+    :returns: ``(figures, denoising)``, the paths and the denoising errors.
+    """
     out_dir = Path(out_dir)
     device = next(kpp.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     figures, denoising = {}, {}
+    length = episodes.shape[1]
+    num_generations = 10
     with torch.no_grad():
-        x = episodes[:4].to(device)
+        x = episodes[:num_memories].to(device)
         memory = kpp.write(x)
-        shown = x[:, :5]
+        count = len(x)
         figures["reconstructions"] = save_image_rows(
-            [shown.flatten(0, 1).cpu(), _row(kpp.reconstruct(x)[:, :5])],
+            [x.flatten(0, 1).cpu(), kpp.reconstruct(x).flatten(0, 1).cpu().clamp(0, 1)],
             out_dir / "reconstructions.png",
-            titles=["test episodes (5 images of each)", "reconstructions (mean of q(z|X))"],
+            titles=[
+                f"{count} test episodes of T = {length} images, one after the other",
+                "their reconstructions (decoder mean at the mean of q(z|X))",
+            ],
+            ncols=count * length,
         )
-        random, keys = kpp.generate(memory, num_samples=10)
-        figures["random_key_generations"] = save_image_rows(
-            [_row(random)],
-            out_dir / "random_key_generations.png",
-            titles=["y ~ p(y), one row per memory"],
-        )
-        base = keys[:, :1].expand(-1, 10, -1, -1)
+        random, keys = kpp.generate(memory, num_samples=num_generations)
+        # Fig. 7: keys near one key, and one draw of z's noise for all of them, so that
+        # the panel shows what the key alone changes
+        base = keys[:, :1].expand(-1, num_generations, -1, -1)
         noise = 0.1 * torch.randn(base.shape, generator=generator).to(device)
-        perturbed, _ = kpp.generate(memory, keys=base + noise)
-        figures["key_perturbed_generations"] = save_image_rows(
-            [_row(perturbed)],
-            out_dir / "key_perturbed_generations.png",
-            titles=["y + ε, ε ~ N(0, 0.1²), one key per row"],
+        prior = kpp.readout_prior(memory, (base + noise).transpose(0, 1)).base_dist
+        z = prior.loc + prior.scale * torch.randn(prior.loc.shape[1:], generator=generator).to(
+            device
         )
+        perturbed = typical_image(kpp.decode(z)).transpose(0, 1)
+        for name, images, what in (
+            ("random_key_generations", random, f"{num_generations} reads with keys y ~ p(y)"),
+            (
+                "key_perturbed_generations",
+                perturbed,
+                f"{num_generations} reads with keys y + ε, ε ~ N(0, 0.1²), around one y "
+                "and with one draw of z's noise",
+            ),
+        ):
+            figures[name] = save_image_rows(
+                [torch.cat([x[b], images[b]]).cpu().clamp(0, 1) for b in range(count)],
+                out_dir / f"{name}.png",
+                titles=[
+                    f"memory {b}: its episode ({length} images), then {what}" for b in range(count)
+                ],
+                ncols=length + num_generations,
+            )
         # Fig. 6 left: a random-key generation cleaned up by iterative reads
         steps = kpp.iterative_read(random[:, :1], memory, steps=9)  # (10, B, 1, ...)
         figures["iterative_read"] = save_image_rows(
-            [steps[:, b, 0].cpu().clamp(0, 1) for b in range(len(memory))],
+            [torch.cat([x[b], steps[:, b, 0]]).cpu().clamp(0, 1) for b in range(count)],
             out_dir / "iterative_read.png",
             titles=[
-                f"memory {b}: random-key generation, then 9 iterative reads"
-                for b in range(len(memory))
+                f"memory {b}: its episode ({length} images), a random-key generation, "
+                "then 9 iterative reads"
+                for b in range(count)
             ],
+            ncols=length + 10,
         )
         # Fig. 6 right: noisy test images cleaned up by 10 reads of their episode's memory
-        rows, titles = [], []
+        rows, titles = [x.flatten(0, 1).cpu()], [f"{count} test episodes of T = {length}"]
         for name, corrupt in NOISES.items():
-            noisy = corrupt(shown.cpu(), generator).to(device)
+            noisy = corrupt(x.cpu(), generator).to(device)
             cleaned = kpp.iterative_read(noisy, memory, steps=10)[-1]
             denoising[name] = {
-                "mse_noisy": (noisy - shown).square().mean().item(),
-                "mse_after_10_reads": (cleaned - shown).square().mean().item(),
+                "mse_noisy": (noisy - x).square().mean().item(),
+                "mse_after_10_reads": (cleaned - x).square().mean().item(),
             }
             rows += [noisy.flatten(0, 1).cpu(), cleaned.flatten(0, 1).cpu().clamp(0, 1)]
-            titles += [f"{name}", "after 10 iterative reads"]
-        figures["denoising"] = save_image_rows(rows, out_dir / "denoising.png", titles=titles)
+            titles += [f"{name.replace('_', ' ')} noise", "after 10 iterative reads"]
+        figures["denoising"] = save_image_rows(
+            rows, out_dir / "denoising.png", titles=titles, ncols=count * length
+        )
     if history:
-        keys = [k for k in ("train_elbo_nats", "eval_elbo_nats") if k in history[0]]
+        labels = {"train_elbo_nats": "training episodes", "eval_elbo_nats": "held-out episodes"}
+        per_image = [
+            {"epoch": row["epoch"]}
+            | {labels[k]: v / length for k, v in row.items() if k in labels and v is not None}
+            for row in history
+        ]
         figures["elbo_curve"] = save_curves(
-            history, keys, out_dir / "elbo_curve.png", ylabel="nats per episode"
+            per_image,
+            [label for key, label in labels.items() if key in history[0]],
+            out_dir / "elbo_curve.png",
+            ylabel="ELBO, nats per image",
         )
     return {name: str(path) for name, path in figures.items()}, denoising
 
@@ -284,6 +408,11 @@ def run(config, out_dir):
         results.json, figures); baselines go to ``out_dir/vae`` and ``out_dir/dense``.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
+    with torch_threads(config.num_threads):
+        return _run(config, out_dir)
+
+
+def _run(config, out_dir):
     start = time.perf_counter()
     pyro.set_rng_seed(config.seed)
     episode_length = config.episode_length
@@ -314,8 +443,14 @@ def run(config, out_dir):
         options["channels"] = (config.encoder_width,)
     device = evaluation_device(config.accelerator)
     num_episodes = max(len(train) // episode_length, 1)
+    names = {"block": "K++", "dense": "the dense-write ablation", "none": "the plain VAE"}
+
+    def say(line):
+        if config.progress:
+            print(f"kpp: {line}", file=sys.stderr, flush=True)
 
     def run_kpp(write, folder):
+        say(f"training {names[write]}, {config.epochs} epochs")
         kpp = KanervaPlusPlus(train.event_shape, write=write, **options)
         checkpoint_config = {
             "model": "kpp",
@@ -334,6 +469,10 @@ def run(config, out_dir):
             lr=config.lr,
             **engine_options(config),
         )
+        say(
+            f"evaluating {names[write]} on {len(episodes)} test episodes "
+            f"(ELBO, IWAE-{config.num_samples})"
+        )
         evaluation = evaluate_kpp_model(
             result.model, episodes, config.num_samples, config.num_particles, device
         )
@@ -348,6 +487,7 @@ def run(config, out_dir):
         "reads": config.reads,
         "same_class": config.same_class,
         "epochs": result.epochs,
+        "steps": result.epochs * math.ceil(num_episodes / config.batch_size),
         "device": result.device,
         "likelihood": likelihood,
         "binarization": {"train": binarize, "test": "static" if binarize else None},
@@ -358,6 +498,7 @@ def run(config, out_dir):
         "metrics_csv": str(result.metrics_csv),
         "config": config.to_dict(),
     }
+    say("figures")
     results["figures"], results["denoising"] = save_kpp_figures(
         result.model, episodes, out_dir, result.history, config.seed
     )
@@ -373,6 +514,19 @@ def run(config, out_dir):
     return results
 
 
+def load_kpp(checkpoint):
+    """The trained K++ of a checkpoint of :func:`train_kpp`, and the checkpoint itself
+    (whose ``config`` holds the data config and the episode length)."""
+    saved = load_checkpoint(checkpoint)
+    if saved.config.get("model") != "kpp":
+        raise ValueError(
+            f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'kpp'"
+        )
+    kpp = KanervaPlusPlus(**saved.config["kpp"])
+    kpp.load_state_dict(saved.state_dict)
+    return kpp, saved
+
+
 def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root=None):
     """Rebuild a K++ from a checkpoint of :func:`train_kpp` and evaluate it on its test episodes.
 
@@ -381,13 +535,7 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
 
     :returns: the results dict also written to ``out_dir/results.json``.
     """
-    saved = load_checkpoint(checkpoint)
-    if saved.config.get("model") != "kpp":
-        raise ValueError(
-            f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'kpp'"
-        )
-    kpp = KanervaPlusPlus(**saved.config["kpp"])
-    kpp.load_state_dict(saved.state_dict)
+    kpp, saved = load_kpp(checkpoint)
     data_config = dict(saved.config["data"], **({"root": root} if root else {}))
     length = saved.config["episode_length"]
     _, episodes = load_kpp_data(data_config, length)
@@ -412,10 +560,16 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
     return results
 
 
+#: 16×16 digits: at 8×8 the dynamically binarised digits hold so little beyond their
+#: mean that both K++ and the plain VAE of its nets stay at the mean image (KL z ≈ 0.1-0.4
+#: nats after 300 steps). One intra-op thread: these small nets run several times faster
+#: on one thread of a busy CPU. An epoch is 23 steps of 16 episodes.
+DEMO_NETS = {"size": 16, "latent_dim": 8, "embed_dim": 64, "lr": 3e-3, "num_threads": 1}
 DEMO_SETTINGS = {
-    # quick stays under ~30 s and full under ~2.5 min on 2 CPU cores
-    "quick": {"epochs": 1, "num_samples": 10, "baselines": False},
-    "full": {"epochs": 4, "num_samples": 100, "baselines": True},
+    # quick: ~30 s on 2 CPU cores (K++ alone, ~300 steps); full: ~2.5 min (K++ and its two
+    # baselines, ~920 steps each)
+    "quick": {"epochs": 13, "num_samples": 10, "eval_particles": 2, "baselines": False},
+    "full": {"epochs": 40, "num_samples": 100, "eval_particles": 4, "baselines": True},
 }
 
 
@@ -432,11 +586,11 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         episode_length=4,
         reads=2,
         same_class=True,
-        latent_dim=8,
         binarize="dynamic",
         seed=seed,
         progress=progress,
         overwrite=True,
+        **DEMO_NETS,
         **DEMO_SETTINGS["quick" if quick else "full"],
     )
     rel = {name: Path(path).relative_to(out_dir) for name, path in results["figures"].items()}
@@ -448,16 +602,19 @@ def demo_section(out_dir, quick, seed=0, progress=True):
             b = results["baselines"][name]
             rows.append((label, b["test_conditional_elbo_nats"], b["kl_z"], b["kl_key"]))
     table = [f"| {n} | {e:.2f} | {kz:.2f} | {ky:.2f} |" for n, e, kz, ky in rows]
+    length = results["episode_length"]
+    denoising = results["denoising"]
     text = "\n".join(
         [
             "## Kanerva++ on digits episodes",
             "",
             f"K++ (memory {tuple(results['memory_shape'])}, blocks {tuple(results['block_shape'])},"
-            f" K = {results['reads']} reads) trained {results['epochs']} epochs on episodes of "
-            f"T = {results['episode_length']} `digits` images of one class "
-            "(8×8, dynamic binarisation), "
+            f" K = {results['reads']} reads, z of width {results['latent_dim']}) trained "
+            f"{results['epochs']} epochs ({results['steps']} steps of 16 episodes) on episodes of "
+            f"T = {length} `digits` images of one class (16×16, dynamic binarisation), "
             f"evaluated on {results['num_test_episodes']} fixed test episodes"
-            " (static binarisation). Bounds per test image, given the memory of its episode.",
+            " (static binarisation). Bounds per test image, given the memory of its episode."
+            f" Trained and evaluated in {results['seconds']:.0f} s.",
             "",
             "| model | ELBO (nats/image) | KL z | KL key |",
             "| --- | ---: | ---: | ---: |",
@@ -466,13 +623,36 @@ def demo_section(out_dir, quick, seed=0, progress=True):
             f"IWAE-{results['num_samples']} on log p(x_t | M): "
             f"{results['test_conditional_log_likelihood_nats']:.2f} nats/image.",
             "",
+            "Look at whether the training and held-out ELBO still rise at the last epoch.",
+            "",
+            f"![ELBO per epoch]({rel['elbo_curve']})",
+            "",
+            "Look at whether each reconstruction keeps its digit's shape and slant.",
+            "",
             f"![reconstructions]({rel['reconstructions']})",
+            "",
+            f"Each row starts with the {length} images written to a memory: look at whether the "
+            "reads that follow, through random keys, are digits of that episode's class.",
             "",
             f"![random-key generations]({rel['random_key_generations']})",
             "",
+            "Look at how little nearby keys change a read (the paper's Fig. 7).",
+            "",
             f"![key-perturbed generations]({rel['key_perturbed_generations']})",
             "",
+            "Look at whether repeated reads with the memory fixed (eq. 7) stay digits of the "
+            "episode's class.",
+            "",
             f"![iterative read]({rel['iterative_read']})",
+            "",
+            "Look at whether 10 reads turn noisy images into digits of their episode's class "
+            "(the reads pass the image only through its keys, so they need not return the same "
+            "digit). Mean squared error to the clean images, noisy → after the reads: "
+            + ", ".join(
+                f"{name.replace('_', ' ')} {v['mse_noisy']:.3f} → {v['mse_after_10_reads']:.3f}"
+                for name, v in denoising.items()
+            )
+            + ".",
             "",
             f"![denoising]({rel['denoising']})",
             "",
