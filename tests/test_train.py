@@ -290,6 +290,26 @@ def test_jit_elbo_with_module_local_params_raises():
             SVIModule(make_model("cpu"), 8, pyro.infer.JitTrace_ELBO())
 
 
+def test_jit_elbo_equals_trace_elbo_on_a_last_smaller_batch(device):
+    # Pyro's jit keys its trace on the number of arguments, not their shapes: the trace
+    # of the batch of 32 must also score the last batch of 10 (its plate's scale included)
+    from pyromem.models import VAE
+
+    x = torch.bernoulli(torch.full((42, 1, 8, 8), 0.3, device=device))
+    vae = VAE((1, 8, 8), latent_dim=3, hidden=(16,)).to(device)
+    jit = SVIModule(vae, 42, pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True))
+    plain = SVIModule(vae, 42, pyro.infer.Trace_ELBO())
+    with pyro.validation_enabled(False):
+        for batch in (x[:32], x[32:]):
+            jit.training_step(batch, 0)  # compiles: draws of its own
+        for batch in (x[:32], x[32:]):
+            losses = []
+            for module in (jit, plain):
+                pyro.set_rng_seed(1)
+                losses.append(module.training_step(batch, 0).item())
+            assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "elbo",
     [pyro.infer.TraceMeanField_ELBO(), pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)],

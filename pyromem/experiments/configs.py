@@ -103,6 +103,7 @@ class VAEConfig(RunOptions, EngineOptions, DataOptions):
     hidden: tuple[int, ...] = option((400,), "hidden widths of the MLPs", minimum=1)
     batch_size: int = option(128, "images per step", minimum=1)
     lr: float = option(1e-3, "Adam learning rate", above=0)
+    jit: bool = option(False, "train with Pyro's JitTrace_ELBO, compiled once per batch shape")
     num_samples: int = option(1000, "K of the IWAE-K test bound", minimum=1)
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
 

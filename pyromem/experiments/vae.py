@@ -183,6 +183,7 @@ def run(config, out_dir):
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
+        elbo=pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True) if config.jit else None,
         out_dir=out_dir,
         config={"model": "vae", "vae": vae.config, "data": data_config},
         **engine_options(config),
