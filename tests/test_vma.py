@@ -228,3 +228,15 @@ def test_temperature_schedule_is_geometric_over_the_steps():
         trainer = SimpleNamespace(global_step=step, estimated_stepping_batches=100)
         schedule.on_train_batch_start(trainer, module, None, 0)
         assert module.model.temperature == pytest.approx(expected)
+
+
+def test_concrete_address_is_scored_by_the_categorical_kl():
+    from pyromem.memory.addressing import ConcreteAddress
+
+    q_logits, p_logits = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 0.0, 0.0]])
+    temperature = torch.tensor(0.5)
+    q = ConcreteAddress(temperature, logits=q_logits)
+    p = ConcreteAddress(temperature, logits=p_logits)
+    by_hand = (q_logits.softmax(-1) * (q_logits.log_softmax(-1) - p_logits.log_softmax(-1))).sum()
+    torch.testing.assert_close(kl_divergence(q, p), by_hand.reshape(1))
+    assert q.has_rsample and q.rsample().shape == (1, 3)

@@ -12,8 +12,9 @@ A memory model with a discrete address :math:`a` over :math:`|M|` slots (such as
   the guide site's ``infer={"baseline": {"nn_baseline": ..., "nn_baseline_input": x}}``)
   made differentiable;
 - ``"gumbel"``: the Concrete / Gumbel-softmax relaxation (Maddison et al. 2017; Jang et
-  al. 2017): the model and guide relax the address themselves, so the objective is the
-  reparameterised one-sample ELBO, ``Trace_ELBO``;
+  al. 2017): the model and guide relax the address themselves and score it by the
+  categorical KL (:class:`~pyromem.memory.addressing.ConcreteAddress`), so the objective is
+  the reparameterised ELBO with analytic KLs, ``TraceMeanField_ELBO``;
 - ``"soft"``: the soft-attention baseline, which has no address (``Trace_ELBO``).
 
 :func:`address_objective` returns the objective of each.
@@ -164,6 +165,8 @@ def address_objective(address, num_particles=4):
         return ReweightedWakeSleep(num_particles=num_particles, max_plate_nesting=1)
     if address == "nvil":
         return NVIL(max_plate_nesting=1)
-    if address in ("gumbel", "soft"):
+    if address == "gumbel":
+        return pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)
+    if address == "soft":
         return pyro.infer.Trace_ELBO(max_plate_nesting=1)
     raise ValueError(f"address: expected one of {ADDRESS_ESTIMATORS}, got {address!r}")

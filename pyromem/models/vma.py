@@ -44,7 +44,7 @@ from pyromem.data.validation import check_images
 from pyromem.memory.addressing import (
     SIMILARITIES,
     Addressing,
-    ExpRelaxedCategorical,
+    ConcreteAddress,
     InverseCDFCategorical,
     similarity,
 )
@@ -203,8 +203,10 @@ class VMA(SlotMemoryModel):
     With ``address="gumbel"`` and the module in training mode (``vma.train()``,
     as the engine sets it) a ~ ExpConcrete(τ, ·) in model and guide (Maddison et
     al. 2017; Jang et al. 2017) and every net reads the relaxed slot
-    Σ_j softmax(a)_j m_j; ``vma.temperature`` is τ (the recipe anneals it). In eval
-    mode the model is the discrete one, so its bounds are those of the other addresses.
+    Σ_j softmax(a)_j m_j; ``vma.temperature`` is τ (the recipe anneals it). The
+    address is a :class:`~pyromem.memory.addressing.ConcreteAddress`, whose KL is the
+    categorical one: train with ``TraceMeanField_ELBO``. In eval mode the model is the
+    discrete one, so its bounds are those of the other addresses.
 
     The slot embeddings h(M) are the only per-slot work of a sampled address. The
     guide's serve the model run next on the same memory tensor (every ELBO runs the
@@ -317,7 +319,7 @@ class VMA(SlotMemoryModel):
     def _address(self, logits):
         """p(a | M) or q(a | x) from its logits: a categorical, or its relaxation."""
         if self.relaxed:
-            return ExpRelaxedCategorical(logits.new_tensor(self.temperature), logits=logits)
+            return ConcreteAddress(logits.new_tensor(self.temperature), logits=logits)
         return InverseCDFCategorical(logits=logits)
 
     @staticmethod
