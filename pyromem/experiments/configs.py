@@ -205,6 +205,13 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
     num_test: int = option(256, "test images of learned", minimum=1)
     num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
 
+    def check(self):
+        if self.address in ("vimco", "rws") and self.num_particles < 2:
+            raise ValueError(
+                f"num_particles: address {self.address!r} needs K >= 2 particles, "
+                f"got {self.num_particles}"
+            )
+
 
 @dataclass
 class KPPConfig(RunOptions, EngineOptions, DataOptions):
