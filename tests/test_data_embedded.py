@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyromem.data import load
 from pyromem.data.glyphs import glyphs
@@ -8,7 +9,7 @@ from pyromem.data.shapes import COLOURS, SHAPES
 # name, options, event shape, support, number of classes, (train, test) sizes
 EMBEDDED = [
     ("digits", {}, (1, 8, 8), "unit_interval", 10, (1437, 360)),
-    ("patches", {}, (3, 32, 32), "8bit", 2, (416, 104)),
+    ("patches", {}, (3, 32, 32), "8bit", 10, (512, 128)),
     ("shapes", {"num_scenes": 300}, (3, 64, 64), "8bit", 3, (300, 300)),
     ("glyphs", {"num_drawers": 4}, (1, 28, 28), "binary", 200, (15 * 10 * 4, 5 * 10 * 4)),
 ]
@@ -73,18 +74,29 @@ def test_digits_resize():
     assert torch.allclose(data.images.mean((1, 2, 3)), small.mean((1, 2, 3)), atol=0.03)
 
 
-def test_patches_grid_and_split():
+def test_patches_split_and_deduplication():
+    from pyromem.data.patches import MIN_DISTANCE, PER_PHOTOGRAPH
+
     train, test = load("patches", "train"), load("patches", "test")
 
     def cells(data):
-        pairs = zip(data.labels.tolist(), data.factors["position"].tolist(), strict=True)
-        return {(label, row, col) for label, (row, col) in pairs}
+        keys = zip(
+            data.labels.tolist(),
+            data.factors["pixel_position"].tolist(),
+            data.factors["crop_side"].tolist(),
+            strict=True,
+        )
+        return {(label, tuple(corner), side) for label, corner, side in keys}
 
     assert not cells(train) & cells(test)
-    assert len(cells(train) | cells(test)) == 2 * 13 * 20
-    position = train.factors["position"]
-    assert position[:, 0].max() == 12 and position[:, 1].max() == 19
-    assert torch.equal(train.factors["pixel_position"], position * 32)
+    labels = torch.cat([train.labels, test.labels])
+    assert labels.bincount().tolist() == [PER_PHOTOGRAPH] * 10
+    assert set(train.factors["crop_side"].unique().tolist()) == {32, 64, 128}
+    images = torch.cat([train.images, test.images]).flatten(1).double()
+    for label in range(10):
+        same = images[labels == label]
+        distance = torch.cdist(same, same).fill_diagonal_(float("inf")) / same.shape[1] ** 0.5
+        assert distance.min() >= MIN_DISTANCE - 1e-9
 
 
 def test_patches_are_cut_from_the_photographs():
@@ -92,11 +104,12 @@ def test_patches_are_cut_from_the_photographs():
 
     photos = load_sample_images().images
     data = load("patches", "test")
-    for i in range(0, len(data), 17):
-        row, col = data.factors["pixel_position"][i].tolist()
-        photo = photos[data.labels[i].item()]
-        expected = torch.tensor(photo[row : row + 32, col : col + 32]).permute(2, 0, 1) / 255.0
-        assert torch.allclose(data.images[i], expected.float())
+    for i in torch.nonzero(data.labels < 2).flatten()[::5].tolist():
+        (row, col), side = data.factors["pixel_position"][i].tolist(), data.factors["crop_side"][i]
+        crop = torch.tensor(photos[data.labels[i].item()][row : row + side, col : col + side])
+        expected = F.avg_pool2d(crop.permute(2, 0, 1)[None].double(), side // 32)[0] / 255.0
+        # box averages rounded to 8 bits
+        assert (data.images[i].double() - expected).abs().max() <= 0.5 / 255 + 1e-6
 
 
 def test_shapes_factors_and_rendering():
