@@ -88,8 +88,9 @@ class EstimatorComparison:
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in self.rows:
+            objective = row["objective"].replace("|", "\\|")  # a cell of a Markdown table
             lines.append(
-                f"| {row['estimator']} | {row['objective']} | {cell(row['relative_bias'])} "
+                f"| {row['estimator']} | {objective} | {cell(row['relative_bias'])} "
                 f"| {cell(row['relative_bias_noise'])} | {cell(row['relative_std'])} "
                 f"| {cell(row['step_ms'])} | {cell(row.get('test_nll_nats'), 4)} |"
             )
