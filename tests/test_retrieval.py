@@ -203,3 +203,25 @@ def test_capacity_sweep_on_a_tiny_grid_writes_its_plot(digits, tmp_path):
     assert [len(rows) for rows in sweep["results"].values()] == [2, 2]
     path = save_capacity_plot(sweep, tmp_path / "capacity.png")
     assert path.stat().st_size > 1000
+
+
+def test_reader_trained_under_a_transformation_retrieves_it_better(digits):
+    # Table 4's asterisk rows: a reader trained on transformed queries (here a 1-pixel shift)
+    # retrieves transformed queries more often than the same reader trained on clean ones.
+    train, test = digits
+    patterns, memory = train.flatten(1), test[:50]
+    shifted = corrupt(train, "shift-1").flatten(1)
+    hits = []
+    for queries in (None, shifted):
+        torch.manual_seed(0)
+        reader = ContentReader(patterns.shape[1], key_dim=patterns.shape[1])
+        train_reader(
+            reader, patterns, 50, 150, 0.01, torch.Generator().manual_seed(0), queries=queries
+        )
+        with torch.no_grad():
+            read = reader(corrupt(memory, "shift-1").flatten(1), memory.flatten(1))
+        outcome = retrieval_success(read, memory.flatten(1), torch.arange(50), 0.1)
+        hits.append(outcome.nearest.float().mean().item())
+    assert hits[1] > hits[0] + 0.2
+    with pytest.raises(ValueError, match="queries"):
+        train_reader(ContentReader(64), patterns, queries=shifted[:10])

@@ -34,24 +34,26 @@ def save_figure(fig, path):
     return path
 
 
-def save_image_rows(rows, path, titles=None, ncols=10):
+def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None):
     """Save one or more rows of images, one labelled panel per row.
 
     :param list rows: tensors of shape ``(N, C, H, W)`` with values in [0, 1].
     :param path: where to write the PNG.
     :param list titles: one title per row.
     :param int ncols: images per line within a panel.
+    :param list title_colors: optional matplotlib colour of each title (e.g. success/failure).
     :returns: the path written.
     """
     titles = titles or [None] * len(rows)
+    title_colors = title_colors or ["black"] * len(rows)
     fig = Figure(figsize=(ncols * 0.6, 0.8 * sum(math.ceil(len(r) / ncols) for r in rows) + 0.4))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for ax, images, title in zip(axes, rows, titles, strict=True):
+    for ax, images, title, color in zip(axes, rows, titles, title_colors, strict=True):
         grid, channels = _as_grid(images, ncols)
         ax.imshow(grid, cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
         ax.set_axis_off()
         if title:
-            ax.set_title(title, fontsize=9, loc="left")
+            ax.set_title(title, fontsize=9, loc="left", color=color)
     return save_figure(fig, path)
 
 

@@ -20,11 +20,13 @@ from pyromem.models import VAE
 from pyromem.retrieval import (
     CAPACITY_SIZES,
     LATENT_METHODS,
+    PER_CORRUPTION_METHODS,
     build_method,
     capacity_sweep,
     corrupt,
     default_corruptions,
     format_table,
+    retrieval_success,
     retrieval_table,
     sample_memory,
     save_capacity_plot,
@@ -121,7 +123,8 @@ def save_retrieval_figures(table, test_images, corruption, train_images, out_dir
     """Queries and retrieved patterns per method, and a retrieval trajectory, as PNGs.
 
     Seed 0's memory; the first :data:`FIGURE_QUERIES` stored patterns and their queries.
-    VAE-GMM*, trained per corruption, is trained again on ``corruption`` first.
+    The methods trained per corruption (VAE-GMM*, VAE-NTM*, VAE-MemN2N*) are trained again on
+    ``corruption`` first.
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(0)
@@ -129,7 +132,7 @@ def save_retrieval_figures(table, test_images, corruption, train_images, out_dir
     queries = corrupt(stored, corruption, generator=generator)
     rows, titles = [stored[:FIGURE_QUERIES], queries[:FIGURE_QUERIES]], ["stored", corruption]
     for name, method in table["methods"].items():
-        if name == "VAE-GMM*":
+        if name in PER_CORRUPTION_METHODS:
             method.fit(
                 train_images, corruption, table["memory_size"], torch.Generator().manual_seed(0)
             )
@@ -141,21 +144,29 @@ def save_retrieval_figures(table, test_images, corruption, train_images, out_dir
             [r.cpu() for r in rows], out_dir / "retrievals.png", titles, ncols=FIGURE_QUERIES
         )
     }
-    trajectory = _trajectory(table["methods"], stored, queries)
+    trajectory = _trajectory(table, stored, queries)
     if trajectory is not None:
-        name, path = trajectory
+        name, path, outcome = trajectory
+        titles = [
+            f"query {i}: " + ("✓ retrieved" if hit else f"✗ not retrieved ({why})")
+            for i, (hit, why) in enumerate(outcome)
+        ]
+        titles[0] = f"{name}: ẑ_0 ... ẑ_T, then the stored pattern\n{titles[0]}"
         figures["trajectory"] = save_image_rows(
             path,
             out_dir / "trajectory.png",
-            [f"{name}, query {i}: ẑ_0 ... ẑ_T, then the stored pattern" for i in range(len(path))],
+            titles,
             ncols=len(path[0]),
+            title_colors=["tab:green" if hit else "tab:red" for hit, _ in outcome],
         )
     return {key: str(value) for key, value in figures.items()}
 
 
-def _trajectory(methods, stored, queries, steps=8):
+def _trajectory(table, stored, queries, steps=8, count=4):
     # Fig. 7: a smaller rate than the full step (eq. 44 with alpha = sigma^2 / 4), for a smooth
-    # path; VAE-GMM when it ran, else the pixel GMM.
+    # path; VAE-GMM when it ran, else the pixel GMM. Each path is scored by the table's
+    # criteria at its last iterate, in the method's space against the whole memory.
+    methods = table["methods"]
     for name in ("VAE-GMM", "GMM"):
         if name in methods:
             break
@@ -172,21 +183,31 @@ def _trajectory(methods, stored, queries, steps=8):
     )
     if name == "GMM":
         slow.reader.alpha = sigma**2 / 4
-        _, _, path = slow.retrieve(queries[:4], stored, trajectory=True)
+        _, memory, path = slow.retrieve(queries[:count], stored, trajectory=True)
     else:
         from pyromem.infer import MemoryFixedPoint
 
-        memory_vae, _ = slow.memory_vae_of(stored)
+        memory_vae, memory = slow.memory_vae_of(stored)
         guide = MemoryFixedPoint(
             memory_vae.model, memory_vae.guide, num_steps=steps, alpha=sigma**2 / 4
         )
         with torch.no_grad():
-            _, path = guide.refine(queries[:4], trajectory=True)
-    images = [slow.render(z).cpu() for z in path]
-    target = slow.render(slow.embed(stored[:4])).cpu()
-    return f"{name} (α = σ²/4)", [
-        torch.stack([step[i] for step in images] + [target[i]]) for i in range(4)
+            _, path = guide.refine(queries[:count], trajectory=True)
+    outcome = retrieval_success(
+        path[-1], memory, torch.arange(count, device=memory.device), table["threshold"][name]
+    )
+    reasons = [
+        "nearer another pattern" if not near else "beyond the threshold"
+        for near in outcome.nearest.tolist()
     ]
+    images = [slow.render(z).cpu() for z in path]
+    target = slow.render(slow.embed(stored[:count])).cpu()
+    rows = [torch.stack([step[i] for step in images] + [target[i]]) for i in range(count)]
+    return (
+        f"{name} (α = σ²/4)",
+        rows,
+        list(zip(outcome.success.tolist(), reasons, strict=True)),
+    )
 
 
 def run_retrieval(
@@ -278,17 +299,36 @@ def run_retrieval(
         )
         table["memory_size"] = memory_size
         figure_corruption = "noise-0.6" if "noise-0.6" in corruptions else corruptions[-1]
+        figures_start = time.perf_counter()
         figures = save_retrieval_figures(
             table, test_images, figure_corruption, train_images, out_dir
         )
+        table["timing"]["figures"] = time.perf_counter() - figures_start
         table.pop("methods")
         results.update(table)
         results["corruptions"] = corruptions
         results["figures"] = figures
         (out_dir / "table.md").write_text(markdown_tables(results))
     results["seconds"] = time.perf_counter() - start
+    if "timing" in results:
+        results["timing"]["vae"] = (vae_info or {}).get("seconds", 0.0)
+        results["timing"]["total"] = results["seconds"]
+        if log:
+            log(timing_line(results["timing"]))
     write_results(results, out_dir)
     return results
+
+
+def timing_line(timing):
+    """One line of where a table's wall-clock time went (``results["timing"]``)."""
+    stages = ("vae", "selection", "training", "evaluation", "figures")
+    names = {"vae": "VAE training", "training": "reader training"}
+    parts = ", ".join(f"{names.get(k, k)} {timing.get(k, 0.0):.1f} s" for k in stages)
+    slowest = max(timing["per_method"].items(), key=lambda kv: sum(kv[1].values()))
+    return (
+        f"time: {timing['total']:.1f} s in all: {parts}; slowest method {slowest[0]} "
+        f"({', '.join(f'{k} {v:.1f} s' for k, v in slowest[1].items())})"
+    )
 
 
 def run(config, out_dir):
@@ -372,6 +412,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         vae_epochs=settings["vae_epochs"],
         seed=seed,
         progress=progress,
+        log=(lambda line: print(f"retrieval {line}", file=sys.stderr)) if progress else None,
     )
     rel = {k: Path(v).relative_to(out_dir) for k, v in results["figures"].items()}
     chosen = "; ".join(

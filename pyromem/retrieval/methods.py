@@ -17,8 +17,9 @@ space where it works, beside the memory it stored there::
   ``VAE-MemN2N`` run the baseline readers on codes.
 
 ``fit(train_images, corruption, ...)`` trains what a method learns, on a training split only:
-the NTM and MemN2N readers on clean queries (§5.2), VAE-GMM*'s precision on queries corrupted
-as in the evaluation (§5.4).
+the NTM and MemN2N readers on clean queries (§5.2); VAE-GMM*'s precision and the readers of
+VAE-NTM* and VAE-MemN2N* (Table 4's asterisk rows) on queries corrupted as in the evaluation
+(§5.4), once per corruption (:data:`PER_CORRUPTION_METHODS`).
 """
 
 import torch
@@ -49,11 +50,15 @@ LATENT_METHODS = (
     "VAE-NTM",
     "VAE-MemN2N",
     "VAE-GMM*",
+    "VAE-NTM*",
+    "VAE-MemN2N*",
 )
 #: Every method name :func:`build_method` accepts.
 METHODS = PIXEL_METHODS + LATENT_METHODS
 #: Methods that learn parameters in :meth:`Method.fit`.
-TRAINED_METHODS = ("NTM", "MemN2N", "VAE-NTM", "VAE-MemN2N", "VAE-GMM*")
+TRAINED_METHODS = ("NTM", "MemN2N", "VAE-NTM", "VAE-MemN2N", "VAE-GMM*", "VAE-NTM*", "VAE-MemN2N*")
+#: Methods trained on queries with the evaluated corruption, once per corruption (§5.4).
+PER_CORRUPTION_METHODS = ("VAE-GMM*", "VAE-NTM*", "VAE-MemN2N*")
 
 
 class Method:
@@ -106,9 +111,18 @@ class ReaderMethod(Method):
         if not isinstance(self.reader, torch.nn.Module):
             return {}
         steps, lr = self.hyperparameters["train_steps"], self.hyperparameters["train_lr"]
+        queries = None
+        if self.name in PER_CORRUPTION_METHODS:
+            queries = self.embed(corrupt(train_images, corruption, generator=generator)).detach()
         with torch.enable_grad():
             losses = train_reader(
-                self.reader, self.embed(train_images).detach(), memory_size, steps, lr, generator
+                self.reader,
+                self.embed(train_images).detach(),
+                memory_size,
+                steps,
+                lr,
+                generator,
+                queries=queries,
             )
         return {"train_loss_first": losses[0], "train_loss_last": losses[-1]}
 
@@ -245,6 +259,8 @@ DEFAULTS = {
     "VAE-NTM": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
     "VAE-MemN2N": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
     "VAE-GMM*": {"sigma": 1.0, "num_steps": 10, "train_steps": 200, "train_lr": 0.01},
+    "VAE-NTM*": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
+    "VAE-MemN2N*": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
 }
 
 
@@ -271,10 +287,10 @@ def build_method(name, image_shape, vae=None, **hyperparameters):
                 f"the vae takes images of shape {tuple(vae.input_shape)}, got image_shape "
                 f"{tuple(image_shape)}"
             )
-        if name == "VAE-NTM":
+        if name in ("VAE-NTM", "VAE-NTM*"):
             reader = ContentReader(vae.latent_dim, key_dim=h["key_dim"])
             return LatentReaderMethod(name, vae, reader, h)
-        if name == "VAE-MemN2N":
+        if name in ("VAE-MemN2N", "VAE-MemN2N*"):
             return LatentReaderMethod(name, vae, MemN2NReader(vae.latent_dim, h["embed_dim"]), h)
         return GuideMethod(name, vae, h)
     dim = int(torch.Size(image_shape).numel())

@@ -143,11 +143,15 @@ class MemN2NReader(nn.Module):
         return scores.softmax(-1) @ memory
 
 
-def train_reader(reader, patterns, memory_size=100, steps=200, lr=1e-2, generator=None):
+def train_reader(
+    reader, patterns, memory_size=100, steps=200, lr=1e-2, generator=None, queries=None
+):
     r"""Train a reader by MSE on clean queries, over memories drawn from training patterns (§5.2).
 
     Each step draws a memory of ``memory_size`` patterns, queries it with every stored pattern
     (:math:`x = M_{k^*}`) and takes an Adam step on :math:`\| \mathrm{read}(x) - M_{k^*} \|^2`.
+    With ``queries`` the query of pattern :math:`k` is ``queries[k]`` instead, e.g. the code of
+    its transformed image (the readers trained under a transformation of Table 4).
 
     :param nn.Module reader: a :class:`ContentReader` or :class:`MemN2NReader`.
     :param torch.Tensor patterns: training patterns ``(M, D)`` (a training split).
@@ -155,6 +159,7 @@ def train_reader(reader, patterns, memory_size=100, steps=200, lr=1e-2, generato
     :param int steps: Adam steps.
     :param float lr: Adam's learning rate.
     :param torch.Generator generator: draws the memories (CPU).
+    :param torch.Tensor queries: optional queries ``(M, D)``, one per training pattern.
     :returns: the list of per-step losses.
     """
     if not isinstance(reader, nn.Module):
@@ -163,13 +168,21 @@ def train_reader(reader, patterns, memory_size=100, steps=200, lr=1e-2, generato
         shape = getattr(patterns, "shape", patterns)
         raise ValueError(f"patterns must be a (M, D) tensor, got {shape}")
     _check_positive_int(steps, "steps")
+    if queries is not None and (
+        not isinstance(queries, torch.Tensor) or queries.shape != patterns.shape
+    ):
+        shape = getattr(queries, "shape", queries)
+        raise ValueError(
+            f"queries must have the shape of patterns {tuple(patterns.shape)}, got {shape}"
+        )
     size = min(_check_positive_int(memory_size, "memory_size"), len(patterns))
     optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
         index = torch.randperm(len(patterns), generator=generator)[:size].to(patterns.device)
         memory = patterns[index]
-        loss = (reader(memory, memory) - memory).pow(2).mean()
+        asked = memory if queries is None else queries[index]
+        loss = (reader(asked, memory) - memory).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
