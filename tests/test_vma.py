@@ -240,3 +240,13 @@ def test_concrete_address_is_scored_by_the_categorical_kl():
     by_hand = (q_logits.softmax(-1) * (q_logits.log_softmax(-1) - p_logits.log_softmax(-1))).sum()
     torch.testing.assert_close(kl_divergence(q, p), by_hand.reshape(1))
     assert q.has_rsample and q.rsample().shape == (1, 3)
+
+
+def test_a_vma_copies_after_a_guide_alone():
+    import copy
+
+    vma, x, memory = tiny("vimco", memory_size=None), images(2), images(3, seed=2)
+    vma.guide(x, memory=memory)  # its keys wait for a model run that does not come
+    twin = copy.deepcopy(vma)
+    assert twin._guide_keys is None
+    torch.testing.assert_close(twin.address_posterior(x, memory), vma.address_posterior(x, memory))

@@ -289,6 +289,13 @@ class VMA(SlotMemoryModel):
         self.init_memory(memory_size, memory)
         to_pyro_module_(self)
 
+    def __getstate__(self):
+        # the keys the guide hands to the model belong to one step's graph, not to the
+        # model: copies and pickles leave them out
+        state = dict(super().__getstate__())
+        state["_guide_keys"] = None
+        return state
+
     @property
     def relaxed(self):
         """Whether the address is the Gumbel-softmax relaxation (``"gumbel"``, training mode)."""
