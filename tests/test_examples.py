@@ -43,7 +43,7 @@ def test_new_memory_model_example_compares_three_guides():
             "--num-test",
             "8",
             "--num-samples",
-            "25",
+            "30",
             "--steps",
             "2",
             "--iterative-steps",

@@ -150,7 +150,7 @@ def test_bad_input_names_the_site():
         pass
 
     with pytest.raises(ValueError, match="latent site.*'z'"):
-        compare_guides(lg.model, {"empty": no_latent}, x, num_samples=25)
+        compare_guides(lg.model, {"empty": no_latent}, x, num_samples=30)
     with pytest.raises(ValueError, match="'w'"):
         GaussianRefinement(lg.model, lg.weak_guide, site="w").refine(x)
     with pytest.raises(ValueError, match="'w'"):

@@ -204,7 +204,7 @@ def compare_guides(
     :param callable model: a Pyro model ``model(x, **kwargs)`` with its sites in the data plate.
     :param dict guides: name → guide of ``model`` (e.g. the amortised guide and refinements).
     :param torch.Tensor data: B datapoints.
-    :param int num_samples: K of the IWAE-K bound and of the PSIS fit, ≥ 25.
+    :param int num_samples: K of the IWAE-K bound and of the PSIS fit, ≥ 30.
     :param int num_particles: the guide draws of each ELBO.
     :param str amortized: the reference of the amortisation gap (default: the first guide).
     :param torch.Tensor log_evidence: the exact :math:`\\log p(x)`, shape ``(B,)``, if known;

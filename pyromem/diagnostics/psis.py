@@ -47,8 +47,9 @@ from pyromem.infer.traces import per_datapoint
 THRESHOLDS = (0.5, 0.7)
 CONSTANT_SPREAD = 1e-6  # nats
 # The tail fitted is the largest floor(K / 5) ratios for K <= 225 (arviz >= 1; ceil on arviz
-# 0.x), and arviz fits no tail of fewer than 5 draws (0.x returns inf, >= 1 raises).
-MIN_DRAWS = 25
+# 0.x). arviz 0.x fits no tail of fewer than 5 draws (inf), arviz >= 1 raises below 5 and
+# returns nan at exactly 5 (K = 25..29, measured with arviz_stats 1.3.3): 6 draws, K >= 30.
+MIN_DRAWS = 30
 
 
 def _arviz_major():
@@ -78,7 +79,7 @@ def pareto_khat(log_weights):
     r""":math:`\hat k` of each datapoint's importance ratios.
 
     :param torch.Tensor log_weights: :math:`\log r_k`, shape ``(K, B)`` (as
-        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 25.
+        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 30.
     :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``; 0
         for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal).
     """
@@ -87,7 +88,7 @@ def pareto_khat(log_weights):
         raise ValueError(f"log_weights must be a tensor of shape (K, B), got {got}")
     if log_weights.shape[0] < MIN_DRAWS:
         raise ValueError(
-            f"log_weights needs K >= {MIN_DRAWS} draws to fit a tail of 5, "
+            f"log_weights needs K >= {MIN_DRAWS} draws to fit a tail of 6, "
             f"got K = {log_weights.shape[0]}"
         )
     # Ratios equal to within rounding (an exact posterior as proposal) have no tail to fit
