@@ -70,6 +70,7 @@ def main():
         address=args.address,
         steps=args.steps,
         steps_per_epoch=args.steps,
+        lr=1e-3,
         progress=False,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         **DEMO_NETS,

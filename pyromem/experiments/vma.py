@@ -384,7 +384,7 @@ def run(config, out_dir):
             elbo=elbo,
             epochs=config.steps // per_epoch if episodic else config.epochs,
             batch_size=None if episodic else config.batch_size,
-            lr=config.lr,
+            lr=config.lr or (3e-3 if config.mode == "recall" else 1e-3),
             config={"model": "vma", "vma": vma.config, "options": config.to_dict()},
             callbacks=[TemperatureSchedule(config.temperature, config.final_temperature)]
             if config.address == "gumbel"
