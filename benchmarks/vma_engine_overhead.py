@@ -70,7 +70,6 @@ def main():
         address=args.address,
         steps=args.steps,
         steps_per_epoch=args.steps,
-        lr=1e-3,
         progress=False,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         **DEMO_NETS,
