@@ -18,7 +18,6 @@ prints one JSON object.
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def hand_script(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pyro
-    from torch.distributions import Normal, kl_divergence
+    from evaluation_overhead import hand_elbo, hand_iwae
 
     from pyromem.data import load
     from pyromem.models import VAE
@@ -64,22 +63,6 @@ def hand_script(args):
     loss_fn = pyro.infer.Trace_ELBO()(vae.model, vae.guide)
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
 
-    def elbo(x, particles=10):
-        loc, scale = vae.encoder(x)
-        guide = Normal(loc, scale)
-        kl = kl_divergence(guide, Normal(torch.zeros_like(loc), 1.0)).sum(-1)
-        return vae.decode(guide.sample((particles,))).log_prob(x).mean(0) - kl
-
-    def iwae(x, num_samples, chunk=100):
-        loc, scale = vae.encoder(x)
-        guide, prior = Normal(loc, scale), Normal(torch.zeros_like(loc), 1.0)
-        parts = []
-        for start in range(0, num_samples, chunk):
-            z = guide.sample((min(chunk, num_samples - start),))
-            log_p = vae.decode(z).log_prob(x) + prior.log_prob(z).sum(-1)
-            parts.append(log_p - guide.log_prob(z).sum(-1))
-        return torch.logsumexp(torch.cat(parts), 0) - math.log(num_samples)
-
     curve = []
     for _ in range(args.epochs):
         total = 0.0
@@ -90,10 +73,14 @@ def hand_script(args):
             optimizer.step()
             total += loss.item() * len(index)
         with torch.no_grad():
-            curve.append((-total / len(train), elbo(test[:512]).mean().item()))
+            curve.append((-total / len(train), hand_elbo(vae, test[:512], 10).mean().item()))
     with torch.no_grad():
-        test_elbo = torch.cat([elbo(x) for x in test.split(256)]).mean().item()
-        test_iwae = torch.cat([iwae(x, args.num_samples) for x in test.split(256)]).mean().item()
+        test_elbo = torch.cat([hand_elbo(vae, x, 10) for x in test.split(256)]).mean().item()
+        test_iwae = (
+            torch.cat([hand_iwae(vae, x, args.num_samples, 100) for x in test.split(256)])
+            .mean()
+            .item()
+        )
         reconstructions = vae.reconstruct(test[:10]).cpu()
         samples = vae.generate(40).cpu()
     out = Path(args.out)

@@ -22,12 +22,11 @@ soft attention from |M| >= 48.
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import pyro
 import torch
 
+from pyromem.diagnostics.compare_estimators import step_ms
 from pyromem.experiments.vma import objective
 from pyromem.models import VMA
 from pyromem.models.vma import ADDRESSING, SoftAttentionVAE
@@ -36,23 +35,8 @@ METHODS = ADDRESSING + ("soft_attention",)
 
 
 def step_time(model, elbo, x, memory, repeats):
-    loss_fn = elbo(model.model, model.guide)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step():
-        optimizer.zero_grad()
-        loss_fn(x, memory=memory).backward()
-        optimizer.step()
-        if x.is_cuda:
-            torch.cuda.synchronize()
-
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of one training step of ``elbo`` on ``model``."""
+    return step_ms(model, elbo(model.model, model.guide), x, memory, repeats) / 1000
 
 
 def main():
