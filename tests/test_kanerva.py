@@ -156,6 +156,26 @@ def test_generation_iterative_read_and_reconstruction(device):
         assert kpp.reconstruct(x).shape == x.shape
 
 
+def test_generate_takes_num_samples_first_and_the_old_form_warns(device):
+    kpp = small().to(device)
+    memory = kpp.write(episodes(2, 3, device)).detach()
+    with torch.no_grad():
+        pyro.set_rng_seed(0)
+        keys = kpp.sample_keys(memory, 4)
+        images = kpp.generate(4, memory, keys=keys)
+        pyro.set_rng_seed(0)
+        with pytest.warns(DeprecationWarning, match="generate"):
+            old_images, old_keys = kpp.generate(memory, num_samples=4)
+    # the same draws, in the same order, give the same keys and images
+    torch.testing.assert_close(old_keys, keys)
+    torch.testing.assert_close(old_images, images)
+    assert images.shape == (2, 4) + IMAGE
+    with pytest.raises(ValueError, match="generate needs a memory"):
+        kpp.generate(4)
+    with pytest.raises(ValueError, match="keys hold 4 samples per memory but num_samples is 2"):
+        kpp.generate(2, memory, keys=keys)
+
+
 def test_discretized_logistic_mixture_on_8bit_episodes(device):
     kpp = KanervaPlusPlus(
         (3, 8, 8),

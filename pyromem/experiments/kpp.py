@@ -313,7 +313,8 @@ def save_kpp_figures(kpp, episodes, out_dir, history=None, seed=0, num_memories=
             ],
             ncols=count * length,
         )
-        random, keys = kpp.generate(memory, num_samples=num_generations)
+        keys = kpp.sample_keys(memory, num_generations)
+        random = kpp.generate(num_generations, memory, keys=keys)
         # Fig. 7: keys near one key, and one draw of z's noise for all of them, so that
         # the panel shows what the key alone changes
         base = keys[:, :1].expand(-1, num_generations, -1, -1)

@@ -28,8 +28,10 @@ same encoder and decoder (``write="none"``) has neither memory nor keys: each
 image of the episode is a VAE with prior p(z) = N(0, I) and guide q(z | X).
 """
 
+import functools
 import itertools
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -57,6 +59,35 @@ from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch, parame
 WRITES = ("block", "dense", "none")
 ENCODERS = ("conv", "resnet18-tsm")
 _instances = itertools.count()
+
+
+def _old_generate_call_form(generate):
+    """Keep the old call ``generate(memory, num_samples=1, keys=None)`` for one release: it
+    warns and returns ``(images, keys)`` as before. The new form is
+    ``generate(num_samples, memory, keys=None)``, which returns the images only."""
+
+    @functools.wraps(generate)
+    def dispatch(self, *args, **kwargs):
+        if not (args and isinstance(args[0], torch.Tensor)):
+            return generate(self, *args, **kwargs)
+        warnings.warn(
+            "KanervaPlusPlus.generate(memory, ...) is deprecated: call "
+            "generate(num_samples, memory, keys=...), and sample_keys(memory, num_samples) "
+            "for the keys",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if len(args) > 3:
+            raise TypeError(f"generate(memory, num_samples, keys) got {len(args)} arguments")
+        old = dict(zip(("memory", "num_samples", "keys"), args, strict=False))
+        old.update(kwargs)
+        memory, keys = old["memory"], old.get("keys")
+        self._require_memory("generate")
+        if keys is None:
+            keys = self.sample_keys(memory, old.get("num_samples", 1))
+        return generate(self, keys.shape[1] if keys.dim() > 1 else 1, memory, keys=keys), keys
+
+    return dispatch
 
 
 class KanervaPlusPlus(PyroModule):
@@ -295,29 +326,46 @@ class KanervaPlusPlus(PyroModule):
         """The decoder's mean at the mean of q(z | X) (a draw for the logistic mixture)."""
         return typical_image(self.decode(self.latent_posterior(self.embed(self._check(x))).mean))
 
-    def generate(self, memory, num_samples=1, keys=None):
+    def sample_keys(self, memory, num_samples=1):
+        """Keys y ~ p(y) = N(0, I_3), K per image, for ``num_samples`` images per memory (§3.4).
+
+        :param torch.Tensor memory: ``(B,) + memory_shape``; the keys follow its device and dtype.
+        :param int num_samples: S, images per memory.
+        :returns: ``(B, S, K, 3)``.
+        """
+        num_samples = as_positive_int(num_samples, "num_samples")
+        return memory.new_empty(memory.shape[0], num_samples, self.reads, KEY_SIZE).normal_()
+
+    @_old_generate_call_form
+    def generate(self, num_samples=1, memory=None, *, keys=None):
         """Images read from a memory through random keys y ~ p(y) or given keys (§3.4, §4.1.1).
 
-        Key-perturbed generation passes ``keys = y + ε`` with ``ε ~ N(0, 0.1²)``.
+        Key-perturbed generation passes ``keys = y + ε`` with ``ε ~ N(0, 0.1²)``, where ``y``
+        comes from :meth:`sample_keys` or the guide.
 
-        :param torch.Tensor memory: ``(B,) + memory_shape``, e.g. from :meth:`write`.
-        :param int num_samples: S, images per memory when ``keys`` is None.
+        :param int num_samples: S, images per memory.
+        :param torch.Tensor memory: ``(B,) + memory_shape``, e.g. from :meth:`write`; required.
         :param torch.Tensor keys: ``(B, S, K, 3)``, or None to draw them from p(y).
-        :returns: ``(images, keys)``, images ``(B, S, C, H, W)`` (decoder means at a
-            draw z ~ p(z | M̂, y)) and the keys used.
+        :returns: ``(B, S, C, H, W)``, decoder means at a draw z ~ p(z | M̂, y).
         """
         self._require_memory("generate")
+        if memory is None:
+            raise ValueError("generate needs a memory: pass memory=kpp.write(x)")
+        num_samples = as_positive_int(num_samples, "num_samples")
         batch = memory.shape[0]
         if keys is None:
-            num_samples = as_positive_int(num_samples, "num_samples")
-            keys = memory.new_empty(batch, num_samples, self.reads, KEY_SIZE).normal_()
-        elif keys.shape[0] != batch or keys.shape[2:] != (self.reads, KEY_SIZE):
+            keys = self.sample_keys(memory, num_samples)
+        elif keys.dim() != 4 or keys.shape[0] != batch or keys.shape[2:] != (self.reads, KEY_SIZE):
             raise ValueError(
                 f"keys must have shape ({batch}, S, {self.reads}, {KEY_SIZE}), "
                 f"got {tuple(keys.shape)}"
             )
+        elif keys.shape[1] != num_samples:
+            raise ValueError(
+                f"keys hold {keys.shape[1]} samples per memory but num_samples is {num_samples}"
+            )
         z = self.readout_prior(memory, keys.transpose(0, 1)).sample()
-        return typical_image(self.decode(z)).transpose(0, 1), keys
+        return typical_image(self.decode(z)).transpose(0, 1)
 
     def iterative_read(self, x, memory, steps=10):
         """Clean up images with the memory fixed (§3.5, eq. 7).

@@ -127,7 +127,15 @@ class VAE(PyroModule):
         loc, _ = self.encoder(x)
         return typical_image(self.decode(loc))
 
-    def generate(self, num_samples):
-        """The decoder's mean (a draw, as in :meth:`reconstruct`) at ``num_samples`` prior draws."""
+    def generate(self, num_samples, memory=None):
+        """The decoder's mean (a draw, as in :meth:`reconstruct`) at ``num_samples`` prior draws.
+
+        :param int num_samples: the number of images.
+        :param memory: must be ``None``: a VAE has no memory (the argument is there so that
+            every model's ``generate`` takes the same arguments).
+        :returns: ``(num_samples,) + input_shape``.
+        """
+        if memory is not None:
+            raise ValueError("a VAE has no memory: call generate(num_samples) without memory")
         device = next(self.parameters()).device
         return typical_image(self.decode(torch.randn(num_samples, self.latent_dim, device=device)))

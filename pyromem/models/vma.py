@@ -405,8 +405,14 @@ class VMA(SlotMemoryModel):
         loc, _ = self._encode(x, m_a)
         return self._mean(loc, m_a)
 
-    def generate(self, num_samples, memory=None, slot=None):
-        """Decoder means at draws a ~ p(a | M) (or the given ``slot``), z ~ p(z | m_a)."""
+    def generate(self, num_samples, memory=None, *, slot=None):
+        """Decoder means at draws a ~ p(a | M) (or the given ``slot``), z ~ p(z | m_a).
+
+        :param int num_samples: the number of images.
+        :param torch.Tensor memory: ``(|M|,) + memory_shape``, or ``None`` for the model's own.
+        :param int slot: read this slot for every image instead of drawing a ~ p(a | M).
+        :returns: ``(num_samples,) + input_shape``.
+        """
         memory = self.memory if memory is None else memory
         check_memory(memory, self.memory_shape)
         if slot is None:
@@ -560,7 +566,12 @@ class SoftAttentionVAE(SlotMemoryModel):
         return self.read_weights(x, memory)
 
     def generate(self, num_samples, memory=None):
-        """Decoder means at draws z ~ N(0, I), each reading the whole memory."""
+        """Decoder means at draws z ~ N(0, I), each reading the whole memory.
+
+        :param int num_samples: the number of images.
+        :param torch.Tensor memory: ``(|M|,) + memory_shape``, or ``None`` for the model's own.
+        :returns: ``(num_samples,) + input_shape``.
+        """
         memory = self.memory if memory is None else memory
         check_memory(memory, self.memory_shape)
         z = torch.randn(num_samples, self.latent_dim, device=memory.device)
