@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pyromem.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from pyromem.nets import MLP, ConvDecoder, ConvEncoder, ConvTrunk, MLPDecoder, MLPEncoder
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 16, 16), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 BATCH_SHAPES = [(), (2,), (4, 5)]
@@ -119,3 +119,32 @@ def test_integer_input_is_a_type_error():
 def test_bad_constructor_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES)
+def test_generic_nets_broadcast_over_batch_dims(batch_shape):
+    mlp = MLP(5, (2, 3), hidden=(7,))
+    v = torch.randn(batch_shape + (5,))
+    assert mlp(v).shape == batch_shape + (2, 3)
+    # each vector is mapped on its own: a batch of one gives the same output
+    torch.testing.assert_close(mlp(v.reshape(-1, 5))[:1], mlp(v.reshape(-1, 5)[:1]))
+    trunk = ConvTrunk((1, 8, 8), channels=(4,), features=6)
+    assert trunk(torch.rand(3, 1, 8, 8)).shape == (3, 6)
+    with pytest.raises(ValueError, match="at least 4 pixels"):
+        ConvTrunk((1, 2, 2), channels=(4, 8))
+
+
+def test_parameter_names_of_checkpoints_are_those_of_the_old_layout():
+    # MLPDecoder and ConvEncoder are built on MLP and ConvTrunk: their state_dict keys (and
+    # those of the models holding them) must stay as saved before, so checkpoints load
+    linear = ["body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias"]
+    assert list(MLPDecoder(3, (4,), hidden=(5,)).state_dict()) == linear
+    assert list(MLP(3, (4,), hidden=(5,)).state_dict()) == linear
+    conv = ["body.0.weight", "body.0.bias", "body.3.weight", "body.3.bias"]
+    assert list(ConvEncoder((1, 8, 8), 2, channels=(4,), hidden=5).state_dict()) == conv + [
+        "head.linear.weight",
+        "head.linear.bias",
+    ]
+    assert list(ConvTrunk((1, 8, 8), channels=(4,), features=5).state_dict()) == [
+        k[len("body.") :] for k in conv
+    ]

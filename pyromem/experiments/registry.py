@@ -68,7 +68,7 @@ FAMILIES = {
     "kpp": Recipe(
         "kpp",
         KPPConfig,
-        "pyromem.experiments.kpp",
+        "pyromem.experiments.kanerva",
         "Kanerva++ (Ramapuram et al. 2021)",
         "runs/kpp-{dataset}",
         evaluator="evaluate_kpp",
@@ -87,14 +87,14 @@ COMMANDS = {
     "compare-guides": Recipe(
         "compare-guides",
         CompareGuidesConfig,
-        "pyromem.experiments.compare_guides",
+        "pyromem.experiments.guide_comparison",
         "amortised, iterative and hybrid guides of one model side by side",
         "runs/compare-guides-{model}",
     ),
     "compare-estimators": Recipe(
         "compare-estimators",
         CompareEstimatorsConfig,
-        "pyromem.experiments.compare_estimators",
+        "pyromem.experiments.estimator_comparison",
         "VMA's address estimators: gradient bias and variance, step time, test NLL",
         "runs/compare-estimators-{dataset}",
     ),

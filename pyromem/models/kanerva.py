@@ -41,20 +41,21 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from pyromem.checks import as_positive_int, as_shape, flatten_batch, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.memory import spatial_read
 from pyromem.memory.spatial_read import KEY_SCALE, KEY_SIZE, check_key_scale
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
+    MLP,
     ConvDecoder,
     ConvEncoder,
-    MLPDecoder,
+    ConvTrunk,
     MLPEncoder,
     ResNet18TSM,
     make_likelihood,
     typical_image,
 )
-from pyromem.nets.shapes import as_positive_int, as_shape, flatten_batch, parameter_dtype
 
 WRITES = ("block", "dense", "none")
 ENCODERS = ("conv", "resnet18-tsm")
@@ -116,8 +117,8 @@ class KanervaPlusPlus(PyroModule):
         range (:func:`~pyromem.memory.spatial_read`); 3 prior standard deviations by
         default. Block writes only: the dense prior takes the keys as they are.
 
-    The encoder f_enc is the convolutional stack of :class:`~pyromem.nets.ConvEncoder`
-    (or the ResNet-18 with temporal shift) followed by a LayerNorm of the embedding,
+    The encoder f_enc is a :class:`~pyromem.nets.ConvTrunk` (or the ResNet-18 with
+    temporal shift) followed by a LayerNorm of the embedding,
     q(z | X) a linear Gaussian head on it, and the decoder a
     :class:`~pyromem.nets.ConvDecoder`. The paper normalises its encoder with
     BatchNorm (App. E); a LayerNorm normalises each image on its own, so the bound
@@ -191,7 +192,11 @@ class KanervaPlusPlus(PyroModule):
         # f_enc to features of width embed_dim, normalised per image (App. E normalises
         # the encoder; see the class docstring)
         if encoder == "conv":
-            self.encoder = ConvEncoder(self.image_shape, 1, channels, hidden=embed_dim).body
+            self.encoder = ConvTrunk(self.image_shape, channels, features=embed_dim)
+            # Before issue 16 the trunk was taken from a ConvEncoder whose Gaussian head was
+            # built and dropped; drawing that head's initial weights again keeps seeded models,
+            # and the figures in docs/models/kanerva.md, as they were.
+            nn.Linear(embed_dim, 2)
         else:
             self.encoder = ResNet18TSM(self.image_shape, embed_dim, base_width=channels[0])
         self.embedding_norm = nn.LayerNorm(embed_dim)
@@ -214,7 +219,7 @@ class KanervaPlusPlus(PyroModule):
             )
         elif write == "dense":
             # §4.2: a dense writer of the same size, and a dense readout prior
-            self.writer = MLPDecoder(embed_dim, (memory_size,), hidden=(embed_dim,))
+            self.writer = MLP(embed_dim, (memory_size,), hidden=(embed_dim,))
             self.prior = MLPEncoder(
                 (memory_size + self.reads * KEY_SIZE,), self.latent_dim, hidden=(embed_dim,)
             )

@@ -12,7 +12,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyromem.nets.shapes import parameter_dtype
+from pyromem.checks import parameter_dtype
 
 #: How a model holds a memory of its own.
 MEMORY_KINDS = ("learned", "fixed")

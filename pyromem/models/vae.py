@@ -20,6 +20,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
+from pyromem.checks import as_int, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
@@ -30,7 +31,6 @@ from pyromem.nets import (
     make_likelihood,
     typical_image,
 )
-from pyromem.nets.shapes import parameter_dtype
 
 NETS = ("mlp", "conv")
 _instances = itertools.count()
@@ -66,8 +66,7 @@ class VAE(PyroModule):
         super().__init__(name=f"vae{next(_instances)}")
         if net not in NETS:
             raise ValueError(f"net must be one of {NETS}, got {net!r}")
-        if not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
+        as_int(latent_dim, "latent_dim", 1)
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         self.config = {

@@ -40,6 +40,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from pyromem.checks import as_int, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.memory.addressing import (
     SIMILARITIES,
@@ -51,6 +52,7 @@ from pyromem.memory.addressing import (
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import MEMORY_KINDS, SlotMemoryModel, check_memory
 from pyromem.nets import (
+    MLP,
     ConvMemoryDecoder,
     ConvMemoryEncoder,
     DownscalingStack,
@@ -59,7 +61,6 @@ from pyromem.nets import (
     TopFeatures,
     make_likelihood,
 )
-from pyromem.nets.shapes import parameter_dtype
 
 #: How the address is inferred: enumerated, sampled for VIMCO, reweighted wake-sleep or NVIL,
 #: or relaxed (Gumbel-softmax) in training.
@@ -117,9 +118,7 @@ class SkipPath(nn.Module):
 
 def _embedding_net(shape, embedding_dim, hidden):
     """An MLP from items of ``shape`` (flattened) to ``(embedding_dim,)``."""
-    return nn.Sequential(
-        nn.Flatten(-len(shape)), MLPDecoder(math.prod(shape), (embedding_dim,), hidden)
-    )
+    return nn.Sequential(nn.Flatten(-len(shape)), MLP(math.prod(shape), (embedding_dim,), hidden))
 
 
 def _check_net(net, input_shape, memory_shape):
@@ -160,7 +159,7 @@ def _conv_nets(down, latent_dim, embedding_dim, hidden, param_shape):
     start (Cauchy-Schwarz), where untied heads let q(a | x) collapse onto one slot
     for every x in train-to-recall."""
     top = down.top_features
-    embedding = _on_top(down, MLPDecoder(top, (embedding_dim,), hidden))
+    embedding = _on_top(down, MLP(top, (embedding_dim,), hidden))
     return (
         embedding,
         embedding,
@@ -238,8 +237,7 @@ class VMA(SlotMemoryModel):
             raise ValueError(f"address: expected one of {ADDRESSING}, got {address!r}")
         if memory not in MEMORY_KINDS:
             raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
-        if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
-            raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
+        as_int(memory_size, "memory_size", 1, form="expected", allow_none=True)
         self.input_shape = torch.Size(input_shape)
         self.memory_shape = torch.Size(memory_shape or input_shape)
         _check_net(net, self.input_shape, self.memory_shape)
@@ -474,8 +472,7 @@ class SoftAttentionVAE(SlotMemoryModel):
         super().__init__(name=f"soft_attention{next(_instances)}")
         if memory not in MEMORY_KINDS:
             raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
-        if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
-            raise ValueError(f"memory_size: expected a positive int or None, got {memory_size!r}")
+        as_int(memory_size, "memory_size", 1, form="expected", allow_none=True)
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
         self.input_shape = self.memory_shape = torch.Size(input_shape)
@@ -500,14 +497,14 @@ class SoftAttentionVAE(SlotMemoryModel):
             # §4.2: VMA's tied stack D embeds the slots, x and the read r
             self.down = DownscalingStack(self.input_shape, channels)
             top = self.down.top_features
-            self.key_net = _on_top(self.down, MLPDecoder(top, (embedding_dim,), hidden))
-            self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
+            self.key_net = _on_top(self.down, MLP(top, (embedding_dim,), hidden))
+            self.query_net = MLP(latent_dim, (embedding_dim,), hidden)
             self.encoder = _on_top(self.down, MLPEncoder((top,), latent_dim, hidden))
             self.decoder = ConvMemoryDecoder(self.down, latent_dim, param_shape)
         else:
             # w(z) = softmax_a S(m_a, g(z)) with VMA's key net h
             self.key_net = _embedding_net(self.memory_shape, embedding_dim, hidden)
-            self.query_net = MLPDecoder(latent_dim, (embedding_dim,), hidden)
+            self.query_net = MLP(latent_dim, (embedding_dim,), hidden)
             # q(z | x)
             self.encoder = MLPEncoder(self.input_shape, latent_dim, hidden)
             # p(x | z, r): VMA's decoder of [z, r]

@@ -1,10 +1,12 @@
-"""Networks and likelihood heads: encoders, decoders, and the distributions of ``"x"``.
+"""Networks and likelihood heads: generic pieces (:class:`MLP`, :class:`ConvTrunk`), encoders,
+decoders, and the distributions of ``"x"``.
 
 Every net broadcasts over any number of leading batch dims, so vectorised
 particles and parallel enumeration work unchanged.
 """
 
 from .conv_memory import ConvMemoryDecoder, ConvMemoryEncoder, DownscalingStack, TopFeatures
+from .conv_trunk import ConvTrunk
 from .decoders import ConvDecoder, MLPDecoder
 from .discretized_logistic import DiscretizedLogisticMixture
 from .encoders import ConvEncoder, MLPEncoder
@@ -16,6 +18,7 @@ from .likelihoods import (
     make_likelihood,
     typical_image,
 )
+from .mlp import MLP
 from .resnet_tsm import ResNet18TSM, temporal_shift
 
 __all__ = [
@@ -24,11 +27,13 @@ __all__ = [
     "ConvEncoder",
     "ConvMemoryDecoder",
     "ConvMemoryEncoder",
+    "ConvTrunk",
     "DiscretizedLogisticMixture",
     "DiscretizedLogisticMixtureLikelihood",
     "DownscalingStack",
     "GaussianLikelihood",
     "Likelihood",
+    "MLP",
     "MLPDecoder",
     "MLPEncoder",
     "ResNet18TSM",

@@ -24,8 +24,9 @@ import math
 import torch
 from torch import nn
 
+from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of, flatten_batch
+
 from .encoders import MLPEncoder
-from .shapes import as_positive_int, as_shape, as_sizes, batch_shape_of, flatten_batch
 
 LEVELS = 3  # three stride-2 stages: 6 layers, stride 2 on every second (§4.2)
 

@@ -11,11 +11,14 @@ import math
 
 from torch import nn
 
-from .shapes import as_positive_int, as_shape, as_sizes, flatten_batch
+from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
+
+from .mlp import MLP
 
 
-class MLPDecoder(nn.Module):
-    """A fully connected decoder.
+class MLPDecoder(MLP):
+    """A fully connected decoder: the :class:`~pyromem.nets.MLP` from ``z`` to a likelihood
+    head's parameters.
 
     :param int latent_dim: the width of ``z``.
     :param tuple param_shape: the shape of the parameters per datapoint, e.g.
@@ -26,24 +29,13 @@ class MLPDecoder(nn.Module):
     of shape ``batch_shape + param_shape`` (unconstrained: logits, means, ...).
     """
 
-    def __init__(self, latent_dim, param_shape, hidden=(400,)):
-        super().__init__()
-        self.latent_dim = as_positive_int(latent_dim, "latent_dim")
-        self.param_shape = as_shape(param_shape, "param_shape")
-        sizes = (self.latent_dim,) + as_sizes(hidden, "hidden")
-        layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-        layers.append(nn.Linear(sizes[-1], math.prod(self.param_shape)))
-        self.body = nn.Sequential(*layers)
+    input_name = "z"
 
-    def forward(self, z):
-        """
-        :param torch.Tensor z: ``batch_shape + (latent_dim,)``.
-        :returns: parameters of shape ``batch_shape + param_shape``.
-        """
-        h, batch_shape = flatten_batch(z, (self.latent_dim,), "z")
-        return self.body(h).reshape(batch_shape + self.param_shape)
+    def __init__(self, latent_dim, param_shape, hidden=(400,)):
+        super().__init__(
+            as_positive_int(latent_dim, "latent_dim"), as_shape(param_shape, "param_shape"), hidden
+        )
+        self.latent_dim, self.param_shape = self.in_features, self.out_shape
 
 
 class ConvDecoder(nn.Module):

@@ -8,7 +8,7 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.util import sum_rightmost
 from torch.distributions.utils import clamp_probs
 
-from .shapes import as_positive_int, as_shape, batch_shape_of
+from pyromem.checks import as_positive_int, as_shape, batch_shape_of
 
 # PixelCNN++ clamps log-scales from below so that a collapsing component cannot
 # make the density (and the gradients) blow up on the bin it sits on.

@@ -12,7 +12,9 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from .shapes import as_positive_int, as_shape, as_sizes, flatten_batch
+from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
+
+from .conv_trunk import ConvTrunk
 
 # A floor on the scale keeps log q(z|x) and its gradients bounded when the
 # softplus saturates towards zero early in training.
@@ -69,7 +71,8 @@ class MLPEncoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """A convolutional encoder: stride-2 convolutions, then a hidden linear layer.
+    """A convolutional encoder: a Gaussian head on a :class:`~pyromem.nets.ConvTrunk`
+    (stride-2 convolutions, then a hidden linear layer).
 
     Each convolution (kernel 4, stride 2, padding 1) halves the height and width,
     rounding down, so any image at least ``2 ** len(channels)`` pixels on a side
@@ -90,20 +93,7 @@ class ConvEncoder(nn.Module):
         self.latent_dim = as_positive_int(latent_dim, "latent_dim")
         channels = as_sizes(channels, "channels")
         hidden = as_positive_int(hidden, "hidden")
-        c, h, w = self.input_shape
-        if min(h, w) < 2 ** len(channels):
-            raise ValueError(
-                f"input_shape must be at least {2 ** len(channels)} pixels on a side for "
-                f"{len(channels)} stride-2 convolutions, got {tuple(self.input_shape)}"
-            )
-        layers = []
-        for c_in, c_out in zip((c,) + channels[:-1], channels, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
-            h, w = h // 2, w // 2
-        c_last = channels[-1] if channels else c
-        self.body = nn.Sequential(
-            *layers, nn.Flatten(), nn.Linear(c_last * h * w, hidden), nn.ReLU()
-        )
+        self.body = ConvTrunk(self.input_shape, channels, features=hidden)
         self.head = _GaussianHead(hidden, latent_dim)
 
     def forward(self, x):

@@ -16,8 +16,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyromem.checks import as_positive_int, as_shape, batch_shape_of
+
 from .discretized_logistic import DiscretizedLogisticMixture, num_params
-from .shapes import as_positive_int, as_shape, batch_shape_of
 
 
 class Likelihood(nn.Module):

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .shapes import as_positive_int, as_shape
+from pyromem.checks import as_positive_int, as_shape
 
 # The layout of ResNet-18: two BasicBlocks in each of four stages.
 BLOCKS_PER_STAGE = (2, 2, 2, 2)

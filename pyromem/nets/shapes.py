@@ -1,109 +1,11 @@
-"""Shape arguments and leading batch dimensions.
+"""Deprecated: the argument checks moved to :mod:`pyromem.checks`; this re-export is kept for
+one release."""
 
-Every net in :mod:`pyromem.nets` takes its per-datapoint shapes as constructor
-arguments and accepts inputs with any number of leading batch dims (data,
-vectorised particles, parallel enumeration). The checks here turn a wrong shape
-into a :class:`ValueError` that names the argument instead of a torch stack trace.
-"""
-
-import math
-import numbers
-
-import torch
-
-
-def as_shape(value, name, ndim=None):
-    """Convert a shape argument to a :class:`torch.Size` of positive ints.
-
-    :param value: an int or a sequence of ints, e.g. ``(1, 28, 28)``.
-    :param str name: the argument's name in error messages.
-    :param int ndim: the required number of dims, or ``None`` for any (at least one).
-    :rtype: torch.Size
-    :raises TypeError: if ``value`` is not an int or a sequence of ints.
-    :raises ValueError: if a dim is not positive or the number of dims is wrong.
-    """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,)
-    if not isinstance(value, (tuple, list, torch.Size)) or not all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value
-    ):
-        raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
-    shape = torch.Size(int(d) for d in value)
-    if len(shape) == 0 or any(d <= 0 for d in shape):
-        raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {tuple(shape)}")
-    if ndim is not None and len(shape) != ndim:
-        raise ValueError(f"{name} must have {ndim} dims, got {tuple(shape)}")
-    return shape
-
-
-def as_positive_int(value, name):
-    """Check that ``value`` is a positive int (a width, a count) and return it as an int.
-
-    :raises TypeError: if ``value`` is not an int.
-    :raises ValueError: if ``value`` is not positive.
-    """
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
-
-
-def as_sizes(value, name):
-    """Check a tuple of layer widths (possibly empty; an int means one layer).
-
-    :rtype: tuple
-    :raises TypeError: if ``value`` is not an int or a sequence of ints.
-    :raises ValueError: if a width is not positive.
-    """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,)
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
-    return tuple(as_positive_int(v, name) for v in value)
-
-
-def batch_shape_of(x, shape, name):
-    """Check that ``x`` has shape ``batch_shape + shape`` and return ``batch_shape``.
-
-    :param torch.Tensor x: a tensor of shape ``batch_shape + shape``, where
-        ``batch_shape`` may have any number of dims, including none.
-    :param torch.Size shape: the trailing (per-datapoint) shape.
-    :param str name: the argument's name in error messages.
-    :rtype: torch.Size
-    :raises TypeError: if ``x`` is not a floating-point tensor.
-    :raises ValueError: if the trailing dims of ``x`` are not ``shape``.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() < len(shape) or x.shape[x.dim() - len(shape) :] != shape:
-        raise ValueError(
-            f"{name} must have shape (*batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
-        )
-    return x.shape[: x.dim() - len(shape)]
-
-
-def flatten_batch(x, shape, name):
-    """Reshape ``x`` of shape ``batch_shape + shape`` to ``(prod(batch_shape),) + shape``.
-
-    Convolutions and linear maps over flattened features need a fixed rank, so
-    nets flatten the leading dims around them and restore them with
-    ``y.reshape(batch_shape + y.shape[1:])``.
-
-    :returns: the flattened tensor and ``batch_shape``.
-    :rtype: tuple
-    """
-    batch_shape = batch_shape_of(x, shape, name)
-    # reshape rather than flatten(0, k): batch_shape may be empty or hold zeros.
-    return x.reshape((math.prod(batch_shape),) + shape), batch_shape
-
-
-def parameter_dtype(module):
-    """The floating dtype of ``module``'s parameters (``None`` if it has none), which its
-    inputs must share: a float32 net cannot multiply float64 data."""
-    for parameter in module.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return None
+from pyromem.checks import (  # noqa: F401
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    batch_shape_of,
+    flatten_batch,
+    parameter_dtype,
+)

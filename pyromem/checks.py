@@ -1,0 +1,162 @@
+"""Argument checks shared by every layer: integers, shapes, batch dims, dtypes.
+
+The lowest layer of pyromem: it imports only torch and the standard library, so that data,
+nets, memory primitives, models, objectives, diagnostics and recipes check their arguments
+the same way and in the same words. Every net takes its per-datapoint shapes as constructor
+arguments and accepts inputs with any number of leading batch dims (data, vectorised
+particles, parallel enumeration); the checks here turn a wrong argument into a one-line
+:class:`ValueError` or :class:`TypeError` that names it, instead of a torch stack trace.
+"""
+
+import math
+import numbers
+
+import torch
+
+
+def _int_phrase(minimum):
+    if minimum is None:
+        return "an int"
+    if minimum == 1:
+        return "a positive int"
+    if minimum == 0:
+        return "a non-negative int"
+    return f"an int >= {minimum}"
+
+
+def _bound_phrase(minimum):
+    return {1: "positive", 0: "non-negative"}.get(minimum, f">= {minimum}")
+
+
+def as_int(value, name, minimum=None, *, error=ValueError, form="must", allow_none=False):
+    """Check that ``value`` is an int (any :class:`numbers.Integral` but a bool) of at least
+    ``minimum`` and return it as an int: the one integer check of the library.
+
+    The callers differ in the error they raise for a value that is not an int and in the
+    wording of the message, which their users and tests rely on; ``error`` and ``form`` keep
+    both:
+
+    - ``form="must"``: ``"{name} must be a positive int, got 0"`` for both failures;
+    - ``form="expected"``: ``"{name}: expected an int >= 1, got 0"`` for both failures;
+    - ``form="split"``: ``"{name} must be an int, got float 2.5"`` for a value that is not an
+      int, ``"{name} must be positive, got 0"`` for one that is too small.
+
+    :param value: the argument.
+    :param str name: the argument's name in the message.
+    :param int minimum: the least value allowed, or ``None`` for any int.
+    :param type error: the exception raised for a value that is not an int
+        (:class:`ValueError` or :class:`TypeError`); a value below ``minimum`` always raises
+        :class:`ValueError`.
+    :param str form: ``"must"``, ``"expected"`` or ``"split"``.
+    :param bool allow_none: accept ``None`` (and return it).
+    :rtype: int
+    """
+    if value is None and allow_none:
+        return None
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if is_int and (minimum is None or value >= minimum):
+        return int(value)
+    if form == "split":
+        if not is_int:
+            raise error(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise ValueError(f"{name} must be {_bound_phrase(minimum)}, got {value!r}")
+    if form == "expected":
+        expected = "an int" if minimum is None else f"an int >= {minimum}"
+        message = f"{name}: expected {expected}{' or None' if allow_none else ''}, got {value!r}"
+    else:
+        expected = _int_phrase(minimum)
+        message = f"{name} must be {expected}{' or None' if allow_none else ''}, got {value!r}"
+    raise (ValueError if is_int else error)(message)
+
+
+def as_shape(value, name, ndim=None):
+    """Convert a shape argument to a :class:`torch.Size` of positive ints.
+
+    :param value: an int or a sequence of ints, e.g. ``(1, 28, 28)``.
+    :param str name: the argument's name in error messages.
+    :param int ndim: the required number of dims, or ``None`` for any (at least one).
+    :rtype: torch.Size
+    :raises TypeError: if ``value`` is not an int or a sequence of ints.
+    :raises ValueError: if a dim is not positive or the number of dims is wrong.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list, torch.Size)) or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value
+    ):
+        raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+    shape = torch.Size(int(d) for d in value)
+    if len(shape) == 0 or any(d <= 0 for d in shape):
+        raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {tuple(shape)}")
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} dims, got {tuple(shape)}")
+    return shape
+
+
+def as_positive_int(value, name):
+    """``as_int(value, name, 1, error=TypeError, form="split")``: a width or a count.
+
+    :raises TypeError: if ``value`` is not an int.
+    :raises ValueError: if ``value`` is not positive.
+    """
+    return as_int(value, name, 1, error=TypeError, form="split")
+
+
+def as_sizes(value, name):
+    """Check a tuple of layer widths (possibly empty; an int means one layer).
+
+    :rtype: tuple
+    :raises TypeError: if ``value`` is not an int or a sequence of ints.
+    :raises ValueError: if a width is not positive.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+    return tuple(as_positive_int(v, name) for v in value)
+
+
+def batch_shape_of(x, shape, name):
+    """Check that ``x`` has shape ``batch_shape + shape`` and return ``batch_shape``.
+
+    :param torch.Tensor x: a tensor of shape ``batch_shape + shape``, where
+        ``batch_shape`` may have any number of dims, including none.
+    :param torch.Size shape: the trailing (per-datapoint) shape.
+    :param str name: the argument's name in error messages.
+    :rtype: torch.Size
+    :raises TypeError: if ``x`` is not a floating-point tensor.
+    :raises ValueError: if the trailing dims of ``x`` are not ``shape``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < len(shape) or x.shape[x.dim() - len(shape) :] != shape:
+        raise ValueError(
+            f"{name} must have shape (*batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+        )
+    return x.shape[: x.dim() - len(shape)]
+
+
+def flatten_batch(x, shape, name):
+    """Reshape ``x`` of shape ``batch_shape + shape`` to ``(prod(batch_shape),) + shape``.
+
+    Convolutions and linear maps over flattened features need a fixed rank, so
+    nets flatten the leading dims around them and restore them with
+    ``y.reshape(batch_shape + y.shape[1:])``.
+
+    :returns: the flattened tensor and ``batch_shape``.
+    :rtype: tuple
+    """
+    batch_shape = batch_shape_of(x, shape, name)
+    # reshape rather than flatten(0, k): batch_shape may be empty or hold zeros.
+    return x.reshape((math.prod(batch_shape),) + shape), batch_shape
+
+
+def parameter_dtype(module):
+    """The floating dtype of ``module``'s parameters (``None`` if it has none), which its
+    inputs must share: a float32 net cannot multiply float64 data."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
