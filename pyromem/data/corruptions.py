@@ -13,6 +13,8 @@ import numbers
 
 import torch
 
+from pyromem.checks import as_int
+
 
 def gaussian_noise(x, std, *, generator=None):
     """Additive white noise ``x + std * ε`` with ``ε ~ N(0, 1)`` per pixel and channel.
@@ -92,8 +94,7 @@ def square_mask(x, width, value=0.0, position=None, *, generator=None):
     """
     _check_images(x)
     height, wide = x.shape[-2:]
-    if isinstance(width, bool) or not isinstance(width, numbers.Integral):
-        raise TypeError(f"width must be an int, got {type(width).__name__}")
+    as_int(width, "width", error=TypeError, form="split")
     if not 0 <= width <= min(height, wide):
         raise ValueError(
             f"width must lie in [0, {min(height, wide)}] for {height}×{wide} images, got {width}"
@@ -169,8 +170,7 @@ def shift(x, dx, dy, fill=0.0):
     """
     _check_images(x)
     for name, value in [("dx", dx), ("dy", dy)]:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        as_int(value, name, error=TypeError, form="split")
     _check_number("fill", fill, low=0.0, high=1.0)
     height, width = x.shape[-2:]
     out = torch.full_like(x, fill)

@@ -12,9 +12,10 @@ dataset's ``__getitems__`` where it has one, so dynamic binarisation applies.
 """
 
 import dataclasses
-import numbers
 
 import torch
+
+from pyromem.checks import as_int
 
 
 def sample_episode(data, length, *, generator=None):
@@ -38,8 +39,8 @@ def sample_episodes(data, num_episodes, length, *, generator=None):
     :returns: images of shape ``(B, T, C, H, W)``.
     """
     size = _check_data(data)
-    _check_count("num_episodes", num_episodes, 1)
-    _check_count("length", length, 1)
+    as_int(num_episodes, "num_episodes", 1, error=TypeError, form="split")
+    as_int(length, "length", 1, error=TypeError, form="split")
     if length > size:
         raise ValueError(f"length must be at most the {size} images of data, got {length}")
     _check_generator(generator)
@@ -65,8 +66,8 @@ def sample_class_episodes(data, num_episodes, length, *, labels=None, generator=
     :returns: images of shape ``(B, T, C, H, W)``.
     """
     size = _check_data(data)
-    _check_count("num_episodes", num_episodes, 1)
-    _check_count("length", length, 1)
+    as_int(num_episodes, "num_episodes", 1, error=TypeError, form="split")
+    as_int(length, "length", 1, error=TypeError, form="split")
     _check_generator(generator)
     order, classes, counts, starts = _classes(data, labels, size)
     eligible = (counts >= length).nonzero().squeeze(1)
@@ -129,9 +130,9 @@ def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, g
     :returns: a :class:`FewShotEpisode`.
     """
     size = _check_data(data)
-    _check_count("num_classes", num_classes, 1)
-    _check_count("num_shots", num_shots, 1)
-    _check_count("num_queries", num_queries, 0)
+    as_int(num_classes, "num_classes", 1, error=TypeError, form="split")
+    as_int(num_shots, "num_shots", 1, error=TypeError, form="split")
+    as_int(num_queries, "num_queries", 0, error=TypeError, form="split")
     _check_generator(generator)
     order, classes, counts, starts = _classes(data, labels, size)
     if len(classes) < num_classes:
@@ -214,13 +215,6 @@ def _check_data(data):
     if size == 0:
         raise ValueError("data is empty")
     return size
-
-
-def _check_count(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def _check_generator(generator):

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pyromem.checks import as_int
+
 
 def derive_seed(*keys: int) -> int:
     """Derive an independent 32-bit seed from non-negative integer ``keys``."""
@@ -34,8 +36,7 @@ class FreshEpisodes(Dataset):
         if not callable(draw):
             raise TypeError(f"draw: expected a callable draw(generator), got {type(draw).__name__}")
         for name, value, low in (("num_episodes", num_episodes, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+            as_int(value, name, low, form="expected")
         self.draw, self.num_episodes, self.seed = draw, num_episodes, seed
         self.epoch, self.rank = 0, 0
 

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.splits import check_split
 
@@ -68,8 +69,7 @@ def glyphs(
         ("num_drawers", num_drawers, 1),
         ("num_test_alphabets", num_test_alphabets, 1),
     ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        as_int(value, name, low)
     if num_test_alphabets >= num_alphabets:
         raise ValueError(
             f"num_test_alphabets must be smaller than num_alphabets = {num_alphabets}, "

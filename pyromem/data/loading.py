@@ -2,6 +2,7 @@
 
 import inspect
 
+from pyromem.checks import as_int
 from pyromem.data.dataset import BINARIZATIONS
 from pyromem.data.digits import digits
 from pyromem.data.external import cifar10, fashion_mnist, mnist, omniglot
@@ -73,8 +74,7 @@ def load(
     check_split(split)
     if binarize not in BINARIZATIONS:
         raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {binarize!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    as_int(seed, "seed", 0)
     loader = DATASETS[name]
     accepted = set(inspect.signature(loader).parameters) - {"split", "seed", "root", "download"}
     unknown = sorted(set(options) - accepted)

@@ -2,6 +2,8 @@
 
 import torch.nn.functional as F
 
+from pyromem.checks import as_int
+
 
 def resize(images, size):
     """Resize square or rectangular images to ``size × size`` with bilinear interpolation.
@@ -14,8 +16,7 @@ def resize(images, size):
     :param int size: the new height and width, ``size >= 1``.
     :returns: float images of shape ``(N, C, size, size)`` in [0, 1].
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    as_int(size, "size", 1)
     if tuple(images.shape[-2:]) == (size, size):
         return images
     resized = F.interpolate(

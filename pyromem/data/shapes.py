@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import resize
 from pyromem.data.splits import SPLITS, check_split
@@ -51,8 +52,7 @@ def shapes(split="train", *, seed=0, size=None, num_scenes=None):
     check_split(split)
     if num_scenes is None:
         num_scenes = DEFAULT_SCENES[split]
-    if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
-        raise ValueError(f"num_scenes must be a positive int, got {num_scenes!r}")
+    as_int(num_scenes, "num_scenes", 1)
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     n, k = num_scenes, MAX_OBJECTS
     count = rng.integers(1, k + 1, size=n)

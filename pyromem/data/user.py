@@ -20,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import resize
 from pyromem.data.splits import check_split, split_indices
@@ -235,10 +236,8 @@ def _check_arguments(name, kind, split, root, download, seed, size, test_fractio
         raise ValueError(
             f"{name} needs root={kind} holding the user's own images (see pyromem.data.user.{name})"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    as_int(seed, "seed", 0)
+    as_int(size, "size", 1, allow_none=True)
     if (
         isinstance(test_fraction, bool)
         or not isinstance(test_fraction, (int, float))

@@ -49,6 +49,7 @@ import pyro.poutine as poutine
 import torch
 from matplotlib.figure import Figure
 
+from pyromem.checks import as_int
 from pyromem.diagnostics.particles import log_ratio, particle_traces
 from pyromem.diagnostics.plots import save_figure
 from pyromem.infer.address_estimators import address_objective
@@ -299,8 +300,7 @@ def compare_estimators(
         ("reference_draws", reference_draws),
         ("step_repeats", step_repeats),
     ):
-        if not isinstance(value, int) or value < 2:
-            raise ValueError(f"{name}: expected an int >= 2, got {value!r}")
+        as_int(value, name, 2, form="expected")
     if not temperature > 0:
         raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
     options = {"max_tuples": max_tuples, "posterior_samples": posterior_samples}

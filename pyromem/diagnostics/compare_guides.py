@@ -36,6 +36,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
+from pyromem.checks import as_int
 from pyromem.diagnostics.elbo_decomposition import elbo_decomposition
 from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
 from pyromem.diagnostics.particles import latent_sites, observed_sites
@@ -224,8 +225,7 @@ def compare_guides(
     if not isinstance(data, torch.Tensor) or data.dim() < 1 or len(data) == 0:
         raise ValueError(f"data must be a tensor of B >= 1 datapoints, got {data!r:.80}")
     for name, value in (("num_samples", num_samples), ("num_particles", num_particles)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        as_int(value, name, 1)
     if num_samples < MIN_DRAWS:
         raise ValueError(f"num_samples must be >= {MIN_DRAWS} for the PSIS fit, got {num_samples}")
     if log_evidence is not None and tuple(log_evidence.shape) != (len(data),):

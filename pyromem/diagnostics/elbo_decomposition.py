@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import kl_divergence
 
+from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
     latent_sites,
     observed_sites,
@@ -91,8 +92,7 @@ def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
     :param kwargs: further keyword arguments of the model and guide.
     :rtype: ELBODecomposition
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    as_int(num_particles, "num_particles", 1)
     args = (x,)
     with torch.no_grad():
         # the trial run that finds the plate nesting is the first particle

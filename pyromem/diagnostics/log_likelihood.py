@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
     log_ratio,
     max_plate_nesting,
@@ -139,8 +140,7 @@ def log_likelihood(model, guide, x, num_samples=1000, chunk_size=100, **kwargs):
     :rtype: ImportanceLogLikelihood
     """
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        as_int(value, name, 1)
     log_weight, num_dims = chunked_log_weights(model, guide, x, num_samples, chunk_size, **kwargs)
     bound, ess = importance_bound(log_weight)
     return ImportanceLogLikelihood(

@@ -35,6 +35,7 @@ import warnings
 
 import torch
 
+from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
     latent_sites,
     log_ratio,
@@ -132,8 +133,7 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
     :returns: ``arviz.InferenceData`` (arviz 0.x) or ``xarray.DataTree`` (arviz ≥ 1).
     """
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        as_int(value, name, 1)
     total = num_samples * num_chains
     if total < MIN_DRAWS:
         raise ValueError(f"num_samples * num_chains must be >= {MIN_DRAWS} for k̂, got {total}")

@@ -46,10 +46,10 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from pyromem.checks import as_int
 from pyromem.infer.refinement import (
     Refinement,
     backtracking_ascent,
-    check_count,
     check_rate,
 )
 from pyromem.infer.traces import per_datapoint, plate_nesting
@@ -106,8 +106,8 @@ class GaussianRefinement(Refinement):
     ):
         super().__init__(model, guide, num_steps=num_steps, site=site)
         self.lr = check_rate(lr, "lr")
-        check_count(num_particles, "num_particles", 1)
-        check_count(max_backtracks, "max_backtracks", 0)
+        as_int(num_particles, "num_particles", 1, error=TypeError, form="split")
+        as_int(max_backtracks, "max_backtracks", 0, error=TypeError, form="split")
         self.num_particles = num_particles + num_particles % 2
         self.differentiable = bool(differentiable)
         self.max_backtracks = max_backtracks

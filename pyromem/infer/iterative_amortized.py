@@ -34,6 +34,7 @@ References:
 import torch
 from torch import nn
 
+from pyromem.checks import as_int
 from pyromem.infer.gaussian_refinement import GaussianRefinement, GaussianState
 
 
@@ -60,8 +61,7 @@ class IterativeAmortizedGuide(GaussianRefinement, nn.Module):
             differentiable=True,
             site=site,
         )
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+        as_int(hidden, "hidden", 1)
         self.update = nn.Sequential(
             nn.Linear(4, hidden),
             nn.ELU(),

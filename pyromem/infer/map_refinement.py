@@ -33,10 +33,10 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
+from pyromem.checks import as_int
 from pyromem.infer.refinement import (
     Refinement,
     backtracking_ascent,
-    check_count,
     check_rate,
 )
 from pyromem.infer.traces import per_datapoint, plate_nesting
@@ -67,7 +67,7 @@ class MAPRefinement(Refinement):
             raise TypeError(f"prior_weight must be a float, got {prior_weight!r}")
         if prior_weight < 0:
             raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
-        check_count(max_backtracks, "max_backtracks", 0)
+        as_int(max_backtracks, "max_backtracks", 0, error=TypeError, form="split")
         self.prior_weight = float(prior_weight)
         self.max_backtracks = max_backtracks
 

@@ -33,6 +33,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.runtime import NonlocalExit
 
+from pyromem.checks import as_int
 from pyromem.models.plates import data_plate
 
 
@@ -56,8 +57,7 @@ class Refinement:
             raise TypeError(f"model must be callable, got {type(model).__name__}")
         if not callable(guide):
             raise TypeError(f"guide must be callable, got {type(guide).__name__}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}")
+        as_int(num_steps, "num_steps", 0)
         if not isinstance(site, str):
             raise TypeError(f"site must be a str, got {type(site).__name__}")
         self.model = model
@@ -132,15 +132,6 @@ def check_rate(value, name, allow_none=False):
         expected = "a positive float or None" if allow_none else "a positive float"
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
-
-
-def check_count(value, name, minimum):
-    """``value`` as an int of at least ``minimum``, else a TypeError or ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
 
 
 def backtracking_ascent(objective, params, grads, value, lr, max_backtracks):
