@@ -24,7 +24,7 @@ import torch
 from pyromem.data import sample_few_shot
 from pyromem.diagnostics.compare_estimators import ESTIMATORS, compare_estimators, step_ms
 from pyromem.experiments.configs import CompareEstimatorsConfig, VMAConfig
-from pyromem.experiments.vae import write_results
+from pyromem.experiments.vae import finish_run, table_summary
 from pyromem.experiments.vma import objective, torch_threads, train_vma, vma_data
 from pyromem.models.vma import VMA, SoftAttentionVAE
 from pyromem.train import load_checkpoint
@@ -162,13 +162,8 @@ def run(config, out_dir):
         "settings": comparison.settings,
         "figures": {"estimators": str(comparison.plot(out_dir / "estimators.png"))},
         "json": str(comparison.to_json(out_dir / "estimators.json")),
-        "config": config.to_dict(),
-        "seconds": time.perf_counter() - start,
     }
-    write_results(results, out_dir)
-    return results
+    return finish_run(results, config, start, out_dir)
 
 
-def summary(results):
-    """The comparison table, for the terminal."""
-    return results["table"]
+summary = table_summary  # the comparison table, for the terminal

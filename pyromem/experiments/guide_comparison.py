@@ -24,7 +24,7 @@ from torch import nn
 from pyromem.data import FreshEpisodes, load
 from pyromem.diagnostics import compare_guides
 from pyromem.experiments.configs import CompareGuidesConfig
-from pyromem.experiments.vae import write_results
+from pyromem.experiments.vae import finish_run, table_summary
 from pyromem.infer import GaussianRefinement, IterativeAmortizedGuide, MAPRefinement
 from pyromem.models import VAE, MemoryVAE
 from pyromem.train import fit
@@ -126,13 +126,8 @@ def run(config, out_dir):
         **comparison.summary(),
         "table": table,
         "figures": {"compare_guides": str(figure)},
-        "config": config.to_dict(),
-        "seconds": time.perf_counter() - start,
     }
-    write_results(results, out_dir)
-    return results
+    return finish_run(results, config, start, out_dir)
 
 
-def summary(results):
-    """The comparison table, for the terminal."""
-    return results["table"]
+summary = table_summary  # the comparison table, for the terminal

@@ -30,7 +30,7 @@ import pyro
 import torch
 from torch.utils.data import Dataset
 
-from pyromem.data import load, poisson, salt_and_pepper, speckle
+from pyromem.data import poisson, salt_and_pepper, speckle
 from pyromem.data.episodes import sample_class_episodes, sample_episode
 from pyromem.diagnostics import elbo_decomposition
 from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
@@ -41,12 +41,14 @@ from pyromem.experiments.vae import (
     data_options,
     engine_options,
     evaluation_device,
+    load_splits,
+    load_trained,
     write_results,
 )
 from pyromem.experiments.vma import torch_threads
 from pyromem.models import KanervaPlusPlus
 from pyromem.nets import typical_image
-from pyromem.train import fit, load_checkpoint
+from pyromem.train import fit
 
 EVAL_EPISODES_PER_CHUNK = 32  # episodes (of T images each) per evaluation pass
 EVAL_CHUNK = EVAL_EPISODES_PER_CHUNK  # deprecated alias, kept for one release
@@ -109,17 +111,9 @@ def test_episodes(test_images, length, seed=0, labels=None):
 
 def load_kpp_data(data_config, length):
     """The train split (as configured) and the fixed test episodes of a data config."""
-    options = {
-        "root": data_config.get("root"),
-        "download": data_config.get("download", False),
-        "seed": data_config.get("seed", 0),
-        "size": data_config.get("size"),
-    }
-    binarize = data_config.get("binarize")
-    train = load(data_config["dataset"], "train", binarize=binarize, **options)
-    test = load(data_config["dataset"], "test", binarize="static" if binarize else None, **options)
+    train, test = load_splits(data_config)
     labels = test.labels if data_config.get("same_class", False) else None
-    return train, test_episodes(test.images, length, options["seed"], labels)
+    return train, test_episodes(test.images, length, data_config.get("seed", 0), labels)
 
 
 def per_image_log_likelihood(kpp, x, num_samples=100, chunk_size=50):
@@ -518,14 +512,7 @@ def _run(config, out_dir):
 def load_kpp(checkpoint):
     """The trained K++ of a checkpoint of :func:`train_kpp`, and the checkpoint itself
     (whose ``config`` holds the data config and the episode length)."""
-    saved = load_checkpoint(checkpoint)
-    if saved.config.get("model") != "kpp":
-        raise ValueError(
-            f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'kpp'"
-        )
-    kpp = KanervaPlusPlus(**saved.config["kpp"])
-    kpp.load_state_dict(saved.state_dict)
-    return kpp, saved
+    return load_trained(checkpoint, "kpp", KanervaPlusPlus)
 
 
 def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root=None):

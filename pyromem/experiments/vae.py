@@ -37,8 +37,9 @@ def evaluation_device(accelerator="auto"):
     return torch.device("cpu")
 
 
-def load_vae_data(data_config):
-    """The train split (as configured) and the fixed test images of a data config."""
+def load_splits(data_config):
+    """The train split of a data config, binarised as configured, and its test split, on one
+    static binarisation where the train split is binarised (see the module's docstring)."""
     options = {
         "root": data_config.get("root"),
         "download": data_config.get("download", False),
@@ -48,6 +49,12 @@ def load_vae_data(data_config):
     binarize = data_config.get("binarize")
     train = load(data_config["dataset"], "train", binarize=binarize, **options)
     test = load(data_config["dataset"], "test", binarize="static" if binarize else None, **options)
+    return train, test
+
+
+def load_vae_data(data_config):
+    """The train split (as configured) and the fixed test images of a data config."""
+    train, test = load_splits(data_config)
     return train, test.images
 
 
@@ -121,6 +128,38 @@ def write_results(results, out_dir):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+def load_trained(checkpoint, family, model_class):
+    """The trained model of a checkpoint that ``family``'s recipe wrote, rebuilt as
+    ``model_class(**saved.config[family])``, and the checkpoint itself.
+
+    :param str family: ``"vae"`` or ``"kpp"``: the recipe that wrote it.
+    :raises ValueError: if another recipe wrote the checkpoint.
+    """
+    saved = load_checkpoint(checkpoint)
+    if saved.config.get("model") != family:
+        raise ValueError(
+            f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, "
+            f"expected {family!r}"
+        )
+    model = model_class(**saved.config[family])
+    model.load_state_dict(saved.state_dict)
+    return model, saved
+
+
+def finish_run(results, config, start, out_dir):
+    """Record the run's config and its seconds since ``start`` (a ``time.perf_counter()``)
+    in ``results``, write them to ``out_dir/results.json`` and return them."""
+    results["config"] = config.to_dict()
+    results["seconds"] = time.perf_counter() - start
+    write_results(results, out_dir)
+    return results
+
+
+def table_summary(results):
+    """The run's Markdown table, for the terminal."""
+    return results["table"]
 
 
 def engine_options(config):
@@ -225,13 +264,7 @@ def evaluate_checkpoint(checkpoint, *, out_dir, num_samples=1000, num_particles=
     :param root: overrides the data root stored in the checkpoint.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
-    saved = load_checkpoint(checkpoint)
-    if saved.config.get("model") != "vae":
-        raise ValueError(
-            f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'vae'"
-        )
-    vae = VAE(**saved.config["vae"])
-    vae.load_state_dict(saved.state_dict)
+    vae, saved = load_trained(checkpoint, "vae", VAE)
     data_config = dict(saved.config["data"], **({"root": root} if root else {}))
     _, test_x = load_vae_data(data_config)
     results = {

@@ -9,10 +9,12 @@ so recipes ask the model instead of switching on its kind.
 """
 
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyromem.checks import parameter_dtype
+from pyromem.checks import as_int, parameter_dtype
+from pyromem.data.validation import check_images
 
 #: How a model holds a memory of its own.
 MEMORY_KINDS = ("learned", "fixed")
@@ -42,6 +44,14 @@ def check_memory(memory, memory_shape, dtype=None):
         raise ValueError("memory: expected finite values, got NaN or infinite ones")
 
 
+def check_memory_options(kind, memory_size):
+    """Raise unless ``kind`` is one of :data:`MEMORY_KINDS` and ``memory_size`` a positive int
+    or ``None``: a model's memory arguments, checked before it builds anything."""
+    if kind not in MEMORY_KINDS:
+        raise ValueError(f"memory: expected 'learned' or 'fixed', got {kind!r}")
+    as_int(memory_size, "memory_size", 1, form="expected", allow_none=True)
+
+
 class SlotMemoryModel(PyroModule):
     """A Pyro model reading a memory of slots ``(N,) + memory_shape``.
 
@@ -56,10 +66,10 @@ class SlotMemoryModel(PyroModule):
         (uniform in [0, 1) at first), a fixed buffer of zeros (filled by :meth:`set_memory`),
         or none (``memory_size=None``) when memories come with each call.
 
-        :raises ValueError: on a kind not in :data:`MEMORY_KINDS`.
+        :raises ValueError: on a kind not in :data:`MEMORY_KINDS` or a size that is not a
+            positive int.
         """
-        if kind not in MEMORY_KINDS:
-            raise ValueError(f"memory: expected one of {MEMORY_KINDS}, got {kind!r}")
+        check_memory_options(kind, memory_size)
         if memory_size is None:
             self.memory = None
         elif kind == "learned":
@@ -87,6 +97,19 @@ class SlotMemoryModel(PyroModule):
             memory = self.memory
         check_memory(memory, self.memory_shape, parameter_dtype(self))
         return memory
+
+    def _inputs(self, x, memory):
+        """Check images ``x`` against ``input_shape`` and the support of ``likelihood`` (the
+        values only while Pyro's validation is on) and return :meth:`resolve_memory`'s
+        memory, for subclasses with those attributes."""
+        check_images(
+            x,
+            self.input_shape,
+            self.likelihood.support,
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
+        )
+        return self.resolve_memory(memory)
 
     def slot_weights(self, x, memory=None):
         """How much each of the N slots serves each of the B images ``x``, shape ``(B, N)``,

@@ -36,12 +36,10 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.util import is_validation_enabled
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyromem.checks import as_int, parameter_dtype
-from pyromem.data.validation import check_images
+from pyromem.checks import parameter_dtype
 from pyromem.memory.addressing import (
     SIMILARITIES,
     Addressing,
@@ -50,7 +48,7 @@ from pyromem.memory.addressing import (
     similarity,
 )
 from pyromem.models.plates import data_plate
-from pyromem.models.slot_memory import MEMORY_KINDS, SlotMemoryModel, check_memory
+from pyromem.models.slot_memory import SlotMemoryModel, check_memory, check_memory_options
 from pyromem.nets import (
     MLP,
     ConvMemoryDecoder,
@@ -169,7 +167,24 @@ def _conv_nets(down, latent_dim, embedding_dim, hidden, param_shape):
     )
 
 
-class VMA(SlotMemoryModel):
+class _DecoderOfSlot(SlotMemoryModel):
+    """What VMA and its soft-attention baseline share: p(x | z, m), a decoder of z and a
+    memory read m (VMA's slot m_a, the baseline's attention read r) plus the
+    :class:`SkipPath` from m. Subclasses set ``net``, ``decoder``, ``skip`` and
+    ``likelihood``."""
+
+    def _decode(self, z, m):
+        if self.net == "conv":
+            params = self.decoder(z, m)
+        else:
+            params = self.decoder(_concat(z, m.flatten(-len(self.memory_shape))))
+        return params + self.skip(m)
+
+    def _mean(self, z, m):
+        return self.likelihood(self._decode(z, m)).mean
+
+
+class VMA(_DecoderOfSlot):
     """A VAE conditioned on a memory slot chosen by a discrete address ``"a"``.
 
     :param tuple input_shape: the shape of one image ``(C, H, W)``.
@@ -235,9 +250,7 @@ class VMA(SlotMemoryModel):
         super().__init__(name=f"vma{next(_instances)}")
         if address not in ADDRESSING:
             raise ValueError(f"address: expected one of {ADDRESSING}, got {address!r}")
-        if memory not in MEMORY_KINDS:
-            raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
-        as_int(memory_size, "memory_size", 1, form="expected", allow_none=True)
+        check_memory_options(memory, memory_size)
         self.input_shape = torch.Size(input_shape)
         self.memory_shape = torch.Size(memory_shape or input_shape)
         _check_net(net, self.input_shape, self.memory_shape)
@@ -300,14 +313,7 @@ class VMA(SlotMemoryModel):
         return self.address == "gumbel" and self.training
 
     def _inputs(self, x, memory, role=None):
-        check_images(
-            x,
-            self.input_shape,
-            self.likelihood.support,
-            check_values=is_validation_enabled(),
-            dtype=parameter_dtype(self),
-        )
-        memory = self.resolve_memory(memory)
+        memory = super()._inputs(x, memory)
         cached, self._guide_keys = self._guide_keys, None
         if (
             role == "model"
@@ -341,13 +347,6 @@ class VMA(SlotMemoryModel):
             return self.encoder(x, m_a)
         m_flat = m_a.flatten(-len(self.memory_shape))
         return self.encoder(_concat(x.flatten(-len(self.input_shape)), m_flat))
-
-    def _decode(self, z, m_a):
-        if self.net == "conv":
-            params = self.decoder(z, m_a)
-        else:
-            params = self.decoder(_concat(z, m_a.flatten(-len(self.memory_shape))))
-        return params + self.skip(m_a)
 
     def model(self, x, memory=None, num_data=None):
         """p(x, z, a | M) over a batch of B images out of ``num_data`` (eq. 1)."""
@@ -393,9 +392,6 @@ class VMA(SlotMemoryModel):
         check_memory(memory, self.memory_shape, parameter_dtype(self))
         return self.addressing.prior_logits(self.addressing.keys(memory)).softmax(-1)
 
-    def _mean(self, z, m_a):
-        return self.likelihood(self._decode(z, m_a)).mean
-
     def reconstruct(self, x, memory=None):
         """The decoder's mean at the most probable slot and the encoder's mean."""
         memory, keys = self._inputs(x, memory)
@@ -422,7 +418,7 @@ class VMA(SlotMemoryModel):
         return self._mean(loc + scale * torch.randn_like(loc), m_a)
 
 
-class SoftAttentionVAE(SlotMemoryModel):
+class SoftAttentionVAE(_DecoderOfSlot):
     """§4.2's soft-attention baseline: the memory is read by attention from z.
 
     The attention weights may depend only on the generative model's variables,
@@ -470,9 +466,7 @@ class SoftAttentionVAE(SlotMemoryModel):
         channels=64,
     ):
         super().__init__(name=f"soft_attention{next(_instances)}")
-        if memory not in MEMORY_KINDS:
-            raise ValueError(f"memory: expected 'learned' or 'fixed', got {memory!r}")
-        as_int(memory_size, "memory_size", 1, form="expected", allow_none=True)
+        check_memory_options(memory, memory_size)
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
         self.input_shape = self.memory_shape = torch.Size(input_shape)
@@ -514,19 +508,6 @@ class SoftAttentionVAE(SlotMemoryModel):
         self.skip = SkipPath(self.memory_shape, param_shape)
         self.init_memory(memory_size, memory)
         to_pyro_module_(self)
-
-    _decode = VMA._decode
-    _mean = VMA._mean
-
-    def _inputs(self, x, memory):
-        check_images(
-            x,
-            self.input_shape,
-            self.likelihood.support,
-            check_values=is_validation_enabled(),
-            dtype=parameter_dtype(self),
-        )
-        return self.resolve_memory(memory)
 
     def _weights(self, z, memory):
         query = self.query_net(z)
