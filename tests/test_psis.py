@@ -83,3 +83,18 @@ def test_export_works_with_arviz_summary_and_plots():
     assert len(summary) == 10 and summary["mean"].notna().all()
     plot = az.plot_posterior if hasattr(az, "plot_posterior") else az.plot_dist  # 0.x / >= 1
     plot(data, var_names=["z"], coords={"datapoint": [0]})
+
+
+def test_compare_guides_refuses_fewer_draws_than_psis_needs_before_any_work(capsys, tmp_path):
+    from pyromem.cli import main
+    from pyromem.diagnostics.psis import MIN_DRAWS
+    from pyromem.experiments.configs import CompareGuidesConfig
+
+    CompareGuidesConfig.build(num_samples=MIN_DRAWS)  # enough
+    with pytest.raises(ValueError, match=f"num_samples: expected a value >= {MIN_DRAWS}, got 29"):
+        CompareGuidesConfig.build(num_samples=MIN_DRAWS - 1)
+    out = tmp_path / "run"
+    assert main(["compare-guides", "--num-samples", "29", "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and f">= {MIN_DRAWS}" in lines[0]
+    assert not out.exists()  # nothing was trained
