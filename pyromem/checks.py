@@ -14,6 +14,10 @@ import numbers
 import torch
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _int_phrase(minimum):
     if minimum is None:
         return "an int"
@@ -53,7 +57,7 @@ def as_int(value, name, minimum=None, *, error=ValueError, form="must", allow_no
     """
     if value is None and allow_none:
         return None
-    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    is_int = _is_int(value)
     if is_int and (minimum is None or value >= minimum):
         return int(value)
     if form == "split":
@@ -79,11 +83,9 @@ def as_shape(value, name, ndim=None):
     :raises TypeError: if ``value`` is not an int or a sequence of ints.
     :raises ValueError: if a dim is not positive or the number of dims is wrong.
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         value = (value,)
-    if not isinstance(value, (tuple, list, torch.Size)) or not all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value
-    ):
+    if not isinstance(value, (tuple, list, torch.Size)) or not all(_is_int(d) for d in value):
         raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
     shape = torch.Size(int(d) for d in value)
     if len(shape) == 0 or any(d <= 0 for d in shape):
@@ -109,7 +111,7 @@ def as_sizes(value, name):
     :raises TypeError: if ``value`` is not an int or a sequence of ints.
     :raises ValueError: if a width is not positive.
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         value = (value,)
     if not isinstance(value, (tuple, list)):
         raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
