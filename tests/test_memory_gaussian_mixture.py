@@ -248,6 +248,27 @@ def test_far_away_queries_are_finite(device):
         torch.testing.assert_close(log_prob.double(), exact, rtol=1e-5, atol=0)
 
 
+def test_components_far_below_the_best_change_no_float32_value(device):
+    # logits spread over thousands of nats: the floor below the best component (which spares
+    # exp() its slow underflow) must leave every value and gradient as a float64 reference has.
+    g = torch.Generator().manual_seed(11)
+    memory, z = torch.randn(40, 6, generator=g), torch.randn(30, 6, generator=g)
+    z64 = z.double().requires_grad_()
+    logits = -0.5 * torch.cdist(z64, memory.double()).pow(2) / 0.05**2
+    exact = logits.logsumexp(-1) - math.log(40) - 3 * math.log(2 * math.pi * 0.05**2)
+    (exact_grad,) = torch.autograd.grad(exact.sum(), z64)
+    zz = z.to(device).requires_grad_()
+    log_prob = GaussianMixtureMemory(memory.to(device), scale=0.05).log_prob(zz)
+    (grad,) = torch.autograd.grad(log_prob.sum(), zz)
+    assert (logits.detach().amax(-1, keepdim=True) - logits.detach() > 200).any()
+    torch.testing.assert_close(log_prob.double().cpu(), exact.detach(), rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(grad.double().cpu(), exact_grad, rtol=1e-4, atol=1e-2)
+    responsibilities = GaussianMixtureMemory(memory.to(device), scale=0.05).responsibilities(z)
+    torch.testing.assert_close(
+        responsibilities.double().cpu(), logits.detach().softmax(-1), rtol=1e-3, atol=1e-7
+    )
+
+
 def test_memory_use_is_order_batch_times_patterns(device):
     batch, n, d = 4096, 4096, 256
     g = torch.Generator().manual_seed(11)

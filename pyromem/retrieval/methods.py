@@ -13,8 +13,16 @@ space where it works, beside the memory it stored there::
   the stored images (the write of :class:`~pyromem.models.MemoryVAE`), and
   ``VAE-GMM`` (eq. 11/45), ``VAE-Hopfield`` (eq. 8), ``VAE-BP-GMM`` (eq. 10),
   ``VAE-BP-Hopfield`` (eq. 46), ``VAE-PC-GMM`` (Alg. 1) and ``VAE-GMM*`` (eq. 12) refine the
-  encoder's :math:`\hat z` with the guides of :mod:`pyromem.infer`, while ``VAE-NTM`` and
+  encoder's :math:`\hat z` as the guides of :mod:`pyromem.infer` do on a
+  :class:`~pyromem.models.MemoryVAE` (the fixed-point and BP methods with the guides' steps
+  computed without Pyro traces, on all memories of a table cell at once:
+  :class:`~pyromem.retrieval.readers.FixedPointReader`,
+  :func:`~pyromem.retrieval.gradient_map.gradient_map`), while ``VAE-NTM`` and
   ``VAE-MemN2N`` run the baseline readers on codes.
+
+``method.retrieve_many(queries, stored)`` reads ``S`` memories at once (queries
+``(S, B, C, H, W)``, stored ``(S, N, C, H, W)``); :func:`~pyromem.retrieval.protocol.evaluate`
+uses it for all the seeds of a cell.
 
 ``fit(train_images, corruption, ...)`` trains what a method learns, on a training split only:
 the NTM and MemN2N readers on clean queries (§5.2); VAE-GMM*'s precision and the readers of
@@ -33,6 +41,7 @@ from pyromem.infer import (
 from pyromem.models import MemoryVAE
 from pyromem.nets import typical_image
 from pyromem.retrieval.corruptions import corrupt
+from pyromem.retrieval.gradient_map import gradient_map
 from pyromem.retrieval.readers import (
     ContentReader,
     FixedPointReader,
@@ -77,8 +86,8 @@ class Method:
         self.hyperparameters = dict(hyperparameters)
 
     def embed(self, images):
-        """Images ``(B, C, H, W)`` to vectors ``(B, D)`` of the method's space."""
-        return images.flatten(1)
+        """Images ``(..., C, H, W)`` to vectors ``(..., D)`` of the method's space."""
+        return images.flatten(-len(self.image_shape))
 
     def render(self, vectors):
         """Vectors ``(B, D)`` of the method's space to images ``(B, C, H, W)`` for figures."""
@@ -97,7 +106,21 @@ class Method:
         :returns: ``(retrieved (B, D), memory (N, D))``, and a list of iterates ``(B, D)`` when
             ``trajectory``.
         """
-        raise NotImplementedError
+        out = self.retrieve_many(queries[None], stored[None], trajectory)
+        if trajectory:
+            return out[0][0], out[1][0], [z[0] for z in out[2]]
+        return out[0][0], out[1][0]
+
+    def retrieve_many(self, queries, stored, trajectory=False):
+        """:meth:`retrieve` on ``S`` memories at once, one per leading index: queries
+        ``(S, B, C, H, W)`` and stored images ``(S, N, C, H, W)`` give ``(S, B, D)`` and
+        ``(S, N, D)`` (and iterates ``(S, B, D)``). A method implements this or
+        :meth:`retrieve`; by default each calls the other (here a loop over the memories)."""
+        outs = [self.retrieve(q, m, trajectory) for q, m in zip(queries, stored, strict=True)]
+        stacked = [torch.stack([o[i] for o in outs]) for i in range(2)]
+        if trajectory:
+            stacked.append([torch.stack(z) for z in zip(*(o[2] for o in outs), strict=True)])
+        return tuple(stacked)
 
 
 class ReaderMethod(Method):
@@ -114,10 +137,11 @@ class ReaderMethod(Method):
         queries = None
         if self.name in PER_CORRUPTION_METHODS:
             queries = self.embed(corrupt(train_images, corruption, generator=generator)).detach()
+        patterns = self.embed(train_images).detach()
         with torch.enable_grad():
             losses = train_reader(
                 self.reader,
-                self.embed(train_images).detach(),
+                patterns,
                 memory_size,
                 steps,
                 lr,
@@ -128,19 +152,19 @@ class ReaderMethod(Method):
 
     @torch.no_grad()
     def retrieve(self, queries, stored, trajectory=False):
-        memory = self.embed(stored)
         if isinstance(self.reader, FixedPointReader):
-            out = self.reader(self.embed(queries), memory, trajectory=trajectory)
-            return (out[0], memory, out[1]) if trajectory else (out, memory)
-        retrieved = self.reader(self.embed(queries), memory)
-        return (
-            (retrieved, memory, [self.embed(queries), retrieved])
-            if trajectory
-            else (
-                retrieved,
-                memory,
-            )
-        )
+            return super().retrieve(queries, stored, trajectory)
+        memory, asked = self.embed(stored), self.embed(queries)
+        retrieved = self.reader(asked, memory)
+        return (retrieved, memory, [asked, retrieved]) if trajectory else (retrieved, memory)
+
+    @torch.no_grad()
+    def retrieve_many(self, queries, stored, trajectory=False):
+        if not isinstance(self.reader, FixedPointReader):
+            return super().retrieve_many(queries, stored, trajectory)
+        memory = self.embed(stored)
+        out = self.reader(self.embed(queries), memory, trajectory=trajectory)
+        return (out[0], memory, out[1]) if trajectory else (out, memory)
 
 
 class _LatentSpace:
@@ -177,17 +201,22 @@ class GuideMethod(_LatentSpace, Method):
 
     def memory_vae_of(self, stored):
         """A MemoryVAE with the method's prior and ``stored`` written; returns it and M."""
-        weights = "hopfield" if self.name.endswith("Hopfield") else "balanced"
-        h = self.hyperparameters
-        scale = h["beta"] ** -0.5 if weights == "hopfield" else h["sigma"]
-        memory_vae = MemoryVAE(self.vae, scale=scale, weights=weights)
+        weights, scale = self._prior()
+        precision = None
+        if self.name == "VAE-GMM*":
+            precision = self._precision_module().precision.detach()
+        memory_vae = MemoryVAE(self.vae, scale=scale, weights=weights, precision=precision)
         memory = memory_vae.write(stored)
         return memory_vae, memory
 
-    def _guide(self, memory_vae):
+    def guide(self, memory_vae):
+        """The Pyro guide whose refinement this method computes, on ``memory_vae`` (from
+        :meth:`memory_vae_of`): :class:`~pyromem.infer.MemoryFixedPoint` (VAE-GMM* with its
+        learned precision), :class:`~pyromem.infer.MAPRefinement` or
+        :class:`~pyromem.infer.PredictiveCoding`."""
         h = self.hyperparameters
         steps = h["num_steps"]
-        if self.name in ("VAE-GMM", "VAE-Hopfield"):
+        if self.name in ("VAE-GMM", "VAE-Hopfield", "VAE-GMM*"):
             return MemoryFixedPoint(memory_vae.model, memory_vae.guide, num_steps=steps)
         if self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield"):
             return MAPRefinement(
@@ -224,24 +253,58 @@ class GuideMethod(_LatentSpace, Method):
         return {"train_loss_first": float(losses[0]), "train_loss_last": float(losses[-1])}
 
     @torch.no_grad()
-    def retrieve(self, queries, stored, trajectory=False):
-        if self.name == "VAE-GMM*":
-            if self.precision_module is None:
-                raise ValueError("VAE-GMM* must be fit() on a training split before retrieval")
-            memory = self.embed(stored)
+    def retrieve_many(self, queries, stored, trajectory=False):
+        # The guides' computations without their Pyro traces, for S memories in one batch:
+        # VAE-GMM, VAE-Hopfield and VAE-GMM* iterate the memory's fixed-point step from the
+        # encoder's code (MemoryFixedPoint on memory_vae_of(stored)), the BP methods ascend the
+        # log joint (MAPRefinement on it, see gradient_map); VAE-PC-GMM runs its guide.
+        if self.name == "VAE-PC-GMM":
+            return super().retrieve_many(queries, stored, trajectory)
+        h, memory = self.hyperparameters, self.embed(stored)
+        if self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield"):
+            weights, scale = self._prior()
+            out = gradient_map(
+                self.vae,
+                queries,
+                memory,
+                scale=scale,
+                weights=weights,
+                prior_weight=h["gamma"],
+                lr=h["lr"],
+                num_steps=h["num_steps"],
+                trajectory=trajectory,
+            )
+        elif self.name == "VAE-GMM*":
             z0 = self.embed(queries)
-            z = self.precision_module(z0, memory)
-            return (z, memory, [z0, z]) if trajectory else (z, memory)
-        memory_vae, memory = self.memory_vae_of(stored)
-        guide = self._guide(memory_vae)
-        if self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield", "VAE-PC-GMM"):
-            with torch.enable_grad():
-                out = guide.refine(queries, trajectory=trajectory)
+            z = self._precision_module()(z0, memory.unsqueeze(-3))
+            out = (z, [z0, z]) if trajectory else z
         else:
-            out = guide.refine(queries, trajectory=trajectory)
+            weights, scale = self._prior()
+            reader = FixedPointReader(weights, scale, h["num_steps"])
+            out = reader(self.embed(queries), memory, trajectory=trajectory)
+        return (out[0], memory, out[1]) if trajectory else (out, memory)
+
+    def retrieve(self, queries, stored, trajectory=False):
+        if self.name != "VAE-PC-GMM":
+            return super().retrieve(queries, stored, trajectory)
+        memory_vae, memory = self.memory_vae_of(stored)
+        with torch.enable_grad():
+            out = self.guide(memory_vae).refine(queries, trajectory=trajectory)
         if trajectory:
             return out[0].detach(), memory, [z.detach() for z in out[1]]
         return out.detach(), memory
+
+    def _precision_module(self):
+        if self.precision_module is None:
+            raise ValueError("VAE-GMM* must be fit() on a training split before retrieval")
+        return self.precision_module
+
+    def _prior(self):
+        """The mixture's weights and σ (Hopfield: β^{-1/2}, eq. 5)."""
+        h = self.hyperparameters
+        if self.name.endswith("Hopfield"):
+            return "hopfield", h["beta"] ** -0.5
+        return "balanced", h["sigma"]
 
 
 #: Defaults of every hyper-parameter; those in :data:`~pyromem.retrieval.selection.GRIDS` are

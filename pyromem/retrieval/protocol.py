@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from pyromem.retrieval.corruptions import corrupt
+from pyromem.retrieval.corruptions import corrupt, parse_corruption
 from pyromem.retrieval.criteria import retrieval_success
+
+#: About how many numbers one batched read may hold (memories and queries of S seeds, and
+#: their S × N × N responsibilities); more seeds than fit are read in several batches.
+BATCH_ELEMENTS = 2**24
 
 
 def sample_memory(num_images, memory_size, generator=None):
@@ -21,10 +25,7 @@ def sample_memory(num_images, memory_size, generator=None):
 
     :returns: a long tensor ``(memory_size,)`` on the CPU.
     """
-    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-        raise ValueError(f"memory_size must be a positive int, got {memory_size!r}")
-    if memory_size > num_images:
-        raise ValueError(f"memory_size {memory_size} exceeds the {num_images} images available")
+    _check_memory_size(num_images, memory_size)
     return torch.randperm(num_images, generator=generator)[:memory_size]
 
 
@@ -63,29 +64,66 @@ def evaluate(method, images, corruption, memory_size=100, seeds=10, threshold=No
     :param float threshold: the threshold of the criterion in the method's space (RMS distance).
     :rtype: Rates
     """
+    return evaluate_corruptions(
+        method, images, [corruption], memory_size, seeds, threshold, seed_offset
+    )[corruption]
+
+
+def evaluate_corruptions(
+    method, images, corruptions, memory_size=100, seeds=10, threshold=None, seed_offset=0
+):
+    """:func:`evaluate` on several corruptions, the memories of all read together.
+
+    The memories and queries of every (corruption, seed) are those :func:`evaluate` draws, and
+    the method reads as many of them at once as :data:`BATCH_ELEMENTS` allows
+    (:meth:`~pyromem.retrieval.methods.Method.retrieve_many`).
+
+    :param list corruptions: corruption names.
+    :returns: ``{corruption: Rates}``.
+    """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, got {seeds!r}")
     if threshold is None:
         raise ValueError("threshold is required: choose it on a training split (select_threshold)")
-    rates = Rates()
-    for seed in range(seed_offset, seed_offset + seeds):
-        generator = torch.Generator().manual_seed(seed)
-        stored = images[sample_memory(len(images), memory_size, generator).to(images.device)]
-        queries = corrupt(stored, corruption, generator=generator)
+    for name in corruptions:
+        parse_corruption(name)
+    _check_memory_size(len(images), memory_size)
+    seed_range = range(seed_offset, seed_offset + seeds)
+    cells = [(name, seed) for name in corruptions for seed in seed_range]
+    per_read = max(1, BATCH_ELEMENTS // (memory_size * (images[0].numel() + memory_size)))
+    rates = {name: Rates() for name in corruptions}
+    target = None
+    for first in range(0, len(cells), per_read):
+        chunk = cells[first : first + per_read]
+        stored, queries = [], []
+        for name, seed in chunk:
+            generator = torch.Generator().manual_seed(seed)
+            index = sample_memory(len(images), memory_size, generator).to(images.device)
+            stored.append(images[index])
+            queries.append(corrupt(stored[-1], name, generator=generator))
         # The arguments are checked above and the images are the caller's own: the
         # distributions' value checks would re-check every iterate (about a third of the
         # cost of VAE-BP-GMM), as the training engine also skips them after one check.
         with pyro.validation_enabled(False):
-            retrieved, memory = method.retrieve(queries, stored)
-        target = torch.arange(len(stored), device=memory.device)
-        outcome = retrieval_success(retrieved, memory, target, threshold)
-        for name, hits in (
-            ("success", outcome.success),
-            ("nearest", outcome.nearest),
-            ("within", outcome.within),
-        ):
-            getattr(rates, name).append(100.0 * hits.float().mean().item())
+            retrieved, memory = method.retrieve_many(torch.stack(queries), torch.stack(stored))
+        if target is None:
+            target = torch.arange(memory_size, device=memory.device)
+        for (name, _), found, patterns in zip(chunk, retrieved, memory, strict=True):
+            outcome = retrieval_success(found, patterns, target, threshold)
+            for rate, hits in (
+                ("success", outcome.success),
+                ("nearest", outcome.nearest),
+                ("within", outcome.within),
+            ):
+                getattr(rates[name], rate).append(100.0 * hits.float().mean().item())
     return rates
+
+
+def _check_memory_size(num_images, memory_size):
+    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
+        raise ValueError(f"memory_size must be a positive int, got {memory_size!r}")
+    if memory_size > num_images:
+        raise ValueError(f"memory_size {memory_size} exceeds the {num_images} images available")
 
 
 def _mean_std(values):

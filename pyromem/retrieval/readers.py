@@ -10,8 +10,10 @@ readers work on flattened pixels or on VAE codes alike.
 * :class:`FixedPointReader`: :math:`T` steps :math:`\hat z \leftarrow \sum_k r_k(\hat z) M_k` of
   :class:`~pyromem.memory.GaussianMixtureMemory` from :math:`\hat z = x`, i.e.
   :class:`~pyromem.infer.MemoryFixedPoint` on a :class:`~pyromem.models.PixelMemory` of the
-  stored vectors; balanced weights give the "GMM" of §5.2 (eq. 11), Hopfield weights the MCHN
-  (eq. 8).
+  stored vectors (or, from the encoder's :math:`\hat z`, on a
+  :class:`~pyromem.models.MemoryVAE`); balanced weights give the "GMM" of §5.2 (eq. 11),
+  Hopfield weights the MCHN (eq. 8). It reads many memories at once: queries
+  ``(S, B, D)`` against memories ``(S, N, D)``.
 * :class:`ContentReader`: the NTM's content addressing (Graves et al. 2014),
   :math:`w = \mathrm{softmax}(\beta_s \cos(K x, K M_k))`, read :math:`\sum_k w_k M_k`, with a
   learned key strength :math:`\beta_s` and optionally a learned linear key map :math:`K`.
@@ -28,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.infer import MemoryFixedPoint
-from pyromem.models import PixelMemory
+from pyromem.memory import GaussianMixtureMemory
 
 
 class FixedPointReader:
@@ -54,35 +55,21 @@ class FixedPointReader:
 
     def __call__(self, queries, memory, trajectory=False):
         """
-        :param torch.Tensor queries: ``(B, D)``.
-        :param torch.Tensor memory: ``(N, D)``.
+        :param torch.Tensor queries: ``(B, D)``, or ``(S, B, D)`` for ``S`` memories.
+        :param torch.Tensor memory: ``(N, D)``, or ``(S, N, D)``.
         :param bool trajectory: also return the ``T + 1`` iterates.
-        :returns: ``(B, D)`` [and a list of ``T + 1`` tensors ``(B, D)``].
+        :returns: ``(B, D)`` (``(S, B, D)``) [and a list of ``T + 1`` such tensors].
         """
-        _check_read(queries, memory)
-        # The library's pixel-level memory model (L = 0): the vectors are the codes, the prior
-        # the mixture on the stored ones, the guide the point mass at the query.
-        pixels = PixelMemory(memory.shape[-1:], memory, scale=self.scale, weights=self.weights)
-        refinement = _FixedPrior(pixels.model, pixels.guide, self.num_steps, self.alpha)
-        return refinement.refine(queries, trajectory=trajectory)
-
-
-class _FixedPrior(MemoryFixedPoint):
-    """:class:`~pyromem.infer.MemoryFixedPoint` for a model whose prior at the site does not
-    depend on the query, as a :class:`~pyromem.models.PixelMemory`'s: the model runs up to the
-    site once per refinement rather than at every step (the same prior each time, so the same
-    iterates), which keeps the reader as fast as a bare loop of ``fixed_point_step``."""
-
-    def refine(self, x, *args, trajectory=False, **kwargs):
-        self._prior = super().prior(x, *args, **kwargs)
-        try:
-            return super().refine(x, *args, trajectory=trajectory, **kwargs)
-        finally:
-            self._prior = None
-
-    def prior(self, x, *args, **kwargs):
-        cached = getattr(self, "_prior", None)
-        return super().prior(x, *args, **kwargs) if cached is None else cached
+        _check_read(queries, memory, batched=True)
+        # MemoryFixedPoint's step on the prior that a PixelMemory of the vectors puts at its
+        # site, without the Pyro traces around it (that prior does not depend on the query);
+        # one distribution with a memory per leading index serves all S memories.
+        prior = GaussianMixtureMemory(memory.unsqueeze(-3), scale=self.scale, weights=self.weights)
+        z, path = queries, [queries]
+        for _ in range(self.num_steps):
+            z = prior.fixed_point_step(z, self.alpha)
+            path.append(z)
+        return (z, path) if trajectory else z
 
 
 class ContentReader(nn.Module):
@@ -190,10 +177,19 @@ def train_reader(
     return losses
 
 
-def _check_read(queries, memory):
+def _check_read(queries, memory, batched=False):
+    dims = (2, 3) if batched else (2,)
     for name, x in (("queries", queries), ("memory", memory)):
-        if not isinstance(x, torch.Tensor) or x.dim() != 2:
-            raise ValueError(f"{name} must be a 2-dim tensor, got {getattr(x, 'shape', x)}")
+        if not isinstance(x, torch.Tensor) or x.dim() not in dims:
+            raise ValueError(
+                f"{name} must be a {' or '.join(map(str, dims))}-dim tensor, got "
+                f"{getattr(x, 'shape', x)}"
+            )
+    if queries.shape[:-2] != memory.shape[:-2]:
+        raise ValueError(
+            f"queries {tuple(queries.shape)} and memory {tuple(memory.shape)} must have the "
+            "same leading dims (one memory per leading index)"
+        )
     if queries.shape[-1] != memory.shape[-1]:
         raise ValueError(
             f"queries and memory must have the same width, got {queries.shape[-1]} and "

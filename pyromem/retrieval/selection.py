@@ -23,7 +23,7 @@ import torch
 
 from pyromem.retrieval.criteria import rms_distance
 from pyromem.retrieval.methods import DEFAULTS, build_method
-from pyromem.retrieval.protocol import evaluate, sample_memory
+from pyromem.retrieval.protocol import evaluate_corruptions, sample_memory
 
 _SIGMAS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 _BETAS = tuple(s**-2 for s in (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0))
@@ -108,21 +108,18 @@ def select_hyperparameters(
     scores = []
     for candidate in options:
         method = build_method(name, image_shape, vae, **candidate)
-        rates = [
-            torch.tensor(
-                evaluate(
-                    method,
-                    train_images,
-                    corruption,
-                    memory_size,
-                    seeds,
-                    threshold,
-                    seed_offset=TRAIN_SEED_OFFSET,
-                ).success
-            ).mean()
-            for corruption in corruptions
-        ]
-        success = torch.stack(rates).mean().item()
-        scores.append({"hyperparameters": candidate, "train_success": success})
+        rates = evaluate_corruptions(
+            method,
+            train_images,
+            corruptions,
+            memory_size,
+            seeds,
+            threshold,
+            seed_offset=TRAIN_SEED_OFFSET,
+        )
+        success = torch.stack(
+            [torch.tensor(rates[corruption].success).mean() for corruption in corruptions]
+        )
+        scores.append({"hyperparameters": candidate, "train_success": success.mean().item()})
     best = max(range(len(scores)), key=lambda i: scores[i]["train_success"])
     return scores[best]["hyperparameters"], scores
