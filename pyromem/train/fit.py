@@ -111,7 +111,9 @@ def fit(
     After every epoch, ``eval_data`` (if given) is scored by
     :func:`pyromem.diagnostics.elbo_decomposition`, a row is written to
     ``out_dir/metrics.csv`` and the whole training state, ``config`` and the
-    history are saved atomically to ``out_dir/checkpoints/last.ckpt``.
+    history are saved atomically to ``out_dir/checkpoints/last.ckpt``: copied
+    on the CPU at once, then written and synced by a worker thread while the
+    next epoch trains. ``fit`` returns, or raises, once the last write is on disk.
 
     Runs are reproducible: each epoch reseeds torch/pyro/numpy/random from
     ``(seed, epoch, rank)`` and shuffles by ``(seed, epoch)``, so on CPU a run
@@ -227,7 +229,7 @@ def fit(
             logger=False,
             enable_progress_bar=progress,
             enable_model_summary=False,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(background=True)],
             callbacks=[
                 *callbacks,
                 DatasetEpoch(dataset),

@@ -37,9 +37,13 @@ class EpochShuffleSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def permutation(self) -> torch.Tensor:
+        """This epoch's order of the indices, a tensor ``[num_data]``."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.num_data, generator=generator).tolist())
+        return torch.randperm(self.num_data, generator=generator)
+
+    def __iter__(self):
+        return iter(self.permutation().tolist())
 
     def __len__(self) -> int:
         return self.num_data
@@ -62,8 +66,17 @@ class DatasetEpoch(Callback):
 
 
 class EpochShuffleBatches(BatchSampler):
-    """Batches of indices of an :class:`EpochShuffleSampler`, for datasets that index a
-    whole batch at once; passes Lightning's :meth:`set_epoch` on to the sampler."""
+    """Batches of indices of an :class:`EpochShuffleSampler`, each a tensor, for datasets
+    that index a whole batch at once; passes Lightning's :meth:`set_epoch` on to the sampler."""
+
+    def __iter__(self):
+        # A generator, so the permutation is drawn at the first batch, after Lightning's
+        # set_epoch (it may create the iterator before); slices of one permutation, so no
+        # Python list per batch to turn back into a tensor.
+        batches = self.sampler.permutation().split(self.batch_size)
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]
+        yield from batches
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -1,0 +1,81 @@
+"""The engine's cheap paths give the answers of the direct ones: batches of index tensors,
+finiteness read through sums, the data check's fast pass, checkpoints written in the background."""
+
+import math
+import threading
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler
+
+from pyromem.train import fit
+from pyromem.train.checkpoint import AtomicCheckpointIO
+from pyromem.train.data_checks import check_training_data
+from pyromem.train.divergence import all_finite
+from pyromem.train.fit import _TensorDataset
+from pyromem.train.seeding import EpochShuffleBatches, EpochShuffleSampler
+from tests.test_train import make_data, make_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batches_are_torchs_batch_sampler_over_the_epochs_order(drop_last):
+    batches = EpochShuffleBatches(EpochShuffleSampler(10, seed=3), 4, drop_last=drop_last)
+    iterator = iter(batches)
+    batches.set_epoch(2)  # Lightning may create the iterator before it sets the epoch
+    reference = EpochShuffleSampler(10, seed=3)
+    reference.set_epoch(2)
+    expected = list(BatchSampler(reference, 4, drop_last=drop_last))
+    assert [batch.tolist() for batch in iterator] == expected
+
+
+FINITENESS = {
+    "finite": [torch.randn(5), torch.randn(2, 3, dtype=torch.float64)],
+    "finite, float32 sum overflows": [torch.full((1000,), 3e38)],
+    "finite, float16 sum overflows": [torch.full((10,), 6e4, dtype=torch.float16)],
+    "inf": [torch.ones(3), torch.tensor([1.0, math.inf])],
+    "inf and -inf": [torch.tensor([math.inf, -math.inf])],
+    "nan": [torch.tensor([0.0, math.nan])],
+    "none": [],
+}
+
+
+@pytest.mark.parametrize("case", sorted(FINITENESS))
+def test_finiteness_through_sums_is_isfinite(case):
+    tensors = FINITENESS[case]
+    assert all_finite(tensors) == all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def test_the_data_check_finds_a_bad_datapoint_and_passes_large_finite_ones(tmp_path):
+    data = make_data(300, "cpu")
+    data[250, 1] = math.inf  # behind the first batch, which goes through the model
+    with pytest.raises(ValueError, match="datapoint 250 holds NaN or infinite values"):
+        fit(make_model("cpu"), data, out_dir=tmp_path, batch_size=128, progress=False)
+    large = make_data(300, "cpu")
+    large[128:] = 3e38  # finite, but their float32 sum is not
+    check_training_data(
+        make_model("cpu"), _TensorDataset(large), batch_size=128, drop_labels=False, num_data=300
+    )
+
+
+def test_a_background_checkpoint_holds_the_state_at_save_time(tmp_path, monkeypatch):
+    stepped = threading.Event()
+    save = torch.save
+
+    def save_after_the_step(*args, **kwargs):
+        stepped.wait(timeout=10)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_after_the_step)
+    weight = torch.arange(6.0).reshape(2, 3)
+    io = AtomicCheckpointIO(background=True)
+    io.save_checkpoint({"state_dict": {"w": weight}}, tmp_path / "a.ckpt")
+    weight.add_(100.0)  # the optimiser's next step, before the file is written
+    stepped.set()
+    io.save_checkpoint({"state_dict": {"w": weight}}, tmp_path / "b.ckpt")
+    io.teardown()
+    first = io.load_checkpoint(tmp_path / "a.ckpt")["state_dict"]["w"]
+    second = io.load_checkpoint(tmp_path / "b.ckpt")["state_dict"]["w"]
+    assert torch.equal(first, torch.arange(6.0).reshape(2, 3))
+    assert torch.equal(second, weight)
