@@ -47,6 +47,8 @@ def test_every_net_and_likelihood_gives_a_finite_loss(net, likelihood, shape, de
     loss.backward()
     assert vae.reconstruct(x).shape == x.shape
     assert vae.generate(3).shape == (3, *shape)
+    with pytest.raises(ValueError, match="a VAE has no memory"):
+        vae.generate(3, memory=torch.zeros(2, 3, device=device))
 
 
 def test_data_plate_scales_to_dataset_size(digits):
