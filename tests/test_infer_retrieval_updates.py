@@ -243,3 +243,26 @@ def test_learned_precision_checks_its_arguments():
         retrieval.fit(torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="memory width"):
         retrieval(torch.zeros(3, 2), torch.zeros(4, 5))
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_learned_precision_log_responsibility_is_the_mixtures(full, device):
+    # -log r_k* (the "nll" loss) against the responsibilities GaussianMixtureMemory computes
+    # by its softmax, in float64; then training by it raises r_k* of rotated queries.
+    g = torch.Generator().manual_seed(3)
+    memory = torch.randn(2, 1, 12, 4, generator=g, dtype=torch.float64).to(device)
+    index = torch.randint(12, (2, 7), generator=g).to(device)
+    targets = memory.squeeze(1).gather(1, index[..., None].expand(2, 7, 4))
+    rotation = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))[0]
+    queries = targets @ rotation.to(device)
+    retrieval = LearnedPrecisionRetrieval(4, scale=0.7, full=full).to(device, torch.float64)
+    with torch.no_grad():  # away from isotropic
+        (retrieval.factor if full else retrieval.log_precision).add_(0.1)
+    prior = GaussianMixtureMemory(memory, **retrieval.covariance())
+    expected = prior.responsibilities(queries).gather(-1, index[..., None]).squeeze(-1).log()
+    log_r = retrieval.log_responsibility(queries, memory, targets)
+    torch.testing.assert_close(log_r, expected)
+    losses = retrieval.fit(queries, memory, targets, epochs=30, lr=0.05, loss="nll")
+    assert losses[-1] < 0.8 * losses[0]
+    with pytest.raises(ValueError, match="loss"):
+        retrieval.fit(queries, memory, targets, epochs=1, loss="l1")

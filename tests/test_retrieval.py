@@ -225,3 +225,18 @@ def test_reader_trained_under_a_transformation_retrieves_it_better(digits):
     assert hits[1] > hits[0] + 0.2
     with pytest.raises(ValueError, match="queries"):
         train_reader(ContentReader(64), patterns, queries=shifted[:10])
+
+
+def test_memn2n_starts_centred_and_each_fit_starts_afresh(digits):
+    train, _ = digits
+    method = build_method("MemN2N", train.shape[1:], train_steps=3, train_lr=1e-3)
+    first = method.fit(train, "clean", 50, torch.Generator().manual_seed(0))
+    again = method.fit(train, "clean", 50, torch.Generator().manual_seed(0))
+    assert first == again  # the second fit starts from the same reader, not the trained one
+    reader, patterns = MemN2NReader(train[0].numel(), 16), train.flatten(1)
+    reader.initialise(patterns)
+    with torch.no_grad():
+        centre = reader.query_embedding(patterns.mean(0, keepdim=True))
+        self_scores = reader.query_embedding(patterns).pow(2).sum(-1).mean()
+    torch.testing.assert_close(centre, torch.zeros_like(centre), atol=1e-5, rtol=0)
+    torch.testing.assert_close(reader.log_temperature.exp() * self_scores, torch.tensor(10.0))

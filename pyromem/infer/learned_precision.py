@@ -12,8 +12,14 @@ the full fixed-point step of :class:`~pyromem.memory.GaussianMixtureMemory` with
 the mean squared error between the retrieved :math:`\hat z_T` and the correct pattern
 :math:`M_{k^*}` under a given transformation of the queries, with the same T as at evaluation.
 A dimension that the transformation scrambles (e.g. colour under a colour rotation) gets a
-low precision, so the comparison with the stored patterns ignores it. :math:`P` is restricted to
-a diagonal, as in App. E.2, and parametrised by its log so that it stays positive.
+low precision, so the comparison with the stored patterns ignores it.
+
+:math:`P` is a positive diagonal by default, as in the analysis of App. E.2, parametrised by
+its log. With ``full=True`` it is a full matrix, as in the authors' code (a trainable
+``d × d`` matrix started at the identity), parametrised as :math:`P = A^\top A` so that it
+stays positive semi-definite: a transformation that moves the codes along a direction no single
+latent dimension holds (an MLP VAE's codes of colour, say) needs the rotation that a diagonal
+lacks.
 """
 
 import math
@@ -24,9 +30,12 @@ from torch import nn
 from pyromem.infer.refinement import check_rate
 from pyromem.memory import GaussianMixtureMemory
 
+#: The ridge of a full P, relative to the initial σ⁻².
+RIDGE = 1e-3
+
 
 class LearnedPrecisionRetrieval(nn.Module):
-    """T steps of eq. 12 with a trainable positive diagonal precision P.
+    """T steps of eq. 12 with a trainable precision P (full, or positive diagonal).
 
     After :meth:`fit`, ``MemoryVAE(vae, memory, precision=retrieval.precision.detach())`` with
     a :class:`~pyromem.infer.MemoryFixedPoint` guide of the same ``num_steps`` is the same
@@ -34,10 +43,13 @@ class LearnedPrecisionRetrieval(nn.Module):
 
     :param int latent_dim: d.
     :param int num_steps: T, used in training and evaluation alike.
-    :param float scale: the initial isotropic σ, P = σ⁻² I (the VAE-GMM baseline).
+    :param float scale: the initial isotropic σ, P = σ⁻² I (the VAE-GMM baseline; a full P
+        starts at (1 + :data:`RIDGE`) σ⁻² I).
+    :param bool full: a full P = AᵀA, as in the authors' code, instead of a diagonal one
+        (App. E.2).
     """
 
-    def __init__(self, latent_dim, num_steps=1, scale=1.0):
+    def __init__(self, latent_dim, num_steps=1, scale=1.0, full=False):
         super().__init__()
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
@@ -45,25 +57,59 @@ class LearnedPrecisionRetrieval(nn.Module):
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
         scale = check_rate(scale, "scale")
         self.num_steps = num_steps
-        self.log_precision = nn.Parameter(torch.full((latent_dim,), -2.0 * math.log(scale)))
+        self.full = bool(full)
+        if self.full:
+            # A = factor / scale with factor trained from I: Adam's steps are then relative
+            # to the initial precision, at any scale of the codes.
+            self.register_buffer("inverse_scale", torch.tensor(1.0 / scale))
+            self.factor = nn.Parameter(torch.eye(latent_dim))
+        else:
+            self.log_precision = nn.Parameter(torch.full((latent_dim,), -2.0 * math.log(scale)))
 
     @property
     def precision(self):
-        """P, shape ``(d,)``."""
+        """P: shape ``(d, d)`` when full, ``(d,)`` (its diagonal) otherwise."""
+        if self.full:
+            # a ridge of 1e-3 σ⁻² keeps P positive definite when training drops a direction
+            ridge = RIDGE * torch.eye(len(self.factor), device=self.factor.device)
+            return (self.factor.mT @ self.factor + ridge) * self.inverse_scale**2
         return self.log_precision.exp()
+
+    def covariance(self):
+        """P as the keyword argument of :class:`~pyromem.memory.GaussianMixtureMemory`."""
+        return {"precision_matrix" if self.full else "precision": self.precision}
 
     def forward(self, z0, memory):
         r""":math:`\hat z_T` from the queries ``z0`` (shape ``(B, d)``) and ``memory``
-        (``(N, d)``, or ``(B, N, d)`` for one memory per query); shape ``(B, d)``."""
-        prior = GaussianMixtureMemory(memory, precision=self.precision)
+        (``(N, d)``, or any batch of memories that broadcasts with the queries' batch, e.g.
+        ``(S, 1, N, d)`` against ``(S, B, d)``); shape that of ``z0``."""
+        prior = GaussianMixtureMemory(memory, **self.covariance())
         z = z0
         for _ in range(self.num_steps):
             z = prior.fixed_point_step(z)  # eq. 12
         return z
 
-    def fit(self, z_queries, memory, targets, epochs=200, lr=0.05):
-        """Trains P by full-batch Adam on the MSE between ``self(z_queries, memory)`` and
-        ``targets``, the correct patterns (shape ``(B, d)``).
+    def log_responsibility(self, z, memory, targets):
+        r""":math:`\log r_{k^*}(z)`, the log posterior of the correct patterns ``targets``
+        (stored in ``memory``) at the codes ``z`` (both shaped like ``z``) under P:
+        :math:`-\log N - \tfrac12 (z - M_{k^*})^\top P (z - M_{k^*}) + \tfrac12 \log\det P
+        - \tfrac d2 \log 2\pi - \log p(z; M)`, balanced weights."""
+        prior = GaussianMixtureMemory(memory, **self.covariance())
+        diff, precision = z - targets, self.precision
+        if self.full:
+            quadratic, log_det = ((diff @ precision) * diff).sum(-1), torch.logdet(precision)
+        else:
+            quadratic, log_det = (diff.pow(2) * precision).sum(-1), precision.log().sum()
+        log_component = -0.5 * quadratic + 0.5 * log_det - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+        return log_component - math.log(prior.num_patterns) - prior.log_prob(z)
+
+    def fit(self, z_queries, memory, targets, epochs=200, lr=0.05, loss="mse"):
+        r"""Trains P by full-batch Adam on ``loss``: ``"mse"``, the mean squared error between
+        ``self(z_queries, memory)`` and ``targets``, the correct patterns (shape ``(B, d)``), as
+        in §4.5; or ``"nll"``, the mean of :math:`-\log r_{k^*}` at ``z_queries``
+        (:meth:`log_responsibility`), whose minimum (every :math:`r_{k^*} = 1`) also zeroes the
+        MSE of the iterates, and whose gradient does not vanish where the T softmax steps
+        saturate (where the MSE's does: see docs/retrieval.md).
 
         :returns: the loss of each epoch, a list of floats.
         """
@@ -74,13 +120,21 @@ class LearnedPrecisionRetrieval(nn.Module):
             )
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        optimizer = torch.optim.Adam([self.log_precision], lr=check_rate(lr, "lr"))
+        if loss not in ("mse", "nll"):
+            raise ValueError(f"loss must be 'mse' or 'nll', got {loss!r}")
+        optimizer = torch.optim.Adam(self.parameters(), lr=check_rate(lr, "lr"))
         z_queries, memory, targets = z_queries.detach(), memory.detach(), targets.detach()
         losses = []
         for _ in range(epochs):
             optimizer.zero_grad()
-            loss = (self(z_queries, memory) - targets).pow(2).sum(-1).mean()
-            loss.backward()
+            value = self.training_loss(z_queries, memory, targets, loss)
+            value.backward()
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(value.item())
         return losses
+
+    def training_loss(self, z_queries, memory, targets, loss="mse"):
+        """The ``loss`` of :meth:`fit` at the current P, a 0-dim tensor."""
+        if loss == "nll":
+            return -self.log_responsibility(z_queries, memory, targets).mean()
+        return (self(z_queries, memory) - targets).pow(2).sum(-1).mean()

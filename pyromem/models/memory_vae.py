@@ -41,9 +41,9 @@ class MemoryVAE(SlotMemoryModel):
     :param float scale: the isotropic σ of the mixture components (Σ = σ² I).
     :param str weights: ``"balanced"`` (eq. 9) or ``"hopfield"`` (eq. 6).
     :param float beta: the Hopfield inverse temperature (default 1/σ², eq. 5).
-    :param torch.Tensor precision: a diagonal precision P of shape ``(d,)`` instead of σ
-        (VAE-GMM*, eq. 12), e.g. the one :class:`~pyromem.infer.LearnedPrecisionRetrieval`
-        learned.
+    :param torch.Tensor precision: a diagonal precision P of shape ``(d,)``, or a full one
+        ``(d, d)``, instead of σ (VAE-GMM*, eq. 12), e.g. the one
+        :class:`~pyromem.infer.LearnedPrecisionRetrieval` learned.
 
     ``model(x)`` and ``guide(x)`` take images of shape ``(B,) + vae.input_shape``.
     """
@@ -85,7 +85,9 @@ class MemoryVAE(SlotMemoryModel):
         self.register_buffer("precision", None)
         self.register_buffer("memory", None)
         if precision is not None:
-            self.precision = self._check_width(precision, "precision", (latent_dim,))
+            full = isinstance(precision, torch.Tensor) and precision.dim() == 2
+            shape = (latent_dim, latent_dim) if full else (latent_dim,)
+            self.precision = self._check_width(precision, "precision", shape)
         if memory is not None:
             self.memory = self._check_width(memory, "memory", (None, latent_dim))
         # The distribution checks weights and beta, and fails now rather than at first use.
@@ -97,8 +99,12 @@ class MemoryVAE(SlotMemoryModel):
     def _check_width(self, value, name, shape):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {value!r}")
-        if value.dim() != len(shape) or value.shape[-1] != shape[-1] or value.shape[0] == 0:
-            expected = "(N, d)" if len(shape) == 2 else "(d,)"
+        if (
+            value.dim() != len(shape)
+            or any(n is not None and n != m for n, m in zip(shape, value.shape, strict=True))
+            or value.shape[0] == 0
+        ):
+            expected = {(None, shape[-1]): "(N, d)", (shape[-1],): "(d,)"}.get(shape, "(d, d)")
             raise ValueError(
                 f"{name} must have shape {expected} with N >= 1 and d = {shape[-1]}, the "
                 f"latent width, got {tuple(value.shape)}"
@@ -107,7 +113,8 @@ class MemoryVAE(SlotMemoryModel):
 
     def _covariance(self):
         if self.precision is not None:
-            return {"precision": self.precision}
+            key = "precision" if self.precision.dim() == 1 else "precision_matrix"
+            return {key: self.precision}
         return {"scale": self.scale}
 
     @torch.no_grad()

@@ -30,6 +30,8 @@ VAE-NTM* and VAE-MemN2N* (Table 4's asterisk rows) on queries corrupted as in th
 (§5.4), once per corruption (:data:`PER_CORRUPTION_METHODS`).
 """
 
+import copy
+
 import torch
 
 from pyromem.infer import (
@@ -129,15 +131,22 @@ class ReaderMethod(Method):
     def __init__(self, name, image_shape, reader, hyperparameters):
         super().__init__(name, image_shape, hyperparameters)
         self.reader = reader
+        if isinstance(reader, torch.nn.Module):
+            self._initial_state = copy.deepcopy(reader.state_dict())
 
     def fit(self, train_images, corruption="clean", memory_size=100, generator=None):
         if not isinstance(self.reader, torch.nn.Module):
             return {}
+        # every fit starts from the same initial reader: the asterisk rows train one reader
+        # per corruption, not one reader through the corruptions in turn
+        self.reader.load_state_dict(self._initial_state)
         steps, lr = self.hyperparameters["train_steps"], self.hyperparameters["train_lr"]
         queries = None
         if self.name in PER_CORRUPTION_METHODS:
             queries = self.embed(corrupt(train_images, corruption, generator=generator)).detach()
         patterns = self.embed(train_images).detach()
+        if isinstance(self.reader, MemN2NReader):
+            self.reader.initialise(patterns)
         with torch.enable_grad():
             losses = train_reader(
                 self.reader,
@@ -235,22 +244,53 @@ class GuideMethod(_LatentSpace, Method):
         )
 
     def fit(self, train_images, corruption="clean", memory_size=100, generator=None):
+        """VAE-GMM*: trains a full precision (eq. 12) on :data:`PRECISION_MEMORIES` memories of
+        training images with queries corrupted by ``corruption`` (§5.4), by the loss
+        :data:`PRECISION_LOSS`, from σ⁻² I with the σ among ``sigma`` ×
+        :data:`INITIAL_SIGMA_FACTORS` of lowest training loss (App. D)."""
         if self.name != "VAE-GMM*":
             return {}
         h = self.hyperparameters
         size = min(memory_size, len(train_images))
-        index = torch.randperm(len(train_images), generator=generator)[:size]
-        stored = train_images[index.to(train_images.device)]
-        queries = corrupt(stored, corruption, generator=generator)
+        stored = torch.stack(
+            [
+                train_images[torch.randperm(len(train_images), generator=generator)[:size]]
+                for _ in range(PRECISION_MEMORIES)
+            ]
+        )
         memory = self.embed(stored)
-        self.precision_module = LearnedPrecisionRetrieval(
-            self.vae.latent_dim, num_steps=h["num_steps"], scale=h["sigma"]
-        ).to(memory.device)
+        queries = self.embed(corrupt(stored, corruption, generator=generator))
+        patterns = memory.unsqueeze(-3)  # one memory per leading index
+
+        def retrieval(sigma):
+            return LearnedPrecisionRetrieval(
+                self.vae.latent_dim, num_steps=h["num_steps"], scale=sigma, full=True
+            ).to(device=memory.device, dtype=memory.dtype)
+
+        with torch.no_grad():
+            errors = {
+                factor * h["sigma"]: retrieval(factor * h["sigma"])
+                .training_loss(queries, patterns, memory, PRECISION_LOSS)
+                .item()
+                for factor in INITIAL_SIGMA_FACTORS
+            }
+        initial = min(errors, key=errors.get)
+        self.precision_module = retrieval(initial)
         with torch.enable_grad():
             losses = self.precision_module.fit(
-                self.embed(queries), memory, memory, epochs=h["train_steps"], lr=h["train_lr"]
+                queries,
+                patterns,
+                memory,
+                epochs=h["train_steps"],
+                lr=h["train_lr"],
+                loss=PRECISION_LOSS,
             )
-        return {"train_loss_first": float(losses[0]), "train_loss_last": float(losses[-1])}
+        return {
+            "initial_sigma": initial,
+            "train_loss_by_initial_sigma": errors,
+            "train_loss_first": float(losses[0]),
+            "train_loss_last": float(losses[-1]),
+        }
 
     @torch.no_grad()
     def retrieve_many(self, queries, stored, trajectory=False):
@@ -307,13 +347,21 @@ class GuideMethod(_LatentSpace, Method):
         return "balanced", h["sigma"]
 
 
+#: Training memories of VAE-GMM*'s precision, and the multiples of its ``sigma`` it may start
+#: from (``sigma`` = a quarter of the unit of the codes: the unit / 32 ... the unit).
+PRECISION_MEMORIES = 5
+#: Its training loss (:meth:`~pyromem.infer.LearnedPrecisionRetrieval.fit`): the MSE of §4.5
+#: barely moves from any σ here, while -log r_k* trains (docs/retrieval.md).
+PRECISION_LOSS = "nll"
+INITIAL_SIGMA_FACTORS = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+
 #: Defaults of every hyper-parameter; those in :data:`~pyromem.retrieval.selection.GRIDS` are
 #: chosen on a training split by :func:`~pyromem.retrieval.selection.select_hyperparameters`.
 DEFAULTS = {
     "GMM": {"sigma": 1.0, "num_steps": 10},
     "Hopfield": {"beta": 1.0, "num_steps": 10},
     "NTM": {"key_dim": None, "train_steps": 300, "train_lr": 0.05},
-    "MemN2N": {"embed_dim": 64, "train_steps": 300, "train_lr": 3e-5},
+    "MemN2N": {"embed_dim": 64, "train_steps": 1000, "train_lr": 3e-4},
     "VAE-GMM": {"sigma": 1.0, "num_steps": 10},
     "VAE-Hopfield": {"beta": 1.0, "num_steps": 10},
     "VAE-BP-GMM": {"sigma": 1.0, "gamma": 1.0, "lr": 0.01, "num_steps": 20},

@@ -37,7 +37,7 @@ GRIDS = {
     "VAE-BP-Hopfield": {"beta": (1.0, 16.0), "gamma": (1.0, 10.0, 100.0), "lr": (0.01, 0.1)},
 }
 #: Learning rates of the learned readers, chosen by the lowest final training loss (App. D).
-TRAINING_GRIDS = {"MemN2N": (1e-4, 1e-3, 1e-2), "VAE-MemN2N": (1e-4, 1e-3, 1e-2)}
+TRAINING_GRIDS = {"MemN2N": (3e-4, 1e-3), "VAE-MemN2N": (1e-4, 1e-3, 1e-2)}
 #: Relative σ of the methods with a σ but no grid (their precision is learned or iterated).
 RELATIVE_SIGMA = 1 / 4
 #: Seeds of the training memories are offset so that they never coincide with test seeds.

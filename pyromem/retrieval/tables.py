@@ -110,7 +110,7 @@ def retrieval_table(
         timing["selection"] = time.perf_counter() - start
         per_corruption = name in PER_CORRUPTION_METHODS  # trained in each scenario (§5.4)
         if per_corruption:
-            method, training = build_method(name, image_shape, vae, **chosen), {}
+            method, training = _build_seeded(name, image_shape, vae, chosen), {}
             generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
         else:
             with _clock(timing, "training"):
@@ -170,7 +170,7 @@ def _fit_lowest_loss(name, image_shape, vae, chosen, train_images, memory_size):
     fits = []
     for lr in TRAINING_GRIDS.get(name, (None,)):
         extra = {} if lr is None else {"train_lr": lr}
-        method = build_method(name, image_shape, vae, **chosen, **extra)
+        method = _build_seeded(name, image_shape, vae, {**chosen, **extra})
         generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
         fits.append((method, method.fit(train_images, "clean", memory_size, generator)))
     method, training = min(fits, key=lambda fit: fit[1].get("train_loss_last", 0.0))
@@ -179,6 +179,14 @@ def _fit_lowest_loss(name, image_shape, vae, chosen, train_images, memory_size):
             m.hyperparameters["train_lr"]: t["train_loss_last"] for m, t in fits
         }
     return method, training
+
+
+def _build_seeded(name, image_shape, vae, hyperparameters):
+    # A learned reader's random initialisation is drawn from its own seed, so that a method's
+    # row does not depend on the methods that ran before it; the caller's RNG is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TRAIN_SEED_OFFSET)
+        return build_method(name, image_shape, vae, **hyperparameters)
 
 
 def format_table(results, key=None):
