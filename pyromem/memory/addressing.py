@@ -8,7 +8,9 @@ Each memory slot m_a is embedded by h(m_a) = e_a and a query by h^q(x) = e^q
     S(m_a, x) = <e_a, e^q> / (‖e_a‖ ‖e^q‖)   ("cosine")
 
 (Bornschein et al. 2017, §2). One matrix product scores a batch of queries
-against all slots, O(|M| |B| |e|).
+against all slots, O(|M| |B| |e|), and the norms divide its columns: the slots'
+norms are taken once per memory (:class:`SlotKeys`) and shared by q(a | x) and
+p(a | M), so that the work per slot is the key net h and one column of the product.
 
 Distributions over the slots serve the address's estimators:
 :class:`InverseCDFCategorical` draws a discrete address with one cumulative sum
@@ -16,6 +18,8 @@ per query and one uniform per draw, :class:`ExpRelaxedCategorical` is the log
 of a Concrete (Gumbel-softmax) relaxation of it, and :class:`ConcreteAddress`
 is that relaxation scored as the categorical it relaxes.
 """
+
+from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch
@@ -44,11 +48,37 @@ def similarity(keys, query, kind="normalized"):
             f"keys and query: expected keys (N, E) and query (..., E), got keys "
             f"{tuple(keys.shape)} and query {tuple(query.shape)}"
         )
-    if kind != "dot":
-        keys = keys / (keys.norm(dim=-1, keepdim=True) + EPS)
+    return _scores(SlotKeys.of(keys, kind), query, kind)
+
+
+class SlotKeys(NamedTuple):
+    """The slot embeddings e_a = h(m_a) and the factor 1 / ‖e_a‖ of S, taken once per memory.
+
+    :ivar torch.Tensor embeddings: e_a, shape ``(N, E)``.
+    :ivar torch.Tensor scale: 1 / ‖e_a‖, shape ``(N,)`` (``"normalized"``, ``"cosine"``),
+        or ``None`` (``"dot"``).
+    """
+
+    embeddings: torch.Tensor
+    scale: torch.Tensor | None
+
+    @classmethod
+    def of(cls, embeddings, kind="normalized"):
+        """The keys of embeddings ``(N, E)`` for the similarity ``kind``."""
+        if kind == "dot":
+            return cls(embeddings, None)
+        return cls(embeddings, 1 / (embeddings.norm(dim=-1) + EPS))
+
+
+def _scores(keys, query, kind):
+    # <e_q, e_a> / ‖e_a‖ as one product whose columns are scaled: B·N multiplications
+    # rather than a normalised copy of the N·E keys for each query set
+    scores = query @ keys.embeddings.T
+    if keys.scale is not None:
+        scores = scores * keys.scale
     if kind == "cosine":
-        query = query / (query.norm(dim=-1, keepdim=True) + EPS)
-    return query @ keys.T
+        scores = scores / (query.norm(dim=-1, keepdim=True) + EPS)
+    return scores
 
 
 class Addressing(nn.Module):
@@ -75,18 +105,30 @@ class Addressing(nn.Module):
         self.prior_query = nn.Parameter(torch.zeros(embedding_dim)) if prior == "learned" else None
 
     def keys(self, memory):
-        """e_a = h(m_a), shape ``(N, E)``, for a memory ``(N,) + memory_shape``."""
-        return self.key_net(memory)
+        """The :class:`SlotKeys` of a memory ``(N,) + memory_shape``: e_a = h(m_a), ``(N, E)``,
+        and the factor of S, for :meth:`posterior_logits` and :meth:`prior_logits`."""
+        return SlotKeys.of(self.key_net(memory), self.kind)
+
+    def _keys(self, keys):
+        return keys if isinstance(keys, SlotKeys) else SlotKeys.of(keys, self.kind)
 
     def posterior_logits(self, keys, x):
-        """S(m_a, x), the logits of q(a | x), shape ``batch_shape + (N,)``."""
-        return similarity(keys, self.query_net(x), self.kind)
+        """S(m_a, x), the logits of q(a | x), shape ``batch_shape + (N,)``.
+
+        :param keys: :meth:`keys` of the memory, or the embeddings e_a ``(N, E)``.
+        :param torch.Tensor x: queries ``batch_shape + input_shape``.
+        """
+        return _scores(self._keys(keys), self.query_net(x), self.kind)
 
     def prior_logits(self, keys):
-        """S(m_a, e^p), the logits of p(a | M), shape ``(N,)`` (zeros when flat)."""
+        """S(m_a, e^p), the logits of p(a | M), shape ``(N,)`` (zeros when flat).
+
+        :param keys: :meth:`keys` of the memory, or the embeddings e_a ``(N, E)``.
+        """
+        keys = self._keys(keys)
         if self.prior_query is None:
-            return keys.new_zeros(keys.shape[0])
-        return similarity(keys, self.prior_query, self.kind)
+            return keys.embeddings.new_zeros(keys.embeddings.shape[0])
+        return _scores(keys, self.prior_query, self.kind)
 
 
 class InverseCDFCategorical(dist.Categorical):
@@ -104,9 +146,7 @@ class InverseCDFCategorical(dist.Categorical):
         shape = self._extended_shape(torch.Size(sample_shape))
         # the logits before any broadcast (a plate of particles expands them without copying):
         # one cumulative sum per query, not per draw
-        logits = self.logits
-        unbroadcast = tuple(slice(0, 1) if step == 0 else slice(None) for step in logits.stride())
-        logits = logits[unbroadcast]
+        logits = self._built_logits()
         base = (1,) * (len(shape) - logits.dim() + 1) + logits.shape[:-1]
         lead = next(
             (j for j in range(len(shape) + 1) if set(base[:j]) <= {1} and base[j:] == shape[j:]),
@@ -120,6 +160,34 @@ class InverseCDFCategorical(dist.Categorical):
         draws = torch.Size(shape[:lead]).numel()
         index = self._invert(cdf, shape[lead:] + (draws,))
         return index.movedim(-1, 0).reshape(shape)
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new._built = self._built_logits()
+        return new
+
+    def _built_logits(self):
+        """The normalised logits as built, before :meth:`expand` broadcast them (a plate of
+        particles or of datapoints does), ``batch_shape + (N,)`` or fewer batch dims."""
+        return self.__dict__.get("_built", self.logits)
+
+    def log_prob(self, value):
+        """log p(a) of addresses ``value``, read from the logits as built.
+
+        ``Categorical.log_prob`` gathers from the logits broadcast to the values' shape,
+        whose gradient is a zero tensor of that whole shape (K particles times the batch
+        times |M|). Here the gradient has the shape of the logits as built: one row of
+        |M| per query. (Pyro's reshape of the logits for an enumerated support is kept.)
+        """
+        if getattr(value, "_pyro_categorical_support", None) == id(self):
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self._built_logits()
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        rows = torch.arange(logits.shape[:-1].numel(), device=value.device)
+        rows = rows.reshape(logits.shape[:-1]).expand(shape)
+        return logits.reshape(-1).take(rows * self._num_events + value.long().expand(shape))
 
     def _invert(self, cdf, shape):
         """The first slot of each row of ``cdf`` (``rows + (N,)``) past a uniform point of

@@ -354,7 +354,8 @@ class VMA(_DecoderOfSlot):
         prior_logits = self.addressing.prior_logits(keys)
         with data_plate(x, num_data):
             # a ~ p(a | M)
-            a = pyro.sample("a", self._address(prior_logits.expand(len(x), -1)))
+            # normalised once over the slots, then broadcast to the batch without copies
+            a = pyro.sample("a", self._address(prior_logits).expand((len(x),)))
             m_a = self._slot(memory, a)
             # z ~ p(z | m_a)
             z = pyro.sample("z", dist.Normal(*self.prior_net(m_a)).to_event(1))
