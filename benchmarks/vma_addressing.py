@@ -15,16 +15,27 @@ same run, each method's step at the largest |M| over its step at the smallest, a
 VIMCO becomes faster than each other method. Bornschein et al. saw hard attention win over
 soft attention from |M| >= 48.
 
+Where VIMCO's time goes at the largest |M|: the forward and backward of the key net h on
+every slot alone (``vimco_key_net_seconds``, the part no estimator avoids: the gradient of
+q(a | x) reaches h through every slot's logit), the ratio that this part alone sets
+(``vimco_floor_largest_over_smallest``: the smallest step plus h's time, over the smallest
+step), and with ``--profile N`` the N operators of the step that take the most time
+(torch.profiler, milliseconds per step).
+
     python benchmarks/vma_addressing.py --threads 1           # |M| in 16 .. 4096
+    python benchmarks/vma_addressing.py --threads 1 --methods vimco --profile 12
     python benchmarks/vma_addressing.py --sizes 16 64 --repeats 3 --device cuda
 """
 
 import argparse
 import json
 import platform
+import statistics
+import time
 
 import pyro
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from pyromem.diagnostics.compare_estimators import step_ms
 from pyromem.experiments.vma import objective
@@ -39,6 +50,47 @@ def step_time(model, elbo, x, memory, repeats):
     return step_ms(model, elbo(model.model, model.guide), x, memory, repeats) / 1000
 
 
+def key_net_time(model, memory, repeats):
+    """Median seconds of the forward and backward of the key net h on every slot."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        model.addressing.key_net(memory).sum().backward()
+        if memory.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    model.zero_grad()
+    return statistics.median(times[1:])
+
+
+def operator_profile(model, elbo, x, memory, top, steps=5):
+    """The ``top`` operators of a training step by their own time, milliseconds per step."""
+    loss_fn = elbo(model.model, model.guide)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(x, memory=memory).backward()
+        optimizer.step()
+
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    rows = prof.key_averages(group_by_input_shape=True)
+    rows = sorted(rows, key=lambda row: -row.self_cpu_time_total)[:top]
+    return [
+        {
+            "operator": row.key,
+            "input_shapes": str(row.input_shapes),
+            "calls_per_step": row.count / steps,
+            "self_cpu_ms_per_step": row.self_cpu_time_total / 1000 / steps,
+        }
+        for row in rows
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
@@ -49,6 +101,9 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--profile", type=int, default=0, help="list this many of VIMCO's top operators"
+    )
     args = parser.parse_args()
     if "vimco" not in args.methods:
         parser.error("--methods: the ratios are to vimco, which must be among them")
@@ -61,6 +116,7 @@ def main():
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((args.batch,) + shape, 0.5)).to(device)
     seconds = {method: {} for method in methods}
+    top = None
     with pyro.validation_enabled(False):
         for size in args.sizes:
             memory = torch.rand((size,) + shape, device=device)
@@ -68,6 +124,10 @@ def main():
                 model = VMA(shape, address=address, **nets).to(device)
                 elbo = objective(address, args.particles)
                 seconds[address][size] = step_time(model, elbo, x, memory, args.repeats)
+                if address == "vimco" and size == max(args.sizes):
+                    key_net = key_net_time(model, memory, args.repeats)
+                    if args.profile:
+                        top = operator_profile(model, elbo, x, memory, args.profile)
             if "soft_attention" in methods:
                 model = SoftAttentionVAE(shape, **nets).to(device)
                 elbo = pyro.infer.Trace_ELBO()
@@ -107,6 +167,10 @@ def main():
                 "vimco_faster_from": {
                     method: crossover(method) for method in methods if method != "vimco"
                 },
+                "vimco_key_net_seconds": key_net,
+                "vimco_floor_largest_over_smallest": 1
+                + key_net / seconds["vimco"][min(args.sizes)],
+                "vimco_profile_at_largest": top,
             },
             indent=2,
         )

@@ -20,7 +20,7 @@ TINY = {
     "kpp_throughput.py": "--steps 2 --repeats 1 --episodes 2 --length 2 --size 8",
     "svi_overhead.py": "--steps 3 --warmup 1 --batch-size 8",
     "train_vae_end_to_end.py": "--epochs 1 --num-images 100 --num-samples 3",
-    "vma_addressing.py": "--sizes 4 8 --batch 2 --particles 2 --repeats 1 --image 8",
+    "vma_addressing.py": "--sizes 4 8 --batch 2 --particles 2 --repeats 1 --image 8 --profile 2",
     "vma_engine_overhead.py": "--steps 3 --repeats 1",
     "vimco_scaling.py": "--particles 2 4 --repeats 3 --memory-particles 8 --num-data 4",
 }
