@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from pyromem.train import fit
+from pyromem.train import SVIModule, fit
 from pyromem.train.checkpoint import AtomicCheckpointIO
 from pyromem.train.data_checks import check_training_data
 from pyromem.train.divergence import all_finite
@@ -79,3 +79,14 @@ def test_a_background_checkpoint_holds_the_state_at_save_time(tmp_path, monkeypa
     second = io.load_checkpoint(tmp_path / "b.ckpt")["state_dict"]["w"]
     assert torch.equal(first, torch.arange(6.0).reshape(2, 3))
     assert torch.equal(second, weight)
+
+
+def test_plain_attributes_of_the_module_are_set_as_nn_module_sets_them():
+    module = SVIModule(make_model("cpu"), 10)
+    module._current_fx_name = "training_step"  # what Lightning sets around every hook
+    assert module.__dict__["_current_fx_name"] == "training_step"
+    with pytest.raises(TypeError, match="cannot assign 'str' as child module"):
+        module.model = "not a module"
+    module.register_parameter("w", torch.nn.Parameter(torch.ones(2)))
+    module.w = None  # a parameter's name still goes through nn.Module
+    assert "w" in module._parameters and module.w is None and "w" not in module.__dict__

@@ -24,6 +24,10 @@ _JIT_ELBOS = (
 )
 
 
+# values that cannot be a parameter, a buffer or a submodule
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
 class SVIModule(lightning.LightningModule):
     """Train ``model.model`` / ``model.guide`` by minimising a Pyro ELBO loss.
 
@@ -135,6 +139,23 @@ class SVIModule(lightning.LightningModule):
         # and carried in checkpoints so a resumed run continues it.
         self.history: list[dict] = []
         self._validation_before: tuple[bool, bool, bool] | None = None
+
+    def __setattr__(self, name, value):
+        # Lightning sets plain attributes (the name of the hook it runs, ...) dozens of times
+        # a step, and nn.Module.__setattr__ checks each value against the parameter, buffer
+        # and submodule types (about 1 % of a VAE step); a plain value under a name that is
+        # none of those is stored as nn.Module would store it
+        state = self.__dict__
+        if (
+            type(value) in _PLAIN_TYPES
+            and "_parameters" in state
+            and name not in state["_parameters"]
+            and name not in state["_buffers"]
+            and name not in state["_modules"]
+        ):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def training_step(self, batch, batch_idx):
         args, kwargs = model_arguments(batch, self.drop_labels)
