@@ -304,6 +304,11 @@ class RetrievalConfig(RunOptions, ImageSource):
     vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)", minimum=1)
     capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
     capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep", minimum=1)
+    num_threads: int | None = option(
+        1,
+        "torch's CPU threads while this runs (1: the table's small ops run fastest on one)",
+        minimum=1,
+    )
 
     def check(self):
         unknown = [name for name in self.methods or () if name not in METHODS]

@@ -16,6 +16,7 @@ import torch
 from pyromem.data import load
 from pyromem.diagnostics.plots import save_image_rows
 from pyromem.experiments.vae import write_results
+from pyromem.experiments.vma import torch_threads
 from pyromem.models import VAE
 from pyromem.retrieval import (
     CAPACITY_SIZES,
@@ -335,13 +336,16 @@ def run(config, out_dir):
     """``pyromem retrieval``: :func:`run_retrieval` with a :class:`RetrievalConfig`, its
     config stored as ``out_dir/config.toml`` and progress lines on stderr."""
     config.start_run(out_dir)
-    skipped = ("methods", "capacity_sizes", "overwrite")
+    skipped = ("methods", "capacity_sizes", "overwrite", "num_threads")
     options = {k: v for k, v in config.to_dict().items() if k not in skipped}
     if config.methods:
         options["capacity_methods" if config.capacity else "methods"] = list(config.methods)
     if config.capacity_sizes:
         options["capacity_sizes"] = list(config.capacity_sizes)
-    results = run_retrieval(out_dir, log=lambda line: print(line, file=sys.stderr), **options)
+    # one thread by default: on the 2-core machine shared with other jobs the default table
+    # took 122 s on one thread and 294 s on two (docs/retrieval.md)
+    with torch_threads(config.num_threads):
+        results = run_retrieval(out_dir, log=lambda line: print(line, file=sys.stderr), **options)
     results["config"] = config.to_dict()
     write_results(results, out_dir)
     return results
