@@ -352,13 +352,13 @@ class GuideMethod(_LatentSpace, Method):
 
 
 #: Training memories of VAE-GMM*'s precision, and the multiples of its ``sigma`` it may start
-#: from (``sigma`` = a quarter of the unit of the codes: the unit / 16 ... the unit / 4); the
+#: from (``sigma`` = a quarter of the unit of the codes: the unit / 32 or the unit / 16); the
 #: start of the highest training nearest-pattern rate after training is kept (App. D).
 PRECISION_MEMORIES = 5
 #: Its training loss (:meth:`~pyromem.infer.LearnedPrecisionRetrieval.fit`): the MSE of §4.5
 #: barely moves from any σ here, while -log r_k* trains (docs/retrieval.md).
 PRECISION_LOSS = "nll"
-INITIAL_SIGMA_FACTORS = (1 / 4, 1 / 2, 1.0)
+INITIAL_SIGMA_FACTORS = (1 / 8, 1 / 4)
 
 #: Defaults of every hyper-parameter; those in :data:`~pyromem.retrieval.selection.GRIDS` are
 #: chosen on a training split by :func:`~pyromem.retrieval.selection.select_hyperparameters`.
@@ -374,7 +374,7 @@ DEFAULTS = {
     "VAE-PC-GMM": {"sigma": 1.0, "rate": 0.01, "num_steps": 50},
     "VAE-NTM": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
     "VAE-MemN2N": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
-    "VAE-GMM*": {"sigma": 1.0, "num_steps": 10, "train_steps": 200, "train_lr": 0.01},
+    "VAE-GMM*": {"sigma": 1.0, "num_steps": 10, "train_steps": 100, "train_lr": 0.02},
     "VAE-NTM*": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
     "VAE-MemN2N*": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
 }
