@@ -26,6 +26,7 @@ import pyro.infer
 import torch
 from pyro.util import warn_if_nan
 
+from pyromem.checks import as_int
 from pyromem.infer.traces import per_datapoint
 from pyromem.infer.vimco import VIMCO
 
@@ -67,8 +68,7 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
     """
 
     def __init__(self, num_particles=4, max_plate_nesting=float("inf")):
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int):
-            raise TypeError(f"num_particles: expected an int, got {type(num_particles).__name__}")
+        as_int(num_particles, "num_particles", error=TypeError, form="expected")
         if num_particles < 2:
             raise ValueError(
                 "num_particles: reweighted wake-sleep normalises K >= 2 weights, got "

@@ -27,6 +27,7 @@ import math
 import torch
 from torch import nn
 
+from pyromem.checks import as_int
 from pyromem.infer.refinement import check_rate
 from pyromem.memory import GaussianMixtureMemory
 
@@ -51,10 +52,8 @@ class LearnedPrecisionRetrieval(nn.Module):
 
     def __init__(self, latent_dim, num_steps=1, scale=1.0, full=False):
         super().__init__()
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        as_int(latent_dim, "latent_dim", 1)
+        as_int(num_steps, "num_steps", 1)
         scale = check_rate(scale, "scale")
         self.num_steps = num_steps
         self.full = bool(full)
@@ -118,8 +117,7 @@ class LearnedPrecisionRetrieval(nn.Module):
                 f"targets must have the shape of z_queries {tuple(z_queries.shape)}, "
                 f"got {getattr(targets, 'shape', type(targets).__name__)}"
             )
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        as_int(epochs, "epochs", 1)
         if loss not in ("mse", "nll"):
             raise ValueError(f"loss must be 'mse' or 'nll', got {loss!r}")
         optimizer = torch.optim.Adam(self.parameters(), lr=check_rate(lr, "lr"))

@@ -8,6 +8,8 @@ from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.util import warn_if_nan
 
+from pyromem.checks import as_int
+
 BASELINES = ("geometric", "arithmetic")
 PARTICLE_PLATE = "num_particles_vectorized"  # the plate of ELBO._vectorized_num_particles
 # what torch says when a tensor with a particle dim drives Python control flow
@@ -138,8 +140,7 @@ class VIMCO(ELBO):
         max_plate_nesting=float("inf"),
         retain_graph=None,
     ):
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int):
-            raise TypeError(f"num_particles: expected an int, got {type(num_particles).__name__}")
+        as_int(num_particles, "num_particles", error=TypeError, form="expected")
         if num_particles < 2:
             raise ValueError(
                 f"num_particles: VIMCO needs K >= 2 particles for its leave-one-out "

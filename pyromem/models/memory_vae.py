@@ -20,12 +20,12 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
+from pyromem.checks import parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import SlotMemoryModel
 from pyromem.models.vae import VAE
-from pyromem.nets.shapes import parameter_dtype
 
 _instances = itertools.count()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
+from pyromem.checks import as_int
 from pyromem.retrieval.corruptions import corrupt, parse_corruption
 from pyromem.retrieval.criteria import retrieval_success
 
@@ -81,8 +82,7 @@ def evaluate_corruptions(
     :param list corruptions: corruption names.
     :returns: ``{corruption: Rates}``.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive int, got {seeds!r}")
+    as_int(seeds, "seeds", 1)
     if threshold is None:
         raise ValueError("threshold is required: choose it on a training split (select_threshold)")
     for name in corruptions:
@@ -120,8 +120,7 @@ def evaluate_corruptions(
 
 
 def _check_memory_size(num_images, memory_size):
-    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-        raise ValueError(f"memory_size must be a positive int, got {memory_size!r}")
+    as_int(memory_size, "memory_size", 1)
     if memory_size > num_images:
         raise ValueError(f"memory_size {memory_size} exceeds the {num_images} images available")
 

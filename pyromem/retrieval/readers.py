@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyromem.checks import as_int
 from pyromem.memory import GaussianMixtureMemory
 
 
@@ -44,8 +45,7 @@ class FixedPointReader:
     """
 
     def __init__(self, weights="balanced", scale=1.0, num_steps=10, alpha=None):
-        if not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        as_int(num_steps, "num_steps", 1)
         if not (isinstance(scale, (int, float)) and scale > 0):
             raise ValueError(f"scale must be a positive float, got {scale!r}")
         self.weights = weights
@@ -83,10 +83,10 @@ class ContentReader(nn.Module):
 
     def __init__(self, dim, key_dim=None, key_strength=1.0):
         super().__init__()
-        _check_positive_int(dim, "dim")
+        as_int(dim, "dim", 1)
         self.key = None
         if key_dim is not None:
-            self.key = nn.Linear(dim, _check_positive_int(key_dim, "key_dim"), bias=False)
+            self.key = nn.Linear(dim, as_int(key_dim, "key_dim", 1), bias=False)
             if key_dim == dim:
                 nn.init.eye_(self.key.weight)
         # beta_s = exp(log_strength): positive, and Adam moves it by orders of magnitude, as
@@ -125,8 +125,8 @@ class MemN2NReader(nn.Module):
 
     def __init__(self, dim, embed_dim=64):
         super().__init__()
-        _check_positive_int(dim, "dim")
-        _check_positive_int(embed_dim, "embed_dim")
+        as_int(dim, "dim", 1)
+        as_int(embed_dim, "embed_dim", 1)
         self.query_embedding = nn.Linear(dim, embed_dim)
         self.memory_embedding = nn.Linear(dim, embed_dim)
         self.log_temperature = nn.Parameter(torch.zeros(()))
@@ -179,7 +179,7 @@ def train_reader(
     if not isinstance(patterns, torch.Tensor) or patterns.dim() != 2:
         shape = getattr(patterns, "shape", patterns)
         raise ValueError(f"patterns must be a (M, D) tensor, got {shape}")
-    _check_positive_int(steps, "steps")
+    as_int(steps, "steps", 1)
     if queries is not None and (
         not isinstance(queries, torch.Tensor) or queries.shape != patterns.shape
     ):
@@ -187,7 +187,7 @@ def train_reader(
         raise ValueError(
             f"queries must have the shape of patterns {tuple(patterns.shape)}, got {shape}"
         )
-    size = min(_check_positive_int(memory_size, "memory_size"), len(patterns))
+    size = min(as_int(memory_size, "memory_size", 1), len(patterns))
     optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -222,9 +222,3 @@ def _check_read(queries, memory, batched=False):
         )
     if len(memory) == 0:
         raise ValueError("memory must hold at least one pattern")
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value

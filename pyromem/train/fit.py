@@ -15,6 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from pyromem.checks import as_int
 from pyromem.data import ImageDataset
 from pyromem.train.batches import yields_labels
 from pyromem.train.checkpoint import (
@@ -174,14 +175,12 @@ def fit(
     ):
         if name == "batch_size" and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        as_int(value, name, 1, form="expected")
     if lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule: expected one of {SCHEDULES}, got {lr_schedule!r}")
     if drop_labels is None:
         drop_labels = yields_labels(dataset)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    as_int(seed, "seed", 0, form="expected")
     if gradient_clip_val is not None and not gradient_clip_val > 0:
         raise ValueError(
             f"gradient_clip_val: expected None or a positive float, got {gradient_clip_val!r}"

@@ -7,6 +7,7 @@ import pyro.infer
 import pyro.poutine
 import torch
 
+from pyromem.checks import as_int
 from pyromem.train.batches import datapoints, model_arguments
 from pyromem.train.schedules import LearningRateFactor
 from pyromem.train.seeding import reseed_epoch
@@ -99,10 +100,7 @@ class SVIModule(lightning.LightningModule):
                     f"model: expected a module with a callable .{method}(x, num_data=None), "
                     f"got {type(model).__name__} without one"
                 )
-        if num_data is not None and (
-            isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1
-        ):
-            raise ValueError(f"num_data: expected a positive int or None, got {num_data!r}")
+        as_int(num_data, "num_data", 1, form="expected", allow_none=True)
         if elbo is None:
             elbo = pyro.infer.Trace_ELBO()
         if not callable(getattr(elbo, "differentiable_loss", None)):
