@@ -31,6 +31,8 @@ import torch
 from pyro.distributions import Categorical, TorchDistribution, constraints
 
 _WEIGHTS = ("balanced", "hopfield")
+#: How far below the best component, in nats, a component's logit is floored (see _logits).
+LOGIT_FLOOR = 60.0
 
 
 class GaussianMixtureMemory(TorchDistribution):
@@ -352,12 +354,15 @@ class GaussianMixtureMemory(TorchDistribution):
         cross = _matmul_batched(white, self._white_memory, transpose=True)
         # The per-component terms carry batch_shape, so the result broadcasts to it.
         logits = cross - self._half_sq_norms + self._log_weights
-        # Components further than log(tiny) below the best one weigh less than the dtype's
-        # smallest normal number: raised to that floor, they change no log-sum-exp or softmax
-        # in that dtype, and exp() no longer meets the underflow that makes it ~50x slower on
-        # CPUs (far-apart patterns at small sigma, e.g. pixels). No gradient flows to them.
-        floor = logits.detach().amax(-1, keepdim=True) + _log_tiny(logits.dtype)
-        return torch.maximum(logits, floor)
+        # Components more than LOGIT_FLOOR nats below the best one are raised to that floor:
+        # their weight e^-60 ~ 1e-26 relative to the best one's is below the precision of
+        # float32 and float64 alike, so no log-sum-exp or softmax changes, but it stays far
+        # above float32's smallest normal number (1e-38), so that neither exp() nor the
+        # products of these weights with the patterns meet denormals, which make CPUs 10-50x
+        # slower (far-apart patterns at small sigma, e.g. pixels). No gradient flows to them.
+        # (in place: the new tensor's allocation would cost 5x the clamp)
+        floor = logits.detach().amax(-1, keepdim=True) - LOGIT_FLOOR
+        return logits.clamp_(min=floor)
 
     def _moments(self):
         """Mean and between-pattern variance, on the memory before any expand()."""
@@ -380,12 +385,6 @@ class GaussianMixtureMemory(TorchDistribution):
         if self.precision is not None:
             return self.precision.reciprocal()
         return torch.cholesky_inverse(self._tril).diagonal()
-
-
-def _log_tiny(dtype):
-    """A little above the log of the smallest positive normal number of a dtype (the margin
-    keeps the rounding of ``logit - max`` off the underflow)."""
-    return math.log(torch.finfo(dtype).tiny) + 1.0
 
 
 def _as_scalar(value, name, like):
