@@ -120,12 +120,15 @@ def retrieval_vae(
     return result.model.eval(), info
 
 
-def save_retrieval_figures(table, test_images, corruption, train_images, out_dir):
+def save_retrieval_figures(
+    table, test_images, corruption, train_images, out_dir, trajectory_corruption=None
+):
     """Queries and retrieved patterns per method, and a retrieval trajectory, as PNGs.
 
     Seed 0's memory; the first :data:`FIGURE_QUERIES` stored patterns and their queries.
     The methods trained per corruption (VAE-GMM*, VAE-NTM*, VAE-MemN2N*) are trained again on
-    ``corruption`` first.
+    ``corruption`` first. The trajectory's queries are corrupted by ``trajectory_corruption``
+    (``corruption`` when None).
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(0)
@@ -145,14 +148,21 @@ def save_retrieval_figures(table, test_images, corruption, train_images, out_dir
             [r.cpu() for r in rows], out_dir / "retrievals.png", titles, ncols=FIGURE_QUERIES
         )
     }
-    trajectory = _trajectory(table, stored, queries)
+    trajectory_corruption = trajectory_corruption or corruption
+    trajectory_queries = corrupt(
+        stored, trajectory_corruption, generator=torch.Generator().manual_seed(1)
+    )
+    trajectory = _trajectory(table, stored, trajectory_queries)
     if trajectory is not None:
         name, path, outcome = trajectory
         titles = [
             f"query {i}: " + ("✓ retrieved" if hit else f"✗ not retrieved ({why})")
             for i, (hit, why) in enumerate(outcome)
         ]
-        titles[0] = f"{name}: ẑ_0 ... ẑ_T, then the stored pattern\n{titles[0]}"
+        titles[0] = (
+            f"{name}, {trajectory_corruption} queries: ẑ_0 ... ẑ_T, then the stored pattern"
+            f"\n{titles[0]}"
+        )
         figures["trajectory"] = save_image_rows(
             path,
             out_dir / "trajectory.png",
@@ -300,9 +310,11 @@ def run_retrieval(
         )
         table["memory_size"] = memory_size
         figure_corruption = "noise-0.6" if "noise-0.6" in corruptions else corruptions[-1]
+        # the trajectory shows the iterations at work: the mildest corruption of the table
+        trajectory_corruption = next((c for c in corruptions if c != "clean"), figure_corruption)
         figures_start = time.perf_counter()
         figures = save_retrieval_figures(
-            table, test_images, figure_corruption, train_images, out_dir
+            table, test_images, figure_corruption, train_images, out_dir, trajectory_corruption
         )
         table["timing"]["figures"] = time.perf_counter() - figures_start
         table.pop("methods")
