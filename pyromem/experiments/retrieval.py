@@ -17,6 +17,7 @@ from pyromem.data import load
 from pyromem.diagnostics.plots import save_image_rows
 from pyromem.experiments.vae import write_results
 from pyromem.experiments.vma import torch_threads
+from pyromem.infer import MemoryFixedPoint
 from pyromem.models import VAE
 from pyromem.retrieval import (
     CAPACITY_SIZES,
@@ -196,8 +197,6 @@ def _trajectory(table, stored, queries, steps=8, count=4):
         slow.reader.alpha = sigma**2 / 4
         _, memory, path = slow.retrieve(queries[:count], stored, trajectory=True)
     else:
-        from pyromem.infer import MemoryFixedPoint
-
         memory_vae, memory = slow.memory_vae_of(stored)
         guide = MemoryFixedPoint(
             memory_vae.model, memory_vae.guide, num_steps=steps, alpha=sigma**2 / 4
