@@ -134,30 +134,55 @@ def check_rate(value, name, allow_none=False):
     return float(value)
 
 
-def backtracking_ascent(objective, params, grads, value, lr, max_backtracks):
+def backtracking_ascent(objective, params, grads, value, lr, max_backtracks, takes_rows=False):
     r"""One gradient-ascent step per datapoint that never decreases ``objective``.
 
     Each datapoint's candidate is :math:`\theta + \eta\, g`; the rate :math:`\eta` (``lr`` at
     first) of a datapoint whose objective would fall below ``value`` is halved, up to
-    ``max_backtracks`` times, and a datapoint that finds no ascent keeps its parameters. The
-    candidates stay in the autograd graph of ``params`` and ``grads`` (for a refinement trained
-    through), while ``objective`` is evaluated on detached copies without a graph.
+    ``max_backtracks`` times, and a datapoint that finds no ascent keeps its parameters. A
+    datapoint stops searching at the first rate that ascends. The candidates stay in the
+    autograd graph of ``params`` and ``grads`` (for a refinement trained through), while
+    ``objective`` is evaluated on detached copies without a graph.
 
-    :param callable objective: ``objective(*params)``, the value per datapoint, shape ``(B,)``.
+    With ``takes_rows`` the objective is evaluated only on the datapoints still searching:
+    it is called as ``objective(rows, *candidates)``, ``rows`` the indices of those datapoints
+    (a long tensor of shape ``(r,)``) and each candidate of shape ``(r, d)``, and returns shape
+    ``(r,)``. Any value below ``value[rows]`` rules a candidate out, so an objective may return
+    an upper bound of its value where that bound alone does so. Otherwise it is called as
+    ``objective(*candidates)`` on every datapoint (one whose search has ended at its accepted
+    candidate), returning shape ``(B,)``.
+
+    :param callable objective: the value per datapoint (see above).
     :param tuple params: the current parameters, each of shape ``(B, d)``.
     :param tuple grads: the objective's gradient with respect to each of ``params``.
-    :param torch.Tensor value: ``objective(*params)``, shape ``(B,)``.
+    :param torch.Tensor value: the objective at ``params``, shape ``(B,)``.
     :param float lr: the full step's rate.
     :param int max_backtracks: how many times a datapoint's rate may be halved.
+    :param bool takes_rows: whether ``objective`` takes the rows to evaluate.
     :returns: the new parameters, a tuple like ``params``.
     """
     rate = torch.full_like(value, lr).unsqueeze(-1)
-    for _ in range(max_backtracks + 1):
-        candidate = tuple(p + rate * g for p, g in zip(params, grads, strict=True))
-        with torch.no_grad():
-            ascent = objective(*(c.detach() for c in candidate)) >= value
-        ascent = ascent.unsqueeze(-1)
-        if ascent.all():
-            break
-        rate = torch.where(ascent, rate, rate / 2)
-    return tuple(torch.where(ascent, c, p) for c, p in zip(candidate, params, strict=True))
+    accepted = torch.zeros(value.shape, dtype=torch.bool, device=value.device)
+    searching = torch.arange(len(value), device=value.device)
+    with torch.no_grad():
+        fixed = tuple(p.detach() for p in params)
+        directions = tuple(g.detach() for g in grads)
+        for _ in range(max_backtracks + 1):
+            if takes_rows:
+                step = rate[searching]
+                candidate = tuple(
+                    p[searching] + step * g[searching]
+                    for p, g in zip(fixed, directions, strict=True)
+                )
+                ascent = objective(searching, *candidate) >= value[searching]
+            else:
+                candidate = tuple(p + rate * g for p, g in zip(fixed, directions, strict=True))
+                ascent = (objective(*candidate) >= value)[searching]
+            accepted[searching[ascent]] = True
+            searching = searching[~ascent]
+            if len(searching) == 0:
+                break
+            rate[searching] = rate[searching] / 2
+    # the accepted rates, now in the graph of params and grads
+    accepted = accepted.unsqueeze(-1)
+    return tuple(torch.where(accepted, p + rate * g, p) for p, g in zip(params, grads, strict=True))

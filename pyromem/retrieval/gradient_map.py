@@ -9,8 +9,9 @@ Each query :math:`x` of memory :math:`s` starts at the encoder's :math:`\hat z_0
 
 each step backtracking per query (its rate halved, up to ``max_backtracks`` times, until
 :math:`J` does not decrease; a query that finds no ascent keeps its :math:`\hat z`). This is
-:class:`~pyromem.infer.MAPRefinement` on a :class:`~pyromem.models.MemoryVAE`, step for step;
-what differs is only how :math:`J` is computed, for speed:
+:class:`~pyromem.infer.MAPRefinement` on a :class:`~pyromem.models.MemoryVAE`, step for step,
+with the same line search (:func:`~pyromem.infer.refinement.backtracking_ascent`); what differs
+is only how :math:`J` is computed, for speed:
 
 * directly, as the decoder's log-likelihood plus :math:`\gamma` times the memory's
   :meth:`~pyromem.memory.GaussianMixtureMemory.log_prob`, not through a Pyro trace of the model
@@ -38,6 +39,7 @@ import math
 import torch
 from torch import nn
 
+from pyromem.infer.refinement import backtracking_ascent
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.nets.likelihoods import GaussianLikelihood
 
@@ -78,6 +80,23 @@ def log_likelihood_of(vae, x):
         return -0.5 * squared / variance - log_normalizer
 
     return log_likelihood, -log_normalizer
+
+
+def _pruned_log_joint(log_likelihood, upper, log_prior, z, value):
+    r""":math:`J` of the candidates ``codes`` of the queries ``rows``, for the line search from
+    the codes ``z`` (all queries, ``(R, d)``) of values ``value`` (``(R,)``): where the prior
+    term plus the likelihood's bound ``upper`` already falls below the query's value, that
+    bound stands for :math:`J` (it rules the candidate out) and the decoder is not run."""
+
+    def objective(rows, codes):
+        # the prior on the dense grid of codes: each query under its own memory
+        prior_term = log_prior(z.index_copy(0, rows, codes))[rows]
+        out = upper + prior_term
+        possible = out >= value[rows]  # the decoder may accept these
+        out[possible] = log_likelihood(rows[possible], codes[possible]) + prior_term[possible]
+        return out
+
+    return objective
 
 
 def gradient_map(
@@ -126,24 +145,10 @@ def gradient_map(
             start = z.detach().requires_grad_()
             value = log_likelihood(every, start) + log_prior(start)
             (grad,) = torch.autograd.grad(value.sum(), start)
-        value, rate = value.detach(), torch.full_like(value.detach(), lr)
-        z, searching = z.clone(), every
-        with torch.no_grad():
-            for _ in range(max_backtracks + 1):
-                candidate = path[-1][searching] + rate[searching, None] * grad[searching]
-                prior_term = log_prior(path[-1].index_copy(0, searching, candidate))[searching]
-                target = value[searching]
-                possible = upper + prior_term >= target  # the decoder may accept these
-                ascent = torch.zeros_like(possible)
-                ascent[possible] = (
-                    log_likelihood(searching[possible], candidate[possible]) + prior_term[possible]
-                    >= target[possible]
-                )
-                z[searching[ascent]] = candidate[ascent]
-                searching = searching[~ascent]
-                if len(searching) == 0:
-                    break
-                rate[searching] = rate[searching] / 2
+        objective = _pruned_log_joint(log_likelihood, upper, log_prior, z, value.detach())
+        (z,) = backtracking_ascent(
+            objective, (z,), (grad,), value.detach(), lr, max_backtracks, takes_rows=True
+        )
         path.append(z)
     shape = (num_memories, batch, z.shape[-1])
     out = z.reshape(shape)
