@@ -47,7 +47,10 @@ def add_options(parser, config_class, list_choices=True):
         shown = field.default
         if isinstance(shown, tuple):
             shown = " ".join(map(str, shown))
-        help_text = f"{field.metadata['help']} (default: {'unset' if shown is None else shown})"
+        help_text = field.metadata["help"]
+        # an unset option whose help already says what it defaults to needs no "unset"
+        if shown is not None or "default:" not in help_text:
+            help_text += f" (default: {'unset' if shown is None else shown})"
         options = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             options["action"] = "store_false" if field.default else "store_true"
@@ -65,7 +68,9 @@ def add_options(parser, config_class, list_choices=True):
 
 def _add_output(parser, out_help):
     parser.add_argument("--out", default=None, help=out_help)
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout (default: off)"
+    )
 
 
 def _add_recipe(commands, recipe, list_choices):
@@ -74,9 +79,13 @@ def _add_recipe(commands, recipe, list_choices):
     presets = ", ".join(recipe.config.presets)
     if presets:
         parser.add_argument(
-            "--preset", default=None, help=f"a paper's set-up (docs/presets.md): {presets}"
+            "--preset",
+            default=None,
+            help=f"a paper's set-up (docs/presets.md): {presets} (default: none)",
         )
-    parser.add_argument("--config", default=None, help="a .toml or .json config of the run")
+    parser.add_argument(
+        "--config", default=None, help="a .toml or .json config of the run (default: none)"
+    )
     _add_output(parser, f"the run's folder (default: {recipe.out})")
     return parser
 
@@ -93,9 +102,13 @@ def build_parser(list_choices=True):
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="the main job: every recipe, with a report")
-    demo.add_argument("--quick", action="store_true", help="a run of under 2 minutes")
+    demo.add_argument(
+        "--quick", action="store_true", help="a run of under 2 minutes (default: off)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
-    demo.add_argument("--no-progress", action="store_false", dest="progress", help="no progress")
+    demo.add_argument(
+        "--no-progress", action="store_false", dest="progress", help="no progress (default: shown)"
+    )
     _add_output(demo, f"the report's folder (default: {DEMO_OUT})")
 
     train = commands.add_parser("train", help="train a model")

@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import subprocess
@@ -386,3 +387,20 @@ def test_help_lists_the_choices_imported_from_their_homes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "vma", "--help"])
     assert "{" + ",".join(ADDRESSING + ("soft",)) + "}" in capsys.readouterr().out
+
+
+def test_every_option_help_says_its_default_once():
+    from pyromem.cli import build_parser
+
+    def actions(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from actions(sub)
+            elif action.option_strings and action.dest not in ("help", "version"):
+                yield action
+
+    seen = list(actions(build_parser()))
+    assert len(seen) > 100
+    for action in seen:
+        assert action.help.count("default:") == 1, (action.option_strings, action.help)
