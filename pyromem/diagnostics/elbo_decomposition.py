@@ -8,12 +8,14 @@ where each KL is conditional on the particle's parents and is computed
 analytically when torch registers ``kl_divergence`` for the pair of
 distributions, and by the single-sample Monte Carlo estimate
 log q(z_s) − log p(z_s) otherwise. Both are averaged over ``num_particles``
-draws from the guide: the trial run that finds the plate nesting, then the
-others vectorised.
+draws from the guide: the trial run that finds the plate nesting (and checks
+the arguments, under Pyro's validation setting), then the others vectorised in
+one pass, traced and scored without validation.
 """
 
 from dataclasses import dataclass
 
+import pyro
 import torch
 from torch.distributions import kl_divergence
 
@@ -69,10 +71,6 @@ class ELBODecomposition:
         }
 
 
-def _site_log_likelihood(model_site, guide_site):
-    return model_site["fn"].log_prob(model_site["value"])
-
-
 def _site_kl(model_site, guide_site):
     try:
         return kl_divergence(guide_site["fn"], model_site["fn"]), True
@@ -96,40 +94,43 @@ def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
     args = (x,)
     with torch.no_grad():
         # the trial run that finds the plate nesting is the first particle
-        passes = [trial_traces(model, guide, args, kwargs)]
-        nesting = plate_nesting(*passes[0])
-        if num_particles > 1:
-            passes.append(
-                particle_traces(
-                    model, guide, args, kwargs, num_particles - 1, nesting, validated=True
-                )
-            )
-        model_trace = passes[0][0]
-        for name in latent_sites(model_trace):
-            if name not in passes[0][1].nodes:
+        model_trace, guide_trace = trial_traces(model, guide, args, kwargs)
+        nesting = plate_nesting(model_trace, guide_trace)
+        observed, latent = observed_sites(model_trace), latent_sites(model_trace)
+        for name in latent:
+            if name not in guide_trace.nodes:
                 raise ValueError(f"the guide has no sample site {name!r} for the model's latent")
 
-        def mean_over_particles(name, term):
-            # term(model site, guide site) per datapoint, summed over the passes' draws
-            total = 0.0
-            for model_pass, guide_pass in passes:
-                site = model_pass.nodes[name]
-                value = term(site, guide_pass.nodes.get(name))
-                total = total + per_datapoint(value, site, nesting).sum(0)
-            return total / num_particles
+        def summed_terms(model_trace, guide_trace):
+            # each site's term per datapoint summed over the pass's draws, and whether each KL
+            # is analytic
+            terms, analytic = {}, {}
+            for name in observed:
+                site = model_trace.nodes[name]
+                terms[name] = site["fn"].log_prob(site["value"])
+            for name in latent:
+                terms[name], analytic[name] = _site_kl(
+                    model_trace.nodes[name], guide_trace.nodes[name]
+                )
+            sums = {
+                name: per_datapoint(term, model_trace.nodes[name], nesting).sum(0)
+                for name, term in terms.items()
+            }
+            return sums, analytic
 
-        log_likelihood, num_dims = {}, 0
-        for name in observed_sites(model_trace):
-            log_likelihood[name] = mean_over_particles(name, _site_log_likelihood)
-            num_dims += model_trace.nodes[name]["fn"].event_shape.numel()
-        kl, analytic = {}, {}
-        for name in latent_sites(model_trace):
-            analytic[name] = _site_kl(model_trace.nodes[name], passes[0][1].nodes[name])[1]
-            kl[name] = mean_over_particles(name, lambda *sites: _site_kl(*sites)[0])
+        totals, analytic = summed_terms(model_trace, guide_trace)
+        if num_particles > 1:
+            # traced and scored without validation: the trial has checked the same arguments,
+            # which torch's log_prob would check again
+            with pyro.validation_enabled(False):
+                traces = particle_traces(model, guide, args, kwargs, num_particles - 1, nesting)
+                particles, _ = summed_terms(*traces)
+            totals = {name: total + particles[name] for name, total in totals.items()}
+        num_dims = sum(model_trace.nodes[name]["fn"].event_shape.numel() for name in observed)
     batch = len(x)
     return ELBODecomposition(
-        log_likelihood={k: v.expand(batch) for k, v in log_likelihood.items()},
-        kl={k: v.expand(batch) for k, v in kl.items()},
+        log_likelihood={name: (totals[name] / num_particles).expand(batch) for name in observed},
+        kl={name: (totals[name] / num_particles).expand(batch) for name in latent},
         analytic_kl=analytic,
         num_dims=num_dims,
         num_particles=num_particles,

@@ -24,6 +24,7 @@ from pyromem.diagnostics.particles import (
     max_plate_nesting,
     observed_sites,
     particle_traces,
+    particle_validation,
     trial_traces,
 )
 from pyromem.diagnostics.units import bits_per_dim
@@ -73,8 +74,9 @@ def log_importance_weights(model, guide, x, num_particles, plate_nesting=None, *
 
 
 def _draw(model, guide, x, num_particles, plate_nesting, kwargs, keep_dims=False, validated=True):
-    traces = particle_traces(model, guide, (x,), kwargs, num_particles, plate_nesting, validated)
-    return _log_weights(*traces, plate_nesting, len(x), keep_dims)
+    with particle_validation(validated):
+        traces = particle_traces(model, guide, (x,), kwargs, num_particles, plate_nesting)
+        return _log_weights(*traces, plate_nesting, len(x), keep_dims)
 
 
 def _log_weights(model_trace, guide_trace, plate_nesting, batch, keep_dims):

@@ -38,6 +38,13 @@ def max_plate_nesting(model, guide, args, kwargs):
     return plate_nesting(*trial_traces(model, guide, args, kwargs))
 
 
+def particle_validation(validated):
+    """Pyro's validation setting for particles: off when the trial run (:func:`trial_traces`)
+    has checked the same arguments, as set otherwise. Scoring the particles' sites
+    (``log_prob``) under it too keeps torch from checking the data again at each pass."""
+    return pyro.validation_enabled(False) if validated else contextlib.nullcontext()
+
+
 def particle_traces(model, guide, args, kwargs, num_particles, plate_nesting, validated=False):
     """Trace ``num_particles`` guide draws and the model replayed on them.
 
@@ -56,7 +63,7 @@ def particle_traces(model, guide, args, kwargs, num_particles, plate_nesting, va
 
         return wrapped
 
-    with pyro.validation_enabled(False) if validated else contextlib.nullcontext():
+    with particle_validation(validated):
         guide_trace = poutine.trace(vectorised(guide)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(vectorised(model), trace=guide_trace)).get_trace(
             *args, **kwargs
