@@ -5,7 +5,7 @@ Workload (Annabi et al. eq. 11 / 45, the MCHN update eq. 28 for equal norms):
 ``--batch`` B queries of width ``--dim`` d against N stored patterns, for each N
 in ``--sizes``. Three forms, in the same run:
 
-- ``library``: :meth:`pyromem.memory.GaussianMixtureMemory.fixed_point_step`, two
+- ``library``: :meth:`pyromem.memory.GaussianMixtureMemory.fixed_point`, two
   matmuls per step (the logits ``z Mᵀ − ‖M_k‖²/2`` and the read ``softmax · M``);
 - ``naive``: the form that materialises the B×N×d differences, where they fit in
   ``--naive-max-gib``;
@@ -103,10 +103,7 @@ def main():
         prior = GaussianMixtureMemory(memory, scale=sigma)
 
         def library(prior=prior, z0=z0):
-            z = z0
-            for _ in range(steps):
-                z = prior.fixed_point_step(z)
-            return z
+            return prior.fixed_point(z0, steps)
 
         library_s = timed(library, args.repeats, sync)
         row = {
@@ -134,10 +131,7 @@ def main():
                 z_low = z0.to(dtype)
 
                 def reduced(low=low, z_low=z_low):
-                    z = z_low
-                    for _ in range(steps):
-                        z = low.fixed_point_step(z)
-                    return z
+                    return low.fixed_point(z_low, steps)
 
                 row[f"{str(dtype).removeprefix('torch.')}_queries_per_s"] = batch / timed(
                     reduced, args.repeats, sync

@@ -83,10 +83,7 @@ class LearnedPrecisionRetrieval(nn.Module):
         (``(N, d)``, or any batch of memories that broadcasts with the queries' batch, e.g.
         ``(S, 1, N, d)`` against ``(S, B, d)``); shape that of ``z0``."""
         prior = GaussianMixtureMemory(memory, **self.covariance())
-        z = z0
-        for _ in range(self.num_steps):
-            z = prior.fixed_point_step(z)  # eq. 12
-        return z
+        return prior.fixed_point(z0, self.num_steps)  # eq. 12
 
     def log_responsibility(self, z, memory, targets):
         r""":math:`\log r_{k^*}(z)`, the log posterior of the correct patterns ``targets``

@@ -16,6 +16,8 @@ where :math:`r_k` are the mixture's responsibilities. For :math:`P = \sigma^{-2}
 (eq. 27-28 = eq. 8, VAE-Hopfield); with a learned diagonal precision it is eq. 12 (VAE-GMM*).
 """
 
+import torch
+
 from pyromem.infer.refinement import Refinement, check_rate
 from pyromem.memory import GaussianMixtureMemory
 
@@ -28,6 +30,8 @@ class MemoryFixedPoint(Refinement):
     its weights and covariance choose between VAE-GMM (eq. 11), VAE-Hopfield (eq. 8) and
     VAE-GMM* (eq. 12). The step is an EM step on the prior energy, so that energy never
     increases along the refinement (nor for gradient steps with ``alpha <= 2 / max(P)``).
+    The prior is read once per refinement and iterated by
+    :meth:`~pyromem.memory.GaussianMixtureMemory.fixed_point`.
 
     :param model: a model whose ``site`` has a Gaussian-mixture memory prior.
     :param guide: its amortised guide.
@@ -40,11 +44,23 @@ class MemoryFixedPoint(Refinement):
         super().__init__(model, guide, num_steps=num_steps, site=site)
         self.alpha = check_rate(alpha, "alpha", allow_none=True)
 
-    def step(self, z, x, *args, **kwargs):
+    def memory_prior(self, x, *args, **kwargs):
+        """The model's :class:`~pyromem.memory.GaussianMixtureMemory` at ``site``."""
         prior = self.prior(x, *args, **kwargs)
         if not isinstance(prior, GaussianMixtureMemory):
             raise TypeError(
                 f"MemoryFixedPoint needs a GaussianMixtureMemory prior at site {self.site!r}, "
                 f"got {type(prior).__name__}"
             )
-        return prior.fixed_point_step(z, self.alpha)
+        return prior
+
+    def step(self, z, x, *args, **kwargs):
+        return self.memory_prior(x, *args, **kwargs).fixed_point_step(z, self.alpha)
+
+    def refine(self, x, *args, trajectory=False, **kwargs):
+        if self.num_steps == 0:  # the guide's mean: the model is not run
+            return super().refine(x, *args, trajectory=trajectory, **kwargs)
+        with torch.no_grad():
+            z = self.initial(x, *args, **kwargs)
+            prior = self.memory_prior(x, *args, **kwargs)
+            return prior.fixed_point(z, self.num_steps, self.alpha, trajectory=trajectory)

@@ -30,6 +30,8 @@ import numbers
 import torch
 from pyro.distributions import Categorical, TorchDistribution, constraints
 
+from pyromem.checks import as_int
+
 _WEIGHTS = ("balanced", "hopfield")
 #: How far below the best component, in nats, a component's logit is floored (see _logits).
 LOGIT_FLOOR = 60.0
@@ -285,6 +287,30 @@ class GaussianMixtureMemory(TorchDistribution):
         else:
             step = alpha * (step @ self.precision_matrix)
         return z + step
+
+    def fixed_point(self, z, num_steps, alpha=None, trajectory=False):
+        r"""Iterative retrieval: ``num_steps`` :meth:`fixed_point_step`\ s from ``z``, the one
+        loop of the library's fixed-point readers (:class:`~pyromem.infer.MemoryFixedPoint`,
+        :class:`~pyromem.retrieval.FixedPointReader`).
+
+        With a memory per batch element (``batch_shape = (S, 1)`` for memories
+        ``(S, 1, N, d)``) it retrieves from ``S`` memories at once, queries ``(S, B, d)``.
+        Each iterate stays in the autograd graph of ``z`` and the memory (for a precision
+        trained through the steps).
+
+        :param torch.Tensor z: the start, shape ``(..., d)``, broadcasting with ``batch_shape``.
+        :param int num_steps: :math:`T \ge 0`.
+        :param alpha: the rate of each step, or ``None`` for full steps (see
+            :meth:`fixed_point_step`).
+        :param bool trajectory: also return the list of the ``T + 1`` iterates, ``z`` first.
+        :returns: the last iterate, shape that of a step's [and the list].
+        """
+        as_int(num_steps, "num_steps", 0)
+        path = [z]
+        for _ in range(num_steps):
+            z = self.fixed_point_step(z, alpha)
+            path.append(z)
+        return (z, path) if trajectory else z
 
     def sample(self, sample_shape=()):
         """Draws ``k ~ Categorical(pi)``, then ``z ~ N(M_k, Sigma)``.

@@ -61,15 +61,11 @@ class FixedPointReader:
         :returns: ``(B, D)`` (``(S, B, D)``) [and a list of ``T + 1`` such tensors].
         """
         _check_read(queries, memory, batched=True)
-        # MemoryFixedPoint's step on the prior that a PixelMemory of the vectors puts at its
-        # site, without the Pyro traces around it (that prior does not depend on the query);
-        # one distribution with a memory per leading index serves all S memories.
+        # MemoryFixedPoint's iteration on the prior that a PixelMemory of the vectors puts at
+        # its site, without the Pyro traces around it (that prior does not depend on the
+        # query); one distribution with a memory per leading index serves all S memories.
         prior = GaussianMixtureMemory(memory.unsqueeze(-3), scale=self.scale, weights=self.weights)
-        z, path = queries, [queries]
-        for _ in range(self.num_steps):
-            z = prior.fixed_point_step(z, self.alpha)
-            path.append(z)
-        return (z, path) if trajectory else z
+        return prior.fixed_point(queries, self.num_steps, self.alpha, trajectory=trajectory)
 
 
 class ContentReader(nn.Module):
