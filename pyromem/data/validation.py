@@ -48,6 +48,8 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
     if not check_values:
         return x
+    if support == "binary" and ((x == 0) | (x == 1)).all():
+        return x  # finite and in [0, 1] too: the checks below, which name the fault, would pass
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if support == "real":
