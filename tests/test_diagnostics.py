@@ -100,3 +100,21 @@ def test_bad_particle_counts(lg):
         elbo_decomposition(lg.model, lg.exact_guide, x, num_particles=0)
     with pytest.raises(ValueError, match="num_samples"):
         log_likelihood(lg.model, lg.exact_guide, x, num_samples=-3)
+
+
+def test_decomposition_is_the_elbo_of_its_draws_by_hand(lg):
+    # the draws are the trial's and then K - 1 vectorised ones, in that order from the seed;
+    # scored here with torch's own densities and closed-form KL
+    x, k = lg.sample(5), 4
+    pyro.set_rng_seed(0)
+    d = elbo_decomposition(lg.model, lg.weak_guide, x, num_particles=k)
+    pyro.set_rng_seed(0)
+    loc = 0.3 * lg.posterior_loc(x)
+    scale = torch.ones_like(loc)
+    z = torch.cat([torch.normal(loc, scale)[None], torch.normal(loc.expand(k - 1, 5, 2), 1.0)])
+    log_lik = torch.distributions.Normal(z @ lg.W.T + lg.b, lg.sigma).log_prob(x).sum(-1).mean(0)
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(loc, scale), torch.distributions.Normal(0.0, scale)
+    ).sum(-1)
+    assert torch.allclose(d.log_likelihood["x"], log_lik, rtol=0, atol=1e-12)
+    assert torch.allclose(d.kl["z"], kl, rtol=0, atol=1e-12)
