@@ -13,6 +13,7 @@ from pyromem.retrieval import (
     capacity_sweep,
     corrupt,
     default_corruptions,
+    dot_product_winners,
     evaluate,
     parse_corruption,
     retrieval_success,
@@ -240,3 +241,22 @@ def test_memn2n_starts_centred_and_each_fit_starts_afresh(digits):
         self_scores = reader.query_embedding(patterns).pow(2).sum(-1).mean()
     torch.testing.assert_close(centre, torch.zeros_like(centre), atol=1e-5, rtol=0)
     torch.testing.assert_close(reader.log_temperature.exp() * self_scores, torch.tensor(10.0))
+
+
+def test_dot_product_winners_predict_the_sharp_hopfield_read():
+    # A loop over pairs is the independent truth; the MCHN at a large β, one step from each
+    # clean query, retrieves exactly the winners (eq. 8's softmax becomes the argmax).
+    generator = torch.Generator().manual_seed(0)
+    memory = torch.randn(30, 4, generator=generator) * torch.rand(30, 1, generator=generator)
+    memory[:, 0] += 1.0
+    expected = [
+        all(memory[k] @ memory[k] > memory[k] @ memory[j] for j in range(30) if j != k)
+        for k in range(30)
+    ]
+    winners = dot_product_winners(memory)
+    assert winners.tolist() == expected and 0 < sum(expected) < 30
+    read = FixedPointReader("hopfield", 1e-3, num_steps=1)(memory, memory)
+    hit = retrieval_success(read, memory, torch.arange(30), 1e-3).success
+    assert hit.tolist() == expected
+    with pytest.raises(ValueError, match="patterns"):
+        dot_product_winners(torch.zeros(3))

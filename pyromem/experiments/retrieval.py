@@ -386,6 +386,14 @@ def markdown_tables(results):
                 format_table(results["results"], "nearest"),
                 "Threshold rate:",
                 format_table(results["results"], "threshold"),
+                "Patterns of a training memory that win their own dot-product read, the clean "
+                "queries that dot-product attention (Hopfield, MemN2N) retrieves at a large "
+                "inverse temperature: "
+                + ", ".join(
+                    f"{space} {cal['dot_product_winners']:.0f} %"
+                    for space, cal in results["calibration"].items()
+                )
+                + ".",
             ]
         )
         + "\n"

@@ -15,6 +15,7 @@ from pyromem.retrieval.corruptions import (
 )
 from pyromem.retrieval.criteria import (
     Outcome,
+    dot_product_winners,
     retrieval_success,
     rms_distance,
     select_threshold,
@@ -52,6 +53,7 @@ __all__ = [
     "MemN2NReader",
     "Method",
     "Outcome",
+    "dot_product_winners",
     "Rates",
     "build_method",
     "candidates",

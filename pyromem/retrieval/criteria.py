@@ -39,10 +39,12 @@ class Outcome:
     :ivar nearest: the correct pattern is the nearest stored pattern.
     :ivar within: the distance to the correct pattern is below the threshold.
     :ivar success: both.
+    :ivar distance: the RMS distance to the correct pattern, a float tensor ``(B,)``.
     """
 
     nearest: torch.Tensor
     within: torch.Tensor
+    distance: torch.Tensor
 
     @property
     def success(self):
@@ -72,7 +74,28 @@ def retrieval_success(retrieved, memory, target, threshold):
         raise ValueError(f"threshold must be a positive float, got {threshold!r}")
     correct = distance.gather(-1, target.to(distance.device)[:, None]).squeeze(-1)
     others = distance.scatter(-1, target.to(distance.device)[:, None], float("inf"))
-    return Outcome(nearest=correct < others.min(-1).values, within=correct < threshold)
+    return Outcome(
+        nearest=correct < others.min(-1).values, within=correct < threshold, distance=correct
+    )
+
+
+def dot_product_winners(patterns):
+    r"""Which stored patterns win their own dot-product read.
+
+    Dot-product attention, :math:`\mathrm{softmax}(\beta\, M x)` (the MCHN of eq. 8, MemN2N
+    with identity embeddings), reads at a large :math:`\beta` the pattern of the largest dot
+    product with the query. Queried with :math:`x = M_k`, it returns :math:`M_k` only if
+    :math:`M_k^\top M_k > M_k^\top M_j` for every :math:`j \ne k`; a pattern of small norm
+    beside one of large norm in a similar direction loses. The fraction of winners is what
+    such a read retrieves of clean queries in that limit, whatever the method's other settings.
+
+    :param torch.Tensor patterns: the stored patterns ``(N, D)``.
+    :returns: a bool tensor ``(N,)``; ties count as losses.
+    """
+    _check_vectors(patterns, "patterns")
+    scores = patterns @ patterns.mT
+    own = scores.diagonal().clone()
+    return own > scores.fill_diagonal_(float("-inf")).max(-1).values
 
 
 def select_threshold(train_vectors, memory_size, fraction=0.5, generator=None):

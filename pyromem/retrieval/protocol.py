@@ -37,11 +37,13 @@ class Rates:
     :ivar list success: both criteria.
     :ivar list nearest: nearest-pattern rate.
     :ivar list within: threshold rate.
+    :ivar list distance: mean RMS distance of the retrieved vectors to the correct patterns.
     """
 
     success: list = field(default_factory=list)
     nearest: list = field(default_factory=list)
     within: list = field(default_factory=list)
+    distance: list = field(default_factory=list)
 
     def summary(self):
         """``{"mean", "std"}`` of the success rate, with ``"nearest"`` and ``"threshold"`` dicts
@@ -116,6 +118,7 @@ def evaluate_corruptions(
                 ("within", outcome.within),
             ):
                 getattr(rates[name], rate).append(100.0 * hits.float().mean().item())
+            rates[name].distance.append(outcome.distance.mean().item())
     return rates
 
 

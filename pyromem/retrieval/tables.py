@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import pyro
 import torch
 
-from pyromem.retrieval.criteria import select_threshold
+from pyromem.retrieval.criteria import dot_product_winners, select_threshold
 from pyromem.retrieval.methods import PER_CORRUPTION_METHODS, build_method
-from pyromem.retrieval.protocol import evaluate
+from pyromem.retrieval.protocol import evaluate, sample_memory
 from pyromem.retrieval.selection import (
     TRAIN_SEED_OFFSET,
     TRAINING_GRIDS,
@@ -24,13 +24,18 @@ from pyromem.retrieval.selection import (
 
 
 def space_calibration(method, train_images, memory_size, threshold_fraction=0.5):
-    """The threshold and grid unit of ``method``'s space, from training images only.
+    """The threshold and grid unit of ``method``'s space, from training images only, and the
+    % of the patterns of a training memory that win their own dot-product read
+    (:func:`~pyromem.retrieval.criteria.dot_product_winners`).
 
-    :returns: ``{"threshold", "unit"}``.
+    :returns: ``{"threshold", "unit", "dot_product_winners"}``.
     """
     vectors = method.embed(train_images)
     size = min(memory_size, len(vectors))
+    index = sample_memory(len(vectors), size, torch.Generator().manual_seed(TRAIN_SEED_OFFSET))
+    memory = vectors[index.to(vectors.device)]
     return {
+        "dot_product_winners": 100.0 * dot_product_winners(memory).float().mean().item(),
         "threshold": select_threshold(
             vectors, size, threshold_fraction, torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
         ),
