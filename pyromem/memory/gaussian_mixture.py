@@ -309,7 +309,8 @@ class GaussianMixtureMemory(TorchDistribution):
         path = [z]
         for _ in range(num_steps):
             z = self.fixed_point_step(z, alpha)
-            path.append(z)
+            if trajectory:  # else each iterate is freed once the next is computed
+                path.append(z)
         return (z, path) if trajectory else z
 
     def sample(self, sample_shape=()):
