@@ -149,8 +149,10 @@ def backtracking_ascent(objective, params, grads, value, lr, max_backtracks, tak
     (a long tensor of shape ``(r,)``) and each candidate of shape ``(r, d)``, and returns shape
     ``(r,)``. Any value below ``value[rows]`` rules a candidate out, so an objective may return
     an upper bound of its value where that bound alone does so. Otherwise it is called as
-    ``objective(*candidates)`` on every datapoint (one whose search has ended at its accepted
-    candidate), returning shape ``(B,)``.
+    ``objective(*candidates)`` on all datapoints, shape ``(B, d)`` each, and returns shape
+    ``(B,)`` (a datapoint whose search has ended is evaluated again at its accepted candidate,
+    and its result ignored): for objectives that cannot be evaluated on a subset, such as a
+    trace of the model on the whole batch.
 
     :param callable objective: the value per datapoint (see above).
     :param tuple params: the current parameters, each of shape ``(B, d)``.
