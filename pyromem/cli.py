@@ -107,6 +107,12 @@ def build_parser(list_choices=True):
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
     demo.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="torch's CPU threads; the demo's small models run fastest on one (default: 1)",
+    )
+    demo.add_argument(
         "--no-progress", action="store_false", dest="progress", help="no progress (default: shown)"
     )
     _add_output(demo, f"the report's folder (default: {DEMO_OUT})")
@@ -139,7 +145,13 @@ def run(args):
         from pyromem.experiments.demo import run_demo
 
         args.out = args.out or DEMO_OUT
-        return run_demo(args.out, quick=args.quick, seed=args.seed, progress=args.progress)
+        return run_demo(
+            args.out,
+            quick=args.quick,
+            seed=args.seed,
+            progress=args.progress,
+            num_threads=args.num_threads,
+        )
     if args.command == "eval":
         options = EvalConfig.build(**_given(args, EvalConfig))
         if not options.checkpoint:

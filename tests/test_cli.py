@@ -404,3 +404,11 @@ def test_every_option_help_says_its_default_once():
     assert len(seen) > 100
     for action in seen:
         assert action.help.count("default:") == 1, (action.option_strings, action.help)
+
+
+def test_demo_refuses_a_bad_thread_count_before_any_work(tmp_path):
+    from pyromem.experiments.demo import run_demo
+
+    with pytest.raises(ValueError, match="num_threads"):
+        run_demo(tmp_path / "demo", quick=True, num_threads=0)
+    assert not (tmp_path / "demo").exists()

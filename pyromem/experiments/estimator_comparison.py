@@ -24,8 +24,8 @@ import torch
 from pyromem.data import sample_few_shot
 from pyromem.diagnostics.compare_estimators import ESTIMATORS, compare_estimators, step_ms
 from pyromem.experiments.configs import CompareEstimatorsConfig, VMAConfig
-from pyromem.experiments.vae import finish_run, table_summary
-from pyromem.experiments.vma import objective, torch_threads, train_vma, vma_data
+from pyromem.experiments.vae import finish_run, table_summary, torch_threads
+from pyromem.experiments.vma import objective, train_vma, vma_data
 from pyromem.models.vma import VMA, SoftAttentionVAE
 from pyromem.train import load_checkpoint
 

@@ -43,9 +43,9 @@ from pyromem.experiments.vae import (
     evaluation_device,
     load_splits,
     load_trained,
+    torch_threads,
     write_results,
 )
-from pyromem.experiments.vma import torch_threads
 from pyromem.models import KanervaPlusPlus
 from pyromem.nets import typical_image
 from pyromem.train import fit

@@ -15,8 +15,7 @@ import torch
 
 from pyromem.data import load
 from pyromem.diagnostics.plots import save_image_rows
-from pyromem.experiments.vae import write_results
-from pyromem.experiments.vma import torch_threads
+from pyromem.experiments.vae import torch_threads, write_results
 from pyromem.infer import MemoryFixedPoint
 from pyromem.models import VAE
 from pyromem.retrieval import (

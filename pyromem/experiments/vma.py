@@ -35,7 +35,6 @@ import json
 import math
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,6 +49,7 @@ from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
     engine_options,
     evaluation_device,
+    torch_threads,
     write_results,
 )
 from pyromem.infer.address_estimators import address_objective
@@ -116,19 +116,6 @@ def evaluation_bounds(vma, x, memory=None, num_samples=1000, num_particles=4):
         "reconstruction": parts.log_likelihood["x"].mean().item(),
         "elbo_nats": parts.elbo.mean().item(),
     }
-
-
-@contextmanager
-def torch_threads(num_threads):
-    """A context in which torch uses ``num_threads`` CPU threads (``None``: as it is)."""
-    # Small MLPs on a busy CPU run several times faster on one intra-op thread.
-    before = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def vma_data(config):
