@@ -121,15 +121,11 @@ def select_hyperparameters(
             threshold,
             seed_offset=TRAIN_SEED_OFFSET,
         )
-        success, distance = (
-            torch.tensor([torch.tensor(getattr(rates[c], key)).mean() for c in corruptions])
-            for key in ("success", "distance")
-        )
         scores.append(
             {
                 "hyperparameters": candidate,
-                "train_success": success.mean().item(),
-                "train_distance": distance.mean().item(),
+                "train_success": _mean_over_corruptions(rates, "success"),
+                "train_distance": _mean_over_corruptions(rates, "distance"),
             }
         )
     # Ties in the success rate (every candidate of VAE-BP-GMM retrieves all clean training
@@ -139,3 +135,9 @@ def select_hyperparameters(
         key=lambda i: (scores[i]["train_success"], -scores[i]["train_distance"]),
     )
     return scores[best]["hyperparameters"], scores
+
+
+def _mean_over_corruptions(rates, key):
+    # the mean over corruptions of each corruption's mean over seeds
+    per_corruption = [torch.tensor(getattr(rate, key)).mean() for rate in rates.values()]
+    return torch.stack(per_corruption).mean().item()
