@@ -18,11 +18,12 @@ the same nets (``write="none"``), ``gaps`` the differences seed by seed. Control
 Measurements are in docs/models/kanerva.md.
 
     python benchmarks/kpp_memory_gain.py [--steps 300] [--episode-length 2] [--seeds 0 1 2]
-        [--same-class] [--key-scale 3] [--variants kpp zero_writer ...]
+        [--same-class] [--key-scale 3] [--variants kpp zero_writer ...] [--device cuda]
 """
 
 import argparse
 import json
+import platform
 import statistics
 
 import pyro
@@ -82,6 +83,7 @@ def train_and_score(model, train, test, seed, steps, same_class):
     generator = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
         x = episodes(train, IMAGES_PER_STEP // length, length, generator, same_class)
+        x = x.to(test.device)
         optimizer.zero_grad()
         (loss_fn(x) / IMAGES_PER_STEP).backward()
         optimizer.step()
@@ -101,7 +103,9 @@ def main():
     parser.add_argument(
         "--key-scale", type=float, default=None, help="spatial_read's key_scale (default: its own)"
     )
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     options = dict(OPTIONS)
     if args.key_scale is not None:
         options["key_scale"] = args.key_scale
@@ -110,14 +114,14 @@ def main():
     test = load("digits", "test", size=16, binarize="static")
     test_episodes = episodes(
         test, 32, args.episode_length, torch.Generator().manual_seed(0), args.same_class
-    )
+    ).to(device)
     results = {}
     with pyro.validation_enabled(False):
         for name in dict.fromkeys(["plain_vae"] + args.variants):
             runs = []
             for seed in args.seeds:
                 torch.manual_seed(seed)
-                model = VARIANTS[name](**options)
+                model = VARIANTS[name](**options).to(device)
                 elbo, kl = train_and_score(
                     model, train, test_episodes, seed, args.steps, args.same_class
                 )
@@ -134,6 +138,10 @@ def main():
                 "benchmark": "kpp_memory_gain",
                 "what": "conditional ELBO per test image after a short training, nats",
                 "config": vars(args),
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine(),
                 "results": results,
             },
             indent=2,
