@@ -1,6 +1,7 @@
 """Every benchmark script runs end to end with tiny settings and prints one JSON object."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ TINY = {
 
 def test_every_benchmark_has_tiny_settings():
     assert sorted(TINY) == sorted(path.name for path in BENCHMARKS.glob("*.py"))
+
+
+def test_the_gpu_pass_runs_every_benchmark():
+    script = (BENCHMARKS.parent / ".ci" / "cuda-pass").read_text()
+    listed = re.findall(r'^    "(\w+\.py)[ "]', script, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(TINY)
 
 
 @pytest.mark.parametrize("script", sorted(TINY))
