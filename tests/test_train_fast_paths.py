@@ -4,11 +4,14 @@ finiteness read through sums, the data check's fast pass, checkpoints written in
 import math
 import threading
 
+import pyro
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import BatchSampler
 
-from pyromem.train import SVIModule, fit
+from pyromem.data.fresh_episodes import derive_seed
+from pyromem.train import SVIModule, fit, load_checkpoint
 from pyromem.train.checkpoint import AtomicCheckpointIO
 from pyromem.train.data_checks import check_training_data
 from pyromem.train.divergence import all_finite
@@ -90,3 +93,41 @@ def test_plain_attributes_of_the_module_are_set_as_nn_module_sets_them():
     module.register_parameter("w", torch.nn.Parameter(torch.ones(2)))
     module.w = None  # a parameter's name still goes through nn.Module
     assert "w" in module._parameters and module.w is None and "w" not in module.__dict__
+
+
+def test_cpu_steps_do_not_ask_for_cuda_and_train_as_the_same_adam(tmp_path, monkeypatch):
+    # torch's Adam asks torch.cuda.is_available() in every step (its CUDA-graph check)
+    asked = []
+    is_available = torch.cuda.is_available
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: asked.append(1) or is_available())
+
+    class CountSteps(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = len(asked)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.during = len(asked) - self.before
+
+    data, counted = make_data(8, "cpu"), CountSteps()
+    fit(
+        make_model("cpu"),
+        data,
+        out_dir=tmp_path,
+        epochs=1,
+        batch_size=8,
+        progress=False,
+        accelerator="cpu",
+        callbacks=[counted],
+    )
+    assert counted.during == 0
+    # the same step with torch's own Adam, the check included
+    model = make_model("cpu")
+    batch = data[EpochShuffleSampler(8, seed=0).permutation()]  # epoch 0's order
+    pyro.set_rng_seed(derive_seed(0, 0, 0))  # epoch 0 on rank 0
+    loss = pyro.infer.Trace_ELBO()(model.model, model.guide)(batch, num_data=8) / 8
+    loss.backward()
+    before = len(asked)
+    torch.optim.Adam(model.parameters(), lr=1e-3).step()
+    assert len(asked) > before
+    trained = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").state_dict
+    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
