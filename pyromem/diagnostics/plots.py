@@ -16,7 +16,9 @@ def _as_grid(images, ncols):
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     n, c, h, w = images.shape
     nrows = math.ceil(n / ncols)
-    grid = torch.ones(c, nrows * (h + 1) + 1, ncols * (w + 1) + 1)
+    # mid-grey gaps: white ones merge with white strokes that touch an image's edge (the
+    # binarised 8 × 8 digits), black ones with dark backgrounds
+    grid = torch.full((c, nrows * (h + 1) + 1, ncols * (w + 1) + 1), 0.5)
     for i, image in enumerate(images):
         r, k = divmod(i, ncols)
         grid[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = (
