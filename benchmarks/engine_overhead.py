@@ -11,7 +11,10 @@ epoch, and no evaluation (``eval_data=None``). The engine also runs with
 (``--no-jit`` leaves it out). The hand loop runs as in a process without
 Lightning: importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, under
 which torch's Adam opens the NVML library on every step (its CUDA-graph check),
-so the benchmark unsets it around the hand loop. Times are the whole runs' wall times divided by
+so the benchmark unsets it around the hand loop. Beside them, the hand loop's step
+as a plain ``LightningModule`` trained by a bare Lightning ``Trainer`` (no
+callbacks, checkpoints or logger, the engine's batches) measures what Lightning's
+loop costs alone. Times are the whole runs' wall times divided by
 their steps, hand loop and engine taken alternately in one process; the figure
 is the median over ``--repeats`` of the ratio of each pair, beside the ratio of
 the median times. The engine's own fixed costs are reported apart: set-up (the
@@ -27,6 +30,7 @@ prints one JSON object.
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -34,12 +38,15 @@ import tempfile
 import time
 from contextlib import contextmanager
 
+import lightning
 import pyro
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, Dataset
 
 from pyromem.models import VAE
 from pyromem.train import fit
+from pyromem.train.seeding import EpochShuffleBatches, EpochShuffleSampler
 
 
 class FirstAndLastStep(Callback):
@@ -51,6 +58,34 @@ class FirstAndLastStep(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.last = time.perf_counter()
+
+
+class Rows(Dataset):
+    """The rows of a tensor, a batch of them per index tensor."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+
+class HandStep(lightning.LightningModule):
+    """The hand loop's step as a plain LightningModule."""
+
+    def __init__(self, vae, num_data):
+        super().__init__()
+        self.vae, self.num_data = vae, num_data
+        self.loss_fn = pyro.infer.Trace_ELBO()(vae.model, vae.guide)
+
+    def training_step(self, batch, batch_idx):
+        return self.loss_fn(batch, num_data=self.num_data) / self.num_data
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
 def main():
@@ -104,6 +139,25 @@ def main():
         sync()
         return (time.perf_counter() - start) / steps
 
+    def lightning_loop():
+        module = HandStep(model(), len(data))
+        batches = EpochShuffleBatches(EpochShuffleSampler(len(data), 0), args.batch_size, False)
+        loader = DataLoader(Rows(data), batch_size=None, sampler=batches)
+        start = time.perf_counter()
+        with pyro.validation_enabled(False), without_lightnings_nvml_check():
+            trainer = lightning.Trainer(
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=1,
+                max_epochs=args.epochs,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+            trainer.fit(module, train_dataloaders=loader)
+        sync()
+        return (time.perf_counter() - start) / steps
+
     def engine(elbo=None):
         vae = model()
         steps_seen = FirstAndLastStep()
@@ -126,9 +180,12 @@ def main():
         fixed = (steps_seen.first - start, end - steps_seen.last)
         return (end - start) / steps, fixed
 
-    hand, fitted, fixed, jitted = [], [], [], []
+    for name in ("lightning.pytorch", "lightning.fabric"):  # its device and tips lines
+        logging.getLogger(name).setLevel(logging.WARNING)
+    hand, bare, fitted, fixed, jitted = [], [], [], [], []
     for _ in range(args.repeats):
         hand.append(hand_loop())
+        bare.append(lightning_loop())
         per_step, costs = engine()
         fitted.append(per_step)
         fixed.append(costs)
@@ -136,6 +193,7 @@ def main():
             jitted.append(engine(pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True))[0])
     hand_ms, engine_ms = 1e3 * statistics.median(hand), 1e3 * statistics.median(fitted)
     ratios = [e / h for e, h in zip(fitted, hand, strict=True)]
+    bare_ratios = [b / h for b, h in zip(bare, hand, strict=True)]
     jit = {}
     if jitted:
         jit_ms = 1e3 * statistics.median(jitted)
@@ -155,6 +213,11 @@ def main():
                 "engine_over_hand_loop": statistics.median(ratios),
                 "engine_over_hand_loop_each_repeat": ratios,
                 "ratio_of_median_times": engine_ms / hand_ms,
+                "lightning_loop_ms_per_step": 1e3 * statistics.median(bare),
+                "lightning_loop_over_hand_loop": statistics.median(bare_ratios),
+                "engine_over_lightning_loop": statistics.median(
+                    e / b for e, b in zip(fitted, bare, strict=True)
+                ),
                 "engine_setup_s": statistics.median(f[0] for f in fixed),
                 "engine_after_last_step_s": statistics.median(f[1] for f in fixed),
                 **jit,
