@@ -6,6 +6,7 @@ al.); variational memory addressing (Bornschein et al.); Kanerva++ (Ramapuram
 et al.). Each section says its own setting.
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def run_demo(out_dir="pyromem-demo", quick=False, seed=0, progress=True, num_thr
     ]
     family_results = {}
     with torch_threads(num_threads):
-        for name in DEMO_SECTIONS:
+        for number, name in enumerate(DEMO_SECTIONS, 1):
+            if progress:
+                print(f"demo [{number}/{len(DEMO_SECTIONS)}] {name}", file=sys.stderr, flush=True)
             module = recipe(name).load()
             text, family_results[name] = module.demo_section(
                 out_dir, quick, seed=seed, progress=progress

@@ -263,6 +263,8 @@ def run_retrieval(
     corruptions = list(corruptions or default_corruptions(tuple(test_images.shape[1:])))
     vae, vae_info = None, None
     if any(name in LATENT_METHODS for name in methods):
+        if log is not None and checkpoint is None:
+            log(f"training the VAE of the VAE-* methods, {vae_epochs} epochs")
         vae, vae_info = retrieval_vae(
             train_images,
             out_dir=out_dir / "vae",

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import lightning
 import pyro.infer
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from pyromem.checks import as_int
@@ -28,6 +29,7 @@ from pyromem.train.data_checks import check_training_data
 from pyromem.train.divergence import DivergenceGuard
 from pyromem.train.metrics import EpochMetrics
 from pyromem.train.module import SVIModule
+from pyromem.train.progress import EpochLines
 from pyromem.train.schedules import SCHEDULES
 from pyromem.train.seeding import DatasetEpoch, EpochShuffleBatches, EpochShuffleSampler
 
@@ -145,7 +147,9 @@ def fit(
     :param devices: Lightning devices (number, list of ids or ``"auto"``).
     :param strategy: Lightning strategy, e.g. ``"auto"`` or ``"ddp"``.
     :param gradient_clip_val: clip the gradient norm to this value (``None``: no clipping).
-    :param bool progress: show Lightning's progress bar.
+    :param bool progress: show progress: Lightning's bar on a terminal, one line per epoch with
+        an ETA on a file or pipe (:class:`~pyromem.train.progress.EpochLines`), unless
+        ``callbacks`` holds a progress bar of its own.
     :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model).
     :param callbacks: extra Lightning callbacks.
     :param drop_labels: items are ``(image, label)`` pairs to train on the image;
@@ -237,6 +241,7 @@ def fit(
                     metrics_csv, eval_data, every=eval_every, num_particles=eval_particles
                 ),
                 LastCheckpoint(checkpoint),
+                *_progress_lines(progress, callbacks),
             ],
         )
         # Creating a DataLoader iterator draws a seed from its generator. Drawn from
@@ -276,6 +281,13 @@ def fit(
         epochs=trainer.current_epoch,
         device=str(trainer.strategy.root_device),
     )
+
+
+def _progress_lines(progress, callbacks) -> list:
+    # after EpochMetrics, whose row of the epoch the lines print
+    if not progress or sys.stderr.isatty() or any(isinstance(c, ProgressBar) for c in callbacks):
+        return []
+    return [EpochLines()]
 
 
 def _as_dataset(train_data) -> Dataset:

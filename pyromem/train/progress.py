@@ -1,0 +1,59 @@
+"""Training progress where no terminal shows it: one line per epoch, with an ETA.
+
+On a terminal :func:`~pyromem.train.fit` shows Lightning's progress bar. Written to a file
+or a pipe (a log, CI), that bar's carriage-return updates pile up into one huge line, about
+650 KB for a quick ``pyromem demo``; :class:`EpochLines` takes its place there.
+"""
+
+import sys
+import time
+
+from lightning.pytorch.callbacks import ProgressBar
+
+
+class EpochLines(ProgressBar):
+    """Lightning's progress bar as one line per completed epoch, on rank zero:
+    ``epoch 3/20: train ELBO -123.45 nats, eval ELBO -121.02 nats (4.1 s, ETA 70 s)``.
+
+    The ELBOs are those of the epoch's row of ``metrics.csv`` (the module's ``history``, which
+    :class:`~pyromem.train.metrics.EpochMetrics` appends before this callback runs). The ETA
+    assumes the remaining epochs take as long as the mean epoch of this run (a resumed run
+    counts from where it resumed).
+
+    :param stream: a text stream; ``None`` writes to ``sys.stderr`` as it is at each line.
+    """
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream
+        self._enabled = True
+        self._start, self._first_epoch = 0.0, 0
+
+    def disable(self):
+        self._enabled = False
+
+    def enable(self):
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module):
+        self._start, self._first_epoch = time.perf_counter(), trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        elapsed = time.perf_counter() - self._start
+        left = (total - epoch) * elapsed / (epoch - self._first_epoch)
+        row = pl_module.history[-1] if pl_module.history else {}
+        values = [
+            f"{label} {row[key]:.2f} nats"
+            for key, label in (("train_elbo_nats", "train ELBO"), ("eval_elbo_nats", "eval ELBO"))
+            if key in row
+        ]
+        head = f"epoch {epoch}/{total}" + (": " + ", ".join(values) if values else "")
+        stream = self.stream or sys.stderr
+        print(f"{head} ({_seconds(elapsed)}, ETA {_seconds(left)})", file=stream, flush=True)
+
+
+def _seconds(seconds):
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"

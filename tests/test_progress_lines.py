@@ -1,0 +1,52 @@
+import io
+from types import SimpleNamespace
+
+import torch
+
+from pyromem.models import VAE
+from pyromem.train import fit
+from pyromem.train.progress import EpochLines
+
+
+def test_one_line_per_epoch_with_the_rows_elbos_and_an_eta(monkeypatch):
+    clock = iter([100.0, 104.0, 108.0])
+    monkeypatch.setattr("pyromem.train.progress.time.perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    lines = EpochLines(stream)
+    trainer = SimpleNamespace(current_epoch=2, max_epochs=6, is_global_zero=True)
+    module = SimpleNamespace(history=[])
+    lines.on_train_start(trainer, module)  # resumed after 2 epochs, at t = 100 s
+    module.history.append({"train_elbo_nats": -123.456, "eval_elbo_nats": -120.0})
+    lines.on_train_epoch_end(trainer, module)  # epoch 3 ends at 104 s: 3 epochs left, 4 s each
+    trainer.current_epoch = 3
+    module.history.append({"train_elbo_nats": -110.0})
+    lines.disable()
+    lines.on_train_epoch_end(trainer, module)  # disabled: nothing (and no clock read)
+    lines.enable()
+    lines.on_train_epoch_end(trainer, module)  # epoch 4 at 108 s: 2 left, 4 s each
+    assert stream.getvalue().splitlines() == [
+        "epoch 3/6: train ELBO -123.46 nats, eval ELBO -120.00 nats (4.0 s, ETA 12 s)",
+        "epoch 4/6: train ELBO -110.00 nats (8.0 s, ETA 8.0 s)",
+    ]
+
+
+def test_only_rank_zero_writes():
+    stream = io.StringIO()
+    lines = EpochLines(stream)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=False)
+    lines.on_train_start(trainer, None)
+    lines.on_train_epoch_end(trainer, SimpleNamespace(history=[{"train_elbo_nats": -1.0}]))
+    assert stream.getvalue() == ""
+
+
+def test_fit_prints_a_line_per_epoch_where_stderr_is_no_terminal(tmp_path, capsys):
+    # pytest captures stderr, so it is no terminal: the lines replace Lightning's bar
+    generator = torch.Generator().manual_seed(0)
+    data = torch.bernoulli(torch.full((40, 1, 4, 4), 0.5), generator=generator)
+    result = fit(VAE((1, 4, 4), 2, hidden=(8,)), data, out_dir=tmp_path, epochs=2, batch_size=20)
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no bar's carriage returns
+    lines = [line for line in err.splitlines() if line.startswith("epoch")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    for line, row in zip(lines, result.history, strict=True):
+        assert f"train ELBO {row['train_elbo_nats']:.2f} nats" in line
