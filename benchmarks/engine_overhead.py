@@ -85,7 +85,7 @@ class HandStep(lightning.LightningModule):
         return self.loss_fn(batch, num_data=self.num_data) / self.num_data
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+        return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
 
 
 def main():
@@ -123,11 +123,11 @@ def main():
             if value is not None:
                 os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = value
 
-    def hand_loop():
+    def hand_loop(fused=None):
         vae = model()
         x_all = data.to(device)
         loss_fn = pyro.infer.Trace_ELBO()(vae.model, vae.guide)
-        optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+        optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=fused)
         start = time.perf_counter()
         with pyro.validation_enabled(False), without_lightnings_nvml_check():
             for _ in range(args.epochs):
@@ -182,9 +182,10 @@ def main():
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # its device and tips lines
         logging.getLogger(name).setLevel(logging.WARNING)
-    hand, bare, fitted, fixed, jitted = [], [], [], [], []
+    hand, hand_fused, bare, fitted, fixed, jitted = [], [], [], [], [], []
     for _ in range(args.repeats):
         hand.append(hand_loop())
+        hand_fused.append(hand_loop(fused=True))
         bare.append(lightning_loop())
         per_step, costs = engine()
         fitted.append(per_step)
@@ -193,7 +194,8 @@ def main():
             jitted.append(engine(pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True))[0])
     hand_ms, engine_ms = 1e3 * statistics.median(hand), 1e3 * statistics.median(fitted)
     ratios = [e / h for e, h in zip(fitted, hand, strict=True)]
-    bare_ratios = [b / h for b, h in zip(bare, hand, strict=True)]
+    fused_ratios = [e / h for e, h in zip(fitted, hand_fused, strict=True)]
+    bare_ratios = [b / h for b, h in zip(bare, hand_fused, strict=True)]
     jit = {}
     if jitted:
         jit_ms = 1e3 * statistics.median(jitted)
@@ -213,8 +215,10 @@ def main():
                 "engine_over_hand_loop": statistics.median(ratios),
                 "engine_over_hand_loop_each_repeat": ratios,
                 "ratio_of_median_times": engine_ms / hand_ms,
+                "fused_hand_loop_ms_per_step": 1e3 * statistics.median(hand_fused),
+                "engine_over_fused_hand_loop": statistics.median(fused_ratios),
                 "lightning_loop_ms_per_step": 1e3 * statistics.median(bare),
-                "lightning_loop_over_hand_loop": statistics.median(bare_ratios),
+                "lightning_loop_over_fused_hand_loop": statistics.median(bare_ratios),
                 "engine_over_lightning_loop": statistics.median(
                     e / b for e, b in zip(fitted, bare, strict=True)
                 ),

@@ -16,6 +16,7 @@ from pyromem.train.checkpoint import AtomicCheckpointIO
 from pyromem.train.data_checks import check_training_data
 from pyromem.train.divergence import all_finite
 from pyromem.train.fit import _TensorDataset
+from pyromem.train.module import _fused_kernels_apply
 from pyromem.train.seeding import EpochShuffleBatches, EpochShuffleSampler
 from tests.test_train import make_data, make_model
 
@@ -107,6 +108,7 @@ def test_cpu_steps_do_not_ask_for_cuda_and_train_as_the_same_adam(tmp_path, monk
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.during = len(asked) - self.before
+            self.fused = trainer.optimizers[0].param_groups[0]["fused"]
 
     data, counted = make_data(8, "cpu"), CountSteps()
     fit(
@@ -120,7 +122,8 @@ def test_cpu_steps_do_not_ask_for_cuda_and_train_as_the_same_adam(tmp_path, monk
         callbacks=[counted],
     )
     assert counted.during == 0
-    # the same step with torch's own Adam, the check included
+    assert counted.fused  # torch's fused kernel, the same update as its default one
+    # the same step with torch's own default Adam, the check included
     model = make_model("cpu")
     batch = data[EpochShuffleSampler(8, seed=0).permutation()]  # epoch 0's order
     pyro.set_rng_seed(derive_seed(0, 0, 0))  # epoch 0 on rank 0
@@ -131,3 +134,10 @@ def test_cpu_steps_do_not_ask_for_cuda_and_train_as_the_same_adam(tmp_path, monk
     assert len(asked) > before
     trained = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").state_dict
     assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
+
+
+def test_fused_adam_only_where_its_kernel_applies():
+    cpu = torch.zeros(3, requires_grad=True)
+    assert _fused_kernels_apply([cpu])
+    assert not _fused_kernels_apply([cpu, torch.zeros(3, device="meta")])
+    assert not _fused_kernels_apply([torch.zeros(3, dtype=torch.complex64)])

