@@ -37,6 +37,13 @@ def test_the_gpu_pass_runs_every_benchmark():
     assert sorted(listed) == sorted(TINY)
 
 
+def test_the_benchmarks_page_gives_every_benchmarks_command():
+    page = (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text()
+    commands = set(re.findall(r"`python benchmarks/(\w+\.py)", page))
+    commands |= set(re.findall(r"`OMP_NUM_THREADS=1 python benchmarks/(\w+\.py)", page))
+    assert sorted(commands) == sorted(TINY)
+
+
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_benchmark_prints_json(script):
     run = subprocess.run(
