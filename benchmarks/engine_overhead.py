@@ -19,7 +19,13 @@ their steps, hand loop and engine taken alternately in one process; the figure
 is the median over ``--repeats`` of the ratio of each pair, beside the ratio of
 the median times. The engine's own fixed costs are reported apart: set-up (the
 data check, Lightning's) before the first step, and what follows the last
-(the wait for the last checkpoint, Lightning's teardown). The machine's load
+(the wait for the last checkpoint, Lightning's teardown). Where a step's time goes
+(``phases_ms_per_step``, the median over repeats of each run's median): in the fused hand
+loop, the bare Lightning loop and the engine, from the batch's start to the backward (the
+ELBO, ``zero_grad``, Lightning's closure), the backward, the update (the optimiser; in the
+engine the divergence guard too) and the time between one step's end and the next one's
+start (the next batch's fetch, the loop's bookkeeping), timed by hooks
+(:class:`StepPhases`) or by hand. The machine's load
 average at the start and the end is printed too: on a shared machine the
 figures are only as good as it was quiet.
 
@@ -49,15 +55,55 @@ from pyromem.train import fit
 from pyromem.train.seeding import EpochShuffleBatches, EpochShuffleSampler
 
 
-class FirstAndLastStep(Callback):
-    """Wall times of the first step's start and the last step's end."""
+def median_spans_ms(starts, ends):
+    """The median of ``end - start`` over pairs of wall times, in milliseconds."""
+    return 1e3 * statistics.median(end - start for start, end in zip(starts, ends, strict=True))
+
+
+class StepPhases(Callback):
+    """Wall times of every step's hooks: the first step's start, the last step's end, and the
+    median milliseconds of each phase of a step (on a GPU, the host's side: no hook waits
+    for the device). The first callback of a list, it times the others' hooks in the phase
+    that follows."""
+
+    def __init__(self):
+        self.marks = {hook: [] for hook in ("start", "backward", "after", "update", "end")}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if not hasattr(self, "first"):
-            self.first = time.perf_counter()
+        self.marks["start"].append(time.perf_counter())
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.marks["backward"].append(time.perf_counter())
+
+    def on_after_backward(self, trainer, pl_module):
+        self.marks["after"].append(time.perf_counter())
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.marks["update"].append(time.perf_counter())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.last = time.perf_counter()
+        self.marks["end"].append(time.perf_counter())
+
+    @property
+    def first(self):
+        return self.marks["start"][0]
+
+    @property
+    def last(self):
+        return self.marks["end"][-1]
+
+    def phases_ms(self):
+        marks = self.marks
+        return {
+            # training_step (the ELBO), Lightning's closure and zero_grad
+            "to_backward": median_spans_ms(marks["start"], marks["backward"]),
+            "backward": median_spans_ms(marks["backward"], marks["after"]),
+            "to_update": median_spans_ms(marks["after"], marks["update"]),
+            # the other callbacks' hooks (the engine's divergence guard) and the optimiser
+            "update": median_spans_ms(marks["update"], marks["end"]),
+            # the next batch's fetch and the loop's bookkeeping
+            "between_steps": median_spans_ms(marks["end"][:-1], marks["start"][1:]),
+        }
 
 
 class Rows(Dataset):
@@ -105,6 +151,8 @@ def main():
     generator = torch.Generator().manual_seed(0)
     data = torch.bernoulli(torch.full((args.num_data, 1, 28, 28), 0.3), generator=generator)
     steps = args.epochs * -(-args.num_data // args.batch_size)
+    if steps < 2:
+        parser.error(f"--num-data, --batch-size and --epochs give {steps} step; the phases need 2")
 
     def sync():
         if device.type == "cuda":
@@ -128,19 +176,33 @@ def main():
         x_all = data.to(device)
         loss_fn = pyro.infer.Trace_ELBO()(vae.model, vae.guide)
         optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=fused)
+        # the phases of StepPhases, stamped by hand (well under a microsecond each)
+        marks = {hook: [] for hook in ("start", "backward", "after", "end")}
         start = time.perf_counter()
         with pyro.validation_enabled(False), without_lightnings_nvml_check():
             for _ in range(args.epochs):
                 for index in torch.randperm(len(x_all)).split(args.batch_size):
+                    batch = x_all[index]
+                    marks["start"].append(time.perf_counter())
                     optimizer.zero_grad()
-                    loss = loss_fn(x_all[index], num_data=len(x_all)) / len(x_all)
+                    loss = loss_fn(batch, num_data=len(x_all)) / len(x_all)
+                    marks["backward"].append(time.perf_counter())
                     loss.backward()
+                    marks["after"].append(time.perf_counter())
                     optimizer.step()
+                    marks["end"].append(time.perf_counter())
         sync()
-        return (time.perf_counter() - start) / steps
+        phases = {
+            "to_backward": median_spans_ms(marks["start"], marks["backward"]),
+            "backward": median_spans_ms(marks["backward"], marks["after"]),
+            "update": median_spans_ms(marks["after"], marks["end"]),
+            "between_steps": median_spans_ms(marks["end"][:-1], marks["start"][1:]),
+        }
+        return (time.perf_counter() - start) / steps, phases
 
-    def lightning_loop():
+    def lightning_loop(phases):
         module = HandStep(model(), len(data))
+        timed = StepPhases()
         batches = EpochShuffleBatches(EpochShuffleSampler(len(data), 0), args.batch_size, False)
         loader = DataLoader(Rows(data), batch_size=None, sampler=batches)
         start = time.perf_counter()
@@ -153,14 +215,16 @@ def main():
                 enable_checkpointing=False,
                 enable_progress_bar=False,
                 enable_model_summary=False,
+                callbacks=[timed],
             )
             trainer.fit(module, train_dataloaders=loader)
         sync()
+        phases.append(timed.phases_ms())
         return (time.perf_counter() - start) / steps
 
-    def engine(elbo=None):
+    def engine(elbo=None, phases=None):
         vae = model()
-        steps_seen = FirstAndLastStep()
+        steps_seen = StepPhases()
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
             fit(
@@ -178,16 +242,21 @@ def main():
             sync()
             end = time.perf_counter()
         fixed = (steps_seen.first - start, end - steps_seen.last)
+        if phases is not None:
+            phases.append(steps_seen.phases_ms())
         return (end - start) / steps, fixed
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # its device and tips lines
         logging.getLogger(name).setLevel(logging.WARNING)
     hand, hand_fused, bare, fitted, fixed, jitted = [], [], [], [], [], []
+    phases = {"fused_hand_loop": [], "lightning_loop": [], "engine": []}
     for _ in range(args.repeats):
-        hand.append(hand_loop())
-        hand_fused.append(hand_loop(fused=True))
-        bare.append(lightning_loop())
-        per_step, costs = engine()
+        hand.append(hand_loop()[0])
+        per_step, hand_phases = hand_loop(fused=True)
+        hand_fused.append(per_step)
+        phases["fused_hand_loop"].append(hand_phases)
+        bare.append(lightning_loop(phases["lightning_loop"]))
+        per_step, costs = engine(phases=phases["engine"])
         fitted.append(per_step)
         fixed.append(costs)
         if not args.no_jit:
@@ -222,6 +291,12 @@ def main():
                 "engine_over_lightning_loop": statistics.median(
                     e / b for e, b in zip(fitted, bare, strict=True)
                 ),
+                "phases_ms_per_step": {
+                    loop: {
+                        phase: statistics.median(run[phase] for run in runs) for phase in runs[0]
+                    }
+                    for loop, runs in phases.items()
+                },
                 "engine_setup_s": statistics.median(f[0] for f in fixed),
                 "engine_after_last_step_s": statistics.median(f[1] for f in fixed),
                 **jit,
