@@ -238,6 +238,11 @@ PRESETS = {
         "retrieval --preset paper --methods VAE-GMM --corruptions clean --memory-size 4"
         " --seeds 1 --selection-seeds 1 --vae-epochs 1",
     ),
+    "retrieval-authors-code": (
+        "cifar10",
+        "retrieval --preset authors-code --methods VAE-GMM --corruptions clean --memory-size 4"
+        " --seeds 1 --selection-seeds 1 --vae-epochs 1",
+    ),
 }
 
 
@@ -250,3 +255,9 @@ def test_every_preset_runs_a_few_steps(capsys, tmp_path, request, preset):
     )
     assert results["config"]["dataset"] == dataset
     assert (tmp_path / "run" / "config.toml").is_file()
+    if preset.startswith("retrieval"):
+        # the preset's VAE is the one trained, not the defaults'
+        trained = results["vae"]["config"]
+        assert trained["latent_dim"] == results["config"]["vae_latent_dim"]
+        assert trained["net"] == results["config"]["vae_net"]
+        assert trained["likelihood_kwargs"]["scale"] == results["config"]["vae_scale"]

@@ -283,6 +283,15 @@ class RetrievalConfig(RunOptions, ImageSource):
     presets: ClassVar[dict] = {
         # §5.1 on CIFAR10: a conv VAE with d = 16 (MONet, for CLEVR, left out)
         "paper": {"dataset": "cifar10", "vae_net": "conv", "vae_latent_dim": 16},
+        # the authors' public code on CIFAR10 (options.py): d = 64 and a KL weight of 0.1
+        # against a summed squared error, i.e. a Gaussian likelihood of variance 0.05
+        "authors-code": {
+            "dataset": "cifar10",
+            "vae_net": "conv",
+            "vae_latent_dim": 64,
+            "vae_scale": 0.05**0.5,
+            "vae_epochs": 20,
+        },
     }
 
     dataset: str = option(
@@ -303,6 +312,9 @@ class RetrievalConfig(RunOptions, ImageSource):
     vae_epochs: int = option(60, "epochs of the VAE of the VAE-* methods", minimum=1)
     vae_net: str = option("mlp", "the VAE's nets", choices=NETS)
     vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)", minimum=1)
+    vae_scale: float = option(
+        0.1, "the fixed scale of the VAE's Gaussian likelihood (eq. 10's squared error)", above=0
+    )
     capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
     capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep", minimum=1)
     num_threads: int | None = option(

@@ -76,10 +76,11 @@ def retrieval_vae(
     progress=True,
     net="mlp",
     latent_dim=16,
+    scale=0.1,
 ):
     """The VAE of the ``VAE-*`` methods: loaded from a pyromem checkpoint, or trained with
-    :func:`pyromem.train.fit` on the train split (an MLP or conv nets, d = 16 as in §5.1,
-    Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
+    :func:`pyromem.train.fit` on the train split (an MLP or conv nets, by default d = 16 as in
+    §5.1 and a Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
     log-likelihood).
 
     :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
@@ -97,7 +98,7 @@ def retrieval_vae(
             )
         return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
     start = time.perf_counter()
-    vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": 0.1})
+    vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": scale})
     result = fit(
         vae,
         train_images,
@@ -241,6 +242,7 @@ def run_retrieval(
     size=None,
     vae_net="mlp",
     vae_latent_dim=16,
+    vae_scale=0.1,
 ):
     """Run the retrieval table (and with ``capacity`` the sweep) and write results and figures.
 
@@ -253,6 +255,7 @@ def run_retrieval(
     :param root: folder of a torchvision dataset or of the user's images (``--root``).
     :param str vae_net: ``"mlp"`` or ``"conv"``, the nets of the VAE trained.
     :param int vae_latent_dim: its d.
+    :param float vae_scale: the fixed scale of its Gaussian likelihood.
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
@@ -274,6 +277,7 @@ def run_retrieval(
             progress=progress,
             net=vae_net,
             latent_dim=vae_latent_dim,
+            scale=vae_scale,
         )
     torch.manual_seed(seed)
     results = {
