@@ -48,7 +48,9 @@ def test_terms_are_per_episode_sums_of_the_three_terms_of_eq_4(device):
 
 @pytest.mark.parametrize("encoder", ["conv", "resnet18-tsm"])
 def test_only_the_temporal_shift_encoder_mixes_the_images_of_an_episode(device, encoder):
-    channels = (4,) if encoder == "resnet18-tsm" else None
+    # 8 channels shift one each way in the first stage, at 8x8; with 4 that stage shifts none,
+    # and what reaches image 0 from image 1 later is below rounding (~1e-13)
+    channels = (8,) if encoder == "resnet18-tsm" else None
     kpp = small(encoder=encoder, channels=channels).to(device).double()
     x = episodes(2, 3, device).double()
     changed = x.clone()
@@ -56,7 +58,11 @@ def test_only_the_temporal_shift_encoder_mixes_the_images_of_an_episode(device, 
     with torch.no_grad():
         before, after = kpp.embed(x), kpp.embed(changed)
     # image 0 of the changed episode sees image 1 only through the temporal shift
-    assert torch.equal(before[0, 0], after[0, 0]) == (encoder == "conv")
+    moved = (before[0, 0] - after[0, 0]).abs().max()
+    if encoder == "conv":
+        assert moved == 0
+    else:
+        assert moved > 0.1 * before[0, 0].abs().max()
     # never through another episode of the batch
     torch.testing.assert_close(before[1], after[1], rtol=0, atol=0)
     assert before.shape == (2, 3, 16)

@@ -112,8 +112,8 @@ def test_batched_memory_matches_each_memory(kind, device):
 def test_hopfield_energy_is_eq7_and_drops_the_documented_constant(device):
     g = torch.Generator().manual_seed(3)
     n, d, beta = 8, 5, 2.5
-    memory = torch.randn(n, d, generator=g, dtype=torch.float64, device=device)
-    z = torch.randn(30, d, generator=g, dtype=torch.float64, device=device)
+    memory = torch.randn(n, d, generator=g, dtype=torch.float64).to(device)
+    z = torch.randn(30, d, generator=g, dtype=torch.float64).to(device)
     prior = GaussianMixtureMemory(memory, scale=beta**-0.5, weights="hopfield")
     eq7 = 0.5 * beta * (z * z).sum(-1) - torch.logsumexp(beta * z @ memory.T, -1)
     torch.testing.assert_close(prior.energy(z), eq7)
@@ -125,8 +125,8 @@ def test_hopfield_energy_is_eq7_and_drops_the_documented_constant(device):
 
 def test_balanced_energy_is_prior_term_of_eq29(device):
     g = torch.Generator().manual_seed(4)
-    memory = torch.randn(6, 3, generator=g, dtype=torch.float64, device=device)
-    z = torch.randn(10, 3, generator=g, dtype=torch.float64, device=device)
+    memory = torch.randn(6, 3, generator=g, dtype=torch.float64).to(device)
+    z = torch.randn(10, 3, generator=g, dtype=torch.float64).to(device)
     sigma = 0.4
     prior = GaussianMixtureMemory(memory, scale=sigma)
     squared = ((z[:, None] - memory[None]) ** 2).sum(-1)  # tiny: fine to materialise here
@@ -148,8 +148,8 @@ def test_gmm_step_with_equal_norms_is_the_mchn_update(device):
 
 def test_hopfield_step_is_the_mchn_update_for_any_norms(device):
     g = torch.Generator().manual_seed(6)
-    memory = 2 * torch.randn(10, 6, generator=g, dtype=torch.float64, device=device)
-    z = torch.randn(40, 6, generator=g, dtype=torch.float64, device=device)
+    memory = 2 * torch.randn(10, 6, generator=g, dtype=torch.float64).to(device)
+    z = torch.randn(40, 6, generator=g, dtype=torch.float64).to(device)
     beta = 0.7
     prior = GaussianMixtureMemory(memory, scale=beta**-0.5, weights="hopfield")
     mchn = torch.softmax(beta * z @ memory.T, -1) @ memory
@@ -161,8 +161,8 @@ def test_hopfield_step_is_the_mchn_update_for_any_norms(device):
 def test_step_is_gradient_descent_on_the_energy(kind, weights, device):
     # eq. 44 (and 27): z - alpha * grad E(z), the gradient taken by autograd.
     g = torch.Generator().manual_seed(7)
-    memory = torch.randn(5, 3, generator=g, dtype=torch.float64, device=device)
-    z = torch.randn(8, 3, generator=g, dtype=torch.float64, device=device, requires_grad=True)
+    memory = torch.randn(5, 3, generator=g, dtype=torch.float64).to(device)
+    z = torch.randn(8, 3, generator=g, dtype=torch.float64).to(device).requires_grad_()
     cov, _ = random_precision(kind, 3, g)
     beta = 1.3 if weights == "hopfield" else None
     prior = GaussianMixtureMemory(memory, weights=weights, beta=beta, **on(device, cov))
@@ -174,7 +174,7 @@ def test_step_is_gradient_descent_on_the_energy(kind, weights, device):
 @pytest.mark.parametrize("kind", COVARIANCES)
 def test_small_sigma_step_returns_the_nearest_pattern(kind, device):
     g = torch.Generator().manual_seed(8)
-    memory = torch.randn(20, 8, generator=g, device=device)
+    memory = torch.randn(20, 8, generator=g).to(device)
     z = memory[torch.arange(20) % 20] + 0.05 * torch.randn(20, 8, generator=g).to(device)
     small = {
         "isotropic": {"scale": 1e-3},
@@ -263,7 +263,9 @@ def test_components_far_below_the_best_change_no_float32_value(device):
     assert (logits.detach().amax(-1, keepdim=True) - logits.detach() > 200).any()
     torch.testing.assert_close(log_prob.double().cpu(), exact.detach(), rtol=1e-6, atol=1e-3)
     torch.testing.assert_close(grad.double().cpu(), exact_grad, rtol=1e-4, atol=1e-2)
-    responsibilities = GaussianMixtureMemory(memory.to(device), scale=0.05).responsibilities(z)
+    responsibilities = GaussianMixtureMemory(memory.to(device), scale=0.05).responsibilities(
+        z.to(device)
+    )
     torch.testing.assert_close(
         responsibilities.double().cpu(), logits.detach().softmax(-1), rtol=1e-3, atol=1e-7
     )

@@ -69,9 +69,10 @@ def test_tuples_and_dicts_are_the_models_arguments(tmp_path, device, as_dict):
         progress=False,
         accelerator=accelerator_of(device),
     )
-    # within the SVI noise of one-sample gradients; ignoring y would leave w near 0
+    # within the SVI noise of one-sample gradients (the last iterate at this lr lies 0.005-0.09
+    # from the ridge over random streams); ignoring y would leave w near 0, 2 away
     ridge = torch.linalg.solve(x.T @ x + 0.01 * torch.eye(3), x.T @ y)
-    assert torch.allclose(model.loc.detach().cpu(), ridge, atol=0.05)
+    assert torch.allclose(model.loc.detach().cpu(), ridge, atol=0.2)
 
 
 def test_labelled_torchvision_dataset_trains_on_images(tmp_path):
