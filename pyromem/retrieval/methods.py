@@ -366,17 +366,17 @@ DEFAULTS = {
     "GMM": {"sigma": 1.0, "num_steps": 10},
     "Hopfield": {"beta": 1.0, "num_steps": 10},
     "NTM": {"key_dim": None, "train_steps": 300, "train_lr": 0.05},
-    "MemN2N": {"embed_dim": 64, "train_steps": 1000, "train_lr": 3e-4},
+    "MemN2N": {"embed_dim": 256, "ridge": 1.0, "train_steps": 1000, "train_lr": 3e-4},
     "VAE-GMM": {"sigma": 1.0, "num_steps": 10},
     "VAE-Hopfield": {"beta": 1.0, "num_steps": 10},
     "VAE-BP-GMM": {"sigma": 1.0, "gamma": 1.0, "lr": 0.01, "num_steps": 20},
     "VAE-BP-Hopfield": {"beta": 1.0, "gamma": 1.0, "lr": 0.01, "num_steps": 20},
     "VAE-PC-GMM": {"sigma": 1.0, "rate": 0.01, "num_steps": 50},
     "VAE-NTM": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
-    "VAE-MemN2N": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
+    "VAE-MemN2N": {"embed_dim": 64, "ridge": 1.0, "train_steps": 300, "train_lr": 0.003},
     "VAE-GMM*": {"sigma": 1.0, "num_steps": 10, "train_steps": 100, "train_lr": 0.02},
     "VAE-NTM*": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
-    "VAE-MemN2N*": {"embed_dim": 64, "train_steps": 300, "train_lr": 0.003},
+    "VAE-MemN2N*": {"embed_dim": 64, "ridge": 1.0, "train_steps": 300, "train_lr": 0.003},
 }
 
 
@@ -407,7 +407,8 @@ def build_method(name, image_shape, vae=None, **hyperparameters):
             reader = ContentReader(vae.latent_dim, key_dim=h["key_dim"])
             return LatentReaderMethod(name, vae, reader, h)
         if name in ("VAE-MemN2N", "VAE-MemN2N*"):
-            return LatentReaderMethod(name, vae, MemN2NReader(vae.latent_dim, h["embed_dim"]), h)
+            reader = MemN2NReader(vae.latent_dim, h["embed_dim"], h["ridge"])
+            return LatentReaderMethod(name, vae, reader, h)
         return GuideMethod(name, vae, h)
     dim = int(torch.Size(image_shape).numel())
     if name == "GMM":
@@ -417,7 +418,7 @@ def build_method(name, image_shape, vae=None, **hyperparameters):
     elif name == "NTM":
         reader = ContentReader(dim, key_dim=h["key_dim"])
     else:
-        reader = MemN2NReader(dim, h["embed_dim"])
+        reader = MemN2NReader(dim, h["embed_dim"], h["ridge"])
     return ReaderMethod(name, image_shape, reader, h)
 
 
