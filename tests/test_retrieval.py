@@ -250,19 +250,24 @@ def test_memn2n_starts_at_the_ridge_whitening_of_the_training_patterns():
     generator = torch.Generator().manual_seed(0)
     patterns = torch.randn(400, 6, generator=generator) * torch.tensor([5.0, 3, 2, 1, 0.5, 0.1])
     patterns = patterns @ torch.linalg.qr(torch.randn(6, 6, generator=generator))[0] + 2.0
-    variances, _ = np.linalg.eigh(np.cov(patterns.double().numpy().T, bias=True))
-    variances = np.sort(variances)[::-1][:4]
-    for ridge in (1e-6, 0.5):
-        reader = MemN2NReader(6, embed_dim=4, ridge=ridge).initialise(patterns)
+    # 400 patterns take the scatter-matrix branch, 5 (fewer than D = 6) the Gram-matrix one
+    for rows, ridge in ((patterns, 1e-6), (patterns, 0.5), (patterns[:5], 1e-6)):
+        covariance = np.cov(rows.double().numpy().T, bias=True)
+        variances = np.sort(np.linalg.eigvalsh(covariance))[::-1][:4]
+        reader = MemN2NReader(6, embed_dim=4, ridge=ridge).initialise(rows)
         with torch.no_grad():
-            embedded = reader.memory_embedding(patterns).double().numpy()
-        floor = ridge * np.cov(patterns.double().numpy().T, bias=True).trace() / 6
+            embedded = reader.memory_embedding(rows).double().numpy()
+        floor = ridge * covariance.trace() / 6
         np.testing.assert_allclose(
             np.cov(embedded.T, bias=True), np.diag(variances / (variances + floor)), atol=1e-5
         )
-    # embedding rows beyond the principal axes of the patterns start at zero
+    # embedding rows beyond the principal axes of the patterns start at zero: four centred
+    # patterns span three axes (the Gram branch, M < D), 400 span all six (the scatter branch)
     reader = MemN2NReader(6, embed_dim=8).initialise(patterns[:4])
-    assert reader.query_embedding.weight[4:].abs().max() == 0
+    assert reader.query_embedding.weight[3:].abs().max() == 0
+    assert reader.query_embedding.weight[:3].abs().amax(1).min() > 0
+    reader = MemN2NReader(6, embed_dim=8).initialise(patterns)
+    assert reader.query_embedding.weight[6:].abs().max() == 0
     with pytest.raises(ValueError, match="ridge"):
         MemN2NReader(6, ridge=0.0)
     with pytest.raises(ValueError, match="patterns"):

