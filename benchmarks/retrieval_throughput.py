@@ -11,7 +11,12 @@ in ``--sizes``. Three forms, in the same run:
   ``--naive-max-gib``;
 - ``chunked``: the library's two matmuls over blocks of ``--chunk`` patterns with a
   streaming log-sum-exp, so memory stays B×chunk, for ``--chunked-size`` (1e6)
-  patterns; its agreement with the library at the largest N is printed.
+  patterns; its agreement with the library at the largest N is printed;
+- ``fused``: each step one call of torch's ``scaled_dot_product_attention`` (a fused
+  kernel that never holds the B×N weights: flash attention on a CPU, memory-efficient
+  or flash attention on a GPU) on keys augmented with the bias,
+  ``[z/σ², 1] · [M_k, −‖M_k‖²/2σ²]``, zero-padded to a multiple of 8 wide; a reference
+  for what a fused kernel would gain, not the library's path.
 
 A step costs 4·B·N·d flops (two B×N×d multiply-adds); the machine's matmul rate is
 measured in the same run on the workload's own shape, (B×d)·(d×N), and the
@@ -55,6 +60,23 @@ def chunked_step(z, memory, sigma, chunk):
         read = read * rescale + weights @ block
         top = new_top
     return read / total
+
+
+def fused_keys(memory, sigma):
+    """The keys of :func:`fused_step`: ``[M_k, −‖M_k‖²/2σ²]``, zero-padded to a multiple of 8."""
+    keys = torch.cat([memory, -memory.pow(2).sum(-1, keepdim=True) / (2 * sigma**2)], -1)
+    return torch.nn.functional.pad(keys, (0, -keys.shape[-1] % 8))
+
+
+def fused_step(z, keys, memory, sigma):
+    """The full step as one attention call: softmax(q·keysᵀ) M with q = [z/σ², 1, 0...]."""
+    ones = torch.ones(z.shape[:-1] + (1,), dtype=z.dtype, device=z.device)
+    query = torch.nn.functional.pad(
+        torch.cat([z / sigma**2, ones], -1), (0, keys.shape[-1] - z.shape[-1] - 1)
+    )
+    return torch.nn.functional.scaled_dot_product_attention(
+        query[None, None], keys[None, None], memory[None, None], scale=1.0
+    )[0, 0]
 
 
 def timed(run, repeats, sync):
@@ -105,13 +127,26 @@ def main():
         def library(prior=prior, z0=z0):
             return prior.fixed_point(z0, steps)
 
+        keys = fused_keys(memory, sigma)
+
+        def fused(memory=memory, z0=z0, keys=keys):
+            z = z0
+            for _ in range(steps):
+                z = fused_step(z, keys, memory, sigma)
+            return z
+
         library_s = timed(library, args.repeats, sync)
+        fused_s = timed(fused, args.repeats, sync)
         row = {
             "N": n,
             "library_queries_per_s": batch / library_s,
             "library_gflops": flops / library_s / 1e9,
             "matmul_gflops": matmul_gflops,
             "fraction_of_matmul": flops / library_s / 1e9 / matmul_gflops,
+            "fused_queries_per_s": batch / fused_s,
+            "fused_fraction_of_matmul": flops / fused_s / 1e9 / matmul_gflops,
+            "fused_over_library_speed": library_s / fused_s,
+            "max_abs_difference_fused": (library() - fused()).abs().max().item(),
         }
         if batch * n * dim * 4 / 2**30 <= args.naive_max_gib:
 
@@ -133,8 +168,18 @@ def main():
                 def reduced(low=low, z_low=z_low):
                     return low.fixed_point(z_low, steps)
 
-                row[f"{str(dtype).removeprefix('torch.')}_queries_per_s"] = batch / timed(
-                    reduced, args.repeats, sync
+                low_memory = memory.to(dtype)
+
+                def reduced_fused(z_low=z_low, low_memory=low_memory):
+                    keys, z = fused_keys(low_memory, sigma), z_low
+                    for _ in range(steps):
+                        z = fused_step(z, keys, low_memory, sigma)
+                    return z
+
+                name = str(dtype).removeprefix("torch.")
+                row[f"{name}_queries_per_s"] = batch / timed(reduced, args.repeats, sync)
+                row[f"{name}_fused_queries_per_s"] = batch / timed(
+                    reduced_fused, args.repeats, sync
                 )
         rows.append(row)
 

@@ -56,3 +56,21 @@ def test_benchmark_prints_json(script):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
     assert result["benchmark"] == script.removesuffix(".py")
+
+
+def test_the_fused_retrieval_step_is_the_full_fixed_point_step():
+    # retrieval_throughput's fused form against the form that materialises every difference,
+    # at a width and σ where no weight saturates (the read is no stored pattern)
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("rt", BENCHMARKS / "retrieval_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    generator = torch.Generator().manual_seed(0)
+    memory, z = torch.randn(50, 4, generator=generator), torch.randn(8, 4, generator=generator)
+    fused = module.fused_step(z, module.fused_keys(memory, 1.0), memory, 1.0)
+    naive = module.naive_step(z, memory, 1.0)
+    torch.testing.assert_close(fused, naive, atol=1e-5, rtol=1e-5)
+    assert torch.cdist(naive, memory).min() > 0.1
