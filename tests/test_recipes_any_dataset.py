@@ -241,7 +241,7 @@ PRESETS = {
     "retrieval-authors-code": (
         "cifar10",
         "retrieval --preset authors-code --methods VAE-GMM --corruptions clean --memory-size 4"
-        " --seeds 1 --selection-seeds 1 --vae-epochs 1",
+        " --seeds 1 --selection-seeds 1 --vae-epochs 1 --vae-augment dihedral",
     ),
 }
 
@@ -261,3 +261,4 @@ def test_every_preset_runs_a_few_steps(capsys, tmp_path, request, preset):
         assert trained["latent_dim"] == results["config"]["vae_latent_dim"]
         assert trained["net"] == results["config"]["vae_net"]
         assert trained["likelihood_kwargs"]["scale"] == results["config"]["vae_scale"]
+        assert results["vae"]["augment"] == results["config"]["vae_augment"]

@@ -32,8 +32,10 @@ from pyromem.data.loading import DATASETS, load
 from pyromem.data.resize import resize
 from pyromem.data.splits import SPLITS
 from pyromem.data.validation import check_images
+from pyromem.data.views import AUGMENTATIONS, dihedral_views
 
 __all__ = [
+    "AUGMENTATIONS",
     "BINARIZATIONS",
     "DATASETS",
     "SPLITS",
@@ -41,6 +43,7 @@ __all__ = [
     "FreshEpisodes",
     "ImageDataset",
     "check_images",
+    "dihedral_views",
     "colour_rotation",
     "few_shot_splits",
     "gaussian_noise",

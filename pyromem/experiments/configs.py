@@ -24,6 +24,7 @@ PRIORS = Choices("pyromem.memory.addressing:PRIORS")
 SIMILARITIES = Choices("pyromem.memory.addressing:SIMILARITIES")
 ENCODERS = Choices("pyromem.models.kanerva:ENCODERS")
 NETS = Choices("pyromem.models.vae:NETS")
+AUGMENTATIONS = Choices("pyromem.data.views:AUGMENTATIONS")
 VMA_NETS = Choices("pyromem.models.vma:NETS")
 #: VMA's addresses, and §4.2's soft-attention baseline, which has none.
 ADDRESSES = Choices("pyromem.models.vma:ADDRESSING", lambda names: tuple(names) + ("soft",))
@@ -314,6 +315,11 @@ class RetrievalConfig(RunOptions, ImageSource):
     vae_latent_dim: int = option(16, "the VAE's d (§5.1: 16)", minimum=1)
     vae_scale: float = option(
         0.1, "the fixed scale of the VAE's Gaussian likelihood (eq. 10's squared error)", above=0
+    )
+    vae_augment: str = option(
+        "none",
+        "the VAE's training images: as they are, or with their 8 dihedral views (8x an epoch)",
+        choices=AUGMENTATIONS,
     )
     capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
     capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep", minimum=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pyromem.data import load
+from pyromem.data import AUGMENTATIONS, load
 from pyromem.diagnostics.plots import save_image_rows
 from pyromem.experiments.vae import torch_threads, write_results
 from pyromem.infer import MemoryFixedPoint
@@ -77,13 +77,15 @@ def retrieval_vae(
     net="mlp",
     latent_dim=16,
     scale=0.1,
+    augment="none",
 ):
     """The VAE of the ``VAE-*`` methods: loaded from a pyromem checkpoint, or trained with
-    :func:`pyromem.train.fit` on the train split (an MLP or conv nets, by default d = 16 as in
-    §5.1 and a Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
-    log-likelihood).
+        :func:`pyromem.train.fit` on the train split (an MLP or conv nets, by default d = 16 as in
+        §5.1 and a Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
+        log-likelihood), with ``augment="dihedral"`` on their 8 dihedral views
+    (:data:`~pyromem.data.AUGMENTATIONS`).
 
-    :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
+        :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
     """
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint)
@@ -97,11 +99,13 @@ def retrieval_vae(
                 f"{tuple(train_images.shape[1:])}"
             )
         return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {augment!r}")
     start = time.perf_counter()
     vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": scale})
     result = fit(
         vae,
-        train_images,
+        AUGMENTATIONS[augment](train_images),
         out_dir=out_dir,
         epochs=epochs,
         batch_size=64,
@@ -114,6 +118,7 @@ def retrieval_vae(
     info = {
         "checkpoint": str(result.checkpoint),
         "config": vae.config,
+        "augment": augment,
         "epochs": result.epochs,
         "train_elbo_nats": result.history[-1]["train_elbo_nats"],
         "seconds": time.perf_counter() - start,
@@ -243,6 +248,7 @@ def run_retrieval(
     vae_net="mlp",
     vae_latent_dim=16,
     vae_scale=0.1,
+    vae_augment="none",
 ):
     """Run the retrieval table (and with ``capacity`` the sweep) and write results and figures.
 
@@ -256,6 +262,8 @@ def run_retrieval(
     :param str vae_net: ``"mlp"`` or ``"conv"``, the nets of the VAE trained.
     :param int vae_latent_dim: its d.
     :param float vae_scale: the fixed scale of its Gaussian likelihood.
+    :param str vae_augment: ``"none"``, or ``"dihedral"`` to train the VAE on the 8 dihedral
+        views of the training images (:func:`~pyromem.data.dihedral_views`).
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
@@ -278,6 +286,7 @@ def run_retrieval(
             net=vae_net,
             latent_dim=vae_latent_dim,
             scale=vae_scale,
+            augment=vae_augment,
         )
     torch.manual_seed(seed)
     results = {
