@@ -373,10 +373,10 @@ DEFAULTS = {
     "VAE-BP-Hopfield": {"beta": 1.0, "gamma": 1.0, "lr": 0.01, "num_steps": 20},
     "VAE-PC-GMM": {"sigma": 1.0, "rate": 0.01, "num_steps": 50},
     "VAE-NTM": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
-    "VAE-MemN2N": {"embed_dim": 64, "ridge": 1.0, "train_steps": 300, "train_lr": 0.003},
+    "VAE-MemN2N": {"embed_dim": 64, "ridge": 1.0, "train_steps": 1000, "train_lr": 0.003},
     "VAE-GMM*": {"sigma": 1.0, "num_steps": 10, "train_steps": 100, "train_lr": 0.02},
     "VAE-NTM*": {"key_dim": 16, "train_steps": 300, "train_lr": 0.01},
-    "VAE-MemN2N*": {"embed_dim": 64, "ridge": 1.0, "train_steps": 300, "train_lr": 0.003},
+    "VAE-MemN2N*": {"embed_dim": 64, "ridge": 1.0, "train_steps": 1000, "train_lr": 0.003},
 }
 
 
