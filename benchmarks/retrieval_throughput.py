@@ -169,11 +169,12 @@ def main():
                     return low.fixed_point(z_low, steps)
 
                 low_memory = memory.to(dtype)
+                low_keys = fused_keys(low_memory, sigma)
 
-                def reduced_fused(z_low=z_low, low_memory=low_memory):
-                    keys, z = fused_keys(low_memory, sigma), z_low
+                def reduced_fused(z_low=z_low, low_memory=low_memory, low_keys=low_keys):
+                    z = z_low
                     for _ in range(steps):
-                        z = fused_step(z, keys, low_memory, sigma)
+                        z = fused_step(z, low_keys, low_memory, sigma)
                     return z
 
                 name = str(dtype).removeprefix("torch.")

@@ -80,13 +80,15 @@ def retrieval_vae(
     augment="none",
 ):
     """The VAE of the ``VAE-*`` methods: loaded from a pyromem checkpoint, or trained with
-        :func:`pyromem.train.fit` on the train split (an MLP or conv nets, by default d = 16 as in
-        §5.1 and a Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
-        log-likelihood), with ``augment="dihedral"`` on their 8 dihedral views
+    :func:`pyromem.train.fit` on the train split (an MLP or conv nets, by default d = 16 as in
+    §5.1 and a Gaussian likelihood of fixed scale 0.1, so that eq. 10's squared error is its
+    log-likelihood), with ``augment="dihedral"`` on their 8 dihedral views
     (:data:`~pyromem.data.AUGMENTATIONS`).
 
-        :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
+    :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
     """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {augment!r}")
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint)
         if saved.config.get("model") != "vae":
@@ -99,8 +101,6 @@ def retrieval_vae(
                 f"{tuple(train_images.shape[1:])}"
             )
         return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {augment!r}")
     start = time.perf_counter()
     vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": scale})
     result = fit(

@@ -181,7 +181,7 @@ def _principal_axes(centred):
     """The variances (descending) and unit axes ``(K, D)`` of centred rows ``(M, D)``, axes of
     numerically zero variance left out. One eigen-decomposition of the smaller of the Gram and
     the scatter matrix: exact like an SVD, and for ``M, D`` in the thousands (``shapes``' 2000
-    scenes of 12 288 pixels) ten times faster than one."""
+    scenes of 12 288 pixels: 3 s for the whole start, against 20 s for the SVD alone) faster."""
     count, dim = centred.shape
     if count < dim:
         gram, vectors = torch.linalg.eigh(centred @ centred.mT)
