@@ -262,3 +262,34 @@ def test_every_preset_runs_a_few_steps(capsys, tmp_path, request, preset):
         assert trained["net"] == results["config"]["vae_net"]
         assert trained["likelihood_kwargs"]["scale"] == results["config"]["vae_scale"]
         assert results["vae"]["augment"] == results["config"]["vae_augment"]
+
+
+def test_authors_code_preset_has_the_notebooks_loss():
+    # The authors' notebook (sino7/predictive_coding_associative_memories, experiments.ipynb)
+    # trains its CIFAR10 VAE on batches of 20 with
+    #   MSELoss(reduction="sum")(x_pred, x) + 0.1 * mean over the batch of the summed KL.
+    # The preset's Gaussian likelihood and the KL of a standard-normal prior must give the
+    # same loss up to a positive factor and a constant: the same gradients, rescaled.
+    from pyromem.experiments.configs import RetrievalConfig
+    from pyromem.nets import GaussianLikelihood
+
+    preset = RetrievalConfig.presets["authors-code"]
+    assert preset["vae_latent_dim"] == 64 and preset["vae_net"] == "conv"
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 3, 32, 32, generator=generator)
+    x_pred = torch.rand(20, 3, 32, 32, generator=generator).requires_grad_()
+    mu = torch.randn(20, 64, generator=generator).requires_grad_()
+    logvar = torch.randn(20, 64, generator=generator).requires_grad_()
+
+    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)
+    notebook = torch.nn.functional.mse_loss(x_pred, x, reduction="sum") + 0.1 * kl.mean()
+    likelihood = GaussianLikelihood((3, 32, 32), scale=preset["vae_scale"])
+    ours = -(likelihood(x_pred).log_prob(x) - kl).sum()
+
+    wrt = (x_pred, mu, logvar)
+    notebook_grads = torch.autograd.grad(notebook, wrt, retain_graph=True)
+    ours_grads = torch.autograd.grad(ours, wrt)
+    factor = ours_grads[1].flatten()[0] / notebook_grads[1].flatten()[0]
+    assert factor > 0
+    for a, b in zip(ours_grads, notebook_grads, strict=True):
+        torch.testing.assert_close(a, factor * b, rtol=1e-5, atol=1e-6)
