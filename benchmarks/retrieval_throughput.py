@@ -79,6 +79,13 @@ def fused_step(z, keys, memory, sigma):
     )[0, 0]
 
 
+def fused_fixed_point(z, keys, memory, sigma, steps):
+    """``steps`` fused steps from ``z``, on keys built once by :func:`fused_keys`."""
+    for _ in range(steps):
+        z = fused_step(z, keys, memory, sigma)
+    return z
+
+
 def timed(run, repeats, sync):
     run()  # warm-up
     times = []
@@ -130,10 +137,7 @@ def main():
         keys = fused_keys(memory, sigma)
 
         def fused(memory=memory, z0=z0, keys=keys):
-            z = z0
-            for _ in range(steps):
-                z = fused_step(z, keys, memory, sigma)
-            return z
+            return fused_fixed_point(z0, keys, memory, sigma, steps)
 
         library_s = timed(library, args.repeats, sync)
         fused_s = timed(fused, args.repeats, sync)
@@ -172,10 +176,7 @@ def main():
                 low_keys = fused_keys(low_memory, sigma)
 
                 def reduced_fused(z_low=z_low, low_memory=low_memory, low_keys=low_keys):
-                    z = z_low
-                    for _ in range(steps):
-                        z = fused_step(z, low_keys, low_memory, sigma)
-                    return z
+                    return fused_fixed_point(z_low, low_keys, low_memory, sigma, steps)
 
                 name = str(dtype).removeprefix("torch.")
                 row[f"{name}_queries_per_s"] = batch / timed(reduced, args.repeats, sync)

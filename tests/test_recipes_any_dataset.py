@@ -15,6 +15,8 @@ import torch
 import torchvision
 
 from pyromem.cli import main
+from pyromem.experiments.configs import RetrievalConfig
+from pyromem.nets import GaussianLikelihood
 from pyromem.train import load_checkpoint
 from tests.test_data_torchvision import _write_idx, _write_omniglot
 
@@ -270,9 +272,6 @@ def test_authors_code_preset_has_the_notebooks_loss():
     #   MSELoss(reduction="sum")(x_pred, x) + 0.1 * mean over the batch of the summed KL.
     # The preset's Gaussian likelihood and the KL of a standard-normal prior must give the
     # same loss up to a positive factor and a constant: the same gradients, rescaled.
-    from pyromem.experiments.configs import RetrievalConfig
-    from pyromem.nets import GaussianLikelihood
-
     preset = RetrievalConfig.presets["authors-code"]
     assert preset["vae_latent_dim"] == 64 and preset["vae_net"] == "conv"
     generator = torch.Generator().manual_seed(0)
