@@ -157,6 +157,10 @@ def test_demo_quick_through_the_console_script(tmp_path):
     report = (out / "report.md").read_text()
     assert results["report"] == str(out / "report.md")
     assert "IWAE-" in report and "ELBO" in report
+    sections = report.split("\n## ")[1:]
+    assert len(sections) == 4
+    for section in sections:  # each says what to look at
+        assert "look at" in section.lower(), section.splitlines()[0]
     for figure in results["vae"]["figures"].values():
         assert os.path.isfile(figure)
         assert os.path.relpath(figure, out) in report

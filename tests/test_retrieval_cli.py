@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from pyromem.cli import main
 
 
@@ -28,6 +30,16 @@ def test_retrieval_command_json_structure(tmp_path, capsys):
     for figure in ("retrievals", "trajectory"):
         assert (tmp_path / f"{figure}.png").exists()
     assert "| GMM |" in (tmp_path / "table.md").read_text()
+    # The figure's green and red frames are seed 0's whole memory here (10 queries): the same
+    # reads as the table's first seed, scored apart from its batched evaluation. VAE-GMM* is
+    # trained again for the figure, so its reads may differ.
+    shown = out["figure_retrievals"]
+    assert shown["corruption"] == "noise-0.2" and set(shown["retrieved"]) == set(methods)
+    for method in methods[:-1]:
+        hits = shown["retrieved"][method]
+        assert len(hits) == 10
+        seed_0 = out["results"][method]["noise-0.2"]["per_seed"][0]
+        assert 100 * sum(hits) / 10 == pytest.approx(seed_0, abs=1e-4)
 
 
 def test_retrieval_capacity_command(tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 
 def _as_grid(images, ncols):
@@ -36,7 +37,7 @@ def save_figure(fig, path):
     return path
 
 
-def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None):
+def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None, marks=None):
     """Save one or more rows of images, one labelled panel per row.
 
     :param list rows: tensors of shape ``(N, C, H, W)`` with values in [0, 1].
@@ -44,18 +45,44 @@ def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None):
     :param list titles: one title per row.
     :param int ncols: images per line within a panel.
     :param list title_colors: optional matplotlib colour of each title (e.g. success/failure).
+    :param list marks: optional, per row ``None`` or one bool per image: a green frame around
+        each image marked ``True`` (e.g. retrieved), a red one around each marked ``False``.
     :returns: the path written.
+    :raises ValueError: if a row's marks do not match its images in number.
     """
     titles = titles or [None] * len(rows)
     title_colors = title_colors or ["black"] * len(rows)
+    marks = marks or [None] * len(rows)
+    for index, (images, row_marks) in enumerate(zip(rows, marks, strict=True)):
+        if row_marks is not None and len(row_marks) != len(images):
+            raise ValueError(
+                f"marks: expected {len(images)} marks for row {index}, got {len(row_marks)}"
+            )
     fig = Figure(figsize=(ncols * 0.6, 0.8 * sum(math.ceil(len(r) / ncols) for r in rows) + 0.4))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for ax, images, title, color in zip(axes, rows, titles, title_colors, strict=True):
+    for ax, images, title, color, row_marks in zip(
+        axes, rows, titles, title_colors, marks, strict=True
+    ):
         grid, channels = _as_grid(images, ncols)
         ax.imshow(grid, cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
         ax.set_axis_off()
         if title:
             ax.set_title(title, fontsize=9, loc="left", color=color)
+        height, width = images.shape[-2:]
+        for i, hit in enumerate(row_marks or ()):
+            # the frame covers the grey gap around the image, whose pixel centres are integers
+            r, k = divmod(i, ncols)
+            corner = (k * (width + 1) + 0.5, r * (height + 1) + 0.5)
+            ax.add_patch(
+                Rectangle(
+                    corner,
+                    width,
+                    height,
+                    fill=False,
+                    edgecolor="tab:green" if hit else "tab:red",
+                    linewidth=1.5,
+                )
+            )
     return save_figure(fig, path)
 
 
