@@ -385,6 +385,24 @@ def test_a_bad_flag_is_answered_before_torch_loads(argv):
     assert "error:" in run.stderr
 
 
+@pytest.mark.parametrize(
+    "argv", [["train", "vae"], ["train", "vma"], ["train", "kpp"], ["retrieval"], ["eval", "vae"]]
+)
+def test_help_loads_neither_lightning_torchvision_nor_scikit_learn(argv):
+    # each takes a second or more to import, and --help lists choices whose homes need only
+    # torch and pyro: checked, as above, as the modules' absence
+    script = (
+        "import sys\nfrom pyromem.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+        "    heavy = ('lightning', 'torchvision', 'sklearn')\n"
+        "    print(stop.code, 'torch' in sys.modules, *[name in sys.modules for name in heavy])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, *argv, "--help"], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split()[-5:] == ["0", "True", "False", "False", "False"]
+
+
 def test_help_lists_the_choices_imported_from_their_homes(capsys):
     from pyromem.models.vma import ADDRESSING
 

@@ -15,7 +15,7 @@ from pyromem.train import SVIModule, fit, load_checkpoint
 from pyromem.train.checkpoint import AtomicCheckpointIO
 from pyromem.train.data_checks import check_training_data
 from pyromem.train.divergence import all_finite
-from pyromem.train.fit import _TensorDataset
+from pyromem.train.engine import _TensorDataset
 from pyromem.train.module import _fused_kernels_apply
 from pyromem.train.seeding import EpochShuffleBatches, EpochShuffleSampler
 from tests.test_train import make_data, make_model

@@ -1,7 +1,6 @@
 """scikit-learn's bundled 8×8 handwritten digits as an :class:`ImageDataset`."""
 
 import torch
-from sklearn.datasets import load_digits
 
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import resize
@@ -26,6 +25,10 @@ def digits(split="train", *, seed=0, size=None, test_fraction=0.2):
         ``"index"`` ``(N,)`` long: each image's index in scikit-learn's
         ``load_digits()``.
     """
+    # imported here: scikit-learn takes about a second to import, which `pyromem --help`
+    # and the datasets that do not need it should not pay
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     index = split_indices(bunch.target, split, test_fraction=test_fraction, seed=seed)
     images = torch.as_tensor(bunch.images[index], dtype=torch.float32).unsqueeze(1) / 16.0

@@ -5,12 +5,12 @@ torchvision's on-disk layout, and are fetched there by torchvision only when
 ``download=True``.
 """
 
+import functools
 import os
 import re
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 
 from pyromem.data.dataset import ImageDataset
@@ -28,7 +28,7 @@ def mnist(split="train", *, root=None, download=False, size=None):
     :returns: an :class:`ImageDataset` of images ``(N, 1, 28, 28)`` with 8-bit
         values k/255 in [0, 1] and labels in 0..9.
     """
-    return _idx_dataset(torchvision.datasets.MNIST, "mnist", split, root, download, size)
+    return _idx_dataset("MNIST", "mnist", split, root, download, size)
 
 
 def fashion_mnist(split="train", *, root=None, download=False, size=None):
@@ -41,9 +41,7 @@ def fashion_mnist(split="train", *, root=None, download=False, size=None):
     :returns: an :class:`ImageDataset` of images ``(N, 1, 28, 28)`` with 8-bit
         values k/255 in [0, 1] and labels in 0..9.
     """
-    return _idx_dataset(
-        torchvision.datasets.FashionMNIST, "fashion_mnist", split, root, download, size
-    )
+    return _idx_dataset("FashionMNIST", "fashion_mnist", split, root, download, size)
 
 
 def cifar10(split="train", *, root=None, download=False, size=None):
@@ -58,7 +56,7 @@ def cifar10(split="train", *, root=None, download=False, size=None):
     """
     check_split(split)
     data = _open(
-        torchvision.datasets.CIFAR10,
+        "CIFAR10",
         "cifar10",
         root,
         download,
@@ -93,7 +91,7 @@ def omniglot(split="train", *, root=None, download=False, size=None):
     check_split(split)
     folder = "images_background" if split == "train" else "images_evaluation"
     data = _open(
-        _Omniglot,
+        "Omniglot",
         "omniglot",
         root,
         download,
@@ -138,25 +136,39 @@ def omniglot(split="train", *, root=None, download=False, size=None):
     )
 
 
-class _Omniglot(torchvision.datasets.Omniglot):
-    # torchvision checks the md5 of the downloaded zip even when its content is
-    # already extracted; a user who has only the extracted folders (the usual
-    # way Omniglot is shared) can still load them.
-    def _check_integrity(self):
-        folder = os.path.join(self.root, self._get_target_folder())
-        return os.path.isdir(folder) or super()._check_integrity()
+def _vision(name):
+    # torchvision's dataset class `name`, imported at the first load of a dataset it reads:
+    # importing torchvision takes a second or more, which the embedded datasets and
+    # `pyromem --help` should not pay
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, name)
 
 
-def _idx_dataset(cls, name, split, root, download, size):
+@functools.cache
+def _omniglot_class():
+    class _Omniglot(_vision("Omniglot")):
+        # torchvision checks the md5 of the downloaded zip even when its content is
+        # already extracted; a user who has only the extracted folders (the usual
+        # way Omniglot is shared) can still load them.
+        def _check_integrity(self):
+            folder = os.path.join(self.root, self._get_target_folder())
+            return os.path.isdir(folder) or super()._check_integrity()
+
+    return _Omniglot
+
+
+def _idx_dataset(kind, name, split, root, download, size):
     check_split(split)
-    folder = os.path.join(cls.__name__, "raw")
-    data = _open(cls, name, root, download, folder, train=split == "train")
+    folder = os.path.join(kind, "raw")
+    data = _open(kind, name, root, download, folder, train=split == "train")
     images = data.data.unsqueeze(1).float() / 255.0
     return _dataset(images, data.targets, {}, name, split, size)
 
 
-def _open(cls, name, root, download, folder, **kwargs):
-    # folder: where under root torchvision looks, for the error message.
+def _open(kind, name, root, download, folder, **kwargs):
+    # kind: the torchvision dataset class's name; folder: where under root torchvision looks,
+    # for the error message.
     if root is None:
         raise ValueError(
             f"{name} is not bundled with pyromem: pass root=<directory> holding it "
@@ -164,6 +176,7 @@ def _open(cls, name, root, download, folder, **kwargs):
         )
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
+    cls = _omniglot_class() if kind == "Omniglot" else _vision(kind)
     try:
         return cls(os.fspath(root), download=download, **kwargs)
     except RuntimeError as error:

@@ -30,7 +30,6 @@ from importlib import resources
 
 import numpy as np
 import torch
-from sklearn.datasets import load_sample_images
 
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import resize
@@ -85,6 +84,7 @@ def _all_patches():
     # Decoding the JPEGs and the de-duplication take most of the loader's time; they never
     # change.
     from matplotlib import cbook
+    from sklearn.datasets import load_sample_images
 
     with cbook.get_sample_data("grace_hopper.jpg") as file:
         from PIL import Image

@@ -1,7 +1,6 @@
 """Seeded, stratified train/test splits of the embedded datasets and of a user's own data."""
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 SPLITS = ("train", "test")
 
@@ -28,6 +27,9 @@ def split_indices(labels, split, *, test_fraction, seed, stratify=True):
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     labels = np.asarray(labels)
+    # imported here: scikit-learn takes about a second to import (see pyromem.data.digits)
+    from sklearn.model_selection import train_test_split
+
     train, test = train_test_split(
         np.arange(len(labels)),
         test_size=test_fraction,

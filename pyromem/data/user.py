@@ -18,7 +18,6 @@ import os
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
@@ -86,7 +85,7 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     every = [item for part in parts for item in files[part]]
     if not every:
         raise ValueError(
-            f"imagefolder found no image files ({', '.join(IMG_EXTENSIONS)}) in the class "
+            f"imagefolder found no image files ({', '.join(_image_extensions())}) in the class "
             f"folders under root={root!r}"
         )
     modes, sizes = [], []
@@ -279,9 +278,17 @@ def _subfolders(folder):
     ]
 
 
+def _image_extensions():
+    # torchvision's list, as its ImageFolder reads; imported here, since importing torchvision
+    # takes a second or more that a user without an image folder should not pay
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return IMG_EXTENSIONS
+
+
 def _image_files(folder, classes):
     # (path, label) of every image file below folder/<class>, by class then path.
-    items = []
+    items, extensions = [], _image_extensions()
     for label, cls in enumerate(classes):
         top = os.path.join(folder, cls)
         if not os.path.isdir(top):
@@ -292,7 +299,7 @@ def _image_files(folder, classes):
             found += [
                 os.path.join(directory, n)
                 for n in names
-                if not n.startswith(".") and n.lower().endswith(IMG_EXTENSIONS)
+                if not n.startswith(".") and n.lower().endswith(extensions)
             ]
         items += [(path, label) for path in sorted(found)]
     return items
