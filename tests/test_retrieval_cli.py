@@ -57,3 +57,19 @@ def test_retrieval_capacity_command(tmp_path, capsys):
 def test_retrieval_command_rejects_unknown_methods(tmp_path, capsys):
     code = main(["retrieval", "--methods", "SDM", "--out", str(tmp_path)])
     assert code == 2 and "unknown method" in capsys.readouterr().err
+
+
+def test_a_memory_larger_than_a_split_is_refused_before_the_vae_trains(tmp_path, capsys):
+    argv = ["retrieval", "--dataset", "digits", "--memory-size", "1000", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "memory_size: 1000 exceeds the 360 test images; memories of at most 360 fit" in err
+    assert not (tmp_path / "vae").exists()
+
+
+def test_a_corruption_the_images_do_not_allow_is_refused_before_the_vae_trains(tmp_path, capsys):
+    argv = ["retrieval", "--dataset", "digits", "--corruptions", "clean", "mask-9"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "corruptions: 'mask-9' does not apply here: width must lie in [0, 8]" in err
+    assert not (tmp_path / "vae").exists()

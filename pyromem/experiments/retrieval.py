@@ -24,6 +24,8 @@ from pyromem.retrieval import (
     PER_CORRUPTION_METHODS,
     build_method,
     capacity_sweep,
+    check_corruptions,
+    check_memory_size,
     corrupt,
     default_corruptions,
     format_table,
@@ -291,6 +293,10 @@ def run_retrieval(
     num_test = max(capacity_sizes) if capacity else None
     train_images, test_images = load_retrieval_data(dataset, num_test, seed, root, download, size)
     corruptions = list(corruptions or default_corruptions(tuple(test_images.shape[1:])))
+    # before the VAE trains
+    check_corruptions(corruptions, tuple(test_images.shape[1:]))
+    if not capacity:  # the sweep skips the sizes that do not fit
+        check_memory_size(memory_size, train_images, test_images)
     vae, vae_info = None, None
     if any(name in LATENT_METHODS for name in methods):
         if log is not None and checkpoint is None:

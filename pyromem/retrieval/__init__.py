@@ -9,6 +9,7 @@ hyper-parameters chosen on a training split, tables over seeds and the capacity 
 from pyromem.retrieval.capacity import CAPACITY_SIZES, capacity_sweep, save_capacity_plot
 from pyromem.retrieval.corruptions import (
     NOISE_LEVELS,
+    check_corruptions,
     corrupt,
     default_corruptions,
     parse_corruption,
@@ -37,7 +38,12 @@ from pyromem.retrieval.readers import (
     train_reader,
 )
 from pyromem.retrieval.selection import GRIDS, candidates, scale_unit, select_hyperparameters
-from pyromem.retrieval.tables import format_table, retrieval_table, space_calibration
+from pyromem.retrieval.tables import (
+    check_memory_size,
+    format_table,
+    retrieval_table,
+    space_calibration,
+)
 
 __all__ = [
     "CAPACITY_SIZES",
@@ -58,6 +64,8 @@ __all__ = [
     "build_method",
     "candidates",
     "capacity_sweep",
+    "check_corruptions",
+    "check_memory_size",
     "corrupt",
     "default_corruptions",
     "evaluate",

@@ -13,6 +13,8 @@ name                   query made from a stored image ``x``
 
 import math
 
+import torch
+
 from pyromem.data import colour_rotation, gaussian_noise, shift, square_mask
 
 #: Noise levels of §5.3.
@@ -37,6 +39,23 @@ def corrupt(images, name, generator=None):
     if kind == "colour-rotation":
         return colour_rotation(images, 2 * math.pi / 3)
     return shift(images, value, value)
+
+
+def check_corruptions(names, image_shape):
+    """Raise a one-line ``ValueError`` naming the first corruption that images of
+    ``image_shape`` do not allow (a mask wider than the image, a colour rotation of grey
+    images, ...), by applying each to one blank image: the checks are those of the
+    corruptions themselves.
+
+    :param list names: corruption names.
+    :param tuple image_shape: ``(C, H, W)``.
+    """
+    blank = torch.zeros((1, *image_shape))
+    for name in names:
+        try:
+            corrupt(blank, name, generator=torch.Generator().manual_seed(0))
+        except ValueError as error:
+            raise ValueError(f"corruptions: {name!r} does not apply here: {error}") from None
 
 
 def parse_corruption(name):

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import pyro
 import torch
 
+from pyromem.checks import as_int
 from pyromem.retrieval.criteria import dot_product_winners, select_threshold
 from pyromem.retrieval.methods import PER_CORRUPTION_METHODS, build_method
 from pyromem.retrieval.protocol import evaluate, sample_memory
@@ -21,6 +22,23 @@ from pyromem.retrieval.selection import (
     scale_unit,
     select_hyperparameters,
 )
+
+
+def check_memory_size(memory_size, train_images, test_images):
+    """Raise a one-line ``ValueError`` unless memories of ``memory_size`` patterns can be drawn
+    from both splits: the table's from the test split, the selection's from the train split.
+
+    :param int memory_size: N.
+    :param train_images: the train split ``(M, C, H, W)``.
+    :param test_images: the test split ``(M', C, H, W)``.
+    """
+    as_int(memory_size, "memory_size", 1)
+    for split, images in (("test", test_images), ("train", train_images)):
+        if memory_size > len(images):
+            raise ValueError(
+                f"memory_size: {memory_size} exceeds the {len(images)} {split} images; "
+                f"memories of at most {min(len(test_images), len(train_images))} fit"
+            )
 
 
 def space_calibration(method, train_images, memory_size, threshold_fraction=0.5):
@@ -75,8 +93,7 @@ def retrieval_table(
         ``"timing"`` holds the wall-clock seconds of each method's ``"selection"``,
         ``"training"`` and ``"evaluation"`` and their totals over methods.
     """
-    if memory_size > len(test_images):
-        raise ValueError(f"memory_size {memory_size} exceeds the {len(test_images)} test images")
+    check_memory_size(memory_size, train_images, test_images)
     image_shape = tuple(test_images.shape[1:])
     calibration, out = (
         {},
