@@ -14,8 +14,11 @@ which torch's Adam opens the NVML library on every step (its CUDA-graph check),
 so the benchmark unsets it around the hand loop. Beside them, the hand loop's step
 as a plain ``LightningModule`` trained by a bare Lightning ``Trainer`` (no
 callbacks, checkpoints or logger, the engine's batches) measures what Lightning's
-loop costs alone. Times are the whole runs' wall times divided by
-their steps, hand loop and engine taken alternately in one process; the figure
+loop costs alone; its cost per step with a step that costs next to nothing
+(:class:`TrivialStep`, ``--floor-steps`` steps, against the same step by hand) gives the
+lowest ratio to the fused hand loop that any engine inside Lightning's loop can reach on
+this workload (``lightning_floor_over_fused_hand_loop``). Times are the whole runs' wall
+times divided by their steps, hand loop and engine taken alternately in one process; the figure
 is the median over ``--repeats`` of the ratio of each pair, beside the ratio of
 the median times. The engine's own fixed costs are reported apart: set-up (the
 data check, Lightning's) before the first step, and what follows the last
@@ -134,6 +137,53 @@ class HandStep(lightning.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
 
 
+class TrivialStep(lightning.LightningModule):
+    """A step that costs next to nothing (three parameters, a four-number batch): run by
+    Lightning's loop, what remains is the loop's own cost per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(3))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight * batch.mean()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
+
+
+def lightning_step_cost_ms(steps, device, repeats):
+    """Milliseconds per step that Lightning's bare loop adds to a hand loop over the same
+    trivial step and the same ``DataLoader``: the median over ``repeats`` of each pair."""
+    batches = [torch.ones(4, device=device)] * steps
+
+    def by_lightning():
+        trainer = lightning.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        start = time.perf_counter()
+        trainer.fit(TrivialStep().to(device), DataLoader(batches, batch_size=None))
+        return time.perf_counter() - start
+
+    def by_hand():
+        module = TrivialStep().to(device)
+        optimizer = module.configure_optimizers()
+        start = time.perf_counter()
+        for batch in DataLoader(batches, batch_size=None):
+            optimizer.zero_grad()
+            module.training_step(batch, 0).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    return statistics.median(1e3 * (by_lightning() - by_hand()) / steps for _ in range(repeats))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-data", type=int, default=4000)
@@ -142,6 +192,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--no-jit", action="store_true", help="leave out the JitTrace_ELBO runs")
+    parser.add_argument(
+        "--floor-steps",
+        type=int,
+        default=2000,
+        help="steps of the trivial step that measures Lightning's own cost per step",
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads is not None:
@@ -257,6 +313,9 @@ def main():
         fixed.append(costs)
         if not args.no_jit:
             jitted.append(engine(pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True))[0])
+    with without_lightnings_nvml_check():
+        loop_cost_ms = lightning_step_cost_ms(args.floor_steps, device, args.repeats)
+    fused_ms = 1e3 * statistics.median(hand_fused)
     hand_ms, engine_ms = 1e3 * statistics.median(hand), 1e3 * statistics.median(fitted)
     ratios = [e / h for e, h in zip(fitted, hand, strict=True)]
     fused_ratios = [e / h for e, h in zip(fitted, hand_fused, strict=True)]
@@ -280,13 +339,17 @@ def main():
                 "engine_over_hand_loop": statistics.median(ratios),
                 "engine_over_hand_loop_each_repeat": ratios,
                 "ratio_of_median_times": engine_ms / hand_ms,
-                "fused_hand_loop_ms_per_step": 1e3 * statistics.median(hand_fused),
+                "fused_hand_loop_ms_per_step": fused_ms,
                 "engine_over_fused_hand_loop": statistics.median(fused_ratios),
                 "lightning_loop_ms_per_step": 1e3 * statistics.median(bare),
                 "lightning_loop_over_fused_hand_loop": statistics.median(bare_ratios),
                 "engine_over_lightning_loop": statistics.median(
                     e / b for e, b in zip(fitted, bare, strict=True)
                 ),
+                # Lightning's cost per step with a trivial step, and the ratio to the fused hand
+                # loop that an engine inside Lightning's loop cannot go below on this workload
+                "lightning_loop_cost_ms_per_step": loop_cost_ms,
+                "lightning_floor_over_fused_hand_loop": (fused_ms + loop_cost_ms) / fused_ms,
                 "phases_ms_per_step": {
                     loop: {
                         phase: statistics.median(run[phase] for run in runs) for phase in runs[0]

@@ -12,7 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {
     "retrieval_throughput.py": "--sizes 50 200 --batch 8 --dim 4 --steps 2 --repeats 1"
     " --chunked-size 500 --chunk 64",
-    "engine_overhead.py": "--num-data 64 --epochs 1 --repeats 1 --batch-size 32",
+    "engine_overhead.py": "--num-data 64 --epochs 1 --repeats 1 --batch-size 32 --floor-steps 5",
     "evaluation_overhead.py": "--batch 4 --num-samples 5 --chunk 2 --num-particles 2 --repeats 1",
     "data_check_cost.py": "--num-data 300 --repeats 1 --steps 2",
     "kpp_accountings.py": "--epochs 1 --size 8 --lengths 2 3 --num-samples 2 --num-particles 1"

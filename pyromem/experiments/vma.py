@@ -620,8 +620,10 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         lines += [
             f"Few-shot on `glyphs` (16×16, 8 classes × 4 shots in memory, {steps} steps), "
             "tested on unseen classes with 1 to 8 classes in memory (Fig. 5A); the optimum is "
-            "VMA's NLL at one class + log C. Classification accuracy from q(a|x) (from the read "
-            "weights at the mean of q(z|x) for soft attention):",
+            "VMA's NLL at one class + log C. Look at whether VMA's test NLL stays level as "
+            "classes are added to its memory while soft attention's rises. Classification "
+            "accuracy from q(a|x) (from the read weights at the mean of q(z|x) for soft "
+            "attention):",
             "",
             *(
                 f"- {a}: "
