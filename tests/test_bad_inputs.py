@@ -220,6 +220,24 @@ def test_fit_checks_the_data_once_whatever_pyros_validation(tmp_path, case):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("case", sorted(API_DATA))
+def test_fit_checks_the_eval_data_before_training(tmp_path, case):
+    # the held-out data are scored only after the first epoch: a mismatch found then would
+    # waste the epoch, and Pyro's error would carry its trace's shapes over several lines
+    with pytest.raises(ValueError, match="eval_data") as raised:
+        fit(
+            VAE((1, 8, 8), 2, hidden=(8,)),
+            torch.zeros(16, 1, 8, 8),
+            eval_data=API_DATA[case],
+            out_dir=tmp_path,
+            epochs=1,
+            batch_size=8,
+            progress=False,
+        )
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_fit_checks_labels_in_range(tmp_path):
     data = load("digits", "train", binarize="static")
     bad = data.subset(torch.arange(64))

@@ -13,6 +13,9 @@ on garbage. :func:`check_training_data` pays the cost once instead:
    support of the observed site ``"x"`` found in step 2;
 4. a dataset's ``labels`` (an ``ImageDataset``'s, which episode samplers read): one
    integer per datapoint, all >= 0, or all -1 for unlabelled data.
+
+The engine checks its held-out ``eval_data`` by steps 1-3 as well, before the first step,
+though it scores them only after the first epoch.
 """
 
 import pyro
@@ -25,14 +28,18 @@ from pyromem.train.batches import datapoints, model_arguments
 CHUNK = 8192
 
 
-def check_training_data(model, dataset, *, batch_size, drop_labels, num_data=None) -> None:
-    """Raise a one-line ``ValueError`` naming ``train_data`` if the data cannot train ``model``.
+def check_training_data(
+    model, dataset, *, batch_size, drop_labels, num_data=None, name="train_data"
+) -> None:
+    """Raise a one-line ``ValueError`` naming ``name`` if the data cannot train ``model``.
 
     :param model: the module with ``model`` and ``guide`` methods.
     :param dataset: the training dataset (items as in :mod:`pyromem.train.batches`).
     :param batch_size: the engine's batch size (``None``: each item is a step).
     :param bool drop_labels: items are ``(image, label)``.
     :param int num_data: passed to the model as ``num_data`` (batch mode).
+    :param str name: the data's argument name in the messages: ``"train_data"``, or
+        ``"eval_data"`` for the held-out data that the engine scores after each epoch.
     """
     if batch_size is None:
         batch = dataset[0]
@@ -42,11 +49,11 @@ def check_training_data(model, dataset, *, batch_size, drop_labels, num_data=Non
     x = kwargs["x"] if "x" in kwargs else args[0]
     datapoints(args, kwargs)
     if not x.is_floating_point():
-        raise ValueError(f"train_data: expected floating-point datapoints x, got {x.dtype}")
+        raise ValueError(f"{name}: expected floating-point datapoints x, got {x.dtype}")
     for value in [*args, *kwargs.values()]:
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             if not torch.isfinite(value).all():
-                raise ValueError("train_data: the first batch holds NaN or infinite values")
+                raise ValueError(f"{name}: the first batch holds NaN or infinite values")
     device = next(model.parameters(), torch.empty(0)).device
     args = tuple(_to(value, device) for value in args)
     kwargs = {key: _to(value, device) for key, value in kwargs.items()}
@@ -62,12 +69,10 @@ def check_training_data(model, dataset, *, batch_size, drop_labels, num_data=Non
             model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
     except (ValueError, TypeError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ValueError(
-            f"train_data: the first batch does not fit the model: {first_line}"
-        ) from None
+        raise ValueError(f"{name}: the first batch does not fit the model: {first_line}") from None
     finally:
         model.train(was_training)
-    _check_every_datapoint(dataset, model_trace)
+    _check_every_datapoint(dataset, model_trace, name)
     _check_labels(dataset)
 
 
@@ -89,7 +94,7 @@ def _check_labels(dataset) -> None:
         )
 
 
-def _check_every_datapoint(dataset, model_trace) -> None:
+def _check_every_datapoint(dataset, model_trace, name) -> None:
     images = getattr(dataset, "data", None)
     if not isinstance(images, torch.Tensor):
         images = getattr(dataset, "images", None)
@@ -111,14 +116,14 @@ def _check_every_datapoint(dataset, model_trace) -> None:
             finite = torch.isfinite(chunk).flatten(1).all(-1)
             if not finite.all():
                 index = start + int((~finite).nonzero()[0])
-                raise ValueError(f"train_data: datapoint {index} holds NaN or infinite values")
+                raise ValueError(f"{name}: datapoint {index} holds NaN or infinite values")
         if support is not None:
             inside = support.check(chunk.to(site["value"].device))
             inside = inside.reshape(len(chunk), -1).all(-1).cpu()
             if not inside.all():
                 index = start + int((~inside).nonzero()[0])
                 raise ValueError(
-                    f"train_data: datapoint {index} lies outside the support {support} of the "
+                    f"{name}: datapoint {index} lies outside the support {support} of the "
                     f"model's likelihood of x (values in [{chunk.min().item():g}, "
                     f"{chunk.max().item():g}])"
                 )

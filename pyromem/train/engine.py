@@ -221,6 +221,15 @@ def fit(
     check_training_data(
         model, dataset, batch_size=batch_size, drop_labels=drop_labels, num_data=module.num_data
     )
+    if eval_data is not None:
+        # scored only after the first epoch: checked now, before any training
+        check_training_data(
+            model,
+            _TensorDataset(eval_data),
+            batch_size=min(len(eval_data), 512),
+            drop_labels=False,
+            name="eval_data",
+        )
     lightning.seed_everything(seed, verbose=False)
     with _quiet_lightning(), _one_line_misconfiguration():
         trainer = lightning.Trainer(
