@@ -72,9 +72,33 @@ def test_every_family_trains_on_a_torchvision_fixture(capsys, tmp_path, mnist_ro
         return
     checkpoint = load_checkpoint(results["checkpoint"])
     assert checkpoint.epoch >= 1 and (tmp_path / "metrics.csv").is_file()
+    # grey-scale images: binarised by default, as each recipe's option says
+    binarized = results["binarization"]
+    if family.startswith("vma"):
+        assert binarized == "static"
+    else:
+        assert binarized == {"train": "dynamic", "test": "static"}
+        assert checkpoint.config["data"]["binarize"] == "dynamic"
     if family == "vma-fewshot":
         # trained on classes 0-4, tested on 5-9 (the sweep draws test-split classes)
         assert [row["classes"] for row in results["memory_size_sweep"]] == [1, 2]
+
+
+@pytest.mark.parametrize("family", ["vae", "vma-recall", "kpp"])
+def test_colour_images_train_unbinarised_by_default(capsys, tmp_path, family):
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 3, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "rgb.npz", images=images, labels=np.arange(40) % 4)
+    argv = FAMILIES[family].replace("--size 8 ", "").split()
+    argv += ["--dataset", "npz", "--root", str(tmp_path / "rgb.npz")]
+    results = run_json(capsys, [*argv, "--out", str(tmp_path / "run")])
+    binarized = results["binarization"]
+    assert binarized is None if family.startswith("vma") else binarized["train"] is None
+    if not family.startswith("vma"):
+        assert results["likelihood"] == "gaussian"  # grey levels in [0, 1]
+    # asked for explicitly, a binarisation of colour images is refused in one line
+    assert main([*argv, "--binarize", "dynamic", "--out", str(tmp_path / "asked")]) == 2
+    assert "needs grey-scale images (C = 1), got C = 3" in capsys.readouterr().err
 
 
 def test_config_round_trips_through_toml_and_json(capsys, tmp_path, mnist_root):

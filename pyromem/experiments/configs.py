@@ -67,8 +67,10 @@ class DataOptions(ImageSource):
         " cifar10; from --root) or the user's own (imagefolder: a folder, npz: a file; --root)",
         choices=DATASET_NAMES,
     )
-    binarize: str = option(
-        "dynamic", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
+    binarize: str | None = option(
+        None,
+        "binarisation of grey-scale images (default: dynamic; colour images are not binarised)",
+        choices=BINARIZATIONS,
     )
 
 
@@ -168,8 +170,10 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
         choices=DATASET_NAMES,
     )
     size: int | None = option(None, "image side (default: 8 for digits, 16 for glyphs)", minimum=1)
-    binarize: str = option(
-        "static", "binarisation of grey-scale data (colour data: none)", choices=BINARIZATIONS
+    binarize: str | None = option(
+        None,
+        "binarisation of grey-scale images (default: static; colour images are not binarised)",
+        choices=BINARIZATIONS,
     )
     test_classes: tuple[int, ...] | None = option(
         None,

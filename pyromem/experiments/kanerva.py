@@ -418,6 +418,7 @@ def _run(config, out_dir):
     config.start_run(out_dir)
     data_config = dict(data_options(config), same_class=config.same_class)
     train, episodes = load_kpp_data(data_config, episode_length)
+    data_config["binarize"] = train.binarize
     likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
     default_memory_shape, default_block = default_memory(train.event_shape)
     memory_shape = config.memory_shape or default_memory_shape

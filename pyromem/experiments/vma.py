@@ -41,14 +41,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
-from pyromem.data import FreshEpisodes, few_shot_splits, load, sample_few_shot
+from pyromem.data import FreshEpisodes, few_shot_splits, sample_few_shot
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
 from pyromem.experiments.configs import ADDRESSES, VMAConfig
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
+    binarization,
     engine_options,
     evaluation_device,
+    load_binarized,
     torch_threads,
     write_results,
 )
@@ -125,15 +127,14 @@ def vma_data(config):
     Omniglot's and glyphs' splits by alphabet, other labelled data by
     ``config.test_classes``.
     """
-    binarize = None if config.binarize == "none" else config.binarize
     options = {
         "root": config.root,
         "download": config.download,
         "seed": config.seed,
         "size": config.size or IMAGE_SIDE.get(config.dataset),
     }
-    train = load(config.dataset, "train", binarize=binarize, **options)
-    test = load(config.dataset, "test", binarize="static" if binarize else None, **options)
+    binarize = binarization(config.binarize, "static")
+    train, test = load_binarized(config.dataset, binarize, **options)
     if config.mode == "fewshot":
         train, test = few_shot_splits(train, test, config.test_classes)
     elif config.test_classes is not None:
@@ -387,7 +388,7 @@ def run(config, out_dir):
             {
                 "dataset": config.dataset,
                 "image_size": train.event_shape[-1],
-                "binarization": config.binarize,
+                "binarization": train.binarize,
                 "split": "test",
                 "device": result.device,
                 "num_particles": config.num_particles,
