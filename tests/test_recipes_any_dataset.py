@@ -101,6 +101,23 @@ def test_colour_images_train_unbinarised_by_default(capsys, tmp_path, family):
     assert "needs grey-scale images (C = 1), got C = 3" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("colour", [False, True])
+def test_compare_guides_on_grey_and_colour_images(capsys, tmp_path, mnist_root, colour):
+    if colour:
+        images = np.random.default_rng(0).random((40, 3, 8, 8), dtype=np.float32)
+        np.savez(tmp_path / "rgb.npz", images=images)
+        data = ["--dataset", "npz", "--root", str(tmp_path / "rgb.npz")]
+    else:
+        data = ["--dataset", "mnist", "--root", mnist_root, "--size", "8"]
+    argv = "compare-guides --epochs 1 --steps 2 --iterative-steps 2 --num-test 4 --num-samples 30"
+    results = run_json(
+        capsys, [*argv.split(), *data, "--hidden", "16", "--no-progress", "--out", str(tmp_path)]
+    )
+    expected = (None, "gaussian") if colour else ("static", "bernoulli")
+    assert (results["binarization"], results["likelihood"]) == expected
+    assert len(results["guides"]) == 4
+
+
 def test_config_round_trips_through_toml_and_json(capsys, tmp_path, mnist_root):
     argv = FAMILIES["vae"].split() + ["--dataset", "mnist", "--root", mnist_root, "--seed", "3"]
     first = run_json(capsys, [*argv, "--out", str(tmp_path / "a")])

@@ -21,10 +21,16 @@ import pyro
 import torch
 from torch import nn
 
-from pyromem.data import FreshEpisodes, load
+from pyromem.data import FreshEpisodes
 from pyromem.diagnostics import compare_guides
 from pyromem.experiments.configs import CompareGuidesConfig
-from pyromem.experiments.vae import finish_run, table_summary
+from pyromem.experiments.vae import (
+    IF_GREY,
+    LIKELIHOOD_FOR_SUPPORT,
+    finish_run,
+    load_binarized,
+    table_summary,
+)
 from pyromem.infer import GaussianRefinement, IterativeAmortizedGuide, MAPRefinement
 from pyromem.models import VAE, MemoryVAE
 from pyromem.train import fit
@@ -67,10 +73,12 @@ def run(config, out_dir):
     seed, steps, lr = config.seed, config.steps, config.lr
     pyro.set_rng_seed(seed)
     common = {"root": config.root, "download": config.download, "size": config.size}
-    train = load(config.dataset, "train", binarize="static", seed=seed, **common)
-    test = load(config.dataset, "test", binarize="static", seed=seed, **common)
+    # grey-scale images on one static binarisation (train and test alike), colour ones as
+    # they are, with the likelihood their values call for
+    train, test = load_binarized(config.dataset, "static" + IF_GREY, seed=seed, **common)
     test_x = test.images[: config.num_test]
-    vae = VAE(train.event_shape, config.latent_dim, "bernoulli", "mlp", config.hidden)
+    likelihood = LIKELIHOOD_FOR_SUPPORT[train.support]
+    vae = VAE(train.event_shape, config.latent_dim, likelihood, "mlp", config.hidden)
     engine = {"seed": seed, "accelerator": "cpu", "progress": config.progress}
     fitted = fit(
         vae,
@@ -120,7 +128,8 @@ def run(config, out_dir):
         "model": config.model,
         "dataset": config.dataset,
         "split": "test",
-        "binarization": "static",
+        "binarization": train.binarize,
+        "likelihood": likelihood,
         "epochs": fitted.epochs,
         "latent_dim": config.latent_dim,
         **comparison.summary(),
