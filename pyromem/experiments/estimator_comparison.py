@@ -146,7 +146,7 @@ def run(config, out_dir):
             "dataset": config.dataset,
             "image_size": size,
             "split": "test classes",
-            "binarization": "static",
+            "binarization": test.binarize,
             "classes": config.classes,
             "shots": config.shots,
             "train_steps": config.train_steps,
