@@ -274,10 +274,10 @@ def run(config, out_dir):
     device = evaluation_device(config.accelerator)
     if config.progress:
         # IWAE-1000 on colour images takes minutes on a CPU (about 10 on `patches`), after
-        # an epoch line that ends in "ETA 0.0 s": say what runs, and what shortens it
+        # an epoch line that ends in "ETA 0.0 s": say what runs
         print(
             f"vae: evaluating on {len(test_x)} test images (ELBO with {config.num_particles} "
-            f"particles, IWAE-{config.num_samples}; --num-samples sets K)",
+            f"particles, IWAE-{config.num_samples})",
             file=sys.stderr,
             flush=True,
         )
