@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
+from pyromem.diagnostics.log_likelihood import PASS_SCALARS, draws_per_pass
 from tests.linear_gaussian import LinearGaussian
 
 
@@ -71,6 +72,23 @@ def test_iwae_exact_with_true_posterior_and_full_ess(lg):
     # every importance weight equals p(x) when the proposal is the posterior
     assert torch.allclose(estimate.log_likelihood, lg.log_evidence(x), atol=1e-9)
     assert torch.allclose(estimate.ess, torch.full((4,), 50.0, dtype=torch.float64))
+
+
+def test_default_passes_keep_to_the_scalar_budget_and_report_each(lg, monkeypatch):
+    x = lg.sample(16)  # 16 datapoints of 3 observed scalars
+    draws = draws_per_pass(x, 3)
+    budget = PASS_SCALARS.get(x.device.type, 2**24)
+    assert draws * 48 <= budget < (draws + 1) * 48
+    assert draws_per_pass(torch.zeros(10**6, 1), 10) == 1  # one draw when even one is over
+    monkeypatch.setitem(PASS_SCALARS, x.device.type, 7 * 48 + 47)  # 7 draws a pass
+    passes = []
+    estimate = log_likelihood(
+        lg.model, lg.exact_guide, x, num_samples=50, on_pass=lambda *done: passes.append(done)
+    )
+    # the trial draw, then passes of 7 draws, the last one of the 0 left after 1 + 7 * 7
+    assert passes == [(1 + 7 * i, 50) for i in range(8)]
+    assert torch.allclose(estimate.log_likelihood, lg.log_evidence(x), atol=1e-9)
+    assert estimate.num_samples == 50
 
 
 def test_site_outside_data_plate_is_named(lg):

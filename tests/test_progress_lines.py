@@ -3,6 +3,8 @@ from types import SimpleNamespace
 
 import torch
 
+from pyromem.diagnostics.log_likelihood import PASS_SCALARS
+from pyromem.experiments.vae import evaluate_vae
 from pyromem.models import VAE
 from pyromem.train import fit
 from pyromem.train.progress import EpochLines
@@ -50,3 +52,26 @@ def test_fit_prints_a_line_per_epoch_where_stderr_is_no_terminal(tmp_path, capsy
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     for line, row in zip(lines, result.history, strict=True):
         assert f"train ELBO {row['train_elbo_nats']:.2f} nats" in line
+
+
+def test_vae_evaluation_reports_each_tenth_of_its_draws(monkeypatch):
+    # 300 images of 16 pixels, scored 256 then 44 at a time; a pass holds 20 480 pixels:
+    # 5 draws of the 256 images, 29 of the 44
+    monkeypatch.setitem(PASS_SCALARS, "cpu", 256 * 16 * 5)
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((300, 1, 4, 4), 0.5))
+    lines = []
+    results = evaluate_vae(vae, x, num_samples=50, num_particles=2, device="cpu", log=lines.append)
+    assert results["num_samples"] == 50 and results["num_test_images"] == 300
+    # the draws done after each pass (the first is the trial draw), as a share of 300 x 50
+    shares = [256 * min(1 + 5 * i, 50) / 15000 for i in range(11)]
+    shares += [(12800 + 44 * min(1 + 29 * i, 50)) / 15000 for i in range(3)]
+    tenths, expected = 0, []
+    for share in shares:  # a line whenever the share passes a tenth
+        if int(10 * share) > tenths:
+            tenths = int(10 * share)
+            expected.append(f"vae: IWAE-50 on 300 test images {share:4.0%}")
+    assert [line.split(" (")[0] for line in lines] == expected
+    assert expected[-1].endswith("100%") and len(expected) == 10
+    assert all(line.endswith(" s)") and ", ETA " in line for line in lines)

@@ -92,7 +92,28 @@ def _log_weights(model_trace, guide_trace, plate_nesting, batch, keep_dims):
     return log_weight, num_dims
 
 
-def chunked_log_weights(model, guide, x, num_samples, chunk_size, keep_dims=False, **kwargs):
+# Observed scalars per vectorised pass when no chunk size is given, by device type. On a CPU a
+# pass of about 2**20 stays in cache and in malloc's heap, where larger tensors get fresh
+# zeroed pages from the kernel each time: IWAE ran 1.6x faster than at 100 draws a pass, on
+# MNIST-sized and on 32x32 colour images (`patches`), with system time falling from over half
+# of it to a fifth. Elsewhere 2**24, about 100 draws of 256 MNIST images.
+PASS_SCALARS = {"cpu": 2**20}
+
+
+def draws_per_pass(x, num_dims):
+    """The draws of one vectorised pass over the batch ``x`` that keep it near
+    :data:`PASS_SCALARS` observed scalars on ``x``'s device (at least one).
+
+    :param torch.Tensor x: the batch, B datapoints.
+    :param int num_dims: observed scalars per datapoint.
+    """
+    budget = PASS_SCALARS.get(x.device.type, 2**24)
+    return max(1, budget // (len(x) * num_dims))
+
+
+def chunked_log_weights(
+    model, guide, x, num_samples, chunk_size=None, keep_dims=False, on_pass=None, **kwargs
+):
     """:func:`log_importance_weights` of ``num_samples`` draws, ``chunk_size`` per vectorised
     pass, without gradients: the one loop of every IWAE-K estimate here.
 
@@ -100,10 +121,13 @@ def chunked_log_weights(model, guide, x, num_samples, chunk_size, keep_dims=Fals
     :func:`~pyromem.diagnostics.particles.trial_traces`); the other K − 1 are drawn in chunks
     and joined along the draws' dim.
 
-    :param int chunk_size: draws per pass; memory grows with ``chunk_size × B``.
+    :param chunk_size: draws per pass; memory grows with ``chunk_size × B``. ``None``:
+        :func:`draws_per_pass`.
     :param bool keep_dims: keep the dims of every plate (as :func:`~pyromem.diagnostics.
         particles.log_ratio` does), for bounds on finer units than the datapoint, such as the
         images of a Kanerva++ episode.
+    :param on_pass: optional ``on_pass(done, num_samples)``, called after every pass with the
+        draws taken so far (the trial draw is the first pass): progress for long estimates.
     :returns: the log-weights, shape ``(num_samples, B)`` (with ``keep_dims``, the draws
         followed by the plates' dims), and the number of observed scalars per datapoint.
     """
@@ -111,8 +135,14 @@ def chunked_log_weights(model, guide, x, num_samples, chunk_size, keep_dims=Fals
         trial = trial_traces(model, guide, (x,), kwargs)
         nesting = plate_nesting(*trial)
         log_weight, num_dims = _log_weights(*trial, nesting, len(x), keep_dims)
+        if chunk_size is None:
+            chunk_size = draws_per_pass(x, num_dims)
         chunks, remaining = [log_weight], num_samples - 1
-        while remaining > 0:
+        while True:
+            if on_pass is not None:
+                on_pass(num_samples - remaining, num_samples)
+            if remaining == 0:
+                break
             k = min(chunk_size, remaining)
             chunks.append(_draw(model, guide, x, k, nesting, kwargs, keep_dims)[0])
             remaining -= k
@@ -129,7 +159,7 @@ def importance_bound(log_weight):
     return lse - math.log(log_weight.shape[0]), ess
 
 
-def log_likelihood(model, guide, x, num_samples=1000, chunk_size=100, **kwargs):
+def log_likelihood(model, guide, x, num_samples=1000, chunk_size=None, on_pass=None, **kwargs):
     """The IWAE-K estimate of log p(x) per datapoint, K = ``num_samples``.
 
     :param callable model: a Pyro model called as ``model(x, **kwargs)``, whose
@@ -137,13 +167,19 @@ def log_likelihood(model, guide, x, num_samples=1000, chunk_size=100, **kwargs):
     :param callable guide: the proposal q(z | x), a guide for ``model``.
     :param torch.Tensor x: a batch of B datapoints.
     :param int num_samples: K, the number of importance samples per datapoint.
-    :param int chunk_size: how many samples are drawn in one vectorised pass;
-        memory grows with ``chunk_size × B``.
+    :param chunk_size: how many samples are drawn in one vectorised pass;
+        memory grows with ``chunk_size × B``. ``None``: as many as keep a pass near
+        :data:`PASS_SCALARS` observed scalars (:func:`draws_per_pass`).
+    :param on_pass: optional ``on_pass(done, num_samples)``, called after every pass with the
+        draws taken so far (:func:`chunked_log_weights`).
+    :param kwargs: the model's and guide's other keyword arguments.
     :rtype: ImportanceLogLikelihood
     """
-    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
-        as_int(value, name, 1)
-    log_weight, num_dims = chunked_log_weights(model, guide, x, num_samples, chunk_size, **kwargs)
+    as_int(num_samples, "num_samples", 1)
+    as_int(chunk_size, "chunk_size", 1, allow_none=True)
+    log_weight, num_dims = chunked_log_weights(
+        model, guide, x, num_samples, chunk_size, on_pass=on_pass, **kwargs
+    )
     bound, ess = importance_bound(log_weight)
     return ImportanceLogLikelihood(
         log_likelihood=bound,
