@@ -110,7 +110,14 @@ def test_resume_continues_to_more_epochs(capsys, trained):
     [
         (["train", "vae", "--dataset", "nonesuch"], "nonesuch"),
         (["train", "vae", "--likelihood", "poisson"], "poisson"),
-        (["eval", "vae", "--checkpoint", "/nonexistent/last.ckpt"], "/nonexistent/last.ckpt"),
+        (
+            ["eval", "vae", "--checkpoint", "/nonexistent/last.ckpt"],
+            "checkpoint: no checkpoint file at /nonexistent/last.ckpt",
+        ),
+        (
+            ["retrieval", "--checkpoint", "/nonexistent/last.ckpt"],
+            "checkpoint: no checkpoint file at /nonexistent/last.ckpt",
+        ),
     ],
 )
 def test_bad_input_gets_one_clear_line(capsys, tmp_path, argv, message):
@@ -369,7 +376,11 @@ def test_kpp_episode_of_one_image_is_a_clear_error(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [["train", "vma", "--bogus"], ["train", "kpp", "--epochs", "two"], ["retrieval", "--seeds"]],
+    [
+        ["train", "vma", "--bogus"],
+        ["train", "kpp", "--epochs", "two"],
+        ["retrieval", "--seeds"],
+    ],
 )
 def test_a_bad_flag_is_answered_before_torch_loads(argv):
     # the answer's speed is torch's import time (seconds) avoided: checked as its absence
@@ -383,6 +394,22 @@ def test_a_bad_flag_is_answered_before_torch_loads(argv):
     )
     assert run.stdout.split() == ["2", "False"]
     assert "error:" in run.stderr
+
+
+@pytest.mark.parametrize("family", ["vma", "kpp"])
+def test_eval_names_a_missing_checkpoint_before_torch_loads(family):
+    script = (
+        "import sys\nfrom pyromem.cli import main\n"
+        "print(main(sys.argv[1:]), 'torch' in sys.modules)\n"
+    )
+    argv = ["eval", family, "--checkpoint", "/nonexistent/last.ckpt"]
+    run = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == ["2", "False"]
+    assert run.stderr.strip() == (
+        "pyromem: error: checkpoint: no checkpoint file at /nonexistent/last.ckpt"
+    )
 
 
 @pytest.mark.parametrize(

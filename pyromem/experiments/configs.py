@@ -7,6 +7,7 @@ set-ups (docs/presets.md).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from pyromem.experiments.options import Choices, Options, option
@@ -37,6 +38,16 @@ GUIDE_MODELS = ("vae", "memory-vae")
 #: cannot import (the CLI answers a bad flag before torch loads); tests/test_psis.py keeps
 #: the two equal.
 PSIS_MIN_DRAWS = 30
+
+
+def check_checkpoint_file(path) -> None:
+    """Refuse a ``checkpoint`` option that names no file, in the option's name, before any
+    work (the loader's own message names its ``path`` argument).
+
+    :param path: the option's value; ``None`` passes.
+    """
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"checkpoint: no checkpoint file at {path}")
 
 
 @dataclass
@@ -336,6 +347,7 @@ class RetrievalConfig(RunOptions, ImageSource):
     )
 
     def check(self):
+        check_checkpoint_file(self.checkpoint)
         unknown = [name for name in self.methods or () if name not in METHODS]
         if unknown:
             raise ValueError(f"methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
@@ -421,3 +433,6 @@ class EvalConfig(Options):
     )
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
     root: str | None = option(None, "data folder, if it moved since training")
+
+    def check(self):
+        check_checkpoint_file(self.checkpoint or None)
