@@ -7,6 +7,7 @@ import torch
 
 from pyromem.data import gaussian_noise, load, square_mask
 from pyromem.retrieval import (
+    GRIDS,
     ContentReader,
     FixedPointReader,
     MemN2NReader,
@@ -166,7 +167,18 @@ def test_selection_sees_only_the_training_split(digits):
     )
     # the whole table: other test images change the rates, never the chosen values
     kwargs = {"memory_size": 50, "seeds": 2}
-    a = retrieval_table(["GMM", "Hopfield"], ["noise-0.6"], train, test, **kwargs)
+    lines = []  # and the table's progress: a line before each selection, one per cell
+    a = retrieval_table(["GMM", "Hopfield"], ["noise-0.6"], train, test, log=lines.append, **kwargs)
+    assert [line.split(":")[0].split() for line in lines] == [
+        ["GMM"],
+        ["[1/2]", "GMM", "noise-0.6"],
+        ["Hopfield"],
+        ["[2/2]", "Hopfield", "noise-0.6"],
+    ]
+    assert lines[0] == f"GMM: choosing among {len(scores)} candidates on training memories"
+    assert lines[2].endswith(
+        f"among {len(GRIDS['Hopfield']['beta'])} candidates on training memories"
+    )
     b = retrieval_table(["GMM", "Hopfield"], ["noise-0.6"], train, test.flip(-1), **kwargs)
     assert a["hyperparameters"] == b["hyperparameters"]
     assert a["threshold"] == b["threshold"]

@@ -19,6 +19,7 @@ from pyromem.retrieval.protocol import evaluate, sample_memory
 from pyromem.retrieval.selection import (
     TRAIN_SEED_OFFSET,
     TRAINING_GRIDS,
+    candidates,
     scale_unit,
     select_hyperparameters,
 )
@@ -85,7 +86,8 @@ def retrieval_table(
     :param int seeds: memories per cell.
     :param int selection_seeds: training memories per candidate and corruption.
     :param float threshold_fraction: see :func:`~pyromem.retrieval.criteria.select_threshold`.
-    :param log: optional callable taking a progress line (one per cell, with an ETA).
+    :param log: optional callable taking a progress line: one before a method's selection
+        among several candidates, one per cell with an ETA.
     :returns: ``{"results": {method: {corruption: summary}}, "hyperparameters", "space",
         "threshold", "selection", "training", "seconds", "timing", "calibration"}`` (see
         :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
@@ -119,6 +121,10 @@ def retrieval_table(
                 probe, train_images, memory_size, threshold_fraction
             )
         cal = calibration[probe.space]
+        count = len(candidates(name, cal["unit"]))
+        if log and count > 1:
+            # a minute or more on `patches` with 10 seeds (VAE-BP-GMM's 12 candidates)
+            log(f"{name}: choosing among {count} candidates on training memories")
         chosen, scores = select_hyperparameters(
             name,
             train_images,
