@@ -1,4 +1,6 @@
 import io
+import itertools
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -61,8 +63,16 @@ def test_vae_evaluation_reports_each_tenth_of_its_draws(monkeypatch):
     torch.manual_seed(0)
     vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
     x = torch.bernoulli(torch.full((300, 1, 4, 4), 0.5))
+    evaluate = partial(evaluate_vae, vae, x, num_samples=50, num_particles=2, device="cpu")
+    clock = itertools.count()
+    monkeypatch.setattr("pyromem.experiments.vae.time.perf_counter", lambda: next(clock) / 10)
+    quiet = []
+    evaluate(log=quiet.append)
+    assert quiet == []  # a tenth of a second a pass: over before EVAL_QUIET_SECONDS
+    clock = itertools.count()
+    monkeypatch.setattr("pyromem.experiments.vae.time.perf_counter", lambda: 10.0 * next(clock))
     lines = []
-    results = evaluate_vae(vae, x, num_samples=50, num_particles=2, device="cpu", log=lines.append)
+    results = evaluate(log=lines.append)
     assert results["num_samples"] == 50 and results["num_test_images"] == 300
     # the draws done after each pass (the first is the trial draw), as a share of 300 x 50
     shares = [256 * min(1 + 5 * i, 50) / 15000 for i in range(11)]

@@ -30,6 +30,7 @@ LIKELIHOOD_FOR_SUPPORT = {
     "8bit": "discretized_logistic_mixture",
 }
 EVAL_IMAGES_PER_CHUNK = 256  # test images per evaluation pass
+EVAL_QUIET_SECONDS = 5.0  # an evaluation shows its progress once it has run this long
 EVAL_CHUNK = EVAL_IMAGES_PER_CHUNK  # deprecated alias, kept for one release
 
 
@@ -97,7 +98,8 @@ def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None, l
     :param int num_samples: K of the IWAE-K estimate.
     :param int num_particles: guide draws of the ELBO estimate.
     :param log: optional callable taking a progress line: one at each tenth of the IWAE-K
-        draws, with an ETA (the IWAE-1000 of colour images takes minutes on a CPU).
+        draws, with an ETA, once the evaluation has run :data:`EVAL_QUIET_SECONDS` (the
+        IWAE-1000 of colour images takes minutes on a CPU).
     :returns: a JSON-able dict.
     """
     device = device or evaluation_device()
@@ -109,8 +111,10 @@ def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None, l
         fraction = (done + chunk_size * draws) / (len(test_x) * num_samples)
         if log is None or int(10 * fraction) <= tenths[0]:
             return
-        tenths[0] = int(10 * fraction)
         elapsed = time.perf_counter() - start
+        if elapsed < EVAL_QUIET_SECONDS:
+            return
+        tenths[0] = int(10 * fraction)
         log(
             f"vae: IWAE-{num_samples} on {len(test_x)} test images {fraction:4.0%} "
             f"({elapsed:.0f} s, ETA {elapsed * (1 - fraction) / fraction:.0f} s)"
