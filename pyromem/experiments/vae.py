@@ -105,16 +105,17 @@ def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None, l
     device = device or evaluation_device()
     vae = vae.to(device).eval()
     elbo_parts, iwae_parts = [], []
-    start, done, tenths = time.perf_counter(), 0, [0]
+    start, done, tenths = time.perf_counter(), 0, 0
 
     def report(chunk_size, draws, _):
+        nonlocal tenths
         fraction = (done + chunk_size * draws) / (len(test_x) * num_samples)
-        if log is None or int(10 * fraction) <= tenths[0]:
+        if log is None or int(10 * fraction) <= tenths:
             return
         elapsed = time.perf_counter() - start
         if elapsed < EVAL_QUIET_SECONDS:
             return
-        tenths[0] = int(10 * fraction)
+        tenths = int(10 * fraction)
         log(
             f"vae: IWAE-{num_samples} on {len(test_x)} test images {fraction:4.0%} "
             f"({elapsed:.0f} s, ETA {elapsed * (1 - fraction) / fraction:.0f} s)"

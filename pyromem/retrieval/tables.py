@@ -121,8 +121,7 @@ def retrieval_table(
                 probe, train_images, memory_size, threshold_fraction
             )
         cal = calibration[probe.space]
-        count = len(candidates(name, cal["unit"]))
-        if log and count > 1:
+        if log and (count := len(candidates(name, cal["unit"]))) > 1:
             # a minute or more on `patches` with 10 seeds (VAE-BP-GMM's 12 candidates)
             log(f"{name}: choosing among {count} candidates on training memories")
         chosen, scores = select_hyperparameters(
