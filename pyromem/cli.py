@@ -48,8 +48,11 @@ def add_options(parser, config_class, list_choices=True):
         if isinstance(shown, tuple):
             shown = " ".join(map(str, shown))
         help_text = field.metadata["help"]
-        # an unset option whose help already says what it defaults to needs no "unset"
-        if shown is not None or "default:" not in help_text:
+        if kind is bool:
+            # the help says what the flag does: --no-progress does not show progress
+            help_text = f"{'do not ' if field.default else ''}{help_text} (default: off)"
+        elif shown is not None or "default:" not in help_text:
+            # an unset option whose help already says what it defaults to needs no "unset"
             help_text += f" (default: {'unset' if shown is None else shown})"
         options = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
@@ -113,7 +116,10 @@ def build_parser(list_choices=True):
         help="torch's CPU threads; the demo's small models run fastest on one (default: 1)",
     )
     demo.add_argument(
-        "--no-progress", action="store_false", dest="progress", help="no progress (default: shown)"
+        "--no-progress",
+        action="store_false",
+        dest="progress",
+        help="do not show progress on stderr (default: off)",
     )
     _add_output(demo, f"the report's folder (default: {DEMO_OUT})")
 
@@ -164,6 +170,9 @@ def run(args):
             num_samples=options.num_samples or recipe.eval_samples,
             num_particles=options.num_particles,
             root=options.root,
+            log=(lambda line: print(line, file=sys.stderr, flush=True))
+            if options.progress
+            else None,
         )
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS[args.command]
     config = recipe.config.build(

@@ -1,6 +1,7 @@
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,17 @@ def test_eval_vae_json(capsys, trained, tmp_path):
     } <= set(results)
     assert results["num_samples"] == 30 and results["epochs"] == 1
     assert (tmp_path / "results.json").is_file() and (tmp_path / "reconstructions.png").is_file()
+
+
+def test_eval_says_what_it_evaluates_unless_told_not_to(capsys, trained, tmp_path):
+    checkpoint = str(trained / "checkpoints" / "last.ckpt")
+    argv = ["eval", "vae", "--checkpoint", checkpoint, "--num-samples", "10"]
+    argv += ["--num-particles", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"vae: evaluating on \d+ test images \(ELBO with 2 particles, IWAE-10\)", err)
+    assert main([*argv, "--no-progress"]) == 0
+    assert "evaluating" not in capsys.readouterr().err
 
 
 def test_resume_continues_to_more_epochs(capsys, trained):
@@ -453,6 +465,9 @@ def test_every_option_help_says_its_default_once():
     assert len(seen) > 100
     for action in seen:
         assert action.help.count("default:") == 1, (action.option_strings, action.help)
+        if action.nargs == 0:  # a flag is off until given, and its help says what it does
+            assert action.help.endswith("(default: off)"), (action.option_strings, action.help)
+            assert ("--no-" in action.option_strings[0]) == action.help.startswith("do not ")
 
 
 def test_demo_refuses_a_bad_thread_count_before_any_work(tmp_path):

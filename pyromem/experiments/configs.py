@@ -51,12 +51,18 @@ def check_checkpoint_file(path) -> None:
 
 
 @dataclass
-class RunOptions(Options):
+class ProgressOption(Options):
+    """Whether a command shows its progress."""
+
+    progress: bool = option(True, "show progress on stderr", flag="--no-progress")
+
+
+@dataclass
+class RunOptions(ProgressOption):
     """Options of every run."""
 
     seed: int = option(0, "seed of the whole run", minimum=0)
     overwrite: bool = option(False, "replace a finished run in --out")
-    progress: bool = option(True, "show progress on stderr", flag="--no-progress")
 
 
 @dataclass
@@ -422,7 +428,7 @@ class CompareEstimatorsConfig(RunOptions, ImageSource):
 
 
 @dataclass
-class EvalConfig(Options):
+class EvalConfig(ProgressOption):
     """``pyromem eval``: evaluate a checkpoint again."""
 
     recipe: ClassVar[str] = "eval"

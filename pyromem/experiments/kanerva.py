@@ -516,12 +516,13 @@ def load_kpp(checkpoint):
     return load_trained(checkpoint, "kpp", KanervaPlusPlus)
 
 
-def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root=None):
+def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root=None, log=None):
     """Rebuild a K++ from a checkpoint of :func:`train_kpp` and evaluate it on its test episodes.
 
     The importance-sampled bound is IWAE-K on log p(x_t | M) per image with
     K = ``num_samples`` joint draws of (y_t, z_t).
 
+    :param log: optional callable taking a line before the evaluation and the figures.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     kpp, saved = load_kpp(checkpoint)
@@ -529,6 +530,8 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
     length = saved.config["episode_length"]
     _, episodes = load_kpp_data(data_config, length)
     device = evaluation_device()
+    say = log or (lambda line: None)
+    say(f"kpp: evaluating on {len(episodes)} test episodes (ELBO, IWAE-{num_samples})")
     results = {
         "model": "kpp",
         "dataset": data_config["dataset"],
@@ -542,6 +545,7 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
         "checkpoint": str(checkpoint),
     }
     if kpp.write_kind != "none":
+        say("kpp: figures")
         results["figures"], results["denoising"] = save_kpp_figures(
             kpp.to(device), episodes, out_dir, saved.history, data_config.get("seed", 0)
         )

@@ -22,7 +22,7 @@ from pyromem.experiments.options import Options
 @dataclass(frozen=True)
 class Recipe:
     """A recipe: ``module.run(config, out_dir)`` trains (or runs) it, and for a family
-    ``module.<evaluator>(checkpoint, out_dir=, num_samples=, num_particles=, root=)``
+    ``module.<evaluator>(checkpoint, out_dir=, num_samples=, num_particles=, root=, log=)``
     evaluates one of its checkpoints again.
 
     :param str name: the command or family name.

@@ -97,15 +97,20 @@ def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None, l
     :param torch.Tensor test_x: test images ``(B, C, H, W)``.
     :param int num_samples: K of the IWAE-K estimate.
     :param int num_particles: guide draws of the ELBO estimate.
-    :param log: optional callable taking a progress line: one at each tenth of the IWAE-K
-        draws, with an ETA, once the evaluation has run :data:`EVAL_QUIET_SECONDS` (the
-        IWAE-1000 of colour images takes minutes on a CPU).
+    :param log: optional callable taking a progress line: one that says what runs, then one
+        at each tenth of the IWAE-K draws, with an ETA, once the evaluation has run
+        :data:`EVAL_QUIET_SECONDS` (the IWAE-1000 of colour images takes minutes on a CPU).
     :returns: a JSON-able dict.
     """
     device = device or evaluation_device()
     vae = vae.to(device).eval()
     elbo_parts, iwae_parts = [], []
     start, done, tenths = time.perf_counter(), 0, 0
+    if log is not None:
+        log(
+            f"vae: evaluating on {len(test_x)} test images (ELBO with {num_particles} "
+            f"particles, IWAE-{num_samples})"
+        )
 
     def report(chunk_size, draws, _):
         nonlocal tenths
@@ -302,15 +307,6 @@ def run(config, out_dir):
         **engine_options(config),
     )
     device = evaluation_device(config.accelerator)
-    if config.progress:
-        # IWAE-1000 on colour images takes minutes on a CPU (3-10 on `patches`), after an
-        # epoch line that ends in "ETA 0.0 s": say what runs, then how far it is
-        print(
-            f"vae: evaluating on {len(test_x)} test images (ELBO with {config.num_particles} "
-            f"particles, IWAE-{config.num_samples})",
-            file=sys.stderr,
-            flush=True,
-        )
     binarize = data_config["binarize"]
     results = {
         "model": "vae",
@@ -343,11 +339,14 @@ def run(config, out_dir):
     return results
 
 
-def evaluate_checkpoint(checkpoint, *, out_dir, num_samples=1000, num_particles=10, root=None):
+def evaluate_checkpoint(
+    checkpoint, *, out_dir, num_samples=1000, num_particles=10, root=None, log=None
+):
     """Rebuild a VAE from a pyromem checkpoint and evaluate it on its dataset's test split.
 
     :param checkpoint: the path of a checkpoint written by :func:`train_vae`.
     :param root: overrides the data root stored in the checkpoint.
+    :param log: optional callable taking progress lines (:func:`evaluate_vae`'s).
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     vae, saved = load_trained(checkpoint, "vae", VAE)
@@ -359,7 +358,7 @@ def evaluate_checkpoint(checkpoint, *, out_dir, num_samples=1000, num_particles=
         "epochs": saved.epoch,
         "device": str(evaluation_device()),
         "split": "test",
-        **evaluate_vae(vae, test_x, num_samples=num_samples, num_particles=num_particles),
+        **evaluate_vae(vae, test_x, num_samples=num_samples, num_particles=num_particles, log=log),
         "checkpoint": str(checkpoint),
     }
     results["figures"] = save_vae_figures(vae, test_x, out_dir, saved.history)

@@ -419,12 +419,13 @@ def _bounds(address, num_samples, num_particles):
     }
 
 
-def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, root=None):
+def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, root=None, log=None):
     """Rebuild a VMA (or the soft-attention baseline) from a checkpoint of
     :func:`run` and evaluate it again.
 
     :param int num_particles: draws of a for the KL of z (default: the training run's).
     :param root: the data folder, where it moved since training.
+    :param log: optional callable taking a line before the evaluation.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     saved = load_checkpoint(checkpoint)
@@ -439,6 +440,8 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
     vma.load_state_dict(saved.state_dict)
     vma.to(evaluation_device())
     _, test = vma_data(config)
+    if log is not None:
+        log(f"vma: evaluating the {config.mode} model on {config.dataset} (IWAE-{num_samples})")
     results = _evaluate(vma, config, test, num_samples, num_particles or config.num_particles)
     results["checkpoint"] = str(checkpoint)
     per_epoch = min(config.steps_per_epoch, config.steps) if config.mode != "learned" else None
