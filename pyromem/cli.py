@@ -198,6 +198,21 @@ def _with_config_family(argv):
     return argv
 
 
+def _interrupted(error, args) -> str:
+    """What a Ctrl-C stopped, and how to go on; ``error`` may be a
+    :class:`pyromem.train.TrainingInterrupted` (not imported: it needs Lightning)."""
+    if getattr(error, "checkpoint", None) is None:
+        return "interrupted"
+    line = (
+        f"interrupted in epoch {error.epoch} of {error.epochs}; {error.checkpoint} holds the "
+        f"{error.completed} epochs completed"
+    )
+    config = FAMILIES[args.family].config if args.command == "train" else None
+    if config is not None and "resume" in {field.name for field in dataclasses.fields(config)}:
+        line += "; the same command with --resume continues the run"
+    return line
+
+
 def main(argv=None):
     """Entry point of the ``pyromem`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -220,6 +235,9 @@ def main(argv=None):
     except ArithmeticError as error:  # pyromem.train.TrainingDiverged
         print(f"pyromem: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as error:
+        print(f"pyromem: {_interrupted(error, args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C stopped
     if args.json:
         print(json.dumps(results))
     else:

@@ -95,6 +95,30 @@ def test_eval_says_what_it_evaluates_unless_told_not_to(capsys, trained, tmp_pat
     assert "evaluating" not in capsys.readouterr().err
 
 
+def test_ctrl_c_says_what_the_checkpoint_holds_and_how_to_go_on(capsys, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from pyromem.train import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(3, 20, 2, Path("runs/vae/checkpoints/last.ckpt"))
+
+    monkeypatch.setattr("pyromem.experiments.vae.fit", interrupted)
+    argv = ["train", "vae", *TINY, "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == (
+        "pyromem: interrupted in epoch 3 of 20; runs/vae/checkpoints/last.ckpt holds the 2 "
+        "epochs completed; the same command with --resume continues the run"
+    )
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pyromem.experiments.vae.fit", stopped)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == "pyromem: interrupted"
+
+
 def test_resume_continues_to_more_epochs(capsys, trained):
     results = run_json(
         capsys,

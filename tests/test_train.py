@@ -1,5 +1,6 @@
 import csv
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from pyro.nn import PyroModule
 
-from pyromem.train import Checkpoint, FitResult, SVIModule, fit, load_checkpoint
+from pyromem.train import (
+    Checkpoint,
+    FitResult,
+    SVIModule,
+    TrainingInterrupted,
+    fit,
+    load_checkpoint,
+)
 
 # Lightning 2.6 on torch 2.14 warns from its own internals.
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
@@ -204,6 +212,54 @@ def test_resume_matches_uninterrupted_run(tmp_path, device):
 def test_resume_without_checkpoint_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.ckpt"):
         fit(make_model("cpu"), make_data(16, "cpu"), out_dir=tmp_path, resume=True, progress=False)
+
+
+class CtrlCAt(Callback):
+    """Delivers SIGINT to this process at a step, as Ctrl-C in a terminal does."""
+
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.step):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_raises_training_interrupted_and_keeps_the_completed_epochs(tmp_path):
+    data = make_data(128, "cpu")
+    kwargs = dict(epochs=4, batch_size=32, accelerator="cpu", progress=False)
+    handler = signal.getsignal(signal.SIGINT)
+    # BaseException: a bare KeyboardInterrupt escaping would stop the whole test session
+    with pytest.raises(BaseException) as caught:
+        fit(make_model("cpu"), data, out_dir=tmp_path, callbacks=[CtrlCAt(2, 1)], **kwargs)
+    error = caught.value
+    assert type(error) is TrainingInterrupted and isinstance(error, KeyboardInterrupt)
+    assert (error.epoch, error.epochs, error.completed) == (3, 4, 2)
+    assert str(error).startswith("training interrupted in epoch 3 of 4; ")
+    assert load_checkpoint(error.checkpoint).epoch == 2
+    assert len(read_csv(tmp_path / "metrics.csv")) == 2
+    # Lightning ignores SIGINT from the interrupt on; fit gives Ctrl-C back
+    assert signal.getsignal(signal.SIGINT) is handler
+    resumed = fit(make_model("cpu"), data, out_dir=tmp_path, resume=True, **kwargs)
+    assert resumed.epochs == 4 and [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_in_the_first_epoch_names_no_checkpoint(tmp_path):
+    data = make_data(64, "cpu")
+    with pytest.raises(BaseException) as caught:
+        fit(
+            make_model("cpu"),
+            data,
+            out_dir=tmp_path,
+            epochs=2,
+            batch_size=32,
+            progress=False,
+            callbacks=[CtrlCAt(0, 1)],
+        )
+    assert type(caught.value) is TrainingInterrupted
+    assert (caught.value.completed, caught.value.checkpoint) == (0, None)
+    assert "no epoch was completed" in str(caught.value)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

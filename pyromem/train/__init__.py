@@ -17,11 +17,20 @@ _HOMES = {
     "load_checkpoint": "pyromem.train.checkpoint",
     "TrainingDiverged": "pyromem.train.divergence",
     "FitResult": "pyromem.train.engine",
+    "TrainingInterrupted": "pyromem.train.engine",
     "fit": "pyromem.train.engine",
     "SVIModule": "pyromem.train.module",
 }
 
-__all__ = ["Checkpoint", "FitResult", "SVIModule", "TrainingDiverged", "fit", "load_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "FitResult",
+    "SVIModule",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "fit",
+    "load_checkpoint",
+]
 
 
 def __getattr__(name):

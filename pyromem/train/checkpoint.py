@@ -126,11 +126,14 @@ class LastCheckpoint(CheckpointCallback):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        #: the epochs completed in the last checkpoint this callback saved (0: none yet)
+        self.epochs_saved = 0
 
     def on_train_epoch_end(self, trainer, pl_module):
         # a non-finite state never replaces the last good checkpoint
         check_finite_parameters(pl_module, trainer.current_epoch + 1)
         trainer.save_checkpoint(self.path)
+        self.epochs_saved = trainer.current_epoch + 1
 
 
 @dataclass

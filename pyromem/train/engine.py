@@ -3,7 +3,9 @@
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +54,29 @@ class FitResult:
     metrics_csv: Path
     epochs: int
     device: str
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); the last checkpoint is the last completed epoch's.
+
+    A ``KeyboardInterrupt``, as the interrupt that caused it, in place of the ``SystemExit(1)``
+    that Lightning raises for one.
+
+    :ivar int epoch: the epoch interrupted, counted from 1.
+    :ivar int epochs: the epochs asked for.
+    :ivar int completed: the epochs completed, those the checkpoint holds.
+    :ivar checkpoint: the path of ``last.ckpt``, or ``None`` when no epoch was completed.
+    """
+
+    def __init__(self, epoch: int, epochs: int, completed: int, checkpoint: Path | None):
+        self.epoch, self.epochs = epoch, epochs
+        self.completed, self.checkpoint = completed, checkpoint
+        kept = (
+            f"{checkpoint} holds the {completed} epochs completed (resume=True continues them)"
+            if checkpoint is not None
+            else "no epoch was completed, so no checkpoint was written"
+        )
+        super().__init__(f"training interrupted in epoch {epoch} of {epochs}; {kept}")
 
 
 class _TensorDataset(Dataset):
@@ -160,6 +185,9 @@ def fit(
     :raises TypeError: on arguments of the wrong type.
     :raises TrainingDiverged: on a non-finite loss, gradient or parameter
         (:mod:`pyromem.train.divergence`); the last checkpoint is the last good epoch's.
+    :raises TrainingInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), once the last
+        checkpoint is on disk; Ctrl-C works again afterwards (Lightning ignores it from
+        the interrupt on).
     """
     dataset = _as_dataset(train_data)
     if eval_data is not None:
@@ -231,6 +259,7 @@ def fit(
             name="eval_data",
         )
     lightning.seed_everything(seed, verbose=False)
+    last_checkpoint = LastCheckpoint(checkpoint)
     with _quiet_lightning(), _one_line_misconfiguration():
         trainer = lightning.Trainer(
             accelerator=accelerator,
@@ -249,7 +278,7 @@ def fit(
                 EpochMetrics(
                     metrics_csv, eval_data, every=eval_every, num_particles=eval_particles
                 ),
-                LastCheckpoint(checkpoint),
+                last_checkpoint,
                 *_progress_lines(progress, callbacks),
             ],
         )
@@ -275,11 +304,27 @@ def fit(
                     dataset, batch_size=batch_size, sampler=sampler, generator=generator
                 )
         device = next(model.parameters(), torch.empty(0)).device
+        on_interrupt = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint if resume else None)
+        except SystemExit:
+            # Lightning answers Ctrl-C with sys.exit(1), once its teardown has waited for the
+            # last checkpoint's write
+            if not trainer.interrupted:
+                raise
+            raise TrainingInterrupted(
+                trainer.current_epoch + 1,
+                epochs,
+                max(trainer.current_epoch, last_checkpoint.epochs_saved),
+                # before this run's first save, a file there is this run's only when resumed
+                checkpoint if (resume or last_checkpoint.epochs_saved) else None,
+            ) from None
         finally:
             # Lightning calls no module hook when training stops on an exception.
             module.restore_pyro_validation()
+            # and ignores Ctrl-C for the rest of the process once interrupted
+            if on_interrupt is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, on_interrupt)
     # Lightning leaves the model on the CPU after training; give it back where it was.
     model.to(device)
     return FitResult(
