@@ -235,6 +235,9 @@ def main(argv=None):
     except ArithmeticError as error:  # pyromem.train.TrainingDiverged
         print(f"pyromem: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk, a folder that went away: the system's own words
+        print(f"pyromem: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as error:
         print(f"pyromem: {_interrupted(error, args)}", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C stopped

@@ -119,6 +119,15 @@ def test_ctrl_c_says_what_the_checkpoint_holds_and_how_to_go_on(capsys, monkeypa
     assert capsys.readouterr().err.strip() == "pyromem: interrupted"
 
 
+def test_a_system_error_is_one_line(capsys, monkeypatch, tmp_path):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pyromem.experiments.vae.fit", full)
+    assert main(["train", "vae", *TINY, "--out", str(tmp_path), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == "pyromem: error: [Errno 28] No space left on device"
+
+
 def test_resume_continues_to_more_epochs(capsys, trained):
     results = run_json(
         capsys,
