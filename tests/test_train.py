@@ -209,6 +209,15 @@ def test_resume_matches_uninterrupted_run(tmp_path, device):
         assert a["train_elbo_nats"] == pytest.approx(b["train_elbo_nats"], abs=1e-4)
 
 
+def test_resume_to_fewer_epochs_than_the_checkpoint_holds_raises(tmp_path):
+    data = make_data(64, "cpu")
+    kwargs = dict(batch_size=32, accelerator="cpu", progress=False, out_dir=tmp_path)
+    fit(make_model("cpu"), data, epochs=2, **kwargs)
+    with pytest.raises(ValueError, match=r"epochs: .* holds 2 epochs completed, more than the 1"):
+        fit(make_model("cpu"), data, epochs=1, resume=True, **kwargs)
+    assert fit(make_model("cpu"), data, epochs=2, resume=True, **kwargs).epochs == 2
+
+
 def test_resume_without_checkpoint_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.ckpt"):
         fit(make_model("cpu"), make_data(16, "cpu"), out_dir=tmp_path, resume=True, progress=False)

@@ -200,12 +200,14 @@ def remove_stale_temporaries(folder) -> list[Path]:
     return stale
 
 
-def check_resumable(path, model, config) -> None:
+def check_resumable(path, model, config) -> "Checkpoint":
     """Raise a one-line ``ValueError`` unless the checkpoint at ``path`` can resume ``model``.
 
     The checkpoint must be readable (weights only), of the same model kind, with the
     same architecture and data config (``config["model"]``, ``config[<model>]`` and
     ``config["data"]``, where present), and parameters of the same names and shapes.
+
+    :returns: the checkpoint, as :func:`load_checkpoint` reads it.
     """
     saved = load_checkpoint(path)
     for key in ("model", config.get("model"), "data"):
@@ -226,6 +228,7 @@ def check_resumable(path, model, config) -> None:
                 f"resume: parameter {name} of the checkpoint {path} has shape "
                 f"{tuple(value.shape)}, this model's {now}"
             )
+    return saved
 
 
 def _first_difference(was, now, name):

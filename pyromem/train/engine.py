@@ -157,7 +157,8 @@ def fit(
         chunks of at most 512 datapoints under ``torch.no_grad`` in eval mode.
     :param int eval_every: score ``eval_data`` every this many epochs (and after the last).
     :param int eval_particles: guide draws of the held-out ELBO.
-    :param int epochs: total number of epochs, counting those of a resumed run.
+    :param int epochs: total number of epochs, counting those of a resumed run (at
+        least those its checkpoint holds).
     :param batch_size: datapoints per step (per device), or ``None``: each item is a step.
     :param float lr: Adam learning rate (the peak of a schedule).
     :param str lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at the end of the run)
@@ -181,7 +182,8 @@ def fit(
         ``None`` asks the dataset (:func:`pyromem.train.batches.yields_labels`:
         torchvision datasets do).
     :raises FileNotFoundError: if ``resume=True`` and there is no checkpoint.
-    :raises ValueError: on bad argument values, or more GPUs asked for than present.
+    :raises ValueError: on bad argument values, more GPUs asked for than present, or a
+        checkpoint that cannot resume this run (another model or data, more epochs).
     :raises TypeError: on arguments of the wrong type.
     :raises TrainingDiverged: on a non-finite loss, gradient or parameter
         (:mod:`pyromem.train.divergence`); the last checkpoint is the last good epoch's.
@@ -230,7 +232,13 @@ def fit(
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint}")
     if resume:
-        check_resumable(checkpoint, model, config)
+        saved = check_resumable(checkpoint, model, config)
+        if saved.epoch > epochs:
+            # Lightning would stop at once and hand back the model of all those epochs
+            raise ValueError(
+                f"epochs: the checkpoint {checkpoint} holds {saved.epoch} epochs completed, "
+                f"more than the {epochs} asked for"
+            )
     remove_stale_temporaries(checkpoint.parent)
     remove_stale_temporaries(out_dir)
 
