@@ -207,8 +207,9 @@ def _interrupted(error, args) -> str:
         f"interrupted in epoch {error.epoch} of {error.epochs}; {error.checkpoint} holds the "
         f"{error.completed} epochs completed"
     )
-    config = FAMILIES[args.family].config if args.command == "train" else None
-    if config is not None and "resume" in {field.name for field in dataclasses.fields(config)}:
+    recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS.get(args.command)
+    fields = dataclasses.fields(recipe.config) if recipe is not None else ()
+    if "resume" in {field.name for field in fields}:
         line += "; the same command with --resume continues the run"
     return line
 

@@ -73,3 +73,40 @@ def test_a_corruption_the_images_do_not_allow_is_refused_before_the_vae_trains(t
     err = capsys.readouterr().err
     assert "corruptions: 'mask-9' does not apply here: width must lie in [0, 8]" in err
     assert not (tmp_path / "vae").exists()
+
+
+def test_resume_continues_the_vae_of_an_interrupted_run_exactly(tmp_path):
+    import torch
+
+    from pyromem.experiments.retrieval import load_retrieval_data, retrieval_vae
+    from pyromem.experiments.vae import evaluate_checkpoint
+    from pyromem.train import load_checkpoint
+
+    images = load_retrieval_data("digits")[0][:256]
+    data = {"dataset": "digits", "root": None, "size": None}
+    kwargs = dict(epochs=3, progress=False, data=data)
+    torch.manual_seed(0)  # as the command line seeds every run: the same initial VAE
+    whole, _ = retrieval_vae(images, out_dir=tmp_path / "whole", **kwargs)
+    # a run stopped after its first epoch, then the same command with --resume
+    torch.manual_seed(0)
+    retrieval_vae(images, out_dir=tmp_path / "resumed", **dict(kwargs, epochs=1))
+    resumed, info = retrieval_vae(images, out_dir=tmp_path / "resumed", resume=True, **kwargs)
+    assert info["epochs"] == 3
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    assert [row["epoch"] for row in load_checkpoint(checkpoint).history] == [1, 2, 3]
+    # another seed is another run: refused, not continued
+    with pytest.raises(ValueError, match=r"resume: .* data\.seed=0, this run has data\.seed=1"):
+        retrieval_vae(images, out_dir=tmp_path / "resumed", resume=True, seed=1, **kwargs)
+    # the checkpoint names its data, so `pyromem eval vae` scores it on their test split
+    results = evaluate_checkpoint(checkpoint, out_dir=tmp_path / "eval", num_samples=5)
+    assert results["dataset"] == "digits" and results["epochs"] == 3
+
+
+def test_resume_and_checkpoint_together_are_refused(tmp_path, capsys):
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.write_bytes(b"")
+    argv = ["retrieval", "--resume", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "resume: --checkpoint loads a VAE and --resume continues" in capsys.readouterr().err

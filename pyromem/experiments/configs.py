@@ -92,13 +92,19 @@ class DataOptions(ImageSource):
 
 
 @dataclass
-class EngineOptions(Options):
+class ResumeOption(Options):
+    """Whether a run continues the one in its folder."""
+
+    resume: bool = option(False, "continue the run in --out from its last checkpoint")
+
+
+@dataclass
+class EngineOptions(ResumeOption):
     """Options of the training engine, :func:`pyromem.train.fit`."""
 
     accelerator: str = option("auto", "Lightning accelerator", choices=ACCELERATORS)
     devices: int = option(1, "devices (GPUs, or CPU processes with --accelerator cpu)", minimum=1)
     strategy: str = option("auto", "Lightning strategy: auto, or ddp for several devices")
-    resume: bool = option(False, "continue the run in --out from its last checkpoint")
     gradient_clip_val: float | None = option(
         None, "clip the gradient norm to this value", flag="--gradient-clip", above=0
     )
@@ -298,7 +304,7 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
 
 
 @dataclass
-class RetrievalConfig(RunOptions, ImageSource):
+class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
     """``pyromem retrieval``: the associative-retrieval benchmark (Annabi et al. 2022)."""
 
     recipe: ClassVar[str] = "retrieval"
@@ -354,6 +360,11 @@ class RetrievalConfig(RunOptions, ImageSource):
 
     def check(self):
         check_checkpoint_file(self.checkpoint)
+        if self.resume and self.checkpoint is not None:
+            raise ValueError(
+                "resume: --checkpoint loads a VAE and --resume continues the one this run's "
+                "--out holds; give one of them"
+            )
         unknown = [name for name in self.methods or () if name not in METHODS]
         if unknown:
             raise ValueError(f"methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")

@@ -80,6 +80,8 @@ def retrieval_vae(
     latent_dim=16,
     scale=0.1,
     augment="none",
+    data=None,
+    resume=False,
 ):
     """The VAE of the ``VAE-*`` methods: loaded from a pyromem checkpoint, or trained with
     :func:`pyromem.train.fit` on the train split (an MLP or conv nets, by default d = 16 as in
@@ -87,6 +89,11 @@ def retrieval_vae(
     log-likelihood), with ``augment="dihedral"`` on their 8 dihedral views
     (:data:`~pyromem.data.AUGMENTATIONS`).
 
+    :param dict data: the data config of ``train_images`` (``dataset``, ``root``, ``size``,
+        ``seed``), stored in the checkpoint: ``pyromem eval vae`` scores the VAE on that
+        dataset's test split, and a resumed run must train on the same images.
+    :param bool resume: continue the training of the checkpoint in ``out_dir``, if there is
+        one (the same model, data and seed), rather than start it again.
     :returns: ``(vae, info)`` with ``info`` a JSON-able dict.
     """
     if augment not in AUGMENTATIONS:
@@ -105,6 +112,7 @@ def retrieval_vae(
         return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
     start = time.perf_counter()
     vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": scale})
+    data = dict(data or {}, augment=augment, seed=seed)
     result = fit(
         vae,
         AUGMENTATIONS[augment](train_images),
@@ -115,7 +123,8 @@ def retrieval_vae(
         seed=seed,
         accelerator="cpu",
         progress=progress,
-        config={"model": "vae", "vae": vae.config},
+        config={"model": "vae", "vae": vae.config, "data": data},
+        resume=resume and (Path(out_dir) / "checkpoints" / "last.ckpt").is_file(),
     )
     info = {
         "checkpoint": str(result.checkpoint),
@@ -270,6 +279,7 @@ def run_retrieval(
     vae_latent_dim=16,
     vae_scale=0.1,
     vae_augment="none",
+    resume=False,
 ):
     """Run the retrieval table (and with ``capacity`` the sweep) and write results and figures.
 
@@ -285,6 +295,8 @@ def run_retrieval(
     :param float vae_scale: the fixed scale of its Gaussian likelihood.
     :param str vae_augment: ``"none"``, or ``"dihedral"`` to train the VAE on the 8 dihedral
         views of the training images (:func:`~pyromem.data.dihedral_views`).
+    :param bool resume: continue the VAE of an interrupted run in ``out_dir/vae`` from its
+        last checkpoint (finished, it is used as it is) rather than train it again.
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
     """
     start = time.perf_counter()
@@ -299,8 +311,10 @@ def run_retrieval(
         check_memory_size(memory_size, train_images, test_images)
     vae, vae_info = None, None
     if any(name in LATENT_METHODS for name in methods):
+        resume = resume and (out_dir / "vae" / "checkpoints" / "last.ckpt").is_file()
         if log is not None and checkpoint is None:
-            log(f"training the VAE of the VAE-* methods, {vae_epochs} epochs")
+            start_from = "continuing from its last checkpoint" if resume else "training"
+            log(f"the VAE of the VAE-* methods: {start_from}, to {vae_epochs} epochs")
         vae, vae_info = retrieval_vae(
             train_images,
             out_dir=out_dir / "vae",
@@ -312,6 +326,8 @@ def run_retrieval(
             latent_dim=vae_latent_dim,
             scale=vae_scale,
             augment=vae_augment,
+            data={"dataset": dataset, "root": root, "size": size},
+            resume=resume,
         )
     torch.manual_seed(seed)
     results = {
