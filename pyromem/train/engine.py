@@ -72,7 +72,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.epoch, self.epochs = epoch, epochs
         self.completed, self.checkpoint = completed, checkpoint
         kept = (
-            f"{checkpoint} holds the {completed} epochs completed (resume=True continues them)"
+            f"{checkpoint} holds the {completed} epochs completed; resume=True continues the run"
             if checkpoint is not None
             else "no epoch was completed, so no checkpoint was written"
         )
