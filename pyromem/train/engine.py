@@ -225,12 +225,13 @@ def fit(
     except (TypeError, ValueError) as error:
         raise TypeError(f"config: expected a JSON-able dict, got {config!r}") from error
     _check_gpus(accelerator, devices)
+    _check_strategy(strategy)
 
     out_dir = Path(out_dir)
     checkpoint = out_dir / "checkpoints" / "last.ckpt"
     metrics_csv = out_dir / "metrics.csv"
     if resume and not checkpoint.is_file():
-        raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint}")
+        raise FileNotFoundError(f"resume: there is no checkpoint at {checkpoint} to continue")
     if resume:
         saved = check_resumable(checkpoint, model, config)
         if saved.epoch > epochs:
@@ -393,6 +394,18 @@ def _check_gpus(accelerator, devices) -> None:
             f"devices: asked for {wanted} GPUs with accelerator={accelerator!r}, found {found}; "
             f'accelerator="cpu", devices={wanted} runs {wanted} CPU processes instead'
         )
+
+
+def _check_strategy(strategy) -> None:
+    # Lightning's own message for an unknown name is several sentences and a URL.
+    if isinstance(strategy, str) and strategy != "auto":
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        if strategy not in StrategyRegistry.available_strategies():
+            raise ValueError(
+                f"strategy: {strategy!r} is not one of Lightning's strategies; the usual ones "
+                "are 'auto' and, for several devices, 'ddp'"
+            )
 
 
 @contextmanager
