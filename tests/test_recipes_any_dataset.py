@@ -170,7 +170,10 @@ def test_config_of_another_family_is_refused(capsys, tmp_path):
     assert "--config" in capsys.readouterr().err
     path.write_text('recipe = "vae"\nepochz = 1\n')
     assert main(["train", "--config", str(path), "--out", str(tmp_path)]) == 2
-    assert "epochz" in capsys.readouterr().err
+    assert "epochz: not an option of vae; did you mean epochs? its" in capsys.readouterr().err
+    path.write_text('recipe = "vae"\nwibble = 1\n')
+    assert main(["train", "--config", str(path), "--out", str(tmp_path)]) == 2
+    assert "wibble: not an option of vae; its options are" in capsys.readouterr().err
 
 
 FEWSHOT = ["train", "vma", "--mode", "fewshot", "--size", "8", "--classes", "2", "--shots", "2"]

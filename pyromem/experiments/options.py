@@ -11,6 +11,7 @@ given on the command line (or the keyword arguments given in Python).
 """
 
 import dataclasses
+import difflib
 import importlib
 import json
 import math
@@ -138,8 +139,10 @@ class Options:
         merged.update(values)
         unknown = sorted(set(merged) - set(cls.option_names()))
         if unknown:
+            close = difflib.get_close_matches(unknown[0], cls.option_names(), n=1)
+            guess = f"did you mean {close[0]}? " if close else ""
             raise ValueError(
-                f"{unknown[0]}: not an option of {cls.recipe}; its options are "
+                f"{unknown[0]}: not an option of {cls.recipe}; {guess}its options are "
                 f"{', '.join(cls.option_names())}"
             )
         return cls(**merged)
