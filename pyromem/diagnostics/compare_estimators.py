@@ -56,6 +56,8 @@ from pyromem.infer.address_estimators import address_objective
 from pyromem.models.vma import VMA
 
 ESTIMATORS = ("enum", "vimco", "rws", "nvil", "gumbel")
+#: A relative bias at most this many times its Monte Carlo noise is not told from 0 (the plot).
+RESOLVED = 2.0
 OBJECTIVES = {
     "enum": "ELBO",
     "nvil": "ELBO",
@@ -105,7 +107,9 @@ class EstimatorComparison:
         return path
 
     def plot(self, path):
-        """Bars of relative bias (with its noise), relative std and step time; returns the path."""
+        """Relative bias (beside its Monte Carlo noise) and relative std as points on log axes,
+        step time as bars; returns the path. A bias within :data:`RESOLVED` times its noise is
+        drawn hollow: the run does not tell it from 0."""
         names = [row["estimator"] for row in self.rows]
         figure = Figure(figsize=(10, 3.2))
         axes = figure.subplots(1, 3)
@@ -116,13 +120,31 @@ class EstimatorComparison:
         )
         for ax, (key, title) in zip(axes, panels, strict=True):
             values = [row[key] if row[key] is not None else math.nan for row in self.rows]
-            ax.bar(names, values, color="tab:blue")
-            if key == "relative_bias":
+            if key == "step_ms":
+                ax.bar(names, values, color="tab:blue")
+            elif key == "relative_std":
+                # a bar's length on a log axis depends on where the axis starts: points
+                ax.plot(names, values, "o", color="tab:blue", markersize=7)
+            else:
                 noise = [row["relative_bias_noise"] or math.nan for row in self.rows]
+                pairs = list(zip(values, noise, strict=True))
+                # the norm of pure Monte Carlo error spreads about its typical size, more so
+                # when a few directions carry the variance: resolved only well beyond it
+                above = [v if v > RESOLVED * n else math.nan for v, n in pairs]
+                within = [v if v <= RESOLVED * n else math.nan for v, n in pairs]
+                ax.plot(
+                    names, above, "o", color="tab:blue", markersize=7,
+                    label=f"resolved (> {RESOLVED:g} × MC noise)",
+                )  # fmt: skip
+                ax.plot(
+                    names, within, "o", markerfacecolor="white", markeredgecolor="tab:blue",
+                    markersize=7, label=f"not told from 0 (≤ {RESOLVED:g} × MC noise)",
+                )  # fmt: skip
                 ax.plot(names, noise, "k_", markersize=18, label="MC noise")
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=7)
             if key != "step_ms":
                 ax.set_yscale("log")
+                ax.grid(axis="y", which="major", alpha=0.3)
             ax.set_title(title, fontsize=9)
             ax.tick_params(axis="x", labelsize=8)
         return save_figure(figure, path)
