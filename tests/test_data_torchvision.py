@@ -140,3 +140,21 @@ def test_missing_files_without_download(tmp_path, name, where):
     message = str(info.value)
     assert os.path.join(str(tmp_path / "empty"), where) in message
     assert "download=True" in message
+
+
+@pytest.mark.parametrize("name, module", [("mnist", "mnist"), ("cifar10", "cifar")])
+def test_a_failed_download_is_one_line_that_says_where_the_files_go(
+    tmp_path, monkeypatch, name, module
+):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    # torchvision's own fetch, as it fails without a network (MNIST retries each mirror)
+    monkeypatch.setattr(f"torchvision.datasets.{module}.download_and_extract_archive", offline)
+    with pytest.raises(ConnectionError) as info:
+        load(name, root=tmp_path, download=True)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name}: could not download it into")
+    assert "Name or service not known" in message and str(tmp_path) in message

@@ -179,10 +179,18 @@ def _open(kind, name, root, download, folder, **kwargs):
     cls = _omniglot_class() if kind == "Omniglot" else _vision(kind)
     try:
         return cls(os.fspath(root), download=download, **kwargs)
-    except RuntimeError as error:
-        if download:
-            raise
+    except (RuntimeError, OSError) as error:
         where = os.path.join(os.fspath(root), folder)
+        if download:
+            # torchvision reports a failed fetch in several lines (each mirror tried), or as
+            # a URLError; its last line holds the reason
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            raise ConnectionError(
+                f"{name}: could not download it into root={os.fspath(root)!r}: {reason}; "
+                f"without a network, put its files in {where} by hand"
+            ) from error
+        if not isinstance(error, RuntimeError):
+            raise
         raise FileNotFoundError(
             f"{name} was not found under {where} ({error}); pass download=True to fetch it "
             f"into root={os.fspath(root)!r}"
