@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -198,6 +199,26 @@ def _with_config_family(argv):
     return argv
 
 
+def _out_of_memory(error) -> str | None:
+    """One line for torch's failure to allocate (a CPU's or a GPU's), or ``None``."""
+    text = str(error)
+    torch = sys.modules.get("torch")
+    if not (
+        (torch is not None and isinstance(error, torch.OutOfMemoryError))
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    ):
+        return None
+    # the CPU allocator counts bytes, CUDA's writes e.g. "Tried to allocate 20.00 GiB"
+    size = re.search(r"allocate (\d+) bytes", text)
+    asked = f"{int(size.group(1)) / 2**30:.1f} GiB" if size else None
+    if asked is None:
+        size = re.search(r"allocate ([\d.]+ [KMGT]iB)", text)
+        asked = size.group(1) if size else None
+    tried = f" (tried to allocate {asked})" if asked else ""
+    return f"out of memory{tried}; a smaller model, batch or number of samples needs less"
+
+
 def _interrupted(error, args) -> str:
     """What a Ctrl-C stopped, and how to go on; ``error`` may be a
     :class:`pyromem.train.TrainingInterrupted` (not imported: it needs Lightning)."""
@@ -242,6 +263,12 @@ def main(argv=None):
     except KeyboardInterrupt as error:
         print(f"pyromem: {_interrupted(error, args)}", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C stopped
+    except RuntimeError as error:
+        line = _out_of_memory(error)
+        if line is None:
+            raise
+        print(f"pyromem: error: {line}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(results))
     else:

@@ -128,6 +128,43 @@ def test_a_system_error_is_one_line(capsys, monkeypatch, tmp_path):
     assert capsys.readouterr().err.strip() == "pyromem: error: [Errno 28] No space left on device"
 
 
+@pytest.mark.parametrize(
+    "error, tried",
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                "allocate memory: you tried to allocate 25600000000 bytes. Error code 12"
+            ),
+            " (tried to allocate 23.8 GiB)",
+        ),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0)"),
+            " (tried to allocate 20.00 GiB)",
+        ),
+    ],
+)
+def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path, error, tried):
+    def allocate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("pyromem.experiments.vae.fit", allocate)
+    assert main(["train", "vae", *TINY, "--out", str(tmp_path), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"pyromem: error: out of memory{tried}; a smaller model, batch or number of samples "
+        "needs less"
+    )
+
+
+def test_another_runtime_error_keeps_its_traceback(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("pyromem.experiments.vae.fit", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", "vae", *TINY, "--out", str(tmp_path), "--no-progress"])
+
+
 def test_resume_continues_to_more_epochs(capsys, trained):
     results = run_json(
         capsys,
