@@ -37,6 +37,7 @@ CLI_CASES = [
     *([("train vae --accelerator gpu", "accelerator")] if not torch.cuda.is_available() else []),
     ("train vae --lr-schedule step", "lr_schedule"),
     ("train vae --warmup-epochs -1", "warmup_epochs"),
+    ("train kpp --preset paper --dataset digits --epochs 1", "warmup_epochs"),
     ("train vae --weight-decay -1", "weight_decay"),
     ("train vae --gradient-clip 0", "gradient_clip_val"),
     ("train vae --likelihood poisson", "likelihood"),

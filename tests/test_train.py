@@ -336,6 +336,7 @@ def test_more_gpus_than_present_raises(tmp_path):
         (dict(seed=-1), ValueError, "seed"),
         (dict(lr=0.0), ValueError, "lr"),
         (dict(gradient_clip_val=-1.0), ValueError, "gradient_clip_val"),
+        (dict(epochs=2, warmup_epochs=3.0), ValueError, "warmup_epochs: .* epochs=2, got 3"),
         (dict(config={"f": object()}), TypeError, "config"),
         (dict(model=torch.nn.Linear(2, 2)), TypeError, "model"),
         (dict(elbo=pyro.optim.Adam({})), TypeError, "elbo"),

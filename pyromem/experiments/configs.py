@@ -114,6 +114,14 @@ class EngineOptions(ResumeOption):
     eval_every: int = option(1, "score the held-out data every N epochs (and the last)", minimum=1)
     eval_particles: int = option(10, "guide draws of the per-epoch held-out ELBO", minimum=1)
 
+    def check(self):
+        # the engine would find out once the data are loaded and the model built
+        epochs = getattr(self, "epochs", None)
+        if epochs is not None and self.warmup_epochs > epochs:
+            raise ValueError(
+                f"warmup_epochs: expected at most epochs={epochs}, got {self.warmup_epochs:g}"
+            )
+
 
 @dataclass
 class VAEConfig(RunOptions, EngineOptions, DataOptions):
@@ -243,6 +251,7 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
     num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
 
     def check(self):
+        super().check()
         if self.address in ("vimco", "rws") and self.num_particles < 2:
             raise ValueError(
                 f"num_particles: address {self.address!r} needs K >= 2 particles, "

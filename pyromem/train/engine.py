@@ -212,6 +212,8 @@ def fit(
         as_int(value, name, 1, form="expected")
     if lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule: expected one of {SCHEDULES}, got {lr_schedule!r}")
+    if warmup_epochs > epochs:
+        raise ValueError(f"warmup_epochs: expected at most epochs={epochs}, got {warmup_epochs:g}")
     if drop_labels is None:
         drop_labels = yields_labels(dataset)
     as_int(seed, "seed", 0, form="expected")
