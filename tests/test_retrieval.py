@@ -184,6 +184,39 @@ def test_selection_sees_only_the_training_split(digits):
     assert a["threshold"] == b["threshold"]
 
 
+def test_long_selection_and_training_report_each_step(digits, monkeypatch):
+    import itertools
+
+    train, test = digits
+    kwargs = {"memory_size": 20, "seeds": 1, "selection_seeds": 1}
+    methods, corruptions = ["GMM", "MemN2N"], ["clean"]
+    clock = itertools.count()  # a millisecond a reading: every stage is short, no step lines
+    monkeypatch.setattr("pyromem.retrieval.tables.time.perf_counter", lambda: next(clock) / 1e3)
+    quiet = []
+    retrieval_table(methods, corruptions, train[:100], test, log=quiet.append, **kwargs)
+    heads = [" ".join(line.split(":")[0].split()) for line in quiet]
+    assert heads == ["GMM", "[1/2] GMM clean", "[2/2] MemN2N clean"]
+    clock = itertools.count()  # 10 s a reading: every stage is long
+    monkeypatch.setattr("pyromem.retrieval.tables.time.perf_counter", lambda: 10.0 * next(clock))
+    lines = []
+    out = retrieval_table(methods, corruptions, train[:100], test, log=lines.append, **kwargs)
+    scores, losses = out["selection"]["GMM"], out["training"]["MemN2N"]["train_loss_by_lr"]
+    steps = [line for line in lines if line.startswith(("GMM: candidate", "MemN2N: trained"))]
+    expected = [
+        f"GMM: candidate {i}/{len(scores)} (sigma={s['hyperparameters']['sigma']:.3g}): "
+        f"{s['train_success']:.1f} % retrieved"
+        for i, s in enumerate(scores, 1)
+    ]
+    expected += [
+        f"MemN2N: trained {i}/{len(losses)} (train_lr={lr:g}): last loss {loss:.4g}"
+        for i, (lr, loss) in enumerate(losses.items(), 1)
+    ]
+    assert [line.rsplit(" (", 1)[0] for line in steps] == expected
+    assert all(", ETA " in line and line.endswith(" s)") for line in steps)
+    # the last step of a stage has nothing left
+    assert steps[len(scores) - 1].endswith("ETA 0 s)") and steps[-1].endswith("ETA 0 s)")
+
+
 @pytest.mark.parametrize("reader_type", [ContentReader, MemN2NReader])
 def test_learned_readers_train_and_retrieve_clean_patterns(reader_type, digits):
     train, test = digits

@@ -92,6 +92,7 @@ def select_hyperparameters(
     vae=None,
     memory_size=100,
     seeds=2,
+    on_candidate=None,
 ):
     """Choose ``name``'s hyper-parameters on training images (never test queries).
 
@@ -103,6 +104,8 @@ def select_hyperparameters(
     :param vae: the trained VAE of the ``VAE-*`` methods.
     :param int memory_size: N of the training memories (clipped to ``M``).
     :param int seeds: training memories per candidate and corruption.
+    :param on_candidate: optional ``on_candidate(done, total, score)``, called after each
+        candidate with its entry of ``scores``.
     :returns: ``(chosen, scores)``: the chosen dict and a list of
         ``{"hyperparameters", "train_success", "train_distance"}`` for every candidate; the
         highest success rate is chosen, and among equals the lowest mean RMS distance of the
@@ -132,6 +135,8 @@ def select_hyperparameters(
                 "train_distance": _mean_over_corruptions(rates, "distance"),
             }
         )
+        if on_candidate is not None:
+            on_candidate(len(scores), len(options), scores[-1])
     # Ties in the success rate (every candidate of VAE-BP-GMM retrieves all clean training
     # queries) go to the candidate whose reads land nearest the correct patterns.
     best = max(
