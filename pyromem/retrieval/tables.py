@@ -88,7 +88,8 @@ def retrieval_table(
     :param int selection_seeds: training memories per candidate and corruption.
     :param float threshold_fraction: see :func:`~pyromem.retrieval.criteria.select_threshold`.
     :param log: optional callable taking a progress line: one before a method's selection
-        among several candidates, one per cell with an ETA.
+        among several candidates, one per candidate and per trained learning rate once that
+        stage has run :data:`STAGE_QUIET_SECONDS`, and one per cell, each with an ETA.
     :returns: ``{"results": {method: {corruption: summary}}, "hyperparameters", "space",
         "threshold", "selection", "training", "seconds", "timing", "calibration"}`` (see
         :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
