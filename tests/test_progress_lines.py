@@ -87,3 +87,25 @@ def test_vae_evaluation_reports_each_tenth_of_its_draws(monkeypatch):
     assert [line.split(" (")[0] for line in lines[1:]] == expected
     assert expected[-1].endswith("100%") and len(expected) == 10
     assert all(line.endswith(" s)") and ", ETA " in line for line in lines[1:])
+
+
+def test_kpp_evaluation_reports_each_tenth_of_its_episodes(monkeypatch):
+    from pyromem.experiments import kanerva
+    from pyromem.models import KanervaPlusPlus
+
+    torch.manual_seed(0)
+    kpp = KanervaPlusPlus((1, 8, 8), latent_dim=3, memory_shape=(2, 8, 8), block_shape=(4, 4))
+    episodes = torch.bernoulli(torch.full((10, 3, 1, 8, 8), 0.4))
+    monkeypatch.setattr(kanerva, "EVAL_EPISODES_PER_CHUNK", 4)  # chunks of 4, 4 and 2
+    clock = itertools.count()
+    monkeypatch.setattr("pyromem.experiments.vae.time.perf_counter", lambda: 10.0 * next(clock))
+    lines = []
+    results = kanerva.evaluate_kpp_model(kpp, episodes, 3, 2, device="cpu", log=lines.append)
+    assert results["num_test_episodes"] == 10
+    label = "kpp: ELBO and IWAE-3 on 10 test episodes"
+    assert [line.split(" (")[0] for line in lines] == [
+        f"{label}  40%",
+        f"{label}  80%",
+        f"{label} 100%",
+    ]
+    assert lines[-1].endswith("ETA 0 s)")

@@ -38,6 +38,7 @@ from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import KPPConfig
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
+    TenthsProgress,
     data_options,
     engine_options,
     evaluation_device,
@@ -129,13 +130,15 @@ def per_image_log_likelihood(kpp, x, num_samples=100, chunk_size=50):
     return bound.T, ess.T  # (K, T, B) → (B, T)
 
 
-def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=None):
+def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=None, log=None):
     """Per-image test bounds of a trained K++ (or dense-write ablation) on fixed episodes.
 
     :param KanervaPlusPlus kpp: the trained model.
     :param torch.Tensor episodes: ``(B, T, C, H, W)``.
     :param int num_samples: K of the per-image IWAE-K bound (0 skips it).
     :param int num_particles: draws of (y, z) of the ELBO estimate.
+    :param log: optional callable taking a progress line at each tenth of the episodes, with
+        an ETA, once the evaluation has run a few seconds (:class:`TenthsProgress`).
     :returns: a JSON-able dict.
     """
     device = device or evaluation_device()
@@ -143,6 +146,8 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
     length = episodes.shape[1]
     num_dims = math.prod(episodes.shape[2:])
     parts, iwae, ess = [], [], []
+    bounds = f"ELBO and IWAE-{num_samples}" if num_samples else "ELBO"
+    progress = TenthsProgress(log, f"kpp: {bounds} on {len(episodes)} test episodes")
     for chunk in episodes.split(EVAL_EPISODES_PER_CHUNK):
         chunk = chunk.to(device)
         parts.append(elbo_decomposition(kpp.model, kpp.guide, chunk, num_particles))
@@ -150,6 +155,7 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
             bound, weight_ess = per_image_log_likelihood(kpp, chunk, num_samples)
             iwae.append(bound.flatten())
             ess.append(weight_ess.flatten())
+        progress(sum(len(p.elbo) for p in parts) / len(episodes))
 
     def per_image(values):
         # per-episode sums over the T images, divided by T once
@@ -470,7 +476,14 @@ def _run(config, out_dir):
             f"(ELBO, IWAE-{config.num_samples})"
         )
         evaluation = evaluate_kpp_model(
-            result.model, episodes, config.num_samples, config.num_particles, device
+            result.model,
+            episodes,
+            config.num_samples,
+            config.num_particles,
+            device,
+            log=(lambda line: print(line, file=sys.stderr, flush=True))
+            if config.progress
+            else None,
         )
         return result, evaluation
 
@@ -541,7 +554,7 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
         "epochs": saved.epoch,
         "device": str(device),
         "split": "test",
-        **evaluate_kpp_model(kpp, episodes, num_samples, num_particles, device),
+        **evaluate_kpp_model(kpp, episodes, num_samples, num_particles, device, log),
         "checkpoint": str(checkpoint),
     }
     if kpp.write_kind != "none":

@@ -90,6 +90,32 @@ def load_vae_data(data_config):
     return train, test.images
 
 
+class TenthsProgress:
+    """A line at each tenth of a long evaluation, with an ETA, once it has run
+    :data:`EVAL_QUIET_SECONDS`: ``progress(fraction)`` after each pass, the fraction done in
+    [0, 1]. Silent without ``log``.
+
+    :param log: a callable taking a line, or ``None``.
+    :param str label: what runs, the start of each line.
+    """
+
+    def __init__(self, log, label):
+        self.log, self.label = log, label
+        self.start, self.tenths = time.perf_counter(), 0
+
+    def __call__(self, fraction):
+        if self.log is None or int(10 * fraction) <= self.tenths:
+            return
+        elapsed = time.perf_counter() - self.start
+        if elapsed < EVAL_QUIET_SECONDS:
+            return
+        self.tenths = int(10 * fraction)
+        self.log(
+            f"{self.label} {fraction:4.0%} "
+            f"({elapsed:.0f} s, ETA {elapsed * (1 - fraction) / fraction:.0f} s)"
+        )
+
+
 def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None, log=None):
     """Test bounds of a trained VAE, per image in nats and bits/dim.
 
@@ -105,26 +131,15 @@ def evaluate_vae(vae, test_x, num_samples=1000, num_particles=10, device=None, l
     device = device or evaluation_device()
     vae = vae.to(device).eval()
     elbo_parts, iwae_parts = [], []
-    start, done, tenths = time.perf_counter(), 0, 0
     if log is not None:
         log(
             f"vae: evaluating on {len(test_x)} test images (ELBO with {num_particles} "
             f"particles, IWAE-{num_samples})"
         )
+    progress, done = TenthsProgress(log, f"vae: IWAE-{num_samples} on {len(test_x)} test images"), 0
 
     def report(chunk_size, draws, _):
-        nonlocal tenths
-        fraction = (done + chunk_size * draws) / (len(test_x) * num_samples)
-        if log is None or int(10 * fraction) <= tenths:
-            return
-        elapsed = time.perf_counter() - start
-        if elapsed < EVAL_QUIET_SECONDS:
-            return
-        tenths = int(10 * fraction)
-        log(
-            f"vae: IWAE-{num_samples} on {len(test_x)} test images {fraction:4.0%} "
-            f"({elapsed:.0f} s, ETA {elapsed * (1 - fraction) / fraction:.0f} s)"
-        )
+        progress((done + chunk_size * draws) / (len(test_x) * num_samples))
 
     for chunk in test_x.split(EVAL_IMAGES_PER_CHUNK):
         chunk = chunk.to(device)
