@@ -212,7 +212,15 @@ class GuideComparison:
         left.legend(fontsize=7)
         for g in self.pareto_k:
             k = self.pareto_k[g].cpu()
-            right.plot(torch.full_like(k, float(names.index(g))), k, "o", alpha=0.4, ms=3)
+            # one colour: the left panel's colours name the bounds, not the guides
+            x = torch.full_like(k, float(names.index(g)))
+            right.plot(x, k, "o", color="C7", alpha=0.4, ms=3)
+        for g in self.point:  # a point mass has no importance weights to fit
+            right.text(
+                names.index(g), 0.5, "no k̂\n(point guide)", ha="center", va="center",
+                transform=right.get_xaxis_transform(), bbox={"fc": "white", "ec": "none"},
+            )  # fmt: skip
+        right.set_xlim(-0.5, len(names) - 0.5)
         for threshold in THRESHOLDS:
             right.axhline(threshold, color="k", ls=":", lw=1)
         right.set_xticks(positions.tolist(), names, rotation=20)

@@ -64,7 +64,8 @@ def capacity_sweep(
 
 
 def save_capacity_plot(sweep, path):
-    """Plot a :func:`capacity_sweep` result (mean ± std band per method, log N axis) as a PNG.
+    """Plot a :func:`capacity_sweep` result (mean ± std band per method, within 0-100 %, log N
+    axis) as a PNG.
 
     :returns: the path written.
     """
@@ -74,10 +75,11 @@ def save_capacity_plot(sweep, path):
         mean = [r["mean"] for r in rows]
         std = [r["std"] for r in rows]
         ax.plot(sweep["sizes"], mean, marker="o", markersize=3, label=name)
+        # a rate stays within 0 and 100 %, whatever the spread of the seeds
         ax.fill_between(
             sweep["sizes"],
-            [m - s for m, s in zip(mean, std, strict=True)],
-            [m + s for m, s in zip(mean, std, strict=True)],
+            [max(m - s, 0.0) for m, s in zip(mean, std, strict=True)],
+            [min(m + s, 100.0) for m, s in zip(mean, std, strict=True)],
             alpha=0.2,
         )
     ax.set_xscale("log")
