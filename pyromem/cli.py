@@ -165,15 +165,15 @@ def run(args):
             raise ValueError("--checkpoint: expected the path of a checkpoint")
         args.out = args.out or str(Path(options.checkpoint).parent.parent / "eval")
         recipe = FAMILIES[args.family]
+        from pyromem.experiments.vae import stderr_line  # after parsing: it loads torch
+
         return getattr(recipe.load(), recipe.evaluator)(
             options.checkpoint,
             out_dir=args.out,
             num_samples=options.num_samples or recipe.eval_samples,
             num_particles=options.num_particles,
             root=options.root,
-            log=(lambda line: print(line, file=sys.stderr, flush=True))
-            if options.progress
-            else None,
+            log=stderr_line if options.progress else None,
         )
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS[args.command]
     config = recipe.config.build(

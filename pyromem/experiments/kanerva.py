@@ -44,6 +44,7 @@ from pyromem.experiments.vae import (
     evaluation_device,
     load_splits,
     load_trained,
+    stderr_line,
     torch_threads,
     write_results,
 )
@@ -145,7 +146,7 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
     kpp = kpp.to(device).eval()
     length = episodes.shape[1]
     num_dims = math.prod(episodes.shape[2:])
-    parts, iwae, ess = [], [], []
+    parts, iwae, ess, done = [], [], [], 0
     bounds = f"ELBO and IWAE-{num_samples}" if num_samples else "ELBO"
     progress = TenthsProgress(log, f"kpp: {bounds} on {len(episodes)} test episodes")
     for chunk in episodes.split(EVAL_EPISODES_PER_CHUNK):
@@ -155,7 +156,8 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
             bound, weight_ess = per_image_log_likelihood(kpp, chunk, num_samples)
             iwae.append(bound.flatten())
             ess.append(weight_ess.flatten())
-        progress(sum(len(p.elbo) for p in parts) / len(episodes))
+        done += len(chunk)
+        progress(done / len(episodes))
 
     def per_image(values):
         # per-episode sums over the T images, divided by T once
@@ -481,9 +483,7 @@ def _run(config, out_dir):
             config.num_samples,
             config.num_particles,
             device,
-            log=(lambda line: print(line, file=sys.stderr, flush=True))
-            if config.progress
-            else None,
+            log=stderr_line if config.progress else None,
         )
         return result, evaluation
 

@@ -90,6 +90,11 @@ def load_vae_data(data_config):
     return train, test.images
 
 
+def stderr_line(line: str) -> None:
+    """Print one progress line on stderr at once (stdout may carry ``--json``)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 class TenthsProgress:
     """A line at each tenth of a long evaluation, with an ETA, once it has run
     :data:`EVAL_QUIET_SECONDS`: ``progress(fraction)`` after each pass, the fraction done in
@@ -340,9 +345,7 @@ def run(config, out_dir):
             num_samples=config.num_samples,
             num_particles=config.num_particles,
             device=device,
-            log=(lambda line: print(line, file=sys.stderr, flush=True))
-            if config.progress
-            else None,
+            log=stderr_line if config.progress else None,
         ),
         "checkpoint": str(result.checkpoint),
         "metrics_csv": str(result.metrics_csv),
