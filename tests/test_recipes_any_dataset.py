@@ -234,6 +234,8 @@ def test_vma_fewshot_under_ddp_on_two_cpu_processes(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").epoch == 2
+    # rank 0 alone evaluates and prints: one JSON object
+    assert isinstance(json.loads(completed.stdout), dict)
 
 
 @pytest.fixture

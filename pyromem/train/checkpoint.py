@@ -204,18 +204,22 @@ def check_resumable(path, model, config) -> "Checkpoint":
     """Raise a one-line ``ValueError`` unless the checkpoint at ``path`` can resume ``model``.
 
     The checkpoint must be readable (weights only), of the same model kind, with the
-    same architecture and data config (``config["model"]``, ``config[<model>]`` and
-    ``config["data"]``, where present), and parameters of the same names and shapes.
+    same architecture, data and training settings (``config["model"]``,
+    ``config[<model>]``, ``config["data"]`` and ``config["training"]``, where present),
+    and parameters of the same names and shapes.
 
     :returns: the checkpoint, as :func:`load_checkpoint` reads it.
     """
     saved = load_checkpoint(path)
-    for key in ("model", config.get("model"), "data"):
+    for key in ("model", config.get("model"), "data", "training"):
         if key is None or (key not in config and key not in saved.config):
             continue
+        if key == "training" and key not in saved.config:
+            continue  # written before the training settings were stored
         difference = _first_difference(saved.config.get(key), config.get(key), key)
         if difference is not None:
             name, was, now = difference
+            name = name.removeprefix("training.")
             raise ValueError(
                 f"resume: the checkpoint {path} was trained with {name}={was!r}, "
                 f"this run has {name}={now!r}"

@@ -57,7 +57,8 @@ class FitResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training was interrupted (Ctrl-C); the last checkpoint is the last completed epoch's.
+    """Training was interrupted (Ctrl-C, or SIGTERM from a scheduler or ``kill``); the last
+    checkpoint is the last completed epoch's.
 
     A ``KeyboardInterrupt``, as the interrupt that caused it, in place of the ``SystemExit(1)``
     that Lightning raises for one.
@@ -66,11 +67,20 @@ class TrainingInterrupted(KeyboardInterrupt):
     :ivar int epochs: the epochs asked for.
     :ivar int completed: the epochs completed, those the checkpoint holds.
     :ivar checkpoint: the path of ``last.ckpt``, or ``None`` when no epoch was completed.
+    :ivar int signal_number: the signal that stopped it, ``signal.SIGINT`` or ``signal.SIGTERM``.
     """
 
-    def __init__(self, epoch: int, epochs: int, completed: int, checkpoint: Path | None):
+    def __init__(
+        self,
+        epoch: int,
+        epochs: int,
+        completed: int,
+        checkpoint: Path | None,
+        signal_number: int = signal.SIGINT,
+    ):
         self.epoch, self.epochs = epoch, epochs
         self.completed, self.checkpoint = completed, checkpoint
+        self.signal_number = signal_number
         kept = (
             f"{checkpoint} holds the {completed} epochs completed; resume=True continues the run"
             if checkpoint is not None
@@ -121,8 +131,12 @@ def fit(
 ) -> FitResult:
     """Train ``model.model`` / ``model.guide`` by SVI with a Lightning ``Trainer``.
 
-    One CPU, one GPU and ``devices=N, strategy="ddp"`` run the same code. The
-    batch is the model's argument list (:mod:`pyromem.train.batches`): dataset
+    One CPU, one GPU and ``devices=N, strategy="ddp"`` run the same code. On several
+    devices, only global rank 0 returns: Lightning's ``"ddp"`` launches the other ranks as
+    copies of the script, and they exit once training ends, so that what follows (an
+    evaluation, the results) runs once.
+
+    The batch is the model's argument list (:mod:`pyromem.train.batches`): dataset
     items are tensors ``x``, tuples of positional or dicts of keyword arguments.
 
     - With an int ``batch_size`` the items are datapoints, collated into batches;
@@ -176,7 +190,9 @@ def fit(
     :param bool progress: show progress: Lightning's bar on a terminal, one line per epoch with
         an ETA on a file or pipe (:class:`~pyromem.train.progress.EpochLines`), unless
         ``callbacks`` holds a progress bar of its own.
-    :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model).
+    :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model),
+        with ``lr_schedule``, ``warmup_epochs`` and ``batch_size`` added under ``"training"``:
+        a resumed run must keep them (and ``config``), and may change the rates and epochs.
     :param callbacks: extra Lightning callbacks.
     :param drop_labels: items are ``(image, label)`` pairs to train on the image;
         ``None`` asks the dataset (:func:`pyromem.train.batches.yields_labels`:
@@ -228,6 +244,16 @@ def fit(
         raise TypeError(f"config: expected a JSON-able dict, got {config!r}") from error
     _check_gpus(accelerator, devices)
     _check_strategy(strategy)
+    # what a resumed run must share with the epochs its checkpoint holds: the schedule's
+    # shape and the batches (the rates may change: SVIModule.on_train_start)
+    config = {
+        **config,
+        "training": {
+            "lr_schedule": lr_schedule,
+            "warmup_epochs": warmup_epochs,
+            "batch_size": batch_size,
+        },
+    }
 
     out_dir = Path(out_dir)
     checkpoint = out_dir / "checkpoints" / "last.ckpt"
@@ -329,6 +355,7 @@ def fit(
                 max(trainer.current_epoch, last_checkpoint.epochs_saved),
                 # before this run's first save, a file there is this run's only when resumed
                 checkpoint if (resume or last_checkpoint.epochs_saved) else None,
+                signal.SIGTERM if trainer.received_sigterm else signal.SIGINT,
             ) from None
         finally:
             # Lightning calls no module hook when training stops on an exception.
@@ -336,6 +363,10 @@ def fit(
             # and ignores Ctrl-C for the rest of the process once interrupted
             if on_interrupt is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, on_interrupt)
+    if trainer.global_rank != 0:
+        # A rank that Lightning launched as a copy of the whole script (the "ddp" strategy
+        # on the command line) would go on to evaluate and write the results again.
+        raise SystemExit(0)
     # Lightning leaves the model on the CPU after training; give it back where it was.
     model.to(device)
     return FitResult(

@@ -194,7 +194,8 @@ class SVIModule(lightning.LightningModule):
         return self._epoch_elbo
 
     def on_train_epoch_end(self):
-        self.log("train_elbo_nats", self.train_elbo(), prog_bar=True, sync_dist=False)
+        # already the mean over every rank: sync_dist averages equal numbers, once an epoch
+        self.log("train_elbo_nats", self.train_elbo(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]
