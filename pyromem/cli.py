@@ -18,13 +18,14 @@ import contextlib
 import dataclasses
 import json
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 from pyromem import __version__
 from pyromem.experiments.configs import EvalConfig
-from pyromem.experiments.options import Choices, base_type, config_recipe
+from pyromem.experiments.options import Choices, base_type, config_recipe, writable_folder
 from pyromem.experiments.registry import COMMANDS, FAMILIES
 
 DEMO_OUT = "pyromem-demo"
@@ -124,7 +125,12 @@ def build_parser(list_choices=True):
     )
     _add_output(demo, f"the report's folder (default: {DEMO_OUT})")
 
-    train = commands.add_parser("train", help="train a model")
+    train = commands.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model. pyromem train --config RUN/config.toml runs a run's "
+        "config again, the family from the file.",
+    )
     families = train.add_subparsers(dest="family", required=True)
     for recipe in FAMILIES.values():
         _add_recipe(families, recipe, list_choices)
@@ -164,6 +170,7 @@ def run(args):
         if not options.checkpoint:
             raise ValueError("--checkpoint: expected the path of a checkpoint")
         args.out = args.out or str(Path(options.checkpoint).parent.parent / "eval")
+        writable_folder(args.out)  # before the evaluation, which may take minutes
         recipe = FAMILIES[args.family]
         from pyromem.experiments.vae import stderr_line  # after parsing: it loads torch
 
@@ -222,10 +229,12 @@ def _out_of_memory(error) -> str | None:
 def _interrupted(error, args) -> str:
     """What a Ctrl-C stopped, and how to go on; ``error`` may be a
     :class:`pyromem.train.TrainingInterrupted` (not imported: it needs Lightning)."""
+    by_sigterm = getattr(error, "signal_number", None) == signal.SIGTERM
+    stopped = "terminated" if by_sigterm else "interrupted"
     if getattr(error, "checkpoint", None) is None:
-        return "interrupted"
+        return stopped
     line = (
-        f"interrupted in epoch {error.epoch} of {error.epochs}; {error.checkpoint} holds the "
+        f"{stopped} in epoch {error.epoch} of {error.epochs}; {error.checkpoint} holds the "
         f"{error.completed} epochs completed"
     )
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS.get(args.command)
@@ -262,7 +271,9 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt as error:
         print(f"pyromem: {_interrupted(error, args)}", file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C stopped
+        # 128 + the signal, as a shell reports a process that Ctrl-C (SIGINT, 2) or
+        # SIGTERM (15) stopped
+        return 128 + getattr(error, "signal_number", signal.SIGINT)
     except RuntimeError as error:
         line = _out_of_memory(error)
         if line is None:

@@ -119,6 +119,21 @@ def test_finished_run_is_not_overwritten_without_overwrite(capsys, tmp_path):
     assert main([*argv, "--overwrite"]) == 0
 
 
+def test_interrupted_run_is_not_restarted_without_resume_or_overwrite(capsys, tmp_path):
+    argv = [*TINY_VAE.split(), "--size", "8", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (tmp_path / "results.json").unlink()  # as a run stopped after its first epoch leaves it
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    saved = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "interrupted run" in line and "--resume" in line and "--overwrite" in line
+    assert checkpoint.read_bytes() == saved
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert load_checkpoint(checkpoint).epoch == 2
+
+
 def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(capsys, tmp_path):
     argv = [*TINY_VAE.split(), "--size", "8", "--no-progress", "--out", str(tmp_path)]
     assert main([*argv, "--epochs", "1"]) == 0

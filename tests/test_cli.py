@@ -95,7 +95,22 @@ def test_eval_says_what_it_evaluates_unless_told_not_to(capsys, trained, tmp_pat
     assert "evaluating" not in capsys.readouterr().err
 
 
+def test_eval_checks_its_out_folder_before_evaluating(capsys, monkeypatch, trained, tmp_path):
+    def evaluated(*args, **kwargs):
+        raise AssertionError("evaluated before --out was checked")
+
+    monkeypatch.setattr("pyromem.experiments.vae.evaluate_checkpoint", evaluated)
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    checkpoint = str(trained / "checkpoints" / "last.ckpt")
+    for out in (afile, afile / "under"):
+        assert main(["eval", "vae", "--checkpoint", checkpoint, "--out", str(out)]) == 2
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("pyromem: error: --out: ") and "\n" not in line
+
+
 def test_ctrl_c_says_what_the_checkpoint_holds_and_how_to_go_on(capsys, monkeypatch, tmp_path):
+    import signal
     from pathlib import Path
 
     from pyromem.train import TrainingInterrupted
@@ -117,6 +132,13 @@ def test_ctrl_c_says_what_the_checkpoint_holds_and_how_to_go_on(capsys, monkeypa
     monkeypatch.setattr("pyromem.experiments.vae.fit", stopped)
     assert main(argv) == 130
     assert capsys.readouterr().err.strip() == "pyromem: interrupted"
+
+    def terminated(*args, **kwargs):
+        raise TrainingInterrupted(3, 20, 2, Path("last.ckpt"), signal.SIGTERM)
+
+    monkeypatch.setattr("pyromem.experiments.vae.fit", terminated)
+    assert main(argv) == 143  # 128 + SIGTERM, as a shell reports it
+    assert capsys.readouterr().err.startswith("pyromem: terminated in epoch 3 of 20; ")
 
 
 def test_a_system_error_is_one_line(capsys, monkeypatch, tmp_path):

@@ -15,6 +15,7 @@ import difflib
 import importlib
 import json
 import math
+import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ class Choices(Sequence):
         return repr(self._resolved())
 
 
-def option(default, help, *, choices=None, flag=None, minimum=None, above=None):
+def option(default, help, *, choices=None, flag=None, minimum=None, above=None, stored=True):
     """A recipe option: a dataclass field with its default, help, choices and range.
 
     :param default: the default value (tuples for lists, ``None`` for "unset").
@@ -72,6 +73,9 @@ def option(default, help, *, choices=None, flag=None, minimum=None, above=None):
     :param str flag: the command-line flag, when it is not ``--`` + the name with dashes.
     :param minimum: the smallest value allowed (each element's, for a tuple option).
     :param above: values must be greater than this. Numbers must be finite.
+    :param bool stored: written to a run's ``config.toml``. An option that says what to do
+        with the run folder (``overwrite``, ``resume``) is not: a run started again from
+        that file must ask for it again.
     """
     metadata = {
         "help": help,
@@ -79,6 +83,7 @@ def option(default, help, *, choices=None, flag=None, minimum=None, above=None):
         "flag": flag,
         "minimum": minimum,
         "above": above,
+        "stored": stored,
     }
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -158,33 +163,62 @@ class Options:
         """Check the run folder and store this config in it as ``config.toml``, before any work.
 
         :raises ValueError: if ``out_dir`` is a file or cannot be written, or holds a
-            finished run (``results.json``) while neither ``resume`` nor ``overwrite`` is set.
+            finished run (``results.json``) or an interrupted one (a ``last.ckpt`` in a
+            ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set.
         """
-        out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"--out: {out_dir} is a file, not a folder")
-        finished = (out_dir / "results.json").is_file()
-        allowed = getattr(self, "resume", False) or getattr(self, "overwrite", False)
-        if finished and not allowed:
-            raise ValueError(
-                f"--out: {out_dir} holds a finished run; pass --overwrite to replace it "
-                "or choose another --out"
-            )
-        try:
-            return self.save(out_dir / "config.toml")
-        except OSError as error:
-            raise ValueError(f"--out: cannot write to {out_dir}: {error.strerror}") from None
+        out_dir = writable_folder(out_dir)
+        if not (getattr(self, "resume", False) or getattr(self, "overwrite", False)):
+            _check_no_earlier_run(out_dir, resumable=hasattr(self, "resume"))
+        return self.save(out_dir / "config.toml")
 
     def save(self, path) -> Path:
-        """Write the config as TOML, with ``recipe`` first; unset options are omitted."""
+        """Write the config as TOML, with ``recipe`` first; unset options and those not
+        ``stored`` (:func:`option`) are omitted."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"recipe = {json.dumps(self.recipe)}"]
-        for name, value in self.to_dict().items():
-            if value is not None:
-                lines.append(f"{name} = {_toml_value(value)}")
+        values = self.to_dict()
+        for field in dataclasses.fields(self):
+            if values[field.name] is not None and field.metadata.get("stored", True):
+                lines.append(f"{field.name} = {_toml_value(values[field.name])}")
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+def writable_folder(out_dir) -> Path:
+    """The folder ``out_dir``, created if need be, once a file could be written in it.
+
+    :raises ValueError: in one line naming ``--out``, if ``out_dir`` is a file or cannot
+        be created or written (read-only, under a file, no permission).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as error:
+        raise ValueError(f"--out: cannot write to {out_dir}: {error.strerror}") from None
+    return out_dir
+
+
+def _check_no_earlier_run(out_dir, resumable) -> None:
+    """Raise a one-line ``ValueError`` if ``out_dir`` holds a finished or interrupted run,
+    which a new run there would replace."""
+    if (out_dir / "results.json").is_file():
+        raise ValueError(
+            f"--out: {out_dir} holds a finished run; pass --overwrite to replace it "
+            "or choose another --out"
+        )
+    # a run's own checkpoints, or those of a stage of it (the retrieval's VAE)
+    found = [*out_dir.glob("checkpoints/last.ckpt"), *out_dir.glob("*/checkpoints/last.ckpt")]
+    checkpoint = found[0] if found else None
+    if checkpoint is not None:
+        resume = "pass --resume to continue it, " if resumable else ""
+        raise ValueError(
+            f"--out: {out_dir} holds an interrupted run ({checkpoint}); {resume}pass "
+            "--overwrite to start again or choose another --out"
+        )
 
 
 def read_config_file(file, recipe=None) -> dict:
