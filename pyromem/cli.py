@@ -191,7 +191,11 @@ def run(args):
     import pyro  # after parsing: a bad flag is answered before the heavy imports
 
     pyro.set_rng_seed(config.seed)
-    results = module.run(config, args.out)
+    try:
+        results = module.run(config, args.out)
+    except ValueError:
+        config.abandon_run(args.out)
+        raise
     summary = getattr(module, "summary", None)
     if summary is not None:
         # to stderr when stdout carries the JSON (main redirects it)

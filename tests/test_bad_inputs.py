@@ -134,6 +134,20 @@ def test_interrupted_run_is_not_restarted_without_resume_or_overwrite(capsys, tm
     assert load_checkpoint(checkpoint).epoch == 2
 
 
+def test_a_run_refused_by_a_later_check_leaves_the_folder_config_as_it_was(capsys, tmp_path):
+    argv = [*TINY_VAE.split(), "--size", "8", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    config = (tmp_path / "config.toml").read_text()
+    capsys.readouterr()
+    # refused once the data are loaded, after the config was written
+    assert main([*argv, "--overwrite", "--dataset", "patches", "--binarize", "static"]) == 2
+    assert "binarize" in capsys.readouterr().err
+    assert (tmp_path / "config.toml").read_text() == config
+    fresh = tmp_path / "fresh"
+    assert main([*argv[:-1], str(fresh), "--dataset", "patches", "--binarize", "static"]) == 2
+    assert not (fresh / "config.toml").exists()
+
+
 def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(capsys, tmp_path):
     argv = [*TINY_VAE.split(), "--size", "8", "--no-progress", "--out", str(tmp_path)]
     assert main([*argv, "--epochs", "1"]) == 0

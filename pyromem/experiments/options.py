@@ -169,7 +169,25 @@ class Options:
         out_dir = writable_folder(out_dir)
         if not (getattr(self, "resume", False) or getattr(self, "overwrite", False)):
             _check_no_earlier_run(out_dir, resumable=hasattr(self, "resume"))
-        return self.save(out_dir / "config.toml")
+        path = out_dir / "config.toml"
+        # what abandon_run needs to put the folder back as it was
+        self._replaced = (path.read_text() if path.is_file() else None, _run_files(out_dir))
+        return self.save(path)
+
+    def abandon_run(self, out_dir) -> None:
+        """Undo :meth:`start_run` for a run refused by a later check (its data, its
+        checkpoint): put back the ``config.toml`` it replaced, so that the folder's config
+        still describes the run whose results and checkpoint it holds. Does nothing once
+        the run has written a checkpoint, metrics or results."""
+        replaced = getattr(self, "_replaced", None)
+        out_dir = Path(out_dir)
+        if replaced is None or _run_files(out_dir) != replaced[1]:
+            return
+        path = out_dir / "config.toml"
+        if replaced[0] is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(replaced[0])
 
     def save(self, path) -> Path:
         """Write the config as TOML, with ``recipe`` first; unset options and those not
@@ -200,6 +218,12 @@ def writable_folder(out_dir) -> Path:
     except OSError as error:
         raise ValueError(f"--out: cannot write to {out_dir}: {error.strerror}") from None
     return out_dir
+
+
+def _run_files(out_dir) -> dict:
+    """The modification times of what a run writes in ``out_dir``, by path."""
+    patterns = ("results.json", "metrics.csv", "checkpoints/last.ckpt", "*/checkpoints/last.ckpt")
+    return {path: path.stat().st_mtime_ns for p in patterns for path in out_dir.glob(p)}
 
 
 def _check_no_earlier_run(out_dir, resumable) -> None:
