@@ -146,7 +146,8 @@ def test_few_shot_splits_mnist(tmp_path):
     train, test = (load("mnist", s, root=tmp_path) for s in ("train", "test"))
     message = (
         r"test_classes: mnist has the same classes \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] in train "
-        r"and test; pass test_classes to hold some out, e\.g\. test_classes=\(5, 6, 7, 8, 9\)"
+        r"and test; pass test_classes to hold some out, e\.g\. test_classes=\(5, 6, 7, 8, 9\) "
+        r"\(--test-classes 5 6 7 8 9\)$"
     )
     with pytest.raises(ValueError, match=message):
         few_shot_splits(train, test)

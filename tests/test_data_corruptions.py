@@ -137,7 +137,7 @@ def test_shift_fills_the_uncovered_border(device):
     y = shift(x, -2, 1, fill=1.0)
     assert (y[..., 0, :] == 1).all() and (y[..., :, 4:] == 1).all()
     assert (y[..., 1:, :4] == 0.5).all()
-    assert (shift(x, 6, 0, fill=0.2) == 0.2).all()
+    assert (shift(x, 5, 0, fill=0.2)[..., :5] == 0.2).all()
 
 
 def test_generator_on_cpu_reproduces_on_any_device(x):
@@ -159,6 +159,15 @@ def test_generator_on_cpu_reproduces_on_any_device(x):
         (lambda x: square_mask(x, 4, value=2.0), ValueError, "value"),
         (lambda x: colour_rotation(x[..., :1, :, :], 1.0), ValueError, "C = 3"),
         (lambda x: shift(x, 1.5, 0), TypeError, "dx"),
+        # a shift by the whole side leaves a blank image, refused as a mask wider than it is
+        (lambda x: shift(x, 100, 100), ValueError, r"dx must lie in \[-11, 11\] for 16×12"),
+        (lambda x: shift(x, 0, -16), ValueError, r"dy must lie in \[-15, 15\]"),
+        (lambda x: colour_rotation(x, float("nan")), ValueError, "angle must be finite"),
+        (lambda x: colour_rotation(x, math.inf), ValueError, "angle must be finite, got inf"),
+        (lambda x: colour_rotation(x, torch.tensor([0.0, -math.inf])), ValueError, "angle"),
+        (lambda x: gaussian_noise(x, math.inf), ValueError, "std must be finite"),
+        (lambda x: speckle(x, float("nan")), ValueError, "std"),
+        (lambda x: poisson(x, math.inf), ValueError, "peak must be finite"),
         (lambda x: gaussian_noise(x * 255, 0.1), ValueError, r"\[0, 1\]"),
         (lambda x: gaussian_noise((x * 255).byte(), 0.1), TypeError, "floating"),
         (lambda x: gaussian_noise(x[0, 0, 0], 0.1), ValueError, "shape"),

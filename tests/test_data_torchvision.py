@@ -139,7 +139,17 @@ def test_missing_files_without_download(tmp_path, name, where):
         load(name, root=tmp_path / "empty")
     message = str(info.value)
     assert os.path.join(str(tmp_path / "empty"), where) in message
-    assert "download=True" in message
+    # the keyword and, for a user of the command line, its flag
+    assert "download=True (--download)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "omniglot"])
+def test_missing_root_names_the_keyword_and_the_flag(name):
+    with pytest.raises(ValueError) as info:
+        load(name)
+    message = str(info.value)
+    assert "root=<directory> (--root)" in message and "download=True, --download" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("name, module", [("mnist", "mnist"), ("cifar10", "cifar")])

@@ -130,7 +130,9 @@ def test_imagefolder_sizes(tmp_path):
     _write_image(tmp_path / "train" / "a" / "0.png", small)
     _write_image(tmp_path / "train" / "a" / "1.png", rng.integers(0, 256, (8, 6), np.uint8))
     _write_image(tmp_path / "test" / "a" / "0.png", rng.integers(0, 256, (4, 4), np.uint8))
-    with pytest.raises(ValueError, match=r"differ in size.*4×4.*8×6.*pass size=") as info:
+    with pytest.raises(
+        ValueError, match=r"differ in size.*4×4.*8×6.*pass size=<side> \(--size\)"
+    ) as info:
         load("imagefolder", root=tmp_path)
     assert "\n" not in str(info.value)
     data = load("imagefolder", "train", root=tmp_path, size=4)
@@ -150,7 +152,7 @@ def test_imagefolder_single_image_class(tmp_path):
 
 
 def test_imagefolder_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"imagefolder needs root=<directory>"):
+    with pytest.raises(ValueError, match=r"imagefolder needs root=<directory> \(--root\)"):
         load("imagefolder")
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -236,10 +238,34 @@ def test_npz_binary_and_fallback(tmp_path):
     assert load("npz", root=path).support == "binary"
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_npz_channels_last_is_refused_when_loaded(tmp_path, channels):
+    # (N, H, W, C), as PIL and matplotlib keep images, would train as C = H images of H × W
+    # and fail only when a figure draws them
+    images = np.random.default_rng(0).integers(0, 256, (60, 8, 8, channels), dtype=np.uint8)
+    np.savez(tmp_path / "hwc.npz", images=images)
+    message = (
+        rf"^npz: images of shape \(60, 8, 8, {channels}\) look channels-last \(N, H, W, C\); "
+        r"store them as \(N, C, H, W\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        load("npz", root=tmp_path / "hwc.npz")
+    # the same pixels as (N, C, H, W) load, with every channel count the figures can draw
+    np.savez(tmp_path / "chw.npz", images=images.transpose(0, 3, 1, 2))
+    assert load("npz", root=tmp_path / "chw.npz").event_shape == (channels, 8, 8)
+
+
+def test_npz_channel_counts_the_figures_cannot_draw_are_refused(tmp_path):
+    np.savez(tmp_path / "five.npz", images=np.zeros((6, 5, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"C in \(1, 3, 4\).*\(6, 5, 8, 8\)"):
+        load("npz", root=tmp_path / "five.npz")
+
+
 def test_npz_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"npz needs root=<file\.npz>"):
+    with pytest.raises(ValueError, match=r"npz needs root=<file\.npz> \(--root\)"):
         load("npz")
-    with pytest.raises(FileNotFoundError, match="absent.npz"):
+    # a run evaluated again after its data moved: the message says how to point to them
+    with pytest.raises(FileNotFoundError, match=r"absent\.npz.*moved.*root= \(--root\)"):
         load("npz", root=tmp_path / "absent.npz")
     with pytest.raises(ValueError, match="directory"):
         load("npz", root=tmp_path)
@@ -266,9 +292,13 @@ def test_npz_errors(tmp_path):
         load("npz", root=case(images=np.array([[[-0.5, 2.0]]] * 4)))
     with pytest.raises(ValueError, match="NaN"):
         load("npz", root=case(images=np.full((4, 2, 2), np.nan)))
-    with pytest.raises(TypeError, match="uint8, bool or floating point, got int64"):
-        load("npz", root=case(images=good.astype(np.int64)))
-    with pytest.raises(TypeError, match="labels must be integers"):
+    # bad file content, not a wrong Python type: a ValueError, which the CLI shows in one line
+    for dtype in (np.int64, np.int16):
+        with pytest.raises(
+            ValueError, match=f"uint8, bool or floating point, got {dtype.__name__}"
+        ):
+            load("npz", root=case(images=good.astype(dtype)))
+    with pytest.raises(ValueError, match="labels must be integers"):
         load("npz", root=case(images=good, labels=np.zeros(4)))
     with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
         load("npz", root=case(images=good, labels=np.zeros(3, int)))
@@ -276,5 +306,5 @@ def test_npz_errors(tmp_path):
         load("npz", root=case(images=good, labels=np.array([0, 1, -1, 0])))
     with pytest.raises(ValueError, match="at least 2 images"):
         load("npz", root=case(images=good[:1]))
-    with pytest.raises(ValueError, match="download: npz data is the user's own"):
+    with pytest.raises(ValueError, match=r"download: npz data is the user's own.*--download"):
         load("npz", root=case(images=good), download=True)

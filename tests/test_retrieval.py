@@ -13,6 +13,7 @@ from pyromem.retrieval import (
     MemN2NReader,
     build_method,
     capacity_sweep,
+    check_corruptions,
     corrupt,
     default_corruptions,
     dot_product_winners,
@@ -241,6 +242,38 @@ def test_build_method_rejects_bad_names_and_missing_vae():
         build_method("VAE-GMM", (1, 8, 8))
     with pytest.raises(TypeError, match="hyper-parameters"):
         build_method("GMM", (1, 8, 8), gamma=1.0)
+
+
+def test_entry_points_refuse_images_of_another_shape_in_one_line(digits):
+    train, test = digits
+    larger = load("digits", "test", size=16).images
+    gmm = build_method("GMM", (1, 8, 8))
+    # train 8 × 8 and test 16 × 16 ran, tuned on one size and scored on the other
+    with pytest.raises(ValueError, match=r"^train_images must have shape \(M, 1, 16, 16\)"):
+        retrieval_table(["GMM"], ["clean"], train, larger, seeds=1)
+    with pytest.raises(ValueError, match=r"^test_images must have shape \(M, C, H, W\), got"):
+        retrieval_table(["GMM"], ["clean"], train.flatten(1), test.flatten(1), seeds=1)
+    # a method built for 8 × 8 read 16 × 16 images without a word
+    expected = r"^images must have shape \(M, 1, 8, 8\), the image_shape GMM was built for, got"
+    with pytest.raises(ValueError, match=rf"{expected} \(360, 1, 16, 16\)$"):
+        evaluate(gmm, larger, "clean", threshold=0.1)
+    # flattened images failed eight calls deep, on a reader's "queries"
+    with pytest.raises(ValueError, match=rf"{expected} \(360, 64\)$"):
+        evaluate(gmm, test.flatten(1), "clean", threshold=0.1)
+    with pytest.raises(TypeError, match="images must be a floating-point torch.Tensor"):
+        evaluate(gmm, test.numpy(), "clean", threshold=0.1)
+
+
+def test_a_shift_that_moves_the_whole_image_out_is_refused_like_a_wide_mask():
+    for name, match in [
+        ("shift-8", r"dx must lie in \[-7, 7\]"),
+        ("mask-9", r"width must lie in \[0, 8\]"),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"^corruptions: '{name}' does not apply here: {match}"
+        ):
+            check_corruptions([name], (1, 8, 8))
+    check_corruptions(["shift-7"], (1, 8, 8))
 
 
 def test_capacity_sweep_on_a_tiny_grid_writes_its_plot(digits, tmp_path):

@@ -87,7 +87,8 @@ def few_shot_splits(train, test, test_classes=None):
             example = tuple(shared[len(shared) // 2 :])
             raise ValueError(
                 f"test_classes: {train.name} has the same classes {_describe(shared)} in train "
-                f"and test; pass test_classes to hold some out, e.g. test_classes={example}"
+                f"and test; pass test_classes to hold some out, e.g. test_classes={example} "
+                f"(--test-classes {' '.join(map(str, example))})"
             )
         return train, test
     held = _check_classes("test_classes", test_classes, unique=True)

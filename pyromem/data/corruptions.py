@@ -137,7 +137,7 @@ def colour_rotation(x, angle):
     of the RGB cube are clipped.
 
     :param torch.Tensor x: RGB images ``(..., 3, H, W)`` in [0, 1].
-    :param angle: rotation in radians, a float or a tensor broadcastable to
+    :param angle: rotation in radians, a finite float or a tensor broadcastable to
         the batch shape ``x.shape[:-3]`` for one angle per image.
     :returns: the rotated images, clipped to [0, 1].
     """
@@ -150,6 +150,10 @@ def colour_rotation(x, angle):
         angle = torch.tensor(float(angle), dtype=x.dtype, device=x.device)
     else:
         raise TypeError(f"angle must be a float or a tensor, got {type(angle).__name__}")
+    # a NaN or infinite angle would turn every pixel into NaN, which the clamp below keeps
+    if not torch.isfinite(angle).all():
+        shown = f"{angle.item()!r}" if angle.numel() == 1 else "NaN or infinite angles"
+        raise ValueError(f"angle must be finite, got {shown}")
     k = 1.0 / math.sqrt(3.0)
     cross = torch.tensor([[0.0, -k, k], [k, 0.0, -k], [-k, k, 0.0]], dtype=x.dtype, device=x.device)
     sin, cos = angle.sin()[..., None, None], angle.cos()[..., None, None]
@@ -163,21 +167,27 @@ def shift(x, dx, dy, fill=0.0):
     """Translate every image by whole pixels, filling the uncovered border with ``fill``.
 
     :param torch.Tensor x: images ``(..., C, H, W)`` in [0, 1].
-    :param int dx: shift to the right in pixels (negative: to the left).
-    :param int dy: shift downwards in pixels (negative: upwards).
+    :param int dx: shift to the right in pixels (negative: to the left), with
+        ``|dx| < W``.
+    :param int dy: shift downwards in pixels (negative: upwards), with ``|dy| < H``.
     :param float fill: value in [0, 1] of the pixels shifted in.
     :returns: the shifted images; pixel ``(i, j)`` moves to ``(i + dy, j + dx)``.
     """
     _check_images(x)
-    for name, value in [("dx", dx), ("dy", dy)]:
-        as_int(value, name, error=TypeError, form="split")
-    _check_number("fill", fill, low=0.0, high=1.0)
     height, width = x.shape[-2:]
+    for name, value, side in [("dx", dx, width), ("dy", dy, height)]:
+        as_int(value, name, error=TypeError, form="split")
+        # a shift by the whole side moves every pixel out: the "corrupted" image is blank
+        if not -side < value < side:
+            raise ValueError(
+                f"{name} must lie in [{1 - side}, {side - 1}] for {height}×{width} images, "
+                f"got {value}"
+            )
+    _check_number("fill", fill, low=0.0, high=1.0)
     out = torch.full_like(x, fill)
-    if abs(dy) < height and abs(dx) < width:
-        out[..., max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = x[
-            ..., max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
-        ]
+    out[..., max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = x[
+        ..., max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
+    ]
     return out
 
 
@@ -196,6 +206,9 @@ def _check_images(x):
 def _check_number(name, value, low, high=math.inf, strict=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    # an infinite std or peak passes an unbounded interval but makes NaN pixels
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     above = value > low if strict else value >= low
     if not (above and value <= high):
         interval = f"{'(' if strict else '['}{low:g}, {high:g}{']' if high < math.inf else ')'}"

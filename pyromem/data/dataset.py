@@ -86,7 +86,8 @@ class ImageDataset(torch.utils.data.Dataset):
             raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {binarize!r}")
         if binarize is not None and images.shape[1] != 1:
             raise ValueError(
-                f"binarize={binarize!r} needs grey-scale images (C = 1), got C = {images.shape[1]}"
+                f"binarize={binarize!r} (--binarize) needs grey-scale images (C = 1), got C = "
+                f"{images.shape[1]}"
             )
         if images.numel() and (images.min() < 0 or images.max() > 1):
             raise ValueError(

@@ -171,8 +171,8 @@ def _open(kind, name, root, download, folder, **kwargs):
     # for the error message.
     if root is None:
         raise ValueError(
-            f"{name} is not bundled with pyromem: pass root=<directory> holding it "
-            "(and download=True to fetch it there)"
+            f"{name} is not bundled with pyromem: pass root=<directory> (--root) holding it "
+            "(and download=True, --download, to fetch it there)"
         )
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
@@ -192,8 +192,8 @@ def _open(kind, name, root, download, folder, **kwargs):
         if not isinstance(error, RuntimeError):
             raise
         raise FileNotFoundError(
-            f"{name} was not found under {where} ({error}); pass download=True to fetch it "
-            f"into root={os.fspath(root)!r}"
+            f"{name} was not found under {where} ({error}); pass download=True (--download) "
+            f"to fetch it into root={os.fspath(root)!r}"
         ) from error
 
 

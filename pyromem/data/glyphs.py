@@ -5,6 +5,7 @@ import torch
 
 from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
+from pyromem.data.resize import check_memory
 from pyromem.data.splits import check_split
 
 STROKES = (2, 4)  # fewest and most strokes of a character
@@ -89,6 +90,8 @@ def glyphs(
                 points.append(_write(rng, character, slant, scale))
                 present.append(strokes)
                 width.append(style["width"] * pen)
+    # rendered at the size asked for, so resize's memory check would come too late
+    check_memory((len(points), 1, size, size), 4, "size")
     images = _render(np.stack(points), np.stack(present), np.array(width), size)
 
     n_alphabets = len(alphabets)

@@ -1,4 +1,6 @@
-"""Bilinear resizing of image batches, kept inside [0, 1]."""
+"""Bilinear resizing of image batches, kept inside [0, 1], and the memory check before it."""
+
+import math
 
 import torch.nn.functional as F
 
@@ -15,11 +17,56 @@ def resize(images, size):
     :param torch.Tensor images: float images of shape ``(N, C, H, W)`` in [0, 1].
     :param int size: the new height and width, ``size >= 1``.
     :returns: float images of shape ``(N, C, size, size)`` in [0, 1].
+    :raises ValueError: if the resized images would not fit in the memory available
+        (:func:`check_memory`).
     """
     as_int(size, "size", 1)
     if tuple(images.shape[-2:]) == (size, size):
         return images
+    check_memory(tuple(images.shape[:-2]) + (size, size), images.element_size(), "size")
     resized = F.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )
     return resized.clamp_(0.0, 1.0)
+
+
+def check_memory(shape, element_size, name):
+    """Refuse, in one line, a dataset of ``shape`` that would not fit in the memory available.
+
+    Without the check, a dataset resized to a large side (``size=1000`` makes the 8×8
+    digits 15,000 times larger) grows until the operating system kills the process, with
+    nothing printed. Where the memory available cannot be read (not Linux), nothing is
+    checked.
+
+    :param tuple shape: ``(N, C, H, W)`` of the images to allocate.
+    :param int element_size: bytes per value (4 for float32).
+    :param str name: what to blame in the message, e.g. ``"size"``.
+    :raises ValueError: if the images need more bytes than the memory available.
+    """
+    needed = math.prod(shape) * element_size
+    available = available_memory()
+    if available is not None and needed > available:
+        count, *image = shape
+        raise ValueError(
+            f"{name}: {count} images of {'×'.join(map(str, image))} need {_in_units(needed)}, "
+            f"more than the {_in_units(available)} of memory available; choose a smaller size "
+            "(size=<side>, --size) or fewer images"
+        )
+
+
+def _in_units(count):
+    # bytes in GiB, or in MiB below one GiB, where "0.0 GiB" would say nothing
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def available_memory():
+    """The bytes of memory available to a new allocation without swapping (Linux's
+    ``MemAvailable``), or ``None`` where ``/proc/meminfo`` cannot be read."""
+    try:
+        with open("/proc/meminfo") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # written in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

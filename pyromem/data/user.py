@@ -21,11 +21,14 @@ from PIL import Image, UnidentifiedImageError
 
 from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
-from pyromem.data.resize import resize
+from pyromem.data.resize import check_memory, resize
 from pyromem.data.splits import check_split, split_indices
 
 #: PIL modes read as grey-scale (C = 1); any other mode is read as RGB (C = 3).
 GREY_MODES = ("1", "L", "LA", "I", "I;16")
+#: The channel counts C an ``npz`` file's images may have: grey (1), RGB (3) and RGBA (4), the
+#: images matplotlib's ``imshow`` draws in the figures of every recipe.
+CHANNELS = (1, 3, 4)
 
 
 def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, test_fraction=0.2):
@@ -70,8 +73,8 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     root = _check_arguments(name, "<directory>", split, root, download, seed, size, test_fraction)
     if not os.path.isdir(root):
         raise ValueError(
-            f"imagefolder needs root=<directory> with one sub-folder per class, got the file "
-            f"{root!r}"
+            f"imagefolder needs root=<directory> (--root) with one sub-folder per class, got the "
+            f"file {root!r}"
         )
     presplit = all(os.path.isdir(os.path.join(root, part)) for part in ("train", "test"))
     parts = ("train", "test") if presplit else ("",)
@@ -101,7 +104,7 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
             f"imagefolder: images under root={root!r} differ in size (height×width), "
             f"{first[0]}×{first[1]} ({os.path.relpath(every[0][0], root)}) and "
             f"{sizes[k][0]}×{sizes[k][1]} ({os.path.relpath(every[k][0], root)}); pass "
-            "size=<side> to resize every image to size×size"
+            "size=<side> (--size) to resize every image to size×size"
         )
     if presplit:
         chosen = files[split]
@@ -110,6 +113,9 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     else:
         labels = [label for _, label in every]
         chosen = [every[i] for i in _partition(name, labels, split, seed, test_fraction)]
+    height, width = (size, size) if size is not None else sizes[0]
+    # checked before decoding: one image at a time fits, the stack of all may not
+    check_memory((len(chosen), 1 if grey else 3, height, width), 4, name)
     images, resized = [], False
     for path, _ in chosen:
         with Image.open(path) as image:
@@ -137,7 +143,8 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
         with a ``test_fraction`` share of test images (see :mod:`pyromem.data.user`).
     :param root: the ``.npz`` file (str or path) holding
 
-        - ``images``: ``(N, C, H, W)`` or ``(N, H, W)`` (read as C = 1); ``uint8``
+        - ``images``: ``(N, C, H, W)`` with C in :data:`CHANNELS` (1, 3 or 4), or
+          ``(N, H, W)`` (read as C = 1); ``uint8``
           (divided by 255, support ``"8bit"``), ``bool`` (support ``"binary"``)
           or floating point with values in [0, 1] (support ``"binary"`` if every
           value is 0 or 1, else ``"unit_interval"``);
@@ -154,13 +161,12 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
         ``(M, C, H, W)`` in file order, with labels ``(M,)``.
     :raises FileNotFoundError: if ``root`` does not exist.
     :raises ValueError: if ``root`` is not a readable ``.npz`` file or its arrays
-        have the wrong shapes or values.
-    :raises TypeError: if the arrays have the wrong dtype.
+        have the wrong shapes (channels-last images among them), dtypes or values.
     """
     name = "npz"
     root = _check_arguments(name, "<file.npz>", split, root, download, seed, size, test_fraction)
     if os.path.isdir(root):
-        raise ValueError(f"npz needs root=<file.npz>, got the directory {root!r}")
+        raise ValueError(f"npz needs root=<file.npz> (--root), got the directory {root!r}")
     try:
         data = np.load(root, allow_pickle=False)
     except Exception as error:  # noqa: BLE001 -- numpy raises OSError, ValueError, zip errors
@@ -185,6 +191,18 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
         raise ValueError(
             f"npz: images must have shape (N, C, H, W) or (N, H, W) with N >= 1, got {images.shape}"
         )
+    if images.shape[1] not in CHANNELS:
+        # (N, H, W, C), as PIL, matplotlib and TensorFlow keep images, would otherwise train as
+        # C = H images of H × W and fail only when a figure draws them
+        if images.shape[-1] in CHANNELS:
+            raise ValueError(
+                f"npz: images of shape {images.shape} look channels-last (N, H, W, C); store "
+                "them as (N, C, H, W), e.g. images.transpose(0, 3, 1, 2)"
+            )
+        raise ValueError(
+            f"npz: images (N, C, H, W) must have C in {CHANNELS} (grey, RGB, RGBA), got shape "
+            f"{images.shape}"
+        )
     if images.dtype == np.uint8:
         tensor, support = torch.from_numpy(images.astype(np.float32) / 255.0), "8bit"
     elif images.dtype == np.bool_:
@@ -201,11 +219,11 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
         tensor = torch.from_numpy(images.astype(np.float32))
         support = "binary" if bool(((tensor == 0) | (tensor == 1)).all()) else "unit_interval"
     else:
-        raise TypeError(f"npz: images must be uint8, bool or floating point, got {images.dtype}")
+        raise ValueError(f"npz: images must be uint8, bool or floating point, got {images.dtype}")
     count = images.shape[0]
     if labels is not None:
         if not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"npz: labels must be integers, got {labels.dtype}")
+            raise ValueError(f"npz: labels must be integers, got {labels.dtype}")
         if labels.shape != (count,):
             raise ValueError(f"npz: labels must have shape ({count},), got {labels.shape}")
         if labels.min() < 0:
@@ -230,10 +248,14 @@ def _check_arguments(name, kind, split, root, download, seed, size, test_fractio
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
     if download:
-        raise ValueError(f"download: {name} data is the user's own; there is nothing to download")
+        raise ValueError(
+            f"download: {name} data is the user's own; there is nothing to download (leave out "
+            "download=True, --download)"
+        )
     if root is None:
         raise ValueError(
-            f"{name} needs root={kind} holding the user's own images (see pyromem.data.user.{name})"
+            f"{name} needs root={kind} (--root) holding the user's own images (see "
+            f"pyromem.data.user.{name})"
         )
     as_int(seed, "seed", 0)
     as_int(size, "size", 1, allow_none=True)
@@ -245,7 +267,10 @@ def _check_arguments(name, kind, split, root, download, seed, size, test_fractio
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     root = os.fspath(root)
     if not os.path.exists(root):
-        raise FileNotFoundError(f"{name}: root={root!r} does not exist")
+        raise FileNotFoundError(
+            f"{name}: root={root!r} does not exist; if the data moved, point root= (--root) to "
+            "where they are now"
+        )
     return root
 
 

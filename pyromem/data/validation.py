@@ -62,7 +62,8 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
     if support == "binary" and not ((x == 0) | (x == 1)).all():
         raise ValueError(
             f"{name} must be binary (0 or 1) for a Bernoulli likelihood; binarise it "
-            "(load(..., binarize='static' or 'dynamic')) or use likelihood='gaussian'"
+            "(load(..., binarize='static' or 'dynamic'), --binarize static or dynamic) or use "
+            "likelihood='gaussian' (--likelihood gaussian)"
         )
     if support == "8bit":
         levels = x * 255

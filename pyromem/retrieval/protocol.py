@@ -21,6 +21,33 @@ from pyromem.retrieval.criteria import retrieval_success
 BATCH_ELEMENTS = 2**24
 
 
+def check_image_batch(images, name, image_shape=None, why=""):
+    """Raise a one-line error naming ``name`` unless ``images`` is a floating-point batch of
+    images ``(M, C, H, W)``, of ``image_shape`` ``(C, H, W)`` when given: the check of the
+    entry points, before the readers flatten the images and fail on a shape several calls
+    deep, or, worse, read images of another size without a word.
+
+    :param images: the argument.
+    :param str name: its name in the message.
+    :param tuple image_shape: the ``(C, H, W)`` required, or ``None`` for any.
+    :param str why: appended to the expected shape, e.g. which method requires it.
+    :raises TypeError: if ``images`` is not a floating-point tensor.
+    :raises ValueError: if it has the wrong shape.
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point torch.Tensor of images (M, C, H, W), got "
+            f"{getattr(images, 'dtype', type(images).__name__)}"
+        )
+    if image_shape is None:
+        expected, fits = "(M, C, H, W)", images.dim() == 4
+    else:
+        expected = f"(M, {', '.join(map(str, image_shape))})"
+        fits = images.dim() == 4 and tuple(images.shape[1:]) == tuple(image_shape)
+    if not fits:
+        raise ValueError(f"{name} must have shape {expected}{why}, got {tuple(images.shape)}")
+
+
 def sample_memory(num_images, memory_size, generator=None):
     """Indices of a memory: ``memory_size`` distinct images out of ``num_images``.
 
@@ -60,7 +87,8 @@ def evaluate(method, images, corruption, memory_size=100, seeds=10, threshold=No
     """Rates of ``method`` on memories drawn from ``images`` with queries corrupted by name.
 
     :param method: a :class:`~pyromem.retrieval.methods.Method` (fit beforehand if it learns).
-    :param torch.Tensor images: the images to draw memories from ``(M, C, H, W)``.
+    :param torch.Tensor images: the images to draw memories from ``(M, C, H, W)``, with
+        ``(C, H, W)`` the ``image_shape`` the method was built for.
     :param str corruption: a name of :mod:`pyromem.retrieval.corruptions`.
     :param int memory_size: N.
     :param int seeds: number of memories; seed ``seed_offset + s`` for ``s < seeds``.
@@ -84,6 +112,9 @@ def evaluate_corruptions(
     :param list corruptions: corruption names.
     :returns: ``{corruption: Rates}``.
     """
+    check_image_batch(
+        images, "images", method.image_shape, f", the image_shape {method.name} was built for"
+    )
     as_int(seeds, "seeds", 1)
     if threshold is None:
         raise ValueError("threshold is required: choose it on a training split (select_threshold)")

@@ -16,7 +16,7 @@ import torch
 from pyromem.checks import as_int
 from pyromem.retrieval.criteria import dot_product_winners, select_threshold
 from pyromem.retrieval.methods import PER_CORRUPTION_METHODS, build_method
-from pyromem.retrieval.protocol import evaluate, sample_memory
+from pyromem.retrieval.protocol import check_image_batch, evaluate, sample_memory
 from pyromem.retrieval.selection import (
     TRAIN_SEED_OFFSET,
     TRAINING_GRIDS,
@@ -80,7 +80,8 @@ def retrieval_table(
 
     :param list methods: method names (:data:`~pyromem.retrieval.methods.METHODS`).
     :param list corruptions: corruption names.
-    :param torch.Tensor train_images: training split ``(M, C, H, W)``: selection and training.
+    :param torch.Tensor train_images: training split ``(M, C, H, W)``: selection and training;
+        its images have the same ``(C, H, W)`` as ``test_images``.
     :param torch.Tensor test_images: test split ``(M', C, H, W)``: the memories of the table.
     :param vae: trained VAE for the ``VAE-*`` methods.
     :param int memory_size: N, at most ``len(test_images)``.
@@ -97,8 +98,11 @@ def retrieval_table(
         ``"timing"`` holds the wall-clock seconds of each method's ``"selection"``,
         ``"training"`` and ``"evaluation"`` and their totals over methods.
     """
-    check_memory_size(memory_size, train_images, test_images)
+    check_image_batch(test_images, "test_images")
     image_shape = tuple(test_images.shape[1:])
+    # the selection would tune on train images of one size and the table read another's
+    check_image_batch(train_images, "train_images", image_shape, ", that of test_images")
+    check_memory_size(memory_size, train_images, test_images)
     calibration, out = (
         {},
         {
