@@ -1,3 +1,5 @@
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -109,3 +111,14 @@ def test_bad_constructor_arguments():
         VAE((1, 8, 8), net="transformer")
     with pytest.raises(ValueError, match="latent_dim"):
         VAE((1, 8, 8), latent_dim=0)
+
+
+def test_input_shape_may_be_one_int_and_a_bad_one_is_named():
+    vae = VAE(64, latent_dim=2)
+    assert vae.input_shape == (64,) and vae.config["input_shape"] == [64]
+    x = torch.bernoulli(torch.full((5, 64), 0.5))
+    assert math.isfinite(pyro.infer.Trace_ELBO().loss(vae.model, vae.guide, x))
+    with pytest.raises(TypeError, match="input_shape must be a tuple of ints"):
+        VAE((1, "a"))
+    with pytest.raises(ValueError, match="input_shape must have 3 dims"):
+        VAE(64, net="conv")

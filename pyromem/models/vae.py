@@ -20,7 +20,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
-from pyromem.checks import as_int, parameter_dtype
+from pyromem.checks import as_int, as_shape, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
@@ -67,7 +67,7 @@ class VAE(PyroModule):
         if net not in NETS:
             raise ValueError(f"net must be one of {NETS}, got {net!r}")
         as_int(latent_dim, "latent_dim", 1)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(as_shape(input_shape, "input_shape"))
         self.latent_dim = latent_dim
         self.config = {
             "input_shape": list(self.input_shape),
