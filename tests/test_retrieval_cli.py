@@ -45,13 +45,48 @@ def test_retrieval_command_json_structure(tmp_path, capsys):
 def test_retrieval_capacity_command(tmp_path, capsys):
     code = main(
         ["retrieval", "--capacity", "--dataset", "digits", "--methods", "GMM",
-         "--capacity-sizes", "5", "10", "100000", "--seeds", "2", "--out", str(tmp_path),
-         "--json"]
+         "--capacity-sizes", "5", "10", "100000", "--corruptions", "mask-4", "--seeds", "2",
+         "--out", str(tmp_path), "--json"]
     )  # fmt: skip
     assert code == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["capacity"]["sizes"] == [5, 10] and out["capacity"]["skipped"] == [100000]
+    assert "capacity: N = 100000 skipped: at most 360 fit" in captured.err
+    # the corruption asked for is the one the queries had
+    assert out["capacity"]["corruption"] == "mask-4"
     assert (tmp_path / "capacity.png").exists()
+
+
+def test_a_capacity_sweep_with_no_size_that_fits_is_refused_before_any_work(tmp_path, capsys):
+    argv = ["retrieval", "--capacity", "--dataset", "digits", "--methods", "GMM", "VAE-GMM"]
+    argv += ["--capacity-sizes", "100000", "500", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "capacity_sizes: none fits the 360 test and 1437 train images of digits; " in err
+    assert "sizes of at most 360 fit" in err
+    assert not (tmp_path / "vae").exists() and not (tmp_path / "capacity.png").exists()
+
+
+def test_resume_without_a_vae_to_continue_is_refused(tmp_path, capsys):
+    argv = ["retrieval", "--dataset", "digits", "--methods", "GMM", "VAE-GMM", "--resume"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    checkpoint = tmp_path / "vae" / "checkpoints" / "last.ckpt"
+    assert f"resume: there is no checkpoint at {checkpoint} to continue" in capsys.readouterr().err
+    assert not (tmp_path / "vae").exists()
+
+
+def test_resume_after_the_vae_finished_builds_the_table(tmp_path, capsys):
+    argv = ["retrieval", "--dataset", "digits", "--methods", "VAE-GMM", "--corruptions", "clean"]
+    argv += ["--memory-size", "5", "--seeds", "1", "--selection-seeds", "1", "--vae-epochs", "1"]
+    argv += ["--no-progress", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    # the table was interrupted after the VAE finished: its results are missing
+    (tmp_path / "results.json").unlink()
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["vae"]["epochs"] == 1 and again["results"] == first["results"]
 
 
 def test_retrieval_command_rejects_unknown_methods(tmp_path, capsys):

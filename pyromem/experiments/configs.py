@@ -6,6 +6,8 @@ the recipes (:mod:`pyromem.experiments.vae`, ``vma``, ``kanerva``, ``retrieval``
 set-ups (docs/presets.md).
 """
 
+import dataclasses
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +35,20 @@ METHODS = Choices("pyromem.retrieval.methods:METHODS")
 SCHEDULES = Choices("pyromem.train.schedules:SCHEDULES")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 MODES = ("recall", "learned", "fewshot")
+#: The options of VMA that some modes read, and those modes; the others ignore them.
+MODE_OPTIONS = {
+    "memory_size": ("recall", "learned"),
+    "steps": ("recall", "fewshot"),
+    "steps_per_epoch": ("recall", "fewshot"),
+    "epochs": ("learned",),
+    "batch_size": ("recall", "learned"),
+    "num_test": ("learned",),
+    "test_classes": ("fewshot",),
+    "classes": ("fewshot",),
+    "shots": ("fewshot",),
+    "queries": ("fewshot",),
+    "memory_classes": ("fewshot",),
+}
 GUIDE_MODELS = ("vae", "memory-vae")
 #: ``pyromem.diagnostics.psis.MIN_DRAWS``, the fewest draws k̂ is fitted on, which this module
 #: cannot import (the CLI answers a bad flag before torch loads); tests/test_psis.py keeps
@@ -50,6 +66,42 @@ def check_checkpoint_file(path) -> None:
         raise ValueError(f"checkpoint: no checkpoint file at {path}")
 
 
+def refuse_ignored(config, ignored) -> None:
+    """Refuse an option given a value other than its default that the config's other settings
+    ignore: the run would store it in ``config.toml`` and change nothing.
+
+    :param config: an :class:`~pyromem.experiments.options.Options`.
+    :param dict ignored: ``{option: why}``, the options these settings ignore, each with the
+        end of the one-line error (e.g. ``"unless mode is 'fewshot'"``).
+    """
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
+    for name, why in ignored.items():
+        if getattr(config, name) != defaults[name]:
+            raise ValueError(f"{name}: ignored {why}; leave it out")
+
+
+def _case_guess(name, known) -> str:
+    """``"did you mean X? "`` for the known name closest to ``name``, whatever their case
+    (names such as ``GMM`` are case-sensitive), or ``""``."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1)
+    return f"did you mean {by_lower[close[0]]!r}? " if close else ""
+
+
+def refuse_repeats(name, values) -> None:
+    """Refuse a value given twice to a tuple option (results are keyed by the value, so the
+    second would overwrite the first).
+
+    :param str name: the option's name.
+    :param values: its value (``None`` passes).
+    """
+    seen = set()
+    for value in values or ():
+        if value in seen:
+            raise ValueError(f"{name}: {value!r} is given twice; give each once")
+        seen.add(value)
+
+
 @dataclass
 class ProgressOption(Options):
     """Whether a command shows its progress."""
@@ -62,7 +114,7 @@ class RunOptions(ProgressOption):
     """Options of every run."""
 
     seed: int = option(0, "seed of the whole run", minimum=0)
-    overwrite: bool = option(False, "replace a finished run in --out")
+    overwrite: bool = option(False, "replace a finished run in --out", stored=False)
 
 
 @dataclass
@@ -95,7 +147,7 @@ class DataOptions(ImageSource):
 class ResumeOption(Options):
     """Whether a run continues the one in its folder."""
 
-    resume: bool = option(False, "continue the run in --out from its last checkpoint")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint", stored=False)
 
 
 @dataclass
@@ -114,9 +166,13 @@ class EngineOptions(ResumeOption):
     eval_every: int = option(1, "score the held-out data every N epochs (and the last)", minimum=1)
     eval_particles: int = option(10, "guide draws of the per-epoch held-out ELBO", minimum=1)
 
+    def trained_epochs(self) -> int | None:
+        """The epochs the engine will train (``None``: a config without them)."""
+        return getattr(self, "epochs", None)
+
     def check(self):
         # the engine would find out once the data are loaded and the model built
-        epochs = getattr(self, "epochs", None)
+        epochs = self.trained_epochs()
         if epochs is not None and self.warmup_epochs > epochs:
             raise ValueError(
                 f"warmup_epochs: expected at most epochs={epochs}, got {self.warmup_epochs:g}"
@@ -145,6 +201,11 @@ class VAEConfig(RunOptions, EngineOptions, DataOptions):
     jit: bool = option(False, "train with Pyro's JitTrace_ELBO, compiled once per batch shape")
     num_samples: int = option(1000, "K of the IWAE-K test bound", minimum=1)
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
+
+    def check(self):
+        super().check()
+        if self.net == "conv":
+            refuse_ignored(self, {"hidden": "by net 'conv', whose widths are fixed"})
 
 
 @dataclass
@@ -220,7 +281,9 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
     )
     epochs: int = option(20, "epochs of learned", minimum=1)
     batch_size: int = option(32, "targets per step (recall, learned)", minimum=1)
-    num_particles: int = option(4, "K of VIMCO and RWS", minimum=1)
+    num_particles: int = option(
+        4, "K of VIMCO and RWS; the draws of a of the test KL of z (any address)", minimum=1
+    )
     temperature: float = option(1.0, "gumbel: the first τ of the relaxation", above=0)
     final_temperature: float = option(
         0.5, "gumbel: the last τ, reached geometrically over the training steps", above=0
@@ -250,13 +313,52 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
     num_test: int = option(256, "test images of learned", minimum=1)
     num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
 
+    def trained_epochs(self):
+        if self.mode == "learned":
+            return self.epochs
+        return self.steps // min(self.steps_per_epoch, self.steps)
+
     def check(self):
+        refuse_ignored(self, vma_ignored(self.mode, self.address, self.net))
+        if self.mode != "learned":
+            if self.steps_per_epoch > self.steps:
+                # fewer steps than an epoch's train as one epoch of them all: the default
+                # (the class attribute) is cut so, a value given is refused as any ignored one
+                if self.steps_per_epoch != VMAConfig.steps_per_epoch:
+                    raise ValueError(
+                        f"steps_per_epoch: expected at most steps ({self.steps}), "
+                        f"got {self.steps_per_epoch}"
+                    )
+            elif self.steps % self.steps_per_epoch:
+                raise ValueError(
+                    f"steps: expected a multiple of steps_per_epoch ({self.steps_per_epoch}), "
+                    f"got {self.steps}"
+                )
         super().check()
         if self.address in ("vimco", "rws") and self.num_particles < 2:
             raise ValueError(
                 f"num_particles: address {self.address!r} needs K >= 2 particles, "
                 f"got {self.num_particles}"
             )
+
+
+def vma_ignored(mode, address, net) -> dict:
+    """The options of :class:`VMAConfig` that a VMA run in ``mode`` with ``address`` and ``net``
+    ignores, as :func:`refuse_ignored` takes them."""
+    ignored = {
+        name: f"unless mode is {' or '.join(map(repr, modes))}, got mode {mode!r}"
+        for name, modes in MODE_OPTIONS.items()
+        if mode not in modes
+    }
+    if address != "gumbel":
+        ignored.update(
+            dict.fromkeys(("temperature", "final_temperature"), "unless address is 'gumbel'")
+        )
+    if address == "soft":
+        ignored["prior"] = "by address 'soft', whose p(z) is N(0, I)"
+    if net != "conv":
+        ignored["channels"] = "unless net is 'conv'"
+    return ignored
 
 
 @dataclass
@@ -286,12 +388,12 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
     reads: int = option(2, "K block reads per image", minimum=1)
     same_class: bool = option(False, "episodes of images of one class each")
     key_scale: float | None = option(
-        None, "the key that moves a block read by tanh(1) of its range (default 3)", above=0
+        None, "the key that moves a block read by tanh(1) of its range (default: 3)", above=0
     )
     baselines: bool = option(False, "also the plain VAE and the dense write")
     encoder: str = option("conv", "f_enc: a conv stack or ResNet-18-TSM (§3.3)", choices=ENCODERS)
     encoder_width: int | None = option(
-        None, "width of resnet18-tsm's first stage (default 64)", minimum=1
+        None, "width of resnet18-tsm's first stage (default: 64)", minimum=1
     )
     memory_shape: tuple[int, ...] | None = option(
         None, "memory C H W (default: 3 × the image's H W)", minimum=1
@@ -310,6 +412,11 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
     num_samples: int = option(100, "K of the IWAE-K test bound", minimum=1)
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
     num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
+
+    def check(self):
+        super().check()
+        if self.encoder != "resnet18-tsm":
+            refuse_ignored(self, {"encoder_width": "unless encoder is 'resnet18-tsm'"})
 
 
 @dataclass
@@ -339,12 +446,17 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
         choices=DATASET_NAMES,
     )
     methods: tuple[str, ...] | None = option(
-        None, "the readers compared, e.g. gmm vae-gmm ntm (default: the tables')"
+        None,
+        "the readers compared, e.g. GMM VAE-GMM NTM (default: the tables', or with --capacity "
+        "the sweep's)",
     )
     corruptions: tuple[str, ...] | None = option(
-        None, "clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size)"
+        None,
+        "clean noise-0.6 mask-16 ... (default: those of Tables 2-4 for the image size; with "
+        "--capacity, the one corruption of the sweep: noise-0.6)",
     )
-    memory_size: int = option(100, "N stored patterns", minimum=1)
+    # a memory of one pattern has no nearest neighbour to set the success threshold by
+    memory_size: int = option(100, "N stored patterns", minimum=2)
     seeds: int = option(10, "memories per table cell", minimum=1)
     selection_seeds: int = option(2, "train-split memories per candidate", minimum=1)
     checkpoint: str | None = option(None, "a VAE checkpoint to load instead of training one")
@@ -360,7 +472,11 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
         choices=AUGMENTATIONS,
     )
     capacity: bool = option(False, "run the capacity sweep of App. E.4 instead of the table")
-    capacity_sizes: tuple[int, ...] | None = option(None, "N of the sweep", minimum=1)
+    capacity_sizes: tuple[int, ...] | None = option(
+        None,
+        "N of the sweep (default: App. E.4's, 5 to 10000, those both splits hold)",
+        minimum=2,
+    )
     num_threads: int | None = option(
         1,
         "torch's CPU threads while this runs (1: the table's small ops run fastest on one)",
@@ -376,15 +492,35 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
             )
         unknown = [name for name in self.methods or () if name not in METHODS]
         if unknown:
-            raise ValueError(f"methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+            raise ValueError(
+                f"methods: unknown method {unknown[0]!r}; {_case_guess(unknown[0], METHODS)}"
+                f"known: {', '.join(METHODS)}"
+            )
+        refuse_repeats("methods", self.methods)
+        refuse_repeats("corruptions", self.corruptions)
+        refuse_repeats("capacity_sizes", self.capacity_sizes)
         # imported here, not above: the command line parses its flags before torch loads
         from pyromem.retrieval.corruptions import parse_corruption
+        from pyromem.retrieval.methods import LATENT_METHODS
 
         for name in self.corruptions or ():
             try:
                 parse_corruption(name)
             except ValueError as error:
                 raise ValueError(f"corruptions: {error}") from None
+        if self.capacity and len(self.corruptions or ()) > 1:
+            raise ValueError(
+                f"corruptions: the capacity sweep queries with one corruption, got "
+                f"{len(self.corruptions)}"
+            )
+        ignored = {}
+        if self.capacity:
+            ignored["memory_size"] = "by the capacity sweep, whose N are capacity_sizes"
+        else:
+            ignored["capacity_sizes"] = "unless capacity is set"
+        if self.methods is not None and not set(self.methods) & set(LATENT_METHODS):
+            ignored["checkpoint"] = ignored["resume"] = "unless methods names a VAE-* method"
+        refuse_ignored(self, ignored)
 
 
 @dataclass
@@ -453,7 +589,7 @@ class EvalConfig(ProgressOption):
 
     recipe: ClassVar[str] = "eval"
 
-    checkpoint: str = option("", "the run's checkpoints/last.ckpt")
+    checkpoint: str = option("", "the run's checkpoints/last.ckpt", required=True)
     num_samples: int | None = option(
         None, "K of the IWAE-K bound (default: 1000; kpp: 100)", minimum=1
     )

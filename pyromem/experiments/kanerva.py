@@ -421,8 +421,6 @@ def _run(config, out_dir):
     episode_length = config.episode_length
     if episode_length < 2:
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")
-    if config.encoder_width is not None and config.encoder != "resnet18-tsm":
-        raise ValueError("encoder_width applies to the resnet18-tsm encoder only")
     config.start_run(out_dir)
     data_config = dict(data_options(config), same_class=config.same_class)
     train, episodes = load_kpp_data(data_config, episode_length)

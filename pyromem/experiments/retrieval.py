@@ -287,8 +287,11 @@ def run_retrieval(
     :param str dataset: ``"patches"``, ``"digits"``, ``"shapes"`` (or a torchvision dataset).
     :param list methods: method names; the ``VAE-*`` ones train or load a VAE.
     :param list corruptions: corruption names; default those of Tables 2-4 for the image size.
+        The capacity sweep takes one (default: :func:`~pyromem.retrieval.capacity_sweep`'s,
+        noise-0.6).
     :param checkpoint: a pyromem VAE checkpoint to load instead of training one.
-    :param bool capacity: run the capacity sweep instead of the table.
+    :param bool capacity: run the capacity sweep instead of the table, over the
+        ``capacity_sizes`` that both splits hold (the others are listed as skipped).
     :param root: folder of a torchvision dataset or of the user's images (``--root``).
     :param str vae_net: ``"mlp"`` or ``"conv"``, the nets of the VAE trained.
     :param int vae_latent_dim: its d.
@@ -298,20 +301,43 @@ def run_retrieval(
     :param bool resume: continue the VAE of an interrupted run in ``out_dir/vae`` from its
         last checkpoint (finished, it is used as it is) rather than train it again.
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
+    :raises ValueError: before any work, on a setting that cannot run: several corruptions
+        for the sweep, no size of it that fits, ``resume`` without a VAE checkpoint.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     methods = list(capacity_methods if capacity else methods)
+    trains_vae = checkpoint is None and any(name in LATENT_METHODS for name in methods)
+    vae_checkpoint = out_dir / "vae" / "checkpoints" / "last.ckpt"
+    # a VAE that finished, whose table was interrupted, has its checkpoint: it is resumed
+    if resume and trains_vae and not vae_checkpoint.is_file():
+        raise ValueError(f"resume: there is no checkpoint at {vae_checkpoint} to continue")
+    if capacity and corruptions is not None and len(corruptions) != 1:
+        raise ValueError(
+            f"corruptions: the capacity sweep queries with one corruption, got {len(corruptions)}"
+        )
     num_test = max(capacity_sizes) if capacity else None
     train_images, test_images = load_retrieval_data(dataset, num_test, seed, root, download, size)
-    corruptions = list(corruptions or default_corruptions(tuple(test_images.shape[1:])))
-    # before the VAE trains
-    check_corruptions(corruptions, tuple(test_images.shape[1:]))
-    if not capacity:  # the sweep skips the sizes that do not fit
+    shape = tuple(test_images.shape[1:])
+    # none for the sweep: its own default
+    corruptions = list(corruptions or ([] if capacity else default_corruptions(shape)))
+    check_corruptions(corruptions, shape)  # before the VAE trains
+    if capacity:
+        # a memory of N is drawn from the test split, and the selection's from the train split
+        fits = min(len(test_images), len(train_images))
+        sizes = [n for n in capacity_sizes if n <= fits]
+        skipped = [n for n in capacity_sizes if n > fits]
+        if not sizes:
+            raise ValueError(
+                f"capacity_sizes: none fits the {len(test_images)} test and {len(train_images)} "
+                f"train images of {dataset}; sizes of at most {fits} fit"
+            )
+        if skipped and log is not None:
+            log(f"capacity: N = {', '.join(map(str, skipped))} skipped: at most {fits} fit")
+    else:
         check_memory_size(memory_size, train_images, test_images)
     vae, vae_info = None, None
     if any(name in LATENT_METHODS for name in methods):
-        resume = resume and (out_dir / "vae" / "checkpoints" / "last.ckpt").is_file()
         if log is not None and checkpoint is None:
             start_from = "continuing from its last checkpoint" if resume else "training"
             log(f"the VAE of the VAE-* methods: {start_from}, to {vae_epochs} epochs")
@@ -343,11 +369,14 @@ def run_retrieval(
             train_images,
             test_images,
             vae=vae,
-            sizes=capacity_sizes,
+            sizes=sizes,
+            # the sweep's own default corruption unless one is given
+            **({"corruption": corruptions[0]} if corruptions else {}),
             seeds=seeds,
             selection_seeds=selection_seeds,
             log=log,
         )
+        sweep["skipped"] = skipped
         results.update({"capacity": sweep, "memory_size": sweep["sizes"], "methods": methods})
         results["figures"] = {"capacity": str(save_capacity_plot(sweep, out_dir / "capacity.png"))}
     else:

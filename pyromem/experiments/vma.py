@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from pyromem.data import FreshEpisodes, few_shot_splits, sample_few_shot
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
-from pyromem.experiments.configs import ADDRESSES, VMAConfig
+from pyromem.experiments.configs import ADDRESSES, VMAConfig, vma_ignored
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
     binarization,
@@ -137,8 +137,6 @@ def vma_data(config):
     train, test = load_binarized(config.dataset, binarize, **options)
     if config.mode == "fewshot":
         train, test = few_shot_splits(train, test, config.test_classes)
-    elif config.test_classes is not None:
-        raise ValueError("test_classes: applies to mode='fewshot' only, got mode=" + config.mode)
     _check_episodes(config, train, test)
     return train, test
 
@@ -338,11 +336,6 @@ def run(config, out_dir):
     if config.dataset is None:
         config = dataclasses.replace(config, dataset=DATASET[config.mode])
     episodic = config.mode != "learned"
-    if episodic and config.steps % min(config.steps_per_epoch, config.steps):
-        raise ValueError(
-            f"steps: expected a multiple of steps_per_epoch ({config.steps_per_epoch}), "
-            f"got {config.steps}"
-        )
     with torch_threads(config.num_threads):
         start = time.perf_counter()
         config.start_run(out_dir)
@@ -433,7 +426,12 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
         raise ValueError(
             f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'vma'"
         )
-    config = VMAConfig.build(**saved.config["options"], **({"root": root} if root else {}))
+    options = saved.config["options"]
+    # a run before VMAConfig refused the options its mode ignores may have stored some: they
+    # changed nothing then, and are left out now
+    ignored = vma_ignored(options["mode"], options["address"], options.get("net", "mlp"))
+    options = {name: value for name, value in options.items() if name not in ignored}
+    config = VMAConfig.build(**options, **({"root": root} if root else {}))
     architecture = saved.config["vma"]
     model_class = SoftAttentionVAE if config.address == "soft" else VMA
     vma = model_class(**architecture)
@@ -554,9 +552,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
     """
     out_dir, settings = Path(out_dir), DEMO["quick" if quick else "full"]
     options = {
-        "memory_size": 16,
         "num_samples": settings["num_samples"],
-        "memory_classes": (1, 2, 4, 8),
         "num_threads": 1,
         "seed": seed,
         "progress": progress,
@@ -592,6 +588,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
             out_dir=out_dir / f"vma-recall-{address}",
             mode="recall",
             address=address,
+            memory_size=16,
             steps=settings["steps"],
             **options,
         )
@@ -616,6 +613,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
             out_dir=out_dir / "vma-fewshot",
             mode="fewshot",
             addresses=addresses,
+            memory_classes=(1, 2, 4, 8),
             steps=steps,
             on_run=lambda address: show(f"few-shot, {address}"),
             **options,
