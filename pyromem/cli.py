@@ -53,10 +53,14 @@ def add_options(parser, config_class, list_choices=True):
         if kind is bool:
             # the help says what the flag does: --no-progress does not show progress
             help_text = f"{'do not ' if field.default else ''}{help_text} (default: off)"
+        elif field.metadata.get("required"):
+            help_text += " (required)"
         elif shown is not None or "default:" not in help_text:
             # an unset option whose help already says what it defaults to needs no "unset"
             help_text += f" (default: {'unset' if shown is None else shown})"
         options = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        if field.metadata.get("required"):
+            options["required"] = True
         if kind is bool:
             options["action"] = "store_false" if field.default else "store_true"
         else:

@@ -325,3 +325,15 @@ def test_divergence_in_the_api_raises_training_diverged(tmp_path):
             progress=False,
         )
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_config_toml_leaves_out_what_to_do_with_the_run_folder(capsys, tmp_path):
+    argv = [*TINY_VAE.split(), "--size", "8", "--no-progress", "--out", str(tmp_path)]
+    assert main([*argv, "--overwrite"]) == 0
+    config = (tmp_path / "config.toml").read_text()
+    assert "epochs = 1" in config and "overwrite" not in config and "resume" not in config
+    capsys.readouterr()
+    # run again from its own config, the finished run is refused unless --overwrite is given
+    rerun = ["train", "--config", str(tmp_path / "config.toml"), "--out", str(tmp_path)]
+    assert main(rerun) == 2
+    assert "--overwrite" in capsys.readouterr().err

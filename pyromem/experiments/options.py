@@ -63,7 +63,17 @@ class Choices(Sequence):
         return repr(self._resolved())
 
 
-def option(default, help, *, choices=None, flag=None, minimum=None, above=None, stored=True):
+def option(
+    default,
+    help,
+    *,
+    choices=None,
+    flag=None,
+    minimum=None,
+    above=None,
+    stored=True,
+    required=False,
+):
     """A recipe option: a dataclass field with its default, help, choices and range.
 
     :param default: the default value (tuples for lists, ``None`` for "unset").
@@ -76,6 +86,8 @@ def option(default, help, *, choices=None, flag=None, minimum=None, above=None, 
     :param bool stored: written to a run's ``config.toml``. An option that says what to do
         with the run folder (``overwrite``, ``resume``) is not: a run started again from
         that file must ask for it again.
+    :param bool required: the command line requires the flag (its default stands for "none
+        given", which :meth:`Options.check` refuses).
     """
     metadata = {
         "help": help,
@@ -84,6 +96,7 @@ def option(default, help, *, choices=None, flag=None, minimum=None, above=None, 
         "minimum": minimum,
         "above": above,
         "stored": stored,
+        "required": required,
     }
     return dataclasses.field(default=default, metadata=metadata)
 
