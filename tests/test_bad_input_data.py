@@ -91,3 +91,7 @@ def test_binary_support_message_names_the_flags():
     message = str(info.value)
     assert "binarize='static' or 'dynamic'" in message and "--binarize static or dynamic" in message
     assert "likelihood='gaussian' (--likelihood gaussian)" in message and "\n" not in message
+    # colour images cannot be binarised (ImageDataset refuses it): only the Gaussian is advised
+    with pytest.raises(ValueError) as info:
+        check_images(torch.full((2, 3, 3, 3), 0.5), (3, 3, 3), "binary")
+    assert "binari" not in str(info.value) and "--likelihood gaussian" in str(info.value)

@@ -237,6 +237,13 @@ def test_resume_keeps_the_schedule_and_batches_and_may_change_the_rate(tmp_path)
     assert resumed.epochs == 2 and resumed.history[-1]["lr"] == 0.5
 
 
+def test_out_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    with pytest.raises(ValueError, match="out_dir: .* is a file, not a folder"):
+        fit(make_model("cpu"), make_data(16, "cpu"), out_dir=afile, progress=False)
+
+
 def test_resume_without_checkpoint_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.ckpt"):
         fit(make_model("cpu"), make_data(16, "cpu"), out_dir=tmp_path, resume=True, progress=False)

@@ -60,11 +60,16 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
             f"{name} must take values in [0, 1] for a {support} likelihood, got [{lo:g}, {hi:g}]"
         )
     if support == "binary" and not ((x == 0) | (x == 1)).all():
-        raise ValueError(
-            f"{name} must be binary (0 or 1) for a Bernoulli likelihood; binarise it "
-            "(load(..., binarize='static' or 'dynamic'), --binarize static or dynamic) or use "
-            "likelihood='gaussian' (--likelihood gaussian)"
+        gaussian = "likelihood='gaussian' (--likelihood gaussian)"
+        # binarisation is for grey-scale images only (ImageDataset refuses it for colour)
+        colour = len(event_shape) == 3 and event_shape[0] > 1
+        remedy = (
+            f"use {gaussian}"
+            if colour
+            else "binarise it (load(..., binarize='static' or 'dynamic'), --binarize static or "
+            f"dynamic) or use {gaussian}"
         )
+        raise ValueError(f"{name} must be binary (0 or 1) for a Bernoulli likelihood; {remedy}")
     if support == "8bit":
         levels = x * 255
         if (levels - levels.round()).abs().max() > 1e-3:

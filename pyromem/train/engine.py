@@ -256,6 +256,8 @@ def fit(
     }
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir: {out_dir} is a file, not a folder")
     checkpoint = out_dir / "checkpoints" / "last.ckpt"
     metrics_csv = out_dir / "metrics.csv"
     if resume and not checkpoint.is_file():
