@@ -233,9 +233,13 @@ def writable_folder(out_dir) -> Path:
     return out_dir
 
 
+#: Where a run keeps its last checkpoint in its folder, or a stage of it (the retrieval's VAE).
+RUN_CHECKPOINTS = ("checkpoints/last.ckpt", "*/checkpoints/last.ckpt")
+
+
 def _run_files(out_dir) -> dict:
     """The modification times of what a run writes in ``out_dir``, by path."""
-    patterns = ("results.json", "metrics.csv", "checkpoints/last.ckpt", "*/checkpoints/last.ckpt")
+    patterns = ("results.json", "metrics.csv", *RUN_CHECKPOINTS)
     return {path: path.stat().st_mtime_ns for p in patterns for path in out_dir.glob(p)}
 
 
@@ -247,9 +251,7 @@ def _check_no_earlier_run(out_dir, resumable) -> None:
             f"--out: {out_dir} holds a finished run; pass --overwrite to replace it "
             "or choose another --out"
         )
-    # a run's own checkpoints, or those of a stage of it (the retrieval's VAE)
-    found = [*out_dir.glob("checkpoints/last.ckpt"), *out_dir.glob("*/checkpoints/last.ckpt")]
-    checkpoint = found[0] if found else None
+    checkpoint = next((path for p in RUN_CHECKPOINTS for path in out_dir.glob(p)), None)
     if checkpoint is not None:
         resume = "pass --resume to continue it, " if resumable else ""
         raise ValueError(
