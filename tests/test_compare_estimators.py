@@ -129,3 +129,19 @@ def test_bad_input():
         compare_estimators(vma, x, memory, gradient_draws=1)
     with pytest.raises(ValueError, match="address: expected one of"):
         address_objective("reinforce")
+
+
+def test_command_line_runs_on_a_dataset_of_shared_classes_given_test_classes(tmp_path, capsys):
+    from pyromem.cli import main
+
+    tiny_run = "--size 8 --train-steps 10 --gradient-draws 2 --mean-draws 2 --reference-draws 2"
+    tiny_run += " --posterior-samples 4 --baseline-steps 1 --step-repeats 2 --max-tuples 100"
+    argv = ["compare-estimators", "--dataset", "digits", *tiny_run.split(), "--no-progress"]
+    # digits has the same classes in train and test: the episodes need some held out
+    assert main([*argv, "--out", str(tmp_path / "shared")]) == 2
+    assert "--test-classes" in capsys.readouterr().err
+    out = tmp_path / "held-out"
+    assert main([*argv, "--test-classes", "5", "6", "7", "8", "9", "--out", str(out)]) == 0
+    assert "test_classes = [5, 6, 7, 8, 9]" in (out / "config.toml").read_text()
+    assert main(["compare-estimators", "--estimators", "vimco", "vimco"]) == 2
+    assert "given twice" in capsys.readouterr().err

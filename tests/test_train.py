@@ -301,6 +301,28 @@ def test_sigterm_raises_training_interrupted_that_names_it(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
+class SignalAtLastEpochEnd(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == trainer.max_epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_as_the_last_epoch_ends_names_an_epoch_of_the_run(tmp_path):
+    with pytest.raises(BaseException) as caught:
+        fit(
+            make_model("cpu"),
+            make_data(32, "cpu"),
+            out_dir=tmp_path,
+            epochs=2,
+            batch_size=32,
+            progress=False,
+            callbacks=[SignalAtLastEpochEnd()],
+        )
+    error = caught.value
+    assert type(error) is TrainingInterrupted
+    assert error.epoch <= error.epochs == 2 and error.completed <= 2
+
+
 def test_ctrl_c_in_the_first_epoch_names_no_checkpoint(tmp_path):
     data = make_data(64, "cpu")
     with pytest.raises(BaseException) as caught:

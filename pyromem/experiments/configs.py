@@ -417,6 +417,10 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
         super().check()
         if self.encoder != "resnet18-tsm":
             refuse_ignored(self, {"encoder_width": "unless encoder is 'resnet18-tsm'"})
+        for name, dims in (("memory_shape", "C H W"), ("block_shape", "H W")):
+            shape = getattr(self, name)
+            if shape is not None and len(shape) != len(dims.split()):
+                raise ValueError(f"{name}: expected {dims}, got {' '.join(map(str, shape))}")
 
 
 @dataclass
@@ -550,6 +554,11 @@ class CompareEstimatorsConfig(RunOptions, ImageSource):
     recipe: ClassVar[str] = "compare-estimators"
 
     dataset: str = option("glyphs", "images of the few-shot episodes", choices=DATASET_NAMES)
+    test_classes: tuple[int, ...] | None = option(
+        None,
+        "labels held out for the test episodes, the rest train (omniglot, glyphs: by split)",
+        minimum=0,
+    )
     estimators: tuple[str, ...] | None = option(
         None,
         "the estimators compared, e.g. enum vimco rws (default: all; soft: step, NLL)",
@@ -581,6 +590,7 @@ class CompareEstimatorsConfig(RunOptions, ImageSource):
             raise ValueError(
                 f"estimators: unknown estimator {unknown[0]!r}; known: {', '.join(ADDRESSES)}"
             )
+        refuse_repeats("estimators", self.estimators)
 
 
 @dataclass

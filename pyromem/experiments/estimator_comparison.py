@@ -53,6 +53,7 @@ def run(config, out_dir):
     vma_options = {
         "mode": "fewshot",
         "dataset": config.dataset,
+        "test_classes": config.test_classes,
         "root": config.root,
         "download": config.download,
         "size": size,

@@ -352,7 +352,8 @@ def fit(
             if not trainer.interrupted:
                 raise
             raise TrainingInterrupted(
-                trainer.current_epoch + 1,
+                # a signal as the last epoch ends leaves Lightning's counter past it
+                min(trainer.current_epoch + 1, epochs),
                 epochs,
                 max(trainer.current_epoch, last_checkpoint.epochs_saved),
                 # before this run's first save, a file there is this run's only when resumed
