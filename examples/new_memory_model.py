@@ -19,6 +19,7 @@ from torch import nn
 
 from pyromem.data import load
 from pyromem.diagnostics import compare_guides
+from pyromem.diagnostics.psis import MIN_DRAWS
 from pyromem.infer import GaussianRefinement, IterativeAmortizedGuide
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.plates import data_plate
@@ -64,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--iterative-steps", type=int, default=200, help="its training steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.num_samples < MIN_DRAWS:  # before training, not after it
+        parser.error(f"--num-samples: the PSIS fit needs at least {MIN_DRAWS} draws")
     pyro.set_rng_seed(args.seed)
     train = load("digits", "train", binarize="static").images[: args.num_train]
     test = load("digits", "test", binarize="static").images[: args.num_test]
