@@ -1,6 +1,8 @@
 """GaussianRefinement, IterativeAmortizedGuide and MAPRefinement on one model, checked against
 the linear-Gaussian closed forms."""
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -159,3 +161,65 @@ def test_bad_input_names_the_site():
         compare_guides(lg.model, {"weak": lg.weak_guide}, torch.zeros(4, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="amortized"):
         compare_guides(lg.model, {"weak": lg.weak_guide}, x, amortized="other")
+
+
+def test_amortisation_gaps_of_one_guide_are_within_their_standard_errors():
+    # three copies of one guide: their true amortisation gaps are 0, so what the table
+    # reports is Monte Carlo noise, and its standard error must say so
+    pyro.set_rng_seed(0)
+    lg = LinearGaussian()
+    x = lg.sample(32)
+    guides = {"a": lg.weak_guide, "b": lg.weak_guide, "c": lg.weak_guide}
+    comparison = compare_guides(
+        lg.model, guides, x, num_samples=30, num_particles=2, log_evidence=lg.log_evidence(x)
+    )
+    summary = comparison.summary()
+    for g in ("b", "c"):
+        row = summary["guides"][g]
+        # the standard error of the mean of the 32 paired differences, by hand
+        difference = comparison.elbo[g] - comparison.elbo["a"]
+        se = (difference.std() / 32**0.5).item()
+        assert row["amortization_gap_se_nats"] == pytest.approx(se, rel=1e-9)
+        assert abs(row["amortization_gap_nats"]) < 3 * se
+        assert f"{row['amortization_gap_nats']:+.2f} ± {se:.2f}" in comparison.table()
+    assert summary["guides"]["a"]["amortization_gap_se_nats"] == 0.0
+    gap = lg.log_evidence(x) - comparison.elbo[comparison.best]
+    assert summary["approximation_gap_se_nats"] == pytest.approx((gap.std() / 32**0.5).item())
+
+
+def test_the_amortisation_reference_is_the_first_guide_with_a_density():
+    lg = LinearGaussian()
+    x = lg.sample(4)
+    point = MAPRefinement(lg.model, lg.weak_guide, num_steps=1)
+    comparison = compare_guides(
+        lg.model, {"map": point, "weak": lg.weak_guide}, x, num_samples=30, num_particles=2
+    )
+    assert comparison.amortized == "weak"
+    assert comparison.amortization_gap("weak").eq(0).all()
+    with pytest.raises(ValueError, match="amortized must name a guide with a density.*'map'"):
+        compare_guides(lg.model, {"map": point, "weak": lg.weak_guide}, x, amortized="map")
+    with pytest.raises(ValueError, match="every guide is a point mass"):
+        compare_guides(lg.model, {"map": point}, x, log_evidence=lg.log_evidence(x))
+
+
+def test_a_diverged_guide_gets_no_khat_and_is_never_the_best(tmp_path):
+    # a guide whose means blew up: every importance weight underflows to 0 (log-ratio -inf)
+    lg = LinearGaussian()
+    x = lg.sample(4)
+
+    def diverged(x, num_data=None):
+        with pyro.plate("data", len(x)):
+            pyro.sample(
+                "z", pyro.distributions.Normal(torch.full_like(x[:, :2], 1e200), 1.0).to_event(1)
+            )
+
+    comparison = compare_guides(
+        lg.model, {"weak": lg.weak_guide, "diverged": diverged}, x, num_samples=30
+    )
+    row = comparison.summary()["guides"]["diverged"]
+    assert comparison.pareto_k["diverged"].isnan().all()
+    assert math.isnan(row["khat_mean"]) and row["khat_frac_ge_0.7"] == 1.0
+    assert comparison.best == "weak" and "weak" in comparison.log_evidence_source
+    line = next(line for line in comparison.table().splitlines() if line.startswith("| diverged"))
+    assert "nan" in line and "100% (100% NaN)" in line
+    assert comparison.plot(tmp_path / "figure.png").is_file()

@@ -2,8 +2,10 @@
 
 import functools
 import importlib.metadata
+import math
 
 import matplotlib
+import pyro
 import pytest
 import torch
 
@@ -98,3 +100,66 @@ def test_compare_guides_refuses_fewer_draws_than_psis_needs_before_any_work(caps
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(lines) == 1 and f">= {MIN_DRAWS}" in lines[0]
     assert not out.exists()  # nothing was trained
+
+
+def test_khat_is_nan_not_excellent_for_log_weights_with_no_tail_to_fit():
+    # a diverged guide's log-ratios: NaN, +inf, or every weight zero (-inf). None of these
+    # has a tail to fit, so k̂ is no score (NaN), never the 0 of an exact proposal
+    torch.manual_seed(0)
+    finite = torch.randn(100, 5).double()
+    log_weights = finite.clone()
+    log_weights[:, 0] = math.nan  # every draw NaN
+    log_weights[7, 1] = math.nan  # one NaN draw
+    log_weights[3, 2] = math.inf  # one infinite ratio
+    log_weights[:, 3] = -math.inf  # every weight zero
+    khat = pareto_khat(log_weights)
+    assert khat[:4].isnan().all()
+    # the finite column is fitted as if alone, and some zero weights are still a sample
+    assert torch.equal(khat[4:], pareto_khat(finite[:, 4:]))
+    partly_zero = finite[:, 4:].clone()
+    partly_zero[:10] = -math.inf
+    assert pareto_khat(partly_zero).isfinite().all()
+    # one NaN row (one draw) spoils every datapoint's fit
+    row = finite.clone()
+    row[0] = math.nan
+    assert pareto_khat(row).isnan().all()
+
+
+def test_khat_refuses_integer_log_weights():
+    with pytest.raises(ValueError, match="floating-point"):
+        pareto_khat(torch.zeros(40, 2, dtype=torch.long))
+
+
+def test_khat_summary_counts_an_unfitted_datapoint_as_unreliable():
+    from pyromem.diagnostics.psis import khat_summary
+
+    summary = khat_summary(torch.tensor([0.1, 0.2, math.nan, 0.9], dtype=torch.float64))
+    assert math.isnan(summary["khat_mean"]) and math.isnan(summary["khat_max"])
+    assert summary["khat_frac_ge_0.7"] == 0.5  # 0.9 and the NaN
+    assert summary["khat_frac_nan"] == 0.25
+
+
+def test_export_leaves_out_khat_of_a_point_guide_as_compare_guides_does():
+    from pyromem.diagnostics import compare_guides
+    from pyromem.infer import MAPRefinement
+
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = lg.sample(2)
+    point = MAPRefinement(lg.model, lg.weak_guide, num_steps=1)
+    # the guide emits a Delta: a point mass, with no density to take importance ratios of
+    trace = pyro.poutine.trace(point).get_trace(x)
+    assert isinstance(trace.nodes["z"]["fn"].base_dist, pyro.distributions.Delta)
+    data = to_inference_data(lg.model, point, x, num_samples=30)
+    attrs = data["posterior"].attrs
+    assert "pareto_k" not in attrs and attrs["point_mass"] == 1
+    groups = data.children if hasattr(data, "children") else data.groups()
+    assert "sample_stats" not in groups
+    comparison = compare_guides(
+        lg.model, {"weak": lg.weak_guide, "point": point}, x, num_samples=30, num_particles=2
+    )
+    assert "point" not in comparison.pareto_k and comparison.point == ["point"]
+    # a guide with a density keeps its k̂
+    density = to_inference_data(lg.model, lg.weak_guide, x, num_samples=30)
+    assert len(density["posterior"].attrs["pareto_k"]) == 2
+    assert density["posterior"].attrs["point_mass"] == 0

@@ -17,10 +17,22 @@ size, PSIS :math:`\hat k` (Yao et al. 2018), the ELBO's gain over the amortised 
 and the approximation gap, with :math:`\log p(x)` either given exactly or estimated by the
 highest IWAE-K bound. Everything is per datapoint in nats.
 
+Every gap is a mean over the datapoints of differences taken datapoint by datapoint (paired:
+the guides differ by tenths of a nat where the datapoints' :math:`\log p(x)` spread over
+nats), reported with its standard error (:func:`paired_mean_se`). The ELBOs are Monte Carlo
+estimates of ``num_particles`` draws each, so two runs of one guide differ by about that
+error: read a gap smaller than two standard errors as no difference.
+
 Point-mass guides (:class:`~pyromem.infer.MAPRefinement` and the other Delta guides) have no
 density: their "ELBO" is the log joint :math:`\log p(x, \hat z)` at the point (the entropy
 taken as 0), which is not a bound on :math:`\log p(x)`, and their IWAE and :math:`\hat k` are
-undefined. They are reported, marked, and left out of the best ELBO and the best IWAE.
+undefined. They are reported, marked, and left out of the best ELBO, the best IWAE and the
+choice of the amortisation reference.
+
+A guide whose importance log-ratios are not finite (NaN or +inf: a diverged guide) has a NaN
+IWAE and :math:`\hat k` (:func:`~pyromem.diagnostics.pareto_khat`): the table shows ``nan``
+and counts its datapoints as :math:`\hat k \ge 0.7`, the figure writes their number, and it
+is never the best.
 
 References:
 
@@ -32,14 +44,13 @@ References:
 import math
 from dataclasses import dataclass, field
 
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
 from pyromem.checks import as_int
 from pyromem.diagnostics.elbo_decomposition import elbo_decomposition
 from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
-from pyromem.diagnostics.particles import latent_sites, observed_sites
+from pyromem.diagnostics.particles import is_point_guide, observed_sites, trial_traces
 from pyromem.diagnostics.plots import save_figure
 from pyromem.diagnostics.psis import MIN_DRAWS, THRESHOLDS, khat_summary, pareto_khat
 
@@ -56,7 +67,7 @@ class GuideComparison:
     :ivar dict pareto_k: guide → PSIS :math:`\\hat k`, shape ``(B,)``.
     :ivar torch.Tensor log_evidence: :math:`\\log p(x)`, exact or the best IWAE-K, ``(B,)``.
     :ivar str log_evidence_source: ``"exact"`` or ``"IWAE-K of <guide>"``.
-    :ivar str amortized: the reference guide of the amortisation gap.
+    :ivar str amortized: the reference guide of the amortisation gap (one with a density).
     :ivar list point: the point-mass guides.
     :ivar int num_samples: K.
     :ivar int num_particles: the guide draws of each ELBO.
@@ -76,9 +87,9 @@ class GuideComparison:
 
     @property
     def best(self):
-        """The guide of highest mean ELBO among those with a density."""
+        """The guide of highest mean ELBO among those with a density (a NaN ELBO last)."""
         candidates = [g for g in self.elbo if g not in self.point]
-        return max(candidates, key=lambda g: self.elbo[g].mean().item())
+        return max(candidates, key=lambda g: _mean_or_minus_inf(self.elbo[g]))
 
     def amortization_gap(self, guide):
         """ELBO of ``guide`` − ELBO of the amortised reference, shape ``(B,)``."""
@@ -93,11 +104,15 @@ class GuideComparison:
         """Means over the datapoints, JSON-able."""
         guides = {}
         for g in self.elbo:
+            amortization, amortization_se = paired_mean_se(self.amortization_gap(g))
+            to_evidence, to_evidence_se = paired_mean_se(self.log_evidence - self.elbo[g])
             row = {
                 "elbo_nats": self.elbo[g].mean().item(),
                 "kl": {s: v.mean().item() for s, v in self.kl[g].items()},
-                "amortization_gap_nats": self.amortization_gap(g).mean().item(),
-                "gap_to_log_evidence_nats": (self.log_evidence - self.elbo[g]).mean().item(),
+                "amortization_gap_nats": amortization,
+                "amortization_gap_se_nats": amortization_se,
+                "gap_to_log_evidence_nats": to_evidence,
+                "gap_to_log_evidence_se_nats": to_evidence_se,
                 "point_mass": g in self.point,
             }
             if g in self.iwae:
@@ -105,13 +120,15 @@ class GuideComparison:
                 row["ess"] = self.ess[g].mean().item()
                 row.update(khat_summary(self.pareto_k[g]))
             guides[g] = row
+        approximation, approximation_se = paired_mean_se(self.approximation_gap)
         return {
             "guides": guides,
             "amortized": self.amortized,
             "best": self.best,
             "log_evidence_nats": self.log_evidence.mean().item(),
             "log_evidence_source": self.log_evidence_source,
-            "approximation_gap_nats": self.approximation_gap.mean().item(),
+            "approximation_gap_nats": approximation,
+            "approximation_gap_se_nats": approximation_se,
             "num_samples": self.num_samples,
             "num_particles": self.num_particles,
             "num_datapoints": len(self.log_evidence),
@@ -138,30 +155,39 @@ class GuideComparison:
             else:
                 cells.append("–")
             cells += [
-                f"{row['amortization_gap_nats']:+.2f}",
-                f"{row['gap_to_log_evidence_nats']:.2f}",
+                f"{row['amortization_gap_nats']:+.2f} ± {row['amortization_gap_se_nats']:.2f}",
+                f"{row['gap_to_log_evidence_nats']:.2f} ± {row['gap_to_log_evidence_se_nats']:.2f}",
             ]
             if "khat_mean" in row:
-                cells += [f"{row['khat_mean']:.2f}", f"{row['khat_frac_ge_0.7']:.0%}"]
+                unreliable = f"{row['khat_frac_ge_0.7']:.0%}"
+                if row["khat_frac_nan"] > 0:
+                    unreliable += f" ({row['khat_frac_nan']:.0%} NaN)"
+                cells += [f"{row['khat_mean']:.2f}", unreliable]
             else:
                 cells += ["–", "–"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(
-            f"Per datapoint in nats, means over {summary['num_datapoints']} datapoints; ELBO with "
+            f"Per datapoint in nats, means over {summary['num_datapoints']} datapoints "
+            f"± standard error of the paired differences; ELBO with "
             f"{self.num_particles} draws (analytic KL where registered), IWAE-{self.num_samples}. "
             f"log p(x) = {summary['log_evidence_nats']:.2f} ({self.log_evidence_source}); "
             f"approximation gap (log p(x) − ELBO of {summary['best']}) = "
-            f"{summary['approximation_gap_nats']:.2f}; amortisation gap relative to "
-            f"{self.amortized}; k̂ ≥ 0.7: importance sampling unreliable (0.5-0.7: usable)."
+            f"{summary['approximation_gap_nats']:.2f} ± "
+            f"{summary['approximation_gap_se_nats']:.2f}; "
+            f"amortisation gap relative to {self.amortized} (a gap within two standard errors of 0 "
+            f"cannot be told from Monte Carlo noise); k̂ ≥ 0.7: importance sampling unreliable "
+            f"(0.5-0.7: usable; NaN: non-finite log-ratios, counted as ≥ 0.7)."
         )
         return "\n".join(lines)
 
     def plot(self, path):
         """A figure: how far below :math:`\\log p(x)` each guide's bounds lie, the mean over
         the datapoints of the paired gaps with its standard error (left), and each guide's
-        :math:`\\hat k` per datapoint against 0.5 and 0.7 (right). Writes a PNG to ``path``
-        and returns the path."""
+        :math:`\\hat k` per datapoint against 0.5 and 0.7 (right), with the number of
+        datapoints whose :math:`\\hat k` is NaN written where there are any. Writes a PNG to
+        ``path`` (``.png`` appended when it has no suffix) and returns the path of the file
+        written (:func:`~pyromem.diagnostics.plots.save_figure`)."""
         from matplotlib.figure import Figure
 
         names = list(self.elbo)
@@ -170,11 +196,8 @@ class GuideComparison:
         positions = torch.arange(len(names), dtype=torch.float64)
 
         def gap(bound):
-            # paired with log p(x) datapoint by datapoint: the guides' differences are tenths
-            # of a nat, the datapoints' spread whole nats
-            values = self.log_evidence - bound
-            error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
-            return values.mean().item(), error
+            # paired with log p(x) datapoint by datapoint (paired_mean_se)
+            return paired_mean_se(self.log_evidence - bound)
 
         shown = set()
 
@@ -215,6 +238,12 @@ class GuideComparison:
             # one colour: the left panel's colours name the bounds, not the guides
             x = torch.full_like(k, float(names.index(g)))
             right.plot(x, k, "o", color="C7", alpha=0.4, ms=3)
+            undefined = int(k.isnan().sum())
+            if undefined:  # plot draws no NaN: say how many
+                right.text(
+                    names.index(g), 0.9, f"k̂ NaN\n{undefined}/{len(k)}", ha="center",
+                    va="center", color="C3", transform=right.get_xaxis_transform(),
+                )  # fmt: skip
         for g in self.point:  # a point mass has no importance weights to fit
             right.text(
                 names.index(g), 0.5, "no k̂\n(point guide)", ha="center", va="center",
@@ -246,20 +275,22 @@ def compare_guides(
     :param torch.Tensor data: B datapoints.
     :param int num_samples: K of the IWAE-K bound and of the PSIS fit, ≥ 30.
     :param int num_particles: the guide draws of each ELBO.
-    :param str amortized: the reference of the amortisation gap (default: the first guide).
-    :param torch.Tensor log_evidence: the exact :math:`\\log p(x)`, shape ``(B,)``, if known;
-        otherwise the highest IWAE-K bound stands for it.
-    :param int chunk_size: importance samples drawn per vectorised pass.
+    :param str amortized: the reference of the amortisation gap, a guide with a density
+        (default: the first guide that is not a point mass; naming a point guide is an error).
+    :param torch.Tensor log_evidence: the exact :math:`\\log p(x)`, a finite tensor of shape
+        ``(B,)``, if known; otherwise the highest IWAE-K bound stands for it.
+    :param int chunk_size: importance samples drawn per vectorised pass, ≥ 1.
     :param kwargs: further keyword arguments of the model and guides.
     :rtype: GuideComparison
+    :raises ValueError: for a wrong argument, naming it; when every guide is a point mass
+        (there is no amortisation reference, nor bound on :math:`\\log p(x)`).
     """
     if not isinstance(guides, dict) or not guides:
         raise ValueError(f"guides must be a non-empty dict of name → guide, got {guides!r}")
     for name, guide in guides.items():
         if not callable(guide):
             raise TypeError(f"guide {name!r} must be callable, got {type(guide).__name__}")
-    amortized = next(iter(guides)) if amortized is None else amortized
-    if amortized not in guides:
+    if amortized is not None and amortized not in guides:
         raise ValueError(f"amortized must name one of the guides {list(guides)}, got {amortized!r}")
     if not isinstance(data, torch.Tensor) or data.dim() < 1 or len(data) == 0:
         raise ValueError(f"data must be a tensor of B >= 1 datapoints, got {data!r:.80}")
@@ -267,17 +298,29 @@ def compare_guides(
         as_int(value, name, 1)
     if num_samples < MIN_DRAWS:
         raise ValueError(f"num_samples must be >= {MIN_DRAWS} for the PSIS fit, got {num_samples}")
-    if log_evidence is not None and tuple(log_evidence.shape) != (len(data),):
-        raise ValueError(
-            f"log_evidence must have shape ({len(data)},), got {tuple(log_evidence.shape)}"
-        )
+    as_int(chunk_size, "chunk_size", 1)
+    _check_log_evidence(log_evidence, len(data))
     _check_data(model, data, kwargs)
+    point = [
+        name for name, guide in guides.items() if _check_guide(model, guide, name, data, kwargs)
+    ]
+    with_density = [name for name in guides if name not in point]
+    if not with_density:
+        raise ValueError(
+            f"every guide is a point mass ({point}): compare_guides needs a guide with a "
+            f"density, as the amortisation reference and for a bound on log p(x)"
+        )
+    if amortized is None:
+        amortized = with_density[0]
+    elif amortized in point:
+        raise ValueError(
+            f"amortized must name a guide with a density, got the point guide {amortized!r} "
+            f"(its log p(x, ẑ) is no ELBO); guides with a density: {with_density}"
+        )
     result = GuideComparison(
-        {}, {}, {}, {}, {}, None, "", amortized, [], num_samples, num_particles
+        {}, {}, {}, {}, {}, None, "", amortized, point, num_samples, num_particles
     )
     for name, guide in guides.items():
-        if _check_guide(model, guide, name, data, kwargs):
-            result.point.append(name)
         parts = elbo_decomposition(model, guide, data, num_particles=num_particles, **kwargs)
         result.elbo[name], result.kl[name] = parts.elbo, parts.kl
         if name in result.point:
@@ -287,15 +330,45 @@ def compare_guides(
         result.pareto_k[name] = pareto_khat(log_weight)
     if log_evidence is not None:
         result.log_evidence, result.log_evidence_source = log_evidence, "exact"
-    elif result.iwae:
-        best = max(result.iwae, key=lambda g: result.iwae[g].mean().item())
+    else:
+        best = max(result.iwae, key=lambda g: _mean_or_minus_inf(result.iwae[g]))
         result.log_evidence = result.iwae[best]
         result.log_evidence_source = f"IWAE-{num_samples} of {best}"
-    else:
-        raise ValueError(
-            "every guide is a point mass: give log_evidence, or a guide with a density"
-        )
     return result
+
+
+def paired_mean_se(values):
+    """The mean of per-datapoint differences ``values`` (shape ``(B,)``) and its standard
+    error, std / √B (0 for one datapoint), as floats: the one estimate of a gap's
+    uncertainty in the table, the summary and the figure."""
+    error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return values.mean().item(), error
+
+
+def _mean_or_minus_inf(values):
+    mean = values.mean().item()
+    return -math.inf if math.isnan(mean) else mean
+
+
+def _check_log_evidence(log_evidence, batch):
+    if log_evidence is None:
+        return
+    if not isinstance(log_evidence, torch.Tensor) or tuple(log_evidence.shape) != (batch,):
+        got = (
+            f"a tensor of shape {tuple(log_evidence.shape)}"
+            if isinstance(log_evidence, torch.Tensor)
+            else f"a {type(log_evidence).__name__}"
+        )
+        raise ValueError(
+            f"log_evidence must be a tensor of shape ({batch},), one log p(x) per datapoint, "
+            f"got {got}"
+        )
+    if not log_evidence.is_floating_point() or not torch.isfinite(log_evidence).all():
+        bad = int((~torch.isfinite(log_evidence.double())).sum())
+        raise ValueError(
+            f"log_evidence must be finite floats, got {log_evidence.dtype} with {bad} "
+            f"non-finite value(s)"
+        )
 
 
 def _check_data(model, data, kwargs):
@@ -327,24 +400,8 @@ def _check_data(model, data, kwargs):
 
 
 def _check_guide(model, guide, name, data, kwargs):
-    """An error naming the site for a guide without the model's latent sites; returns whether
-    the guide is a point mass at any of them."""
-    with poutine.block(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(data, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            data, **kwargs
-        )
-    latent = latent_sites(model_trace)
-    missing = [s for s in latent if s not in guide_trace.nodes]
-    if missing:
-        raise ValueError(
-            f"guide {name!r} has no sample site for the model's latent site(s) {missing}; "
-            f"its sites: {[s for s, n in guide_trace.nodes.items() if n['type'] == 'sample']}"
-        )
-    return any(_is_point(guide_trace.nodes[s]["fn"]) for s in latent)
-
-
-def _is_point(fn):
-    while isinstance(fn, dist.Independent):
-        fn = fn.base_dist
-    return isinstance(fn, dist.Delta)
+    """An error naming the site for a guide without the model's latent sites
+    (:func:`~pyromem.diagnostics.particles.check_sites`); returns whether the guide is a
+    point mass at any of them (:func:`~pyromem.diagnostics.particles.is_point_guide`)."""
+    with torch.no_grad():
+        return is_point_guide(*trial_traces(model, guide, (data,), kwargs, name))

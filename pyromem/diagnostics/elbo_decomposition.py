@@ -89,17 +89,18 @@ def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
     :param int num_particles: the number of vectorised guide draws averaged.
     :param kwargs: further keyword arguments of the model and guide.
     :rtype: ELBODecomposition
+    :raises ValueError: if the model has no observed site (e.g. model and guide swapped) or
+        the guide lacks one of the model's latent sites
+        (:func:`~pyromem.diagnostics.particles.check_sites`).
     """
     as_int(num_particles, "num_particles", 1)
     args = (x,)
     with torch.no_grad():
-        # the trial run that finds the plate nesting is the first particle
+        # the trial run that finds the plate nesting is the first particle; it refuses a
+        # model without observed sites and a guide without one of the model's latent sites
         model_trace, guide_trace = trial_traces(model, guide, args, kwargs)
         nesting = plate_nesting(model_trace, guide_trace)
         observed, latent = observed_sites(model_trace), latent_sites(model_trace)
-        for name in latent:
-            if name not in guide_trace.nodes:
-                raise ValueError(f"the guide has no sample site {name!r} for the model's latent")
 
         def summed_terms(model_trace, guide_trace):
             # each site's term per datapoint summed over the pass's draws, and whether each KL

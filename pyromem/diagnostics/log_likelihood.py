@@ -111,6 +111,15 @@ def draws_per_pass(x, num_dims):
     return max(1, budget // (len(x) * num_dims))
 
 
+def check_on_pass(on_pass):
+    """A :class:`TypeError` naming ``on_pass`` unless it is ``None`` or callable."""
+    if on_pass is not None and not callable(on_pass):
+        raise TypeError(
+            f"on_pass must be callable as on_pass(done, num_samples) or None, "
+            f"got {type(on_pass).__name__} {on_pass!r:.40}"
+        )
+
+
 def chunked_log_weights(
     model, guide, x, num_samples, chunk_size=None, keep_dims=False, on_pass=None, **kwargs
 ):
@@ -130,7 +139,11 @@ def chunked_log_weights(
         draws taken so far (the trial draw is the first pass): progress for long estimates.
     :returns: the log-weights, shape ``(num_samples, B)`` (with ``keep_dims``, the draws
         followed by the plates' dims), and the number of observed scalars per datapoint.
+    :raises TypeError: if ``on_pass`` is not callable (before any draw).
+    :raises ValueError: if the model has no observed site or the guide lacks one of its
+        latent sites (:func:`~pyromem.diagnostics.particles.check_sites`).
     """
+    check_on_pass(on_pass)
     with torch.no_grad():
         trial = trial_traces(model, guide, (x,), kwargs)
         nesting = plate_nesting(*trial)

@@ -10,6 +10,7 @@ stable names"). Particles are drawn in one vectorised pass by an outer
 import contextlib
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
@@ -20,17 +21,56 @@ from pyromem.infer.traces import per_datapoint, plate_nesting
 from pyromem.models.plates import DATA_PLATE  # noqa: F401
 
 
-def trial_traces(model, guide, args, kwargs):
+def trial_traces(model, guide, args, kwargs, name=None):
     """``(model_trace, guide_trace)`` of one draw without a particle plate: the trial run
     that finds the plate nesting (:func:`~pyromem.infer.traces.plate_nesting`), which also
-    checks the arguments as Pyro's validation setting says. Its sites reduce per datapoint
-    like one particle's, so the estimators here count it as their first draw."""
+    checks the arguments as Pyro's validation setting says, and the pair's sites
+    (:func:`check_sites`). Its sites reduce per datapoint like one particle's, so the
+    estimators here count it as their first draw.
+
+    :param str name: the guide's name in error messages (default: "the guide").
+    """
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
         )
+    check_sites(model_trace, guide_trace, name)
     return model_trace, guide_trace
+
+
+def check_sites(model_trace, guide_trace, name=None):
+    """A one-line :class:`ValueError` when the model has no observed site (nothing to score:
+    the model and guide swapped, say) or the guide lacks one of the model's latent sites
+    (which the model would otherwise draw from its prior, unscored by the guide)."""
+    if not observed_sites(model_trace):
+        raise ValueError(
+            "the model has no observed site, so there is no log p(x | z) to score "
+            "(are the model and guide swapped?)"
+        )
+    missing = [s for s in latent_sites(model_trace) if s not in guide_trace.nodes]
+    if missing:
+        sites = [s for s, n in guide_trace.nodes.items() if n["type"] == "sample"]
+        guide = "the guide" if name is None else f"guide {name!r}"
+        raise ValueError(
+            f"{guide} has no sample site for the model's latent site(s) {missing}; "
+            f"its sample sites: {sites}"
+        )
+
+
+def is_point_mass(fn):
+    """Whether the distribution ``fn`` is a point mass (a :class:`~pyro.distributions.Delta`,
+    possibly wrapped in ``Independent``): a guide emitting one has no density, hence no
+    bound on log p(x), importance ratios or k̂."""
+    while isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
+
+
+def is_point_guide(model_trace, guide_trace):
+    """Whether the guide is a point mass at any of the model's latent sites
+    (:func:`is_point_mass`), from the traces of one run."""
+    return any(is_point_mass(guide_trace.nodes[s]["fn"]) for s in latent_sites(model_trace))
 
 
 def max_plate_nesting(model, guide, args, kwargs):

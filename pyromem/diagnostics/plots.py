@@ -29,9 +29,24 @@ def _as_grid(images, ncols):
 
 
 def save_figure(fig, path):
-    """Lay out ``fig``, write it as a PNG at ``path`` (creating its folder), return the path."""
-    fig.tight_layout()
+    """Lay out ``fig``, write it at ``path`` and return the path of the file written.
+
+    A path without a suffix gets ``.png`` (as matplotlib writes it); any other suffix is the
+    format, as matplotlib reads it. The path's missing folders are created, except at the
+    root of the filesystem: an absolute path whose first folder does not exist (a typo such
+    as ``/nonexistent/dir/f.png``) is a :class:`ValueError`, not a new top-level folder.
+    """
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    if path.is_absolute() and len(path.parts) > 2:
+        top = Path(*path.parts[:2])
+        if not top.exists():
+            raise ValueError(
+                f"path: the folder {top} does not exist; save_figure creates folders below an "
+                f"existing one, not at the filesystem root (got {path})"
+            )
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path

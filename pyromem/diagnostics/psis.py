@@ -37,6 +37,7 @@ import torch
 
 from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
+    is_point_guide,
     latent_sites,
     log_ratio,
     max_plate_nesting,
@@ -80,36 +81,63 @@ def pareto_khat(log_weights):
     r""":math:`\hat k` of each datapoint's importance ratios.
 
     :param torch.Tensor log_weights: :math:`\log r_k`, shape ``(K, B)`` (as
-        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 30.
-    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``; 0
-        for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal).
+        :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 30, of a
+        floating-point dtype.
+    :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``;
+        0 for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal);
+        NaN for a datapoint with no tail to fit because its log-ratios are not all numbers:
+        one of them NaN or +inf (a diverged guide or model) or all of them -inf (every
+        weight zero). NaN is no score rather than a good one: it propagates through means
+        and maxima (:func:`khat_summary`, :func:`~pyromem.diagnostics.compare_guides`),
+        and such a datapoint counts as unreliable. Some -inf among finite log-ratios are
+        zero weights, and fitted.
+    :raises ValueError: if ``log_weights`` is not a floating-point tensor of shape ``(K, B)``
+        with K ≥ 30.
     """
     if not isinstance(log_weights, torch.Tensor) or log_weights.dim() != 2:
         got = getattr(log_weights, "shape", log_weights)
         raise ValueError(f"log_weights must be a tensor of shape (K, B), got {got}")
+    if not log_weights.is_floating_point():
+        raise ValueError(
+            f"log_weights must be a floating-point tensor (log-ratios), got {log_weights.dtype}"
+        )
     if log_weights.shape[0] < MIN_DRAWS:
         raise ValueError(
             f"log_weights needs K >= {MIN_DRAWS} draws to fit a tail of 6, "
             f"got K = {log_weights.shape[0]}"
         )
+    log_weights = log_weights.detach()
+    # NaN or +inf anywhere, or no finite ratio at all: no tail to fit (arviz returns inf or
+    # a fit of the other draws for these, and the spread below would read NaN as constant)
+    undefined = (
+        log_weights.isnan().any(0) | log_weights.isposinf().any(0) | log_weights.isneginf().all(0)
+    )
     # Ratios equal to within rounding (an exact posterior as proposal) have no tail to fit
     # (arviz 0.x returns inf or nan, arviz >= 1 raises): their k̂ is 0.
     spread = log_weights.max(0).values - log_weights.min(0).values
-    fitted = spread >= CONSTANT_SPREAD
+    fitted = (spread >= CONSTANT_SPREAD) & ~undefined
     khat = torch.zeros(log_weights.shape[1], dtype=torch.float64)
+    khat[undefined.cpu()] = math.nan
     if fitted.any():
-        values = log_weights.detach().T[fitted].double().cpu().numpy()
+        values = log_weights.T[fitted].double().cpu().numpy()
         khat[fitted.cpu()] = torch.as_tensor(_psis_khat(values), dtype=torch.float64)
     return khat.to(dtype=log_weights.dtype, device=log_weights.device)
 
 
 def khat_summary(khat):
-    """Mean and max of :math:`\\hat k` and the fraction of datapoints at or above each of
-    the thresholds 0.5 and 0.7, as plain floats."""
+    r"""Mean and max of :math:`\hat k`, the fraction of datapoints at or above each of the
+    thresholds 0.5 and 0.7, and the fraction whose :math:`\hat k` is NaN (no fit:
+    non-finite log-ratios, :func:`pareto_khat`), as plain floats. A NaN :math:`\hat k`
+    makes the mean and max NaN and counts as at or above every threshold: unreliable."""
+    undefined = khat.isnan()
     return {
         "khat_mean": khat.mean().item(),
-        "khat_max": khat.max().item(),
-        **{f"khat_frac_ge_{t}": (khat >= t).double().mean().item() for t in THRESHOLDS},
+        "khat_max": khat.max().item() if not undefined.any() else math.nan,
+        **{
+            f"khat_frac_ge_{t}": ((khat >= t) | undefined).double().mean().item()
+            for t in THRESHOLDS
+        },
+        "khat_frac_nan": undefined.double().mean().item(),
     }
 
 
@@ -124,6 +152,12 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
     the posterior's attrs ``pareto_k`` (one :math:`\hat k` per datapoint, from all the draws)
     and ``pareto_k_thresholds``. The draws are independent; they are laid out as
     ``num_chains`` chains so that :math:`\hat R` is defined (and ≈ 1).
+
+    A point-mass guide (a ``Delta`` at a latent site, e.g.
+    :class:`~pyromem.infer.MAPRefinement`; the test of
+    :func:`~pyromem.diagnostics.compare_guides`) has no density: it has no importance ratios
+    and no :math:`\hat k`, so ``sample_stats`` and the attrs ``pareto_k`` and
+    ``pareto_k_thresholds`` are left out, and the attr ``point_mass`` is 1 (0 otherwise).
 
     :param callable model: a Pyro model ``model(x, **kwargs)`` with its sites in the data plate.
     :param callable guide: a guide of it.
@@ -143,8 +177,10 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
         model_trace, guide_trace = particle_traces(
             model, guide, args, kwargs, total, nesting, validated=True
         )
-        log_ratios = log_ratio(model_trace, guide_trace, nesting).expand(total, batch)
-        khat = pareto_khat(log_ratios)
+        point = is_point_guide(model_trace, guide_trace)
+        if not point:
+            log_ratios = log_ratio(model_trace, guide_trace, nesting).expand(total, batch)
+            khat = pareto_khat(log_ratios)
 
         def draws(value, event_shape=()):
             # (K, [1, ...,] B, *event) → (chains, draws, B, *event)
@@ -178,13 +214,12 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
         "posterior_predictive": _numpy(predictive),
         "observed_data": _numpy(observed),
         "log_likelihood": _numpy(log_likelihood),
-        "sample_stats": {"log_importance_ratio": draws(log_ratios).numpy()},
     }
-    attrs = {
-        "pareto_k": khat.double().cpu().tolist(),
-        "pareto_k_thresholds": list(THRESHOLDS),
-        "num_draws": total,
-    }
+    attrs = {"num_draws": total, "point_mass": int(point)}
+    if not point:
+        groups["sample_stats"] = {"log_importance_ratio": draws(log_ratios).numpy()}
+        attrs["pareto_k"] = khat.double().cpu().tolist()
+        attrs["pareto_k_thresholds"] = list(THRESHOLDS)
     return _from_dict(groups, dims, attrs)
 
 

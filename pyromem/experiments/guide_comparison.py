@@ -59,6 +59,21 @@ def random_batches(images, batch_size):
     return draw
 
 
+def check_split_sizes(config, train, test):
+    """A one-line :class:`ValueError` before any training when ``num_test`` exceeds the test
+    split, or (``memory-vae``) ``memory_size`` the train split: neither is silently cut."""
+    if config.num_test > len(test):
+        raise ValueError(
+            f"num_test: at most the {len(test)} images of the {config.dataset} test split, "
+            f"got {config.num_test}"
+        )
+    if config.model == "memory-vae" and config.memory_size > len(train):
+        raise ValueError(
+            f"memory_size: at most the {len(train)} images of the {config.dataset} train "
+            f"split, got {config.memory_size}"
+        )
+
+
 def run_compare_guides(out_dir, **options):
     """Train the model, compare its guides, write the table and figure: :func:`run` with the
     :class:`~pyromem.experiments.configs.CompareGuidesConfig` of ``options``."""
@@ -76,6 +91,7 @@ def run(config, out_dir):
     # grey-scale images on one static binarisation (train and test alike), colour ones as
     # they are, with the likelihood their values call for
     train, test = load_binarized(config.dataset, "static" + IF_GREY, seed=seed, **common)
+    check_split_sizes(config, train, test)
     test_x = test.images[: config.num_test]
     likelihood = LIKELIHOOD_FOR_SUPPORT[train.support]
     vae = VAE(train.event_shape, config.latent_dim, likelihood, "mlp", config.hidden)

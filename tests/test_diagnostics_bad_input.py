@@ -1,0 +1,119 @@
+"""Wrong arguments to the diagnostics get a one-line error naming the argument, before any
+sampling, instead of a raw KeyError, ZeroDivisionError or AttributeError, or a silent answer."""
+
+import math
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+
+from pyromem.diagnostics import compare_guides, elbo_decomposition, log_likelihood
+from pyromem.infer import MAPRefinement
+from pyromem.models import VAE
+from tests.linear_gaussian import LinearGaussian
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def lg():
+    return LinearGaussian()
+
+
+def no_latent(x, num_data=None):
+    pass
+
+
+def test_a_guide_without_the_models_latent_site_is_named_by_every_estimator(lg):
+    x = lg.sample(3)
+    for run in (
+        lambda: log_likelihood(lg.model, no_latent, x, num_samples=10),
+        lambda: elbo_decomposition(lg.model, no_latent, x),
+    ):
+        with pytest.raises(ValueError, match=r"no sample site for the model's latent.*'z'"):
+            run()
+
+
+def test_swapped_model_and_guide_are_refused():
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    # the guide has no observed site: scoring it as a model would report an empty likelihood
+    for run in (
+        lambda: elbo_decomposition(vae.guide, vae.model, x),
+        lambda: log_likelihood(vae.guide, vae.model, x, num_samples=5),
+    ):
+        with pytest.raises(ValueError, match="no observed site.*swapped"):
+            run()
+
+
+def test_on_pass_that_cannot_be_called_is_refused_before_any_draw(lg):
+    calls = []
+
+    def counting_guide(x, num_data=None):
+        calls.append(1)
+        lg.weak_guide(x, num_data)
+
+    with pytest.raises(TypeError, match="on_pass must be callable"):
+        log_likelihood(lg.model, counting_guide, lg.sample(3), num_samples=10, on_pass=3)
+    assert calls == []
+
+
+def test_compare_guides_checks_chunk_size_and_log_evidence(lg):
+    x = lg.sample(5)
+    guides = {"weak": lg.weak_guide}
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        compare_guides(lg.model, guides, x, num_samples=30, chunk_size=0)
+    with pytest.raises(ValueError, match=r"log_evidence must be a tensor of shape \(5,\)"):
+        compare_guides(lg.model, guides, x, num_samples=30, log_evidence=[0.0] * 5)
+    with pytest.raises(ValueError, match=r"log_evidence must be a tensor of shape \(5,\)"):
+        compare_guides(lg.model, guides, x, num_samples=30, log_evidence=torch.zeros(5, 1))
+    evidence = lg.log_evidence(x)
+    evidence[2] = math.nan
+    with pytest.raises(ValueError, match="log_evidence must be finite.*1 non-finite"):
+        compare_guides(lg.model, guides, x, num_samples=30, log_evidence=evidence)
+
+
+@pytest.fixture
+def comparison(lg):
+    x = lg.sample(4)
+    point = MAPRefinement(lg.model, lg.weak_guide, num_steps=1)
+    guides = {"weak": lg.weak_guide, "map": point}
+    return compare_guides(lg.model, guides, x, num_samples=30, num_particles=2)
+
+
+def test_plot_returns_the_file_it_wrote(comparison, tmp_path, monkeypatch):
+    written = comparison.plot(tmp_path / "figure_noext")
+    assert written == tmp_path / "figure_noext.png" and written.is_file()
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "figure_noext").exists()
+    monkeypatch.chdir(tmp_path)
+    relative = comparison.plot("new/folder/figure.png")  # a relative path's folders are made
+    assert relative == Path("new/folder/figure.png") and relative.is_file()
+
+
+def test_plot_does_not_make_folders_at_the_filesystem_root(comparison):
+    top = Path("/pyromem-nonexistent-test-folder")
+    assert not top.exists()
+    with pytest.raises(ValueError, match="does not exist"):
+        comparison.plot(top / "dir" / "f.png")
+    assert not top.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, name",
+    [
+        (["--num-test", "100000"], "num_test: at most the 360 images"),
+        (["--model", "memory-vae", "--memory-size", "100000"], "memory_size: at most the 1437"),
+    ],
+)
+def test_compare_guides_refuses_more_images_than_the_split_before_training(
+    flags, name, capsys, tmp_path
+):
+    from pyromem.cli import main
+
+    out = tmp_path / "run"
+    assert main(["compare-guides", *flags, "--out", str(out), "--no-progress"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and name in lines[0]
+    assert not (out / "train").exists()  # nothing was trained
