@@ -39,7 +39,9 @@ def test_slot_weights_are_each_models_own_reading():
 
 def test_memory_set_up_and_resolution():
     fixed = VMA((1, 4, 4), memory_size=3, memory="fixed", **SMALL)
-    assert torch.equal(fixed.memory, torch.zeros(3, 1, 4, 4))
+    assert fixed.memory is None  # empty until set
+    with pytest.raises(ValueError, match="memory is empty"):
+        fixed.resolve_memory()
     fixed.set_memory(torch.ones(3, 1, 4, 4))
     assert torch.equal(fixed.resolve_memory(), torch.ones(3, 1, 4, 4))
     learned = VMA((1, 4, 4), memory_size=3, **SMALL)

@@ -29,6 +29,8 @@ and a datapoint that finds no ascent keeps its :math:`\hat z`. Hence :math:`J` n
 along the refinement; where the full step ascends, the step is Alg. 2's.
 """
 
+import numbers
+
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
@@ -38,6 +40,7 @@ from pyromem.infer.refinement import (
     Refinement,
     backtracking_ascent,
     check_rate,
+    check_real,
 )
 from pyromem.infer.traces import per_datapoint, plate_nesting
 
@@ -63,12 +66,10 @@ class MAPRefinement(Refinement):
     ):
         super().__init__(model, guide, num_steps=num_steps, site=site)
         self.lr = check_rate(lr, "lr")
-        if isinstance(prior_weight, bool) or not isinstance(prior_weight, (int, float)):
+        if isinstance(prior_weight, bool) or not isinstance(prior_weight, numbers.Real):
             raise TypeError(f"prior_weight must be a float, got {prior_weight!r}")
-        if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
+        self.prior_weight = check_real(prior_weight, "prior_weight")
         as_int(max_backtracks, "max_backtracks", 0, error=TypeError, form="split")
-        self.prior_weight = float(prior_weight)
         self.max_backtracks = max_backtracks
 
     def log_joint(self, z, x, *args, **kwargs):

@@ -36,6 +36,7 @@ likelihood of variance 1/2.
 """
 
 import torch
+from torch import nn
 
 from pyromem.infer.refinement import Refinement, check_rate
 
@@ -59,6 +60,8 @@ class PredictiveCoding(Refinement):
     :param bool fixed_predictions: update with the equilibrium errors of App. C.2 (eq. 34)
         instead of the representation populations of Alg. 1.
     :param str site: the refined site.
+    :raises ValueError: if a layer's output width is not the next one's input width, where the
+        layers say them (``nn.Linear``, or an ``nn.Sequential`` starting and ending with one).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class PredictiveCoding(Refinement):
         layers = list(layers)
         if not layers or not all(callable(f) for f in layers):
             raise TypeError(f"layers must be a non-empty list of modules, got {layers!r}")
+        _check_widths(layers)
         self.layers = layers
         self.rate = check_rate(rate, "rate")
         self.fixed_predictions = bool(fixed_predictions)
@@ -130,6 +134,50 @@ class PredictiveCoding(Refinement):
                 state = self.update(state, x, prior)
                 path.append(state[0])
         return (state[0], path) if trajectory else state[0]
+
+
+def _in_width(f):
+    """The input width of ``f``: a Linear's, or the first module's of a Sequential; or None."""
+    if isinstance(f, nn.Linear):
+        return f.in_features
+    if isinstance(f, nn.Sequential) and len(f):
+        return _in_width(f[0])
+    return None
+
+
+def _elementwise(module):
+    """Whether ``module`` keeps its input's width: an activation without parameters, an
+    Identity or a Dropout."""
+    return isinstance(module, (nn.Identity, nn.Dropout)) or (
+        type(module).__module__ == nn.ReLU.__module__ and next(module.parameters(), None) is None
+    )
+
+
+def _out_width(f):
+    """The output width of ``f``: a Linear's, or a Sequential's last module's, elementwise
+    modules after it aside; or None."""
+    if isinstance(f, nn.Linear):
+        return f.out_features
+    if isinstance(f, nn.Sequential):
+        for module in reversed(f):
+            if not _elementwise(module):
+                return _out_width(module)
+    return None
+
+
+def _check_widths(layers):
+    """Raise where a layer's output width is not the next layer's input width (elementwise
+    layers between them keep the width)."""
+    out, source = None, None
+    for i, f in enumerate(layers):
+        into = _in_width(f)
+        if out is not None and into is not None and out != into:
+            raise ValueError(
+                f"layers[{source}] outputs width {out} but layers[{i}] takes width {into}: "
+                "layers must chain, z through f^{L-1} first"
+            )
+        if not _elementwise(f):
+            out, source = _out_width(f), i
 
 
 def _like(x, prediction):

@@ -20,12 +20,13 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyromem.checks import parameter_dtype
+from pyromem.checks import as_positive_int, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import SlotMemoryModel
 from pyromem.models.vae import VAE
+from pyromem.nets import typical_image
 
 _instances = itertools.count()
 
@@ -47,6 +48,8 @@ class MemoryVAE(SlotMemoryModel):
 
     ``model(x)`` and ``guide(x)`` take images of shape ``(B,) + vae.input_shape``.
     """
+
+    memory_filled_by = "write(images)"
 
     def __init__(self, vae, memory=None, scale=1.0, weights="balanced", beta=None, precision=None):
         super().__init__(name=f"memory_vae{next(_instances)}")
@@ -139,17 +142,7 @@ class MemoryVAE(SlotMemoryModel):
     def slot_weights(self, x, memory=None):
         """The responsibilities r_k of the stored patterns at each image's code (the
         encoder's mean), shape ``(B, N)``; ``memory``: codes ``(N, d)`` instead of M."""
-        prior = (
-            self.prior()
-            if memory is None
-            else GaussianMixtureMemory(
-                self.resolve_memory(memory),
-                weights=self.weights,
-                beta=self.beta,
-                **self._covariance(),
-            )
-        )
-        return prior.responsibilities(self.encode(x))
+        return self.prior(memory).responsibilities(self.encode(x))
 
     def encode(self, images):
         """The code a pattern is stored as: the VAE encoder's mean, shape ``(N, d)``."""
@@ -159,15 +152,34 @@ class MemoryVAE(SlotMemoryModel):
         """p(x | z) for codes of shape ``batch_shape + (d,)``: the VAE's decoder."""
         return self.vae.decode(z)
 
-    def prior(self):
+    def prior(self, memory=None):
         """p(z; M) with the configured covariance and weights, a
-        :class:`~pyromem.memory.GaussianMixtureMemory` with event shape ``(d,)``."""
-        if self.memory is None:
-            raise ValueError("memory is empty: call write(images) or pass memory=M first")
-        memory = self._check_width(self.memory, "memory", (None, self.latent_dim))
+        :class:`~pyromem.memory.GaussianMixtureMemory` with event shape ``(d,)``;
+        ``memory``: codes ``(N, d)`` instead of M.
+
+        :raises ValueError: if M is empty (nothing written) and no ``memory`` is given.
+        """
+        if memory is None:
+            memory = self._check_width(self.own_memory(), "memory", (None, self.latent_dim))
+        else:
+            memory = self.resolve_memory(memory)
         return GaussianMixtureMemory(
             memory, weights=self.weights, beta=self.beta, **self._covariance()
         )
+
+    @torch.no_grad()
+    def generate(self, num_samples, memory=None):
+        """Images from the model: z ~ p(z; M), then the mean of p(x | z) (a draw where it has
+        no closed-form mean, as :meth:`VAE.generate <pyromem.models.VAE.generate>`).
+
+        :param int num_samples: the number of images, positive.
+        :param torch.Tensor memory: codes ``(N, d)`` instead of M.
+        :returns: ``(num_samples,) + input_shape``.
+        :raises ValueError: if M is empty (nothing written) and no ``memory`` is given.
+        """
+        num_samples = as_positive_int(num_samples, "num_samples")
+        z = self.prior(memory).sample((num_samples,))
+        return typical_image(self.likelihood(z))
 
     def model(self, x, num_data=None):
         """p(x, z; M) = p(z; M) p_θ(x | z) over a batch of B images out of ``num_data``."""

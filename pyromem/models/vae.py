@@ -20,7 +20,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
-from pyromem.checks import as_int, as_shape, parameter_dtype
+from pyromem.checks import as_int, as_positive_int, as_shape, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
@@ -129,12 +129,13 @@ class VAE(PyroModule):
     def generate(self, num_samples, memory=None):
         """The decoder's mean (a draw, as in :meth:`reconstruct`) at ``num_samples`` prior draws.
 
-        :param int num_samples: the number of images.
+        :param int num_samples: the number of images, positive.
         :param memory: must be ``None``: a VAE has no memory (the argument is there so that
             every model's ``generate`` takes the same arguments).
         :returns: ``(num_samples,) + input_shape``.
         """
         if memory is not None:
             raise ValueError("a VAE has no memory: call generate(num_samples) without memory")
+        num_samples = as_positive_int(num_samples, "num_samples")
         device = next(self.parameters()).device
         return typical_image(self.decode(torch.randn(num_samples, self.latent_dim, device=device)))

@@ -39,7 +39,7 @@ import torch
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyromem.checks import parameter_dtype
+from pyromem.checks import as_int, as_positive_int
 from pyromem.memory.addressing import (
     SIMILARITIES,
     Addressing,
@@ -48,7 +48,7 @@ from pyromem.memory.addressing import (
     similarity,
 )
 from pyromem.models.plates import data_plate
-from pyromem.models.slot_memory import SlotMemoryModel, check_memory, check_memory_options
+from pyromem.models.slot_memory import SlotMemoryModel, check_memory_options
 from pyromem.nets import (
     MLP,
     ConvMemoryDecoder,
@@ -117,6 +117,14 @@ class SkipPath(nn.Module):
 def _embedding_net(shape, embedding_dim, hidden):
     """An MLP from items of ``shape`` (flattened) to ``(embedding_dim,)``."""
     return nn.Sequential(nn.Flatten(-len(shape)), MLP(math.prod(shape), (embedding_dim,), hidden))
+
+
+def _check_slot(slot, size):
+    """``slot`` as an int in [0, ``size``), else a one-line error naming it."""
+    as_int(slot, "slot", error=TypeError, form="split")
+    if not 0 <= slot < size:
+        raise ValueError(f"slot must be in [0, {size}), the memory's slots, got {slot}")
+    return int(slot)
 
 
 def _check_net(net, input_shape, memory_shape):
@@ -191,7 +199,8 @@ class VMA(_DecoderOfSlot):
     :param int memory_size: |M| of the model's own memory; ``None`` when the
         memory is always passed as an argument (few-shot).
     :param str memory: ``"learned"`` (a parameter, initialised uniformly in
-        [0, 1)) or ``"fixed"`` (a buffer, set with :meth:`set_memory`).
+        [0, 1), trained with the model) or ``"fixed"`` (a buffer of ``memory_size`` slots,
+        empty until :meth:`set_memory` fills it; ``memory_size`` is then required).
     :param tuple memory_shape: the shape of one slot (default ``input_shape``).
     :param int latent_dim: the width of z.
     :param int embedding_dim: the width of the matching space of S.
@@ -389,8 +398,7 @@ class VMA(_DecoderOfSlot):
 
     def address_prior(self, memory=None):
         """p(a | M), shape ``(N,)``."""
-        memory = self.memory if memory is None else memory
-        check_memory(memory, self.memory_shape, parameter_dtype(self))
+        memory = self.resolve_memory(memory)
         return self.addressing.prior_logits(self.addressing.keys(memory)).softmax(-1)
 
     def reconstruct(self, x, memory=None):
@@ -405,11 +413,14 @@ class VMA(_DecoderOfSlot):
 
         :param int num_samples: the number of images.
         :param torch.Tensor memory: ``(|M|,) + memory_shape``, or ``None`` for the model's own.
-        :param int slot: read this slot for every image instead of drawing a ~ p(a | M).
+        :param int slot: read this slot, in [0, |M|), for every image instead of drawing
+            a ~ p(a | M).
         :returns: ``(num_samples,) + input_shape``.
         """
-        memory = self.memory if memory is None else memory
-        check_memory(memory, self.memory_shape)
+        num_samples = as_positive_int(num_samples, "num_samples")
+        memory = self.resolve_memory(memory)
+        if slot is not None:
+            slot = _check_slot(slot, len(memory))
         if slot is None:
             a = dist.Categorical(self.address_prior(memory)).sample((num_samples,))
         else:
@@ -438,7 +449,8 @@ class SoftAttentionVAE(_DecoderOfSlot):
     :param tuple input_shape: the shape of one image ``(C, H, W)``.
     :param int memory_size: |M| of the model's own memory; ``None`` when the
         memory is always passed as an argument (few-shot).
-    :param str memory: ``"learned"`` (a parameter) or ``"fixed"`` (a buffer).
+    :param str memory: ``"learned"`` (a parameter) or ``"fixed"`` (a buffer, empty until
+        :meth:`set_memory` fills it).
     :param int latent_dim: the width of z.
     :param int embedding_dim: the width of the matching space of S.
     :param tuple hidden: hidden widths of every MLP.
@@ -551,7 +563,7 @@ class SoftAttentionVAE(_DecoderOfSlot):
         :param torch.Tensor memory: ``(|M|,) + memory_shape``, or ``None`` for the model's own.
         :returns: ``(num_samples,) + input_shape``.
         """
-        memory = self.memory if memory is None else memory
-        check_memory(memory, self.memory_shape)
+        num_samples = as_positive_int(num_samples, "num_samples")
+        memory = self.resolve_memory(memory)
         z = torch.randn(num_samples, self.latent_dim, device=memory.device)
         return self._mean(z, self._read(z, memory))
