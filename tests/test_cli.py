@@ -470,6 +470,9 @@ def test_train_kpp_baselines_with_the_resnet18_tsm_encoder(capsys, tmp_path):
         + ["--num-particles", "2", "--out", str(tmp_path / "eval")],
     )
     assert abs(again["kl_key"]) == 0.0
+    # the plain VAE reads no memory: its results say so, and name no reads
+    assert again["write"] == "none" and "reads" not in again
+    assert "| M" not in again["bounds"]["test_conditional_log_likelihood_nats"]
 
 
 def test_kpp_episode_of_one_image_is_a_clear_error(capsys, tmp_path):

@@ -192,6 +192,9 @@ def evaluate_kpp_model(kpp, episodes, num_samples=100, num_particles=10, device=
         ),
         "test_conditional_log_likelihood_nats": (
             f"IWAE-{num_samples} on log p(x_t | M) per image, K joint draws of (y_t, z_t)"
+            if kpp.write_kind != "none"
+            # the plain VAE has neither memory nor keys
+            else f"IWAE-{num_samples} on log p(x_t) per image, K draws of z_t"
         ),
     }
     return results
@@ -545,9 +548,11 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
     say(f"kpp: evaluating on {len(episodes)} test episodes (ELBO, IWAE-{num_samples})")
     results = {
         "model": "kpp",
+        # "none": the plain VAE of a run with --baselines, which reads no memory
+        "write": kpp.write_kind,
         "dataset": data_config["dataset"],
         "episode_length": length,
-        "reads": saved.config["kpp"]["reads"],
+        **({"reads": saved.config["kpp"]["reads"]} if kpp.write_kind != "none" else {}),
         "same_class": data_config.get("same_class", False),
         "epochs": saved.epoch,
         "device": str(device),
