@@ -280,21 +280,27 @@ def test_ctrl_c_raises_training_interrupted_and_keeps_the_completed_epochs(tmp_p
     assert resumed.epochs == 4 and [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
 
 
-def test_sigterm_raises_training_interrupted_that_names_it(tmp_path):
-    data = make_data(64, "cpu")
-    handler = signal.getsignal(signal.SIGTERM)
+def interrupted_fit(out_dir, callback, epochs, num_data=64):
+    """The :class:`TrainingInterrupted` that ``fit`` raises when ``callback`` signals it."""
+    # BaseException: a bare KeyboardInterrupt escaping would stop the whole test session
     with pytest.raises(BaseException) as caught:
         fit(
             make_model("cpu"),
-            data,
-            out_dir=tmp_path,
-            epochs=3,
+            make_data(num_data, "cpu"),
+            out_dir=out_dir,
+            epochs=epochs,
             batch_size=32,
             progress=False,
-            callbacks=[CtrlCAt(1, 1, signal.SIGTERM)],
+            callbacks=[callback],
         )
-    error = caught.value
-    assert type(error) is TrainingInterrupted and error.signal_number == signal.SIGTERM
+    assert type(caught.value) is TrainingInterrupted
+    return caught.value
+
+
+def test_sigterm_raises_training_interrupted_that_names_it(tmp_path):
+    handler = signal.getsignal(signal.SIGTERM)
+    error = interrupted_fit(tmp_path, CtrlCAt(1, 1, signal.SIGTERM), epochs=3)
+    assert error.signal_number == signal.SIGTERM
     # Lightning stops at its next check, once the step under way (or its epoch) is over
     assert error.completed >= 1 and error.epoch == error.completed + 1
     assert load_checkpoint(error.checkpoint).epoch == error.completed
@@ -308,36 +314,14 @@ class SignalAtLastEpochEnd(Callback):
 
 
 def test_a_signal_as_the_last_epoch_ends_names_an_epoch_of_the_run(tmp_path):
-    with pytest.raises(BaseException) as caught:
-        fit(
-            make_model("cpu"),
-            make_data(32, "cpu"),
-            out_dir=tmp_path,
-            epochs=2,
-            batch_size=32,
-            progress=False,
-            callbacks=[SignalAtLastEpochEnd()],
-        )
-    error = caught.value
-    assert type(error) is TrainingInterrupted
+    error = interrupted_fit(tmp_path, SignalAtLastEpochEnd(), epochs=2, num_data=32)
     assert error.epoch <= error.epochs == 2 and error.completed <= 2
 
 
 def test_ctrl_c_in_the_first_epoch_names_no_checkpoint(tmp_path):
-    data = make_data(64, "cpu")
-    with pytest.raises(BaseException) as caught:
-        fit(
-            make_model("cpu"),
-            data,
-            out_dir=tmp_path,
-            epochs=2,
-            batch_size=32,
-            progress=False,
-            callbacks=[CtrlCAt(0, 1)],
-        )
-    assert type(caught.value) is TrainingInterrupted
-    assert (caught.value.completed, caught.value.checkpoint) == (0, None)
-    assert "no epoch was completed" in str(caught.value)
+    error = interrupted_fit(tmp_path, CtrlCAt(0, 1), epochs=2)
+    assert (error.completed, error.checkpoint) == (0, None)
+    assert "no epoch was completed" in str(error)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
