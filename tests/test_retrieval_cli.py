@@ -145,3 +145,20 @@ def test_resume_and_checkpoint_together_are_refused(tmp_path, capsys):
     argv = ["retrieval", "--resume", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "resume: --checkpoint loads a VAE and --resume continues" in capsys.readouterr().err
+
+
+def test_a_bernoulli_vae_checkpoint_is_refused_before_the_table(capsys, tmp_path):
+    # `pyromem train vae` on digits makes a Bernoulli VAE of binarised images; the
+    # retrieval's images are grey levels, which its refining methods would score
+    from pyromem.cli import main
+
+    train = "train vae --epochs 1 --hidden 8 --latent-dim 2 --num-samples 2 --no-progress"
+    assert main([*train.split(), "--out", str(tmp_path / "vae")]) == 0
+    checkpoint = str(tmp_path / "vae" / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    argv = ["retrieval", "--dataset", "digits", "--checkpoint", checkpoint, "--methods", "GMM"]
+    argv += ["VAE-GMM", "--corruptions", "clean", "--seeds", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "table")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "checkpoint:" in line and "--likelihood gaussian" in line and "\n" not in line
+    assert not (tmp_path / "table" / "results.json").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pyromem.data import AUGMENTATIONS, load
+from pyromem.data.validation import check_images
 from pyromem.diagnostics.plots import save_image_rows
 from pyromem.experiments.vae import torch_threads, write_results
 from pyromem.infer import MemoryFixedPoint
@@ -109,6 +110,19 @@ def retrieval_vae(
                 f"the checkpoint's VAE takes images {tuple(vae.input_shape)}, the dataset has "
                 f"{tuple(train_images.shape[1:])}"
             )
+        # the methods that refine a code score the images under the VAE's likelihood (a
+        # Bernoulli VAE, as `pyromem train vae` makes of binarised digits, cannot score grey
+        # levels): refused now rather than after the table
+        support = vae.likelihood.support
+        try:
+            check_images(train_images, vae.input_shape, support, name="images")
+        except ValueError as error:
+            # the error's first clause says why; its advice is about training data
+            why = str(error).split(";")[0]
+            raise ValueError(
+                f"checkpoint: the retrieval's {why}, and its VAE's is "
+                f"{vae.config['likelihood']}; train the VAE with --likelihood gaussian"
+            ) from None
         return vae.eval(), {"checkpoint": str(checkpoint), "config": vae.config}
     start = time.perf_counter()
     vae = VAE(train_images.shape[1:], latent_dim, "gaussian", net, (512,), {"scale": scale})
@@ -465,7 +479,8 @@ def markdown_tables(results):
         "\n\n".join(
             [
                 "Successful retrievals (nearest pattern and within threshold), % mean ± std over "
-                f"{results['seeds']} seeds, N = {results['memory_size']}:",
+                f"{results['seeds']} seed{'s' if results['seeds'] != 1 else ''}, "
+                f"N = {results['memory_size']}:",
                 format_table(results["results"]),
                 "Nearest-pattern rate:",
                 format_table(results["results"], "nearest"),
