@@ -576,3 +576,10 @@ def test_demo_refuses_a_bad_thread_count_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="num_threads"):
         run_demo(tmp_path / "demo", quick=True, num_threads=0)
     assert not (tmp_path / "demo").exists()
+
+
+def test_train_prints_its_test_bounds_on_the_terminal(capsys, tmp_path):
+    assert main(["train", "vae", *TINY, "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert f"| {results['test_log_likelihood_nats']:.2f} |" in out and "| IWAE-" in out

@@ -582,6 +582,31 @@ DEMO_SETTINGS = {
 }
 
 
+def bounds_rows(results):
+    """The Markdown rows ``| model | ELBO | KL z | KL key |`` of K++ and of its baselines."""
+    rows = [
+        ("Kanerva++", results["test_conditional_elbo_nats"], results["kl_z"], results["kl_key"])
+    ]
+    for name, label in (("vae", "plain VAE (same nets)"), ("dense_write", "dense-write ablation")):
+        if name in results.get("baselines", {}):
+            b = results["baselines"][name]
+            rows.append((label, b["test_conditional_elbo_nats"], b["kl_z"], b["kl_key"]))
+    return [f"| {n} | {e:.2f} | {kz:.2f} | {ky:.2f} |" for n, e, kz, ky in rows]
+
+
+def summary(results):
+    """The test bounds of a K++ run, per image, as a Markdown table: for the terminal."""
+    lines = ["| model | ELBO (nats/image) | KL z | KL key |", "| --- | ---: | ---: | ---: |"]
+    lines += bounds_rows(results)
+    if "test_conditional_log_likelihood_nats" in results:
+        lines += [
+            "",
+            f"IWAE-{results['num_samples']} on log p(x_t | M): "
+            f"{results['test_conditional_log_likelihood_nats']:.2f} nats/image.",
+        ]
+    return "\n".join(lines)
+
+
 def demo_section(out_dir, quick, seed=0, progress=True):
     """K++ on ``digits`` episodes of one class for ``pyromem demo``: ``(markdown_text, results)``.
 
@@ -603,14 +628,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         **DEMO_SETTINGS["quick" if quick else "full"],
     )
     rel = {name: Path(path).relative_to(out_dir) for name, path in results["figures"].items()}
-    rows = [
-        ("Kanerva++", results["test_conditional_elbo_nats"], results["kl_z"], results["kl_key"])
-    ]
-    for name, label in (("vae", "plain VAE (same nets)"), ("dense_write", "dense-write ablation")):
-        if name in results.get("baselines", {}):
-            b = results["baselines"][name]
-            rows.append((label, b["test_conditional_elbo_nats"], b["kl_z"], b["kl_key"]))
-    table = [f"| {n} | {e:.2f} | {kz:.2f} | {ky:.2f} |" for n, e, kz, ky in rows]
+    table = bounds_rows(results)
     length = results["episode_length"]
     denoising = results["denoising"]
     text = "\n".join(

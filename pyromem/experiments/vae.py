@@ -412,9 +412,27 @@ def demo_section(out_dir, quick, seed=0, progress=True):
     return _demo_report(results, out_dir), results
 
 
+def summary(results):
+    """The test bounds of a VAE run as a Markdown table, with its KLs and IWAE's ESS: for the
+    terminal, and the demo's report."""
+    kl = ", ".join(f"`{site}` {value:.2f}" for site, value in results["kl"].items())
+    return "\n".join(
+        [
+            "| bound (test, per image) | nats | bits/dim |",
+            "| --- | ---: | ---: |",
+            f"| ELBO ({results['num_particles']} particles) | {results['test_elbo_nats']:.2f} "
+            f"| {results['test_elbo_bits_per_dim']:.3f} |",
+            f"| IWAE-{results['num_samples']} | {results['test_log_likelihood_nats']:.2f} "
+            f"| {results['test_log_likelihood_bits_per_dim']:.3f} |",
+            "",
+            f"KL per latent site (nats): {kl}. Mean effective sample size of the "
+            f"IWAE weights: {results['ess']:.1f} of {results['num_samples']}.",
+        ]
+    )
+
+
 def _demo_report(results, out_dir):
     rel = {name: Path(path).relative_to(out_dir) for name, path in results["figures"].items()}
-    kl = ", ".join(f"`{site}` {value:.2f}" for site, value in results["kl"].items())
     return "\n".join(
         [
             "## VAE on digits",
@@ -428,15 +446,7 @@ def _demo_report(results, out_dir):
             f"evaluated on the test split ({results['num_test_images']} images, "
             f"{results['binarization']['test']} binarisation).",
             "",
-            "| bound (test, per image) | nats | bits/dim |",
-            "| --- | ---: | ---: |",
-            f"| ELBO ({results['num_particles']} particles) | {results['test_elbo_nats']:.2f} "
-            f"| {results['test_elbo_bits_per_dim']:.3f} |",
-            f"| IWAE-{results['num_samples']} | {results['test_log_likelihood_nats']:.2f} "
-            f"| {results['test_log_likelihood_bits_per_dim']:.3f} |",
-            "",
-            f"KL per latent site (nats): {kl}. Mean effective sample size of the "
-            f"IWAE weights: {results['ess']:.1f} of {results['num_samples']}.",
+            summary(results),
             "",
             f"![ELBO per epoch]({rel['elbo_curve']})",
             "",
