@@ -182,7 +182,8 @@ def run(args):
             options.checkpoint,
             out_dir=args.out,
             num_samples=options.num_samples or recipe.eval_samples,
-            num_particles=options.num_particles,
+            # unset: each evaluator's own default (VMA's: the training run's)
+            **({"num_particles": options.num_particles} if options.num_particles else {}),
             root=options.root,
             log=stderr_line if options.progress else None,
         )

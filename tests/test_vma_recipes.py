@@ -120,7 +120,11 @@ def test_cli_trains_and_evaluates_soft_attention(capsys, tmp_path):
     assert results["address"] == "soft" and results["kl_address"] is None
     argv = ["eval", "vma", "--checkpoint", results["checkpoint"], *common, str(tmp_path / "eval")]
     assert main([*argv, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["address"] == "soft"
+    again = json.loads(capsys.readouterr().out)
+    assert again["address"] == "soft"
+    # the evaluation says what it evaluated as training did, with training's draws by default
+    for key in ("dataset", "image_size", "binarization", "split", "num_particles", "bounds"):
+        assert again[key] == results[key], key
 
 
 def test_bad_mode_and_address(tmp_path):

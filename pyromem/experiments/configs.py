@@ -603,7 +603,9 @@ class EvalConfig(ProgressOption):
     num_samples: int | None = option(
         None, "K of the IWAE-K bound (default: 1000; kpp: 100)", minimum=1
     )
-    num_particles: int = option(10, "draws of the test ELBO", minimum=1)
+    num_particles: int | None = option(
+        None, "draws of the test ELBO (default: 10; vma: the training run's K)", minimum=1
+    )
     root: str | None = option(None, "data folder, if it moved since training")
 
     def check(self):

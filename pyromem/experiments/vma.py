@@ -440,8 +440,21 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
     _, test = vma_data(config)
     if log is not None:
         log(f"vma: evaluating the {config.mode} model on {config.dataset} (IWAE-{num_samples})")
-    results = _evaluate(vma, config, test, num_samples, num_particles or config.num_particles)
-    results["checkpoint"] = str(checkpoint)
+    num_particles = num_particles or config.num_particles
+    results = _evaluate(vma, config, test, num_samples, num_particles)
+    results.update(
+        {
+            # what train_vma's results say of the evaluation, so that the two compare
+            "dataset": config.dataset,
+            "image_size": test.event_shape[-1],
+            "binarization": test.binarize,
+            "split": "test",
+            "device": str(evaluation_device()),
+            "num_particles": num_particles,
+            "bounds": _bounds(config.address, num_samples, num_particles),
+            "checkpoint": str(checkpoint),
+        }
+    )
     per_epoch = min(config.steps_per_epoch, config.steps) if config.mode != "learned" else None
     results["figures"] = _figures(vma, results, saved.history, out_dir, per_epoch)
     write_results(results, out_dir)
