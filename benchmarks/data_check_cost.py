@@ -13,12 +13,12 @@ estimated from ``--steps`` timed SVI steps of batch 128.
 prints one JSON object.
 """
 
-import argparse
 import json
 import platform
 import statistics
 import time
 
+import arguments
 import pyro
 import torch
 
@@ -27,13 +27,13 @@ from pyromem.train.data_checks import check_training_data
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-data", type=int, default=60000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--device", default="cpu")
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-data", type=arguments.positive_int, default=60000)
+    parser.add_argument("--repeats", type=arguments.positive_int, default=3)
+    parser.add_argument("--steps", type=arguments.positive_int, default=20)
+    arguments.add_device(parser)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     generator = torch.Generator().manual_seed(0)
     x = torch.bernoulli(torch.full((args.num_data, 1, 28, 28), 0.3), generator=generator)
     vae = VAE((1, 28, 28), 50, hidden=(400,)).to(device)

@@ -37,7 +37,6 @@ figures are only as good as it was quiet.
 prints one JSON object.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 
+import arguments
 import lightning
 import pyro
 import torch
@@ -185,24 +185,26 @@ def lightning_step_cost_ms(steps, device, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-data", type=int, default=4000)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-data", type=arguments.positive_int, default=4000)
+    parser.add_argument("--epochs", type=arguments.positive_int, default=10)
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=128)
+    parser.add_argument("--repeats", type=arguments.positive_int, default=3)
+    parser.add_argument(
+        "--threads", type=arguments.positive_int, default=None, help="torch threads"
+    )
     parser.add_argument("--no-jit", action="store_true", help="leave out the JitTrace_ELBO runs")
     parser.add_argument(
         "--floor-steps",
-        type=int,
+        type=arguments.positive_int,
         default=2000,
         help="steps of the trivial step that measures Lightning's own cost per step",
     )
-    parser.add_argument("--device", default="cpu")
+    arguments.add_device(parser)
     args = parser.parse_args()
+    device = arguments.device(parser, args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     load_before = os.getloadavg()
     generator = torch.Generator().manual_seed(0)
     data = torch.bernoulli(torch.full((args.num_data, 1, 28, 28), 0.3), generator=generator)

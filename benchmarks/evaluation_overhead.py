@@ -22,13 +22,13 @@ steadier when other jobs load the machine.
 prints one JSON object.
 """
 
-import argparse
 import json
 import math
 import platform
 import statistics
 import time
 
+import arguments
 import torch
 from torch.distributions import Normal, kl_divergence
 
@@ -59,18 +59,28 @@ def hand_elbo(vae, x, num_particles):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256, help="test images per pass")
-    parser.add_argument("--num-samples", type=int, default=1000, help="K of IWAE-K")
-    parser.add_argument("--chunk", type=int, default=100, help="draws per vectorised pass")
-    parser.add_argument("--num-particles", type=int, default=10, help="draws of the ELBO")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--device", default="cpu")
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--batch", type=arguments.positive_int, default=256, help="test images per pass"
+    )
+    parser.add_argument(
+        "--num-samples", type=arguments.positive_int, default=1000, help="K of IWAE-K"
+    )
+    parser.add_argument(
+        "--chunk", type=arguments.positive_int, default=100, help="draws per vectorised pass"
+    )
+    parser.add_argument(
+        "--num-particles", type=arguments.positive_int, default=10, help="draws of the ELBO"
+    )
+    parser.add_argument("--repeats", type=arguments.positive_int, default=5)
+    parser.add_argument(
+        "--threads", type=arguments.positive_int, default=None, help="torch threads"
+    )
+    arguments.add_device(parser)
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((args.batch, 1, 28, 28), 0.3)).to(device)
     vae = VAE((1, 28, 28), latent_dim=50, hidden=(400,)).to(device).eval()

@@ -12,11 +12,11 @@ all in nats per image. Prints one JSON object.
     python benchmarks/kpp_accountings.py [--checkpoint PATH] [--lengths 2 4 8 16 32]
 """
 
-import argparse
 import json
 import tempfile
 import time
 
+import arguments
 import torch
 
 from pyromem.data import load
@@ -24,18 +24,30 @@ from pyromem.experiments import kpp as recipe
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a K++ checkpoint (default: train the demo's)")
     parser.add_argument(
-        "--epochs", type=int, default=recipe.DEMO_SETTINGS["full"]["epochs"], help="epochs of K++"
+        "--epochs",
+        type=arguments.positive_int,
+        default=recipe.DEMO_SETTINGS["full"]["epochs"],
+        help="epochs of K++",
     )
-    parser.add_argument("--size", type=int, default=16, help="image side of the trained K++")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[2, 4, 8, 16, 32])
-    parser.add_argument("--num-particles", type=int, default=10)
-    parser.add_argument("--num-samples", type=int, default=100, help="K of IWAE-K (0: none)")
-    parser.add_argument("--max-episodes", type=int, help="test episodes per T (default: all)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--size", type=arguments.positive_int, default=16, help="image side of the trained K++"
+    )
+    parser.add_argument(
+        "--lengths", type=arguments.positive_int, nargs="+", default=[2, 4, 8, 16, 32]
+    )
+    parser.add_argument("--num-particles", type=arguments.positive_int, default=10)
+    parser.add_argument(
+        "--num-samples", type=arguments.non_negative_int, default=100, help="K of IWAE-K (0: none)"
+    )
+    parser.add_argument(
+        "--max-episodes", type=arguments.positive_int, help="test episodes per T (default: all)"
+    )
+    arguments.add_device(parser)
     args = parser.parse_args()
+    device = arguments.device(parser, args.device)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.checkpoint
@@ -74,7 +86,7 @@ def main():
             args.num_particles,
             args.num_samples,
             seed=data.get("seed", 0),
-            device=torch.device(args.device),
+            device=device,
             max_episodes=args.max_episodes,
         )
     print(

@@ -21,11 +21,11 @@ Measurements are in docs/models/kanerva.md.
         [--same-class] [--key-scale 3] [--variants kpp zero_writer ...] [--device cuda]
 """
 
-import argparse
 import json
 import platform
 import statistics
 
+import arguments
 import pyro
 import torch
 from torch import nn
@@ -94,18 +94,18 @@ def train_and_score(model, train, test, seed, steps, same_class):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--episode-length", type=int, default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=arguments.positive_int, default=300)
+    parser.add_argument("--episode-length", type=arguments.positive_int, default=2)
+    parser.add_argument("--seeds", type=arguments.non_negative_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--same-class", action="store_true")
     parser.add_argument(
         "--key-scale", type=float, default=None, help="spatial_read's key_scale (default: its own)"
     )
-    parser.add_argument("--device", default="cpu")
+    arguments.add_device(parser)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     options = dict(OPTIONS)
     if args.key_scale is not None:
         options["key_scale"] = args.key_scale

@@ -9,12 +9,12 @@ are medians of repeated runs in one process, K++ and the VAE taken alternately, 
     python benchmarks/kpp_throughput.py [--steps 20] [--repeats 5] [--threads 1] [--device cuda]
 """
 
-import argparse
 import json
 import platform
 import statistics
 import time
 
+import arguments
 import pyro
 import torch
 
@@ -44,16 +44,18 @@ def trainer(model, x):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--episodes", type=int, default=16)
-    parser.add_argument("--length", type=int, default=8)
-    parser.add_argument("--size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--device", default="cpu")
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=arguments.positive_int, default=20)
+    parser.add_argument("--repeats", type=arguments.positive_int, default=5)
+    parser.add_argument("--episodes", type=arguments.positive_int, default=16)
+    parser.add_argument("--length", type=arguments.positive_int, default=8)
+    parser.add_argument("--size", type=arguments.positive_int, default=16)
+    parser.add_argument(
+        "--threads", type=arguments.positive_int, default=None, help="torch threads"
+    )
+    arguments.add_device(parser)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     pyro.enable_validation(False)

@@ -29,12 +29,12 @@ library form also runs in bfloat16 and float16. Times are medians of
 prints one JSON object.
 """
 
-import argparse
 import json
 import platform
 import statistics
 import time
 
+import arguments
 import torch
 
 from pyromem.memory import GaussianMixtureMemory
@@ -99,19 +99,30 @@ def timed(run, repeats, sync):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", type=arguments.positive_int, nargs="+", default=[1000, 10000, 100000]
+    )
+    parser.add_argument("--batch", type=arguments.positive_int, default=1024)
+    parser.add_argument("--dim", type=arguments.positive_int, default=64)
+    parser.add_argument("--steps", type=arguments.positive_int, default=10)
+    parser.add_argument("--repeats", type=arguments.positive_int, default=3)
     parser.add_argument("--naive-max-gib", type=float, default=3.0)
-    parser.add_argument("--chunked-size", type=int, default=1_000_000)
-    parser.add_argument("--chunked-steps", type=int, default=None, help="default: --steps")
-    parser.add_argument("--chunk", type=int, default=65536)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--chunked-size", type=arguments.positive_int, default=1_000_000, help="at least --batch"
+    )
+    parser.add_argument(
+        "--chunked-steps", type=arguments.positive_int, default=None, help="None: --steps"
+    )
+    parser.add_argument("--chunk", type=arguments.positive_int, default=65536)
+    arguments.add_device(parser)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    if args.chunked_size < args.batch:
+        parser.error(
+            f"argument --chunked-size: {args.chunked_size} is less than --batch {args.batch}"
+            " (its queries are some of its patterns)"
+        )
+    device = arguments.device(parser, args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     generator = torch.Generator().manual_seed(0)
     batch, dim, steps = args.batch, args.dim, args.steps

@@ -13,13 +13,13 @@ reported as a ratio.
 prints one JSON object.
 """
 
-import argparse
 import copy
 import json
 import platform
 import statistics
 import time
 
+import arguments
 import pyro
 import torch
 from torch.distributions import Normal
@@ -49,13 +49,15 @@ def timed(step, steps, sync):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", default="cpu")
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--steps", type=arguments.positive_int, default=300, help="timed steps of each loss"
+    )
+    parser.add_argument("--warmup", type=arguments.non_negative_int, default=20)
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=128)
+    arguments.add_device(parser)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     torch.manual_seed(0)
     num_data = 60_000
 
@@ -84,9 +86,9 @@ def main():
     # alternate short blocks so that drifts in machine load hit both alike
     pyro_times, torch_times = [], []
     block = 10
-    for _ in range(max(1, args.steps // block)):
-        pyro_times += timed(pyro_step, block, sync)
-        torch_times += timed(torch_step, block, sync)
+    for done in range(0, args.steps, block):
+        pyro_times += timed(pyro_step, min(block, args.steps - done), sync)
+        torch_times += timed(torch_step, min(block, args.steps - done), sync)
     pyro_median = statistics.median(pyro_times)
     torch_median = statistics.median(torch_times)
     print(

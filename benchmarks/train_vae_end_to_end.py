@@ -16,7 +16,6 @@ subprocesses, interpreter start-up included; the ratio is the figure.
 prints one JSON object.
 """
 
-import argparse
 import json
 import platform
 import subprocess
@@ -25,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import arguments
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -103,22 +103,27 @@ def hand_script(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--num-images", type=int, default=5000, help="train and test")
-    parser.add_argument("--num-samples", type=int, default=1000, help="K of IWAE-K")
-    parser.add_argument("--device", default="cpu")
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=arguments.positive_int, default=30)
+    parser.add_argument(
+        "--num-images", type=arguments.positive_int, default=5000, help="train and test"
+    )
+    parser.add_argument(
+        "--num-samples", type=arguments.positive_int, default=1000, help="K of IWAE-K"
+    )
+    arguments.add_device(parser)
     parser.add_argument("--hand", action="store_true", help="run the hand-written script")
     parser.add_argument("--data", help="(with --hand) the .npz")
     parser.add_argument("--out", help="(with --hand) the folder of its figures")
     args = parser.parse_args()
+    device = arguments.device(parser, args.device)
     if args.hand:
         print(json.dumps(hand_script(args)))
         return
     with tempfile.TemporaryDirectory() as folder:
         data, out = Path(folder) / "images.npz", Path(folder) / "runs"
         write_images(data, args.num_images)
-        accelerator = "gpu" if torch.device(args.device).type == "cuda" else "cpu"
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
         commands = {
             "pyromem": [
                 *(sys.executable, "-m", "pyromem", "train", "vae", "--dataset", "npz"),
@@ -143,7 +148,6 @@ def main():
                 raise SystemExit(f"{name} failed:\n{run.stderr[-3000:]}")
             found = json.loads(run.stdout.strip().splitlines()[-1])
             results[name] = {k: found[k] for k in ("test_elbo_nats", "test_log_likelihood_nats")}
-    device = torch.device(args.device)
     print(
         json.dumps(
             {

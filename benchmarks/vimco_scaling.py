@@ -29,6 +29,7 @@ import platform
 import subprocess
 import sys
 
+import arguments
 import pyro
 import pyro.distributions as dist
 import torch
@@ -143,19 +144,23 @@ def reset_peak_rss():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--particles", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
-    parser.add_argument("--repeats", type=int, default=200, help="gradients per K")
-    parser.add_argument("--memory-particles", type=int, nargs="*", default=[100, 1000, 5000])
-    parser.add_argument("--num-data", type=int, default=20, help="N, datapoints per step")
-    parser.add_argument("--device", default="cpu")
+    parser = arguments.Parser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--particles", type=arguments.at_least_two, nargs="+", default=[2, 4, 8, 16, 32, 64]
+    )
+    parser.add_argument(
+        "--repeats", type=arguments.at_least_two, default=200, help="gradients per K"
+    )
+    parser.add_argument(
+        "--memory-particles", type=arguments.at_least_two, nargs="*", default=[100, 1000, 5000]
+    )
+    parser.add_argument(
+        "--num-data", type=arguments.positive_int, default=20, help="N, datapoints per step"
+    )
+    arguments.add_device(parser)
     parser.add_argument("--child", nargs=2, metavar=("ESTIMATOR", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if min(args.particles + args.memory_particles, default=2) < 2:
-        parser.error("VIMCO needs K >= 2 particles")
-    if args.repeats < 2 or args.num_data < 1:
-        parser.error("--repeats must be at least 2 and --num-data at least 1")
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     if args.child:
         name, k = args.child
         print(json.dumps({"mib": peak_memory_mib(name, int(k), args.num_data, device)}))

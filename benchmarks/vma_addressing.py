@@ -27,12 +27,12 @@ step), and with ``--profile N`` the N operators of the step that take the most t
     python benchmarks/vma_addressing.py --sizes 16 64 --repeats 3 --device cuda
 """
 
-import argparse
 import json
 import platform
 import statistics
 import time
 
+import arguments
 import pyro
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -92,23 +92,30 @@ def operator_profile(model, elbo, x, memory, top, steps=5):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--image", type=int, default=16, help="image side")
-    parser.add_argument("--particles", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
+    parser = arguments.Parser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes", type=arguments.positive_int, nargs="+", default=[16, 64, 256, 1024, 4096]
+    )
+    parser.add_argument("--batch", type=arguments.positive_int, default=32)
+    parser.add_argument("--image", type=arguments.positive_int, default=16, help="image side")
+    parser.add_argument("--particles", type=arguments.positive_int, default=4)
+    parser.add_argument("--repeats", type=arguments.positive_int, default=5)
+    arguments.add_device(parser)
+    parser.add_argument(
+        "--threads", type=arguments.positive_int, default=None, help="torch's CPU threads"
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
-        "--profile", type=int, default=0, help="list this many of VIMCO's top operators"
+        "--profile",
+        type=arguments.non_negative_int,
+        default=0,
+        help="list this many of VIMCO's top operators",
     )
     args = parser.parse_args()
     if "vimco" not in args.methods:
         parser.error("--methods: the ratios are to vimco, which must be among them")
     methods = [m for m in METHODS if m in args.methods]
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = (1, args.image, args.image)

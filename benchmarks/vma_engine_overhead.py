@@ -16,13 +16,13 @@ process, and reported as a ratio.
 prints one JSON object.
 """
 
-import argparse
 import json
 import platform
 import statistics
 import tempfile
 import time
 
+import arguments
 import pyro
 import torch
 
@@ -57,13 +57,13 @@ def hand_loop(vma, elbo, train, config, device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = arguments.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=arguments.positive_int, default=200)
+    parser.add_argument("--repeats", type=arguments.positive_int, default=3)
     parser.add_argument("--address", default="enum", choices=["enum", "vimco"])
-    parser.add_argument("--device", default="cpu")
+    arguments.add_device(parser)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = arguments.device(parser, args.device)
     config = VMAConfig.build(
         mode="fewshot",
         dataset="glyphs",
