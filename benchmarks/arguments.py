@@ -37,11 +37,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def parser(description):
-    """A :class:`Parser` with ``description``."""
-    return Parser(description=description)
-
-
 def _integer(text, least, words):
     try:
         value = int(text)
@@ -65,6 +60,17 @@ def non_negative_int(text):
 def at_least_two(text):
     """An argparse ``type``: an integer of at least 2."""
     return _integer(text, 2, "must be an integer of at least 2")
+
+
+def add_threads(parser):
+    """Add the scripts' ``--threads``: torch's CPU threads (unset: torch's default)."""
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch's CPU threads")
+
+
+def set_threads(threads):
+    """Give torch ``threads`` CPU threads, where ``--threads`` was given."""
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def add_device(parser, help="torch device: cpu, cuda or cuda:N (or mps)"):

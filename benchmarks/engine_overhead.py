@@ -190,9 +190,7 @@ def main():
     parser.add_argument("--epochs", type=arguments.positive_int, default=10)
     parser.add_argument("--batch-size", type=arguments.positive_int, default=128)
     parser.add_argument("--repeats", type=arguments.positive_int, default=3)
-    parser.add_argument(
-        "--threads", type=arguments.positive_int, default=None, help="torch threads"
-    )
+    arguments.add_threads(parser)
     parser.add_argument("--no-jit", action="store_true", help="leave out the JitTrace_ELBO runs")
     parser.add_argument(
         "--floor-steps",
@@ -203,8 +201,7 @@ def main():
     arguments.add_device(parser)
     args = parser.parse_args()
     device = arguments.device(parser, args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    arguments.set_threads(args.threads)
     load_before = os.getloadavg()
     generator = torch.Generator().manual_seed(0)
     data = torch.bernoulli(torch.full((args.num_data, 1, 28, 28), 0.3), generator=generator)

@@ -73,13 +73,10 @@ def main():
         "--num-particles", type=arguments.positive_int, default=10, help="draws of the ELBO"
     )
     parser.add_argument("--repeats", type=arguments.positive_int, default=5)
-    parser.add_argument(
-        "--threads", type=arguments.positive_int, default=None, help="torch threads"
-    )
+    arguments.add_threads(parser)
     arguments.add_device(parser)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    arguments.set_threads(args.threads)
     device = arguments.device(parser, args.device)
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((args.batch, 1, 28, 28), 0.3)).to(device)

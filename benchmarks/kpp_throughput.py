@@ -50,14 +50,11 @@ def main():
     parser.add_argument("--episodes", type=arguments.positive_int, default=16)
     parser.add_argument("--length", type=arguments.positive_int, default=8)
     parser.add_argument("--size", type=arguments.positive_int, default=16)
-    parser.add_argument(
-        "--threads", type=arguments.positive_int, default=None, help="torch threads"
-    )
+    arguments.add_threads(parser)
     arguments.add_device(parser)
     args = parser.parse_args()
     device = arguments.device(parser, args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    arguments.set_threads(args.threads)
     pyro.enable_validation(False)
     images = load("digits", "train", size=args.size, binarize="static").images
     x = sample_episodes(

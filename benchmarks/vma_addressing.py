@@ -101,9 +101,7 @@ def main():
     parser.add_argument("--particles", type=arguments.positive_int, default=4)
     parser.add_argument("--repeats", type=arguments.positive_int, default=5)
     arguments.add_device(parser)
-    parser.add_argument(
-        "--threads", type=arguments.positive_int, default=None, help="torch's CPU threads"
-    )
+    arguments.add_threads(parser)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
         "--profile",
@@ -116,8 +114,7 @@ def main():
         parser.error("--methods: the ratios are to vimco, which must be among them")
     methods = [m for m in METHODS if m in args.methods]
     device = arguments.device(parser, args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    arguments.set_threads(args.threads)
     shape = (1, args.image, args.image)
     nets = {"latent_dim": 16, "embedding_dim": 64, "hidden": (128,)}
     torch.manual_seed(0)
