@@ -50,6 +50,12 @@ def test_every_preset_passes_the_checks(config, preset):
         ("retrieval --methods GMM --checkpoint {file}", "checkpoint: ignored unless methods"),
         ("retrieval --methods GMM NTM --resume", "resume: ignored unless methods names a VAE"),
         ("retrieval --capacity-sizes 5 10", "capacity_sizes: ignored unless capacity is set"),
+        ("retrieval --methods GMM --vae-epochs 5", "vae_epochs: ignored unless methods names"),
+        ("retrieval --checkpoint {file} --vae-scale 0.3", "vae_scale: ignored with checkpoint"),
+        (
+            "retrieval --preset authors-code --checkpoint {file} --vae-latent-dim 8",
+            "vae_latent_dim: ignored with checkpoint",
+        ),
         ("retrieval --capacity --memory-size 50", "memory_size: ignored by the capacity sweep"),
         ("retrieval --capacity --corruptions clean mask-4", "corruptions: the capacity sweep"),
         ("retrieval --capacity --capacity-sizes 5 1", "capacity_sizes: expected a value >= 2"),
@@ -94,6 +100,39 @@ def test_an_option_that_would_change_nothing_is_refused_before_any_work(
 def test_options_that_apply_are_accepted(config, values):
     built = config.build(**values)
     assert {name: getattr(built, name) for name in values} == values
+
+
+def test_options_a_preset_or_a_file_sets_are_not_refused_where_ignored_nor_stored(tmp_path):
+    # the paper's preset is few-shot; recall ignores its classes, shots and queries
+    built = VMAConfig.build(preset="paper", mode="recall")
+    assert built.classes == VMAConfig.presets["paper"]["classes"]
+    assert {"classes", "shots", "queries"}.isdisjoint(built.to_dict())
+    assert built.to_dict()["steps"] == VMAConfig.presets["paper"]["steps"]
+    # a copy keeps that baseline; a value given beyond it is refused
+    assert built.replace(dataset="digits").classes == built.classes
+    with pytest.raises(ValueError, match="^classes: ignored unless mode is 'fewshot'"):
+        VMAConfig.build(preset="paper", mode="recall", classes=3)
+    with pytest.raises(ValueError, match="^classes: ignored unless mode is 'fewshot'"):
+        VMAConfig(mode="recall", classes=3)
+    # the authors' VAE settings, where a checkpoint's VAE is loaded: kept out of config.toml
+    checkpoint = tmp_path / "vae.ckpt"
+    checkpoint.write_bytes(b"")
+    built = RetrievalConfig.build(preset="authors-code", checkpoint=str(checkpoint))
+    saved = built.save(tmp_path / "config.toml").read_text()
+    assert "vae_scale" not in saved and "vae_net" not in saved and "checkpoint" in saved
+    # a file's settings are a baseline as a preset's are: the run's file with a checkpoint
+    trained = tmp_path / "trained.toml"
+    RetrievalConfig.build(vae_epochs=7, vae_scale=0.2).save(trained)
+    again = RetrievalConfig.build(file=trained, checkpoint=str(checkpoint))
+    assert "vae_epochs" not in again.to_dict() and again.to_dict()["checkpoint"] == str(checkpoint)
+
+
+def test_a_run_folder_stores_only_the_options_its_settings_use(tmp_path):
+    saved = VMAConfig.build(mode="recall").save(tmp_path / "config.toml").read_text()
+    keys = {line.split(" = ")[0] for line in saved.splitlines()}
+    assert {"steps", "memory_size", "batch_size"} <= keys
+    assert keys.isdisjoint({"epochs", "classes", "shots", "temperature", "channels"})
+    assert VMAConfig.build(file=tmp_path / "config.toml") == VMAConfig.build(mode="recall")
 
 
 def test_vma_warm_up_is_checked_against_the_epochs_trained():

@@ -6,7 +6,6 @@ the recipes (:mod:`pyromem.experiments.vae`, ``vma``, ``kanerva``, ``retrieval``
 set-ups (docs/presets.md).
 """
 
-import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +63,6 @@ def check_checkpoint_file(path) -> None:
     """
     if path is not None and not Path(path).is_file():
         raise ValueError(f"checkpoint: no checkpoint file at {path}")
-
-
-def refuse_ignored(config, ignored) -> None:
-    """Refuse an option given a value other than its default that the config's other settings
-    ignore: the run would store it in ``config.toml`` and change nothing.
-
-    :param config: an :class:`~pyromem.experiments.options.Options`.
-    :param dict ignored: ``{option: why}``, the options these settings ignore, each with the
-        end of the one-line error (e.g. ``"unless mode is 'fewshot'"``).
-    """
-    defaults = {field.name: field.default for field in dataclasses.fields(config)}
-    for name, why in ignored.items():
-        if getattr(config, name) != defaults[name]:
-            raise ValueError(f"{name}: ignored {why}; leave it out")
 
 
 def _case_guess(name, known) -> str:
@@ -202,10 +187,8 @@ class VAEConfig(RunOptions, EngineOptions, DataOptions):
     num_samples: int = option(1000, "K of the IWAE-K test bound", minimum=1)
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
 
-    def check(self):
-        super().check()
-        if self.net == "conv":
-            refuse_ignored(self, {"hidden": "by net 'conv', whose widths are fixed"})
+    def ignored(self):
+        return {"hidden": "by net 'conv', whose widths are fixed"} if self.net == "conv" else {}
 
 
 @dataclass
@@ -318,8 +301,10 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
             return self.epochs
         return self.steps // min(self.steps_per_epoch, self.steps)
 
+    def ignored(self):
+        return vma_ignored(self.mode, self.address, self.net)
+
     def check(self):
-        refuse_ignored(self, vma_ignored(self.mode, self.address, self.net))
         if self.mode != "learned":
             if self.steps_per_epoch > self.steps:
                 # fewer steps than an epoch's train as one epoch of them all: the default
@@ -344,7 +329,7 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
 
 def vma_ignored(mode, address, net) -> dict:
     """The options of :class:`VMAConfig` that a VMA run in ``mode`` with ``address`` and ``net``
-    ignores, as :func:`refuse_ignored` takes them."""
+    ignores, as :meth:`~pyromem.experiments.options.Options.ignored` gives them."""
     ignored = {
         name: f"unless mode is {' or '.join(map(repr, modes))}, got mode {mode!r}"
         for name, modes in MODE_OPTIONS.items()
@@ -413,10 +398,13 @@ class KPPConfig(RunOptions, EngineOptions, DataOptions):
     num_particles: int = option(10, "draws of the test ELBO", minimum=1)
     num_threads: int | None = option(None, "torch's CPU threads while this runs", minimum=1)
 
+    def ignored(self):
+        if self.encoder == "resnet18-tsm":
+            return {}
+        return {"encoder_width": "unless encoder is 'resnet18-tsm'"}
+
     def check(self):
         super().check()
-        if self.encoder != "resnet18-tsm":
-            refuse_ignored(self, {"encoder_width": "unless encoder is 'resnet18-tsm'"})
         for name, dims in (("memory_shape", "C H W"), ("block_shape", "H W")):
             shape = getattr(self, name)
             if shape is not None and len(shape) != len(dims.split()):
@@ -505,7 +493,6 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
         refuse_repeats("capacity_sizes", self.capacity_sizes)
         # imported here, not above: the command line parses its flags before torch loads
         from pyromem.retrieval.corruptions import parse_corruption
-        from pyromem.retrieval.methods import LATENT_METHODS
 
         for name in self.corruptions or ():
             try:
@@ -517,14 +504,22 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
                 f"corruptions: the capacity sweep queries with one corruption, got "
                 f"{len(self.corruptions)}"
             )
+
+    def ignored(self):
+        from pyromem.retrieval.methods import LATENT_METHODS
+
         ignored = {}
         if self.capacity:
             ignored["memory_size"] = "by the capacity sweep, whose N are capacity_sizes"
         else:
             ignored["capacity_sizes"] = "unless capacity is set"
+        vae_options = ("vae_epochs", "vae_net", "vae_latent_dim", "vae_scale", "vae_augment")
         if self.methods is not None and not set(self.methods) & set(LATENT_METHODS):
-            ignored["checkpoint"] = ignored["resume"] = "unless methods names a VAE-* method"
-        refuse_ignored(self, ignored)
+            why = "unless methods names a VAE-* method"
+            ignored.update(dict.fromkeys(("checkpoint", "resume", *vae_options), why))
+        elif self.checkpoint is not None:
+            ignored.update(dict.fromkeys(vae_options, "with checkpoint, whose VAE is loaded"))
+        return ignored
 
 
 @dataclass

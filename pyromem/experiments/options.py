@@ -10,6 +10,7 @@ Precedence, lowest first: the defaults, a preset, a config file, the flags
 given on the command line (or the keyword arguments given in Python).
 """
 
+import contextvars
 import dataclasses
 import difflib
 import importlib
@@ -25,6 +26,12 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+
+
+#: The values a preset and a config file set, while :meth:`Options.build` makes a config from
+#: them: an option that the other settings ignore is refused only when it is given beyond
+#: them (a preset for one mode may set options that another mode ignores).
+_BASELINE = contextvars.ContextVar("baseline", default=None)
 
 
 class Choices(Sequence):
@@ -126,10 +133,43 @@ class Options:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             setattr(self, field.name, _checked(field, value))
+        self._baseline = dict(_BASELINE.get() or {})
+        self._refuse_ignored()
         self.check()
 
     def check(self) -> None:
         """Checks across options, or beyond a type and a range; raise ``ValueError``."""
+
+    def ignored(self) -> dict[str, str]:
+        """The options that this config's other settings ignore, each with the end of its
+        one-line error, e.g. ``{"hidden": "by net 'conv', whose widths are fixed"}``.
+
+        Such an option is refused when given a value of its own (a run would store it and
+        change nothing), and is left out of :meth:`to_dict` and ``config.toml``.
+        """
+        return {}
+
+    def _refuse_ignored(self):
+        fields = {field.name: field for field in dataclasses.fields(self)}
+        for name, why in self.ignored().items():
+            # the baseline: what the preset and the config file set, else the default
+            if name in self._baseline:
+                try:
+                    baseline = _checked(fields[name], self._baseline[name])
+                except ValueError:
+                    baseline = None
+            else:
+                baseline = fields[name].default
+            if getattr(self, name) != baseline:
+                raise ValueError(f"{name}: ignored {why}; leave it out")
+
+    def replace(self, **changes):
+        """A copy with ``changes``, built as this config was (over its preset and file)."""
+        token = _BASELINE.set(self._baseline)
+        try:
+            return dataclasses.replace(self, **changes)
+        finally:
+            _BASELINE.reset(token)
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -154,6 +194,7 @@ class Options:
             merged.update(cls.presets[preset])
         if file is not None:
             merged.update(read_config_file(file, cls.recipe))
+        baseline = dict(merged)
         merged.update(values)
         unknown = sorted(set(merged) - set(cls.option_names()))
         if unknown:
@@ -163,13 +204,19 @@ class Options:
                 f"{unknown[0]}: not an option of {cls.recipe}; {guess}its options are "
                 f"{', '.join(cls.option_names())}"
             )
-        return cls(**merged)
+        token = _BASELINE.set(baseline)
+        try:
+            return cls(**merged)
+        finally:
+            _BASELINE.reset(token)
 
     def to_dict(self) -> dict:
-        """The options as a JSON-able dict (tuples as lists)."""
+        """The options as a JSON-able dict (tuples as lists), less those :meth:`ignored`."""
+        ignored = self.ignored()
         return {
             name: list(value) if isinstance(value, tuple) else value
             for name, value in dataclasses.asdict(self).items()
+            if name not in ignored
         }
 
     def start_run(self, out_dir) -> Path:
@@ -203,15 +250,16 @@ class Options:
             path.write_text(replaced[0])
 
     def save(self, path) -> Path:
-        """Write the config as TOML, with ``recipe`` first; unset options and those not
-        ``stored`` (:func:`option`) are omitted."""
+        """Write the config as TOML, with ``recipe`` first; unset options, those not
+        ``stored`` (:func:`option`) and those :meth:`ignored` are omitted."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"recipe = {json.dumps(self.recipe)}"]
         values = self.to_dict()
         for field in dataclasses.fields(self):
-            if values[field.name] is not None and field.metadata.get("stored", True):
-                lines.append(f"{field.name} = {_toml_value(values[field.name])}")
+            value = values.get(field.name)
+            if value is not None and field.metadata.get("stored", True):
+                lines.append(f"{field.name} = {_toml_value(value)}")
         path.write_text("\n".join(lines) + "\n")
         return path
 

@@ -30,7 +30,6 @@ stand for q(a|x) in the slot counts and the few-shot classification. Data are
 statically binarised.
 """
 
-import dataclasses
 import json
 import math
 import sys
@@ -334,7 +333,7 @@ def run(config, out_dir):
         learned; the sweep and classification accuracies for fewshot), figures.
     """
     if config.dataset is None:
-        config = dataclasses.replace(config, dataset=DATASET[config.mode])
+        config = config.replace(dataset=DATASET[config.mode])
     episodic = config.mode != "learned"
     with torch_threads(config.num_threads):
         start = time.perf_counter()
@@ -427,7 +426,7 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
             f"checkpoint {checkpoint} holds a {saved.config.get('model')!r} model, expected 'vma'"
         )
     options = saved.config["options"]
-    # a run before VMAConfig refused the options its mode ignores may have stored some: they
+    # a run before the stored options left out those its mode ignores may hold some: they
     # changed nothing then, and are left out now
     ignored = vma_ignored(options["mode"], options["address"], options.get("net", "mlp"))
     options = {name: value for name, value in options.items() if name not in ignored}
