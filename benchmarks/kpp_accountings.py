@@ -48,12 +48,18 @@ def main():
     arguments.add_device(parser)
     args = parser.parse_args()
     device = arguments.device(parser, args.device)
+    if args.checkpoint is None and device.index not in (None, 0):
+        # the engine trains on its first devices; CUDA_VISIBLE_DEVICES picks which they are
+        parser.error(
+            f"argument --device: the K++ trained here takes the device's kind, not an index "
+            f"({args.device!r}); give {device.type} with CUDA_VISIBLE_DEVICES, or --checkpoint"
+        )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.checkpoint
         if checkpoint is None:
-            options = dict(recipe.DEMO_NETS, size=args.size, accelerator=args.device)
-            if args.device != "cpu":
+            options = dict(recipe.DEMO_NETS, size=args.size, accelerator=device.type)
+            if device.type != "cpu":
                 options.pop("num_threads")
             trained = recipe.train_kpp(
                 out_dir=folder,

@@ -9,8 +9,9 @@
 
 Every command writes results.json and figures to --out (and the run's full
 config to config.toml); with --json it prints one JSON object on stdout and
-sends progress to stderr. Each option's default, choices and help come from
-the recipe's config class (pyromem.experiments.configs).
+sends progress to stderr (a command that fails prints none, and exits non-zero).
+Each option's default, choices and help come from the recipe's config class
+(pyromem.experiments.configs).
 """
 
 import argparse

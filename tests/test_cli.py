@@ -230,6 +230,15 @@ def test_bad_input_gets_one_clear_line(capsys, tmp_path, argv, message):
     assert "pyromem: error:" in err and message in err
 
 
+def test_a_failed_command_prints_no_json_and_exits_non_zero(capsys, tmp_path):
+    # the contract of --json: one object on stdout for a result, nothing for a failure
+    argv = ["train", "vae", "--dataset", "digits", "--hidden", "0", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("pyromem: error: hidden:") and captured.err.count("\n") == 1
+
+
 def test_corrupt_checkpoint(capsys, tmp_path):
     bad = tmp_path / "last.ckpt"
     bad.write_bytes(b"\x00not a checkpoint")
