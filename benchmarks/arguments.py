@@ -6,6 +6,7 @@ stderr with argparse's exit status 2, before the script does any work.
 """
 
 import argparse
+import platform
 
 import torch
 
@@ -99,3 +100,11 @@ def device(parser, name):
     elif found.type != "cpu":
         parser.error(f"argument --device: {name!r} is not supported here (cpu, cuda, cuda:N, mps)")
     return found
+
+
+def device_name(device):
+    """What a figure names its device by: the GPU's name, or the CPU's (the machine's
+    architecture where the platform does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()

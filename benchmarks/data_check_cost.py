@@ -14,7 +14,6 @@ prints one JSON object.
 """
 
 import json
-import platform
 import statistics
 import time
 
@@ -68,9 +67,7 @@ def main():
             {
                 "benchmark": "data_check_cost",
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "workload": f"{args.num_data} binary images 1x28x28, VAE 784-400-50, batch 128",
                 "check_seconds": check_s,
                 "epoch_seconds_estimated": epoch_s,

@@ -40,7 +40,6 @@ prints one JSON object.
 import json
 import logging
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -328,9 +327,7 @@ def main():
             {
                 "benchmark": "engine_overhead",
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "workload": f"MLP VAE 784-400-50, {args.num_data} images, batch "
                 f"{args.batch_size}, {args.epochs} epochs, no eval data, median of {args.repeats}",
                 "hand_loop_ms_per_step": hand_ms,

@@ -24,7 +24,6 @@ prints one JSON object.
 
 import json
 import math
-import platform
 import statistics
 import time
 
@@ -131,9 +130,7 @@ def main():
             {
                 "benchmark": "evaluation_overhead",
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "threads": torch.get_num_threads(),
                 "batch": args.batch,
                 "num_samples": args.num_samples,

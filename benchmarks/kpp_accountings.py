@@ -99,7 +99,8 @@ def main():
         json.dumps(
             {
                 "benchmark": "kpp_accountings",
-                "device": args.device,
+                "device": str(device),
+                "device_name": arguments.device_name(device),
                 "checkpoint": args.checkpoint or f"demo K++, {args.epochs} epochs",
                 "trained_episode_length": saved.config["episode_length"],
                 "same_class": bool(data.get("same_class")),

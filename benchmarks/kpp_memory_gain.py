@@ -22,7 +22,6 @@ Measurements are in docs/models/kanerva.md.
 """
 
 import json
-import platform
 import statistics
 
 import arguments
@@ -139,9 +138,7 @@ def main():
                 "what": "conditional ELBO per test image after a short training, nats",
                 "config": vars(args),
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "results": results,
             },
             indent=2,

@@ -10,7 +10,6 @@ are medians of repeated runs in one process, K++ and the VAE taken alternately, 
 """
 
 import json
-import platform
 import statistics
 import time
 
@@ -84,9 +83,7 @@ def main():
                 "what": "training images/s, Trace_ELBO + Adam, median of repeats",
                 "config": vars(args),
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "torch_threads": torch.get_num_threads(),
                 "kpp_images_per_s": kpp_rate,
                 "vae_images_per_s": vae_rate,

@@ -30,7 +30,6 @@ prints one JSON object.
 """
 
 import json
-import platform
 import statistics
 import time
 
@@ -233,9 +232,7 @@ def main():
             {
                 "benchmark": "retrieval_throughput",
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "workload": f"{steps} fixed-point steps, B = {batch} queries, d = {dim}, "
                 f"sigma = {sigma}, median of {args.repeats}",
                 "torch_threads": torch.get_num_threads(),

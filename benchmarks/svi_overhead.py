@@ -15,7 +15,6 @@ prints one JSON object.
 
 import copy
 import json
-import platform
 import statistics
 import time
 
@@ -99,9 +98,7 @@ def main():
                 "batch_size": args.batch_size,
                 "steps": len(pyro_times),
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "torch_threads": torch.get_num_threads(),
                 "pyromem_trace_elbo_step_ms": 1e3 * pyro_median,
                 "hand_written_step_ms": 1e3 * torch_median,

@@ -17,7 +17,6 @@ prints one JSON object.
 """
 
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -153,9 +152,7 @@ def main():
             {
                 "benchmark": "train_vae_end_to_end",
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "workload": f"MLP VAE 784-400-50, {args.num_images} images (4/5 train), "
                 f"{args.epochs} epochs, held-out ELBO every epoch, IWAE-{args.num_samples}",
                 "seconds": seconds,

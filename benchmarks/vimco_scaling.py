@@ -25,7 +25,6 @@ q(a | x) = Cat(softmax(U x + b)), q(z | x, a) = N(A x + d_a, diag σ²).
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 
@@ -186,12 +185,8 @@ def main():
         json.dumps(
             {
                 "benchmark": "vimco_scaling",
-                "device": args.device,
-                "device_name": (
-                    torch.cuda.get_device_name(device)
-                    if device.type == "cuda"
-                    else platform.processor() or platform.machine()
-                ),
+                "device": str(device),
+                "device_name": arguments.device_name(device),
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "num_data": args.num_data,

@@ -28,7 +28,6 @@ step), and with ``--profile N`` the N operators of the step that take the most t
 """
 
 import json
-import platform
 import statistics
 import time
 
@@ -149,10 +148,9 @@ def main():
         json.dumps(
             {
                 "benchmark": "vma_addressing",
-                "device": str(device)
-                + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+                "device": str(device),
+                "device_name": arguments.device_name(device),
                 "torch_threads": torch.get_num_threads(),
-                "machine": platform.processor() or platform.machine(),
                 "batch": args.batch,
                 "image_shape": list(shape),
                 "vimco_particles": args.particles,

@@ -17,7 +17,6 @@ prints one JSON object.
 """
 
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -120,9 +119,7 @@ def main():
             {
                 "benchmark": "vma_engine_overhead",
                 "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
+                "device_name": arguments.device_name(device),
                 "workload": f"VMA few-shot on glyphs 16x16, {config.classes} classes x "
                 f"{config.shots} shots, {config.queries} queries per class, address "
                 f"{config.address}, {config.steps} steps, median of {args.repeats}",

@@ -58,6 +58,8 @@ def test_benchmark_prints_json(script):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
     assert result["benchmark"] == script.removesuffix(".py")
+    # every figure names the device it was measured on (issue 15.7)
+    assert result["device"] == "cpu" and result["device_name"]
     if script == "svi_overhead.py":  # --steps 3: three timed steps, not a rounded ten
         assert result["steps"] == 3
 
