@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from pyromem.cli import build_parser, main
-from pyromem.experiments.configs import KPPConfig, RetrievalConfig, VAEConfig, VMAConfig
+from pyromem.experiments.configs import (
+    CompareEstimatorsConfig,
+    CompareGuidesConfig,
+    KPPConfig,
+    RetrievalConfig,
+    VAEConfig,
+    VMAConfig,
+)
 from pyromem.experiments.options import Options
 from pyromem.experiments.registry import COMMANDS, FAMILIES
 
@@ -51,6 +58,15 @@ def test_every_preset_passes_the_checks(config, preset):
         ("retrieval --methods GMM NTM --resume", "resume: ignored unless methods names a VAE"),
         ("retrieval --capacity-sizes 5 10", "capacity_sizes: ignored unless capacity is set"),
         ("retrieval --methods GMM --vae-epochs 5", "vae_epochs: ignored unless methods names"),
+        ("compare-guides --memory-size 20", "memory_size: ignored unless model is 'memory-vae'"),
+        (
+            "compare-estimators --estimators enum vimco --temperature 0.3",
+            "temperature: ignored unless estimators names 'gumbel'",
+        ),
+        (
+            "compare-estimators --estimators rws --max-tuples 10",
+            "max_tuples: ignored unless estimators names 'vimco'",
+        ),
         ("retrieval --checkpoint {file} --vae-scale 0.3", "vae_scale: ignored with checkpoint"),
         (
             "retrieval --preset authors-code --checkpoint {file} --vae-latent-dim 8",
@@ -95,6 +111,9 @@ def test_an_option_that_would_change_nothing_is_refused_before_any_work(
             {"capacity": True, "capacity_sizes": (5, 10), "corruptions": ("mask-4",)},
         ),
         (RetrievalConfig, {"methods": ("GMM", "VAE-GMM"), "resume": True}),
+        (CompareGuidesConfig, {"model": "memory-vae", "memory_size": 20}),
+        (CompareEstimatorsConfig, {"temperature": 0.3, "max_tuples": 10}),
+        (CompareEstimatorsConfig, {"estimators": ("gumbel", "nvil"), "baseline_steps": 3}),
     ],
 )
 def test_options_that_apply_are_accepted(config, values):

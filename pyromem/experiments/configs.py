@@ -541,6 +541,9 @@ class CompareGuidesConfig(RunOptions, ImageSource):
     lr: float = option(0.05, "rate of the refinements", above=0)
     iterative_steps: int = option(200, "training steps of the iterative guide's update", minimum=1)
 
+    def ignored(self):
+        return {} if self.model == "memory-vae" else {"memory_size": "unless model is 'memory-vae'"}
+
 
 @dataclass
 class CompareEstimatorsConfig(RunOptions, ImageSource):
@@ -586,6 +589,20 @@ class CompareEstimatorsConfig(RunOptions, ImageSource):
                 f"estimators: unknown estimator {unknown[0]!r}; known: {', '.join(ADDRESSES)}"
             )
         refuse_repeats("estimators", self.estimators)
+
+    def ignored(self):
+        if self.estimators is None:  # all of them
+            return {}
+        return {
+            name: f"unless estimators names {estimator!r}"
+            for name, estimator in (
+                ("temperature", "gumbel"),
+                ("baseline_steps", "nvil"),
+                ("posterior_samples", "rws"),
+                ("max_tuples", "vimco"),
+            )
+            if estimator not in self.estimators
+        }
 
 
 @dataclass
