@@ -7,7 +7,10 @@ For a model p(x, z) = Π_s p(z_s | pa_s) Π_o p(x_o | pa_o) and a guide q(z | x)
 where each KL is conditional on the particle's parents and is computed
 analytically when torch registers ``kl_divergence`` for the pair of
 distributions, and by the single-sample Monte Carlo estimate
-log q(z_s) − log p(z_s) otherwise. Both are averaged over ``num_particles``
+log q(z_s) − log p(z_s) otherwise. Masks (:func:`~pyro.poutine.mask`, e.g. missing data)
+apply as in Pyro's ELBOs: a log-likelihood and log p by the model's mask, log q and an
+analytic KL by the guide's; scales (a subsampled plate's, :func:`~pyro.poutine.scale`) do
+not, so that each datapoint is scored once. Both are averaged over ``num_particles``
 draws from the guide: the trial run that finds the plate nesting (and checks
 the arguments, under Pyro's validation setting), then the others vectorised in
 one pass, traced and scored without validation.
@@ -22,8 +25,10 @@ from torch.distributions import kl_divergence
 from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
     latent_sites,
+    masked,
     observed_sites,
     particle_traces,
+    site_log_prob,
     trial_traces,
 )
 from pyromem.diagnostics.units import bits_per_dim
@@ -72,11 +77,13 @@ class ELBODecomposition:
 
 
 def _site_kl(model_site, guide_site):
+    # masked as Pyro's ELBOs mask the terms: log q by the guide's mask and log p by the
+    # model's (Trace_ELBO), an analytic KL by the guide's (TraceMeanField_ELBO)
     try:
-        return kl_divergence(guide_site["fn"], model_site["fn"]), True
+        kl = kl_divergence(guide_site["fn"], model_site["fn"])
     except NotImplementedError:
-        value = guide_site["value"]
-        return guide_site["fn"].log_prob(value) - model_site["fn"].log_prob(value), False
+        return site_log_prob(guide_site) - site_log_prob(model_site), False
+    return masked(kl, guide_site), True
 
 
 def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
@@ -107,8 +114,7 @@ def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
             # is analytic
             terms, analytic = {}, {}
             for name in observed:
-                site = model_trace.nodes[name]
-                terms[name] = site["fn"].log_prob(site["value"])
+                terms[name] = site_log_prob(model_trace.nodes[name])
             for name in latent:
                 terms[name], analytic[name] = _site_kl(
                     model_trace.nodes[name], guide_trace.nodes[name]

@@ -12,6 +12,8 @@ import contextlib
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
 from pyromem.infer.traces import per_datapoint, plate_nesting
@@ -50,11 +52,22 @@ def check_sites(model_trace, guide_trace, name=None):
         )
     missing = [s for s in latent_sites(model_trace) if s not in guide_trace.nodes]
     if missing:
-        sites = [s for s, n in guide_trace.nodes.items() if n["type"] == "sample"]
+        sites = [
+            s
+            for s, n in guide_trace.nodes.items()
+            if n["type"] == "sample" and not site_is_subsample(n)
+        ]
         guide = "the guide" if name is None else f"guide {name!r}"
+        enumerated = [s for s in missing if model_trace.nodes[s]["infer"].get("enumerate")]
+        why = (
+            f" ({enumerated} enumerated in the model: these diagnostics draw every latent site "
+            "from the guide and do not sum enumerated sites out)"
+            if enumerated
+            else ""
+        )
         raise ValueError(
             f"{guide} has no sample site for the model's latent site(s) {missing}; "
-            f"its sample sites: {sites}"
+            f"its sample sites: {sites}{why}"
         )
 
 
@@ -131,6 +144,22 @@ def observed_sites(model_trace):
     ]
 
 
+def masked(term, site):
+    """A site's log-density (or KL) term with the site's mask applied, as Pyro's ELBOs apply
+    it: zero where :func:`~pyro.poutine.mask` (or ``obs_mask``) masks the site out, e.g. the
+    missing entries of a datapoint. The site's scale (a data plate's subsampling,
+    :func:`~pyro.poutine.scale`) is not: the diagnostics score each datapoint once."""
+    mask = site["mask"]
+    if isinstance(mask, bool):  # poutine.mask(mask=False) masks every entry
+        return term if mask else torch.zeros_like(term)
+    return scale_and_mask(term, mask=mask)
+
+
+def site_log_prob(site):
+    """``site["fn"].log_prob(site["value"])``, masked as Pyro masks it (:func:`masked`)."""
+    return masked(site["fn"].log_prob(site["value"]), site)
+
+
 def log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=False):
     """log p(x, z) − log q(z | x) of each particle, from the traces of :func:`particle_traces`.
 
@@ -145,7 +174,7 @@ def log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=False):
     """
 
     def log_prob(site):
-        value = site["fn"].log_prob(site["value"])
+        value = site_log_prob(site)
         return value if keep_dims else per_datapoint(value, site, plate_nesting)
 
     log_weight = 0.0

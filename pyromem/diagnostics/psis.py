@@ -43,6 +43,7 @@ from pyromem.diagnostics.particles import (
     max_plate_nesting,
     observed_sites,
     particle_traces,
+    site_log_prob,
 )
 from pyromem.infer.traces import per_datapoint
 
@@ -202,7 +203,7 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
             site = model_trace.nodes[name]
             predictive[name] = site_draws(site, site["fn"].sample())
             log_likelihood[name] = draws(
-                per_datapoint(site["fn"].log_prob(site["value"]), site, nesting).expand(-1, batch)
+                per_datapoint(site_log_prob(site), site, nesting).expand(-1, batch)
             )
             observed[name] = site["value"].reshape(predictive[name].shape[2:]).double().cpu()
     dims = {"log_importance_ratio": ["datapoint"]}

@@ -122,16 +122,18 @@ class LastCheckpoint(CheckpointCallback):
     ``on_train_epoch_end``, so the saved history includes the epoch just finished.
 
     :param path: the checkpoint file, e.g. ``out_dir/checkpoints/last.ckpt``.
+    :param int epochs_saved: the epochs the file holds already (those of a resumed run).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, epochs_saved: int = 0):
         self.path = Path(path)
-        #: the epochs completed in the last checkpoint this callback saved (0: none yet)
-        self.epochs_saved = 0
+        #: the epochs completed in the checkpoint at ``path`` that this run wrote or resumed
+        #: from (0: none yet)
+        self.epochs_saved = epochs_saved
 
     def on_train_epoch_end(self, trainer, pl_module):
         # a non-finite state never replaces the last good checkpoint
-        check_finite_parameters(pl_module, trainer.current_epoch + 1)
+        check_finite_parameters(pl_module, trainer.current_epoch + 1, trainer)
         trainer.save_checkpoint(self.path)
         self.epochs_saved = trainer.current_epoch + 1
 
@@ -216,13 +218,24 @@ def check_resumable(path, model, config) -> "Checkpoint":
             continue
         if key == "training" and key not in saved.config:
             continue  # written before the training settings were stored
-        difference = _first_difference(saved.config.get(key), config.get(key), key)
+        now = config.get(key)
+        if key == "training":
+            # a setting stored since (epochs, of the cosine and one-cycle schedules) is not
+            # checked against a checkpoint written before
+            now = {name: value for name, value in now.items() if name in saved.config[key]}
+        difference = _first_difference(saved.config.get(key), now, key)
         if difference is not None:
             name, was, now = difference
             name = name.removeprefix("training.")
+            why = (
+                f"; its {saved.config[key]['lr_schedule']} schedule spans the run's epochs, "
+                "which a resume must keep (the constant schedule lets them change)"
+                if key == "training" and name == "epochs"
+                else ""
+            )
             raise ValueError(
                 f"resume: the checkpoint {path} was trained with {name}={was!r}, "
-                f"this run has {name}={now!r}"
+                f"this run has {name}={now!r}{why}"
             )
     current = model.state_dict()
     for name, value in saved.state_dict.items():

@@ -22,10 +22,21 @@ class TrainingDiverged(ArithmeticError):
     """Training met a non-finite loss, gradient or parameter; the run stopped."""
 
 
-def _cause(pl_module) -> str:
+def _kept(trainer) -> str:
+    """What the run leaves on disk: the last good checkpoint, or none when it diverged before
+    its first save (the first epoch of a run that does not resume)."""
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        # pyromem.train.checkpoint.LastCheckpoint: the epochs its file holds for this run
+        saved = getattr(callback, "epochs_saved", 0)
+        if saved:
+            return f"the last good checkpoint, {callback.path}, is kept ({saved} epochs)"
+    return "no checkpoint was written, since no epoch was completed"
+
+
+def _cause(trainer, pl_module) -> str:
     return (
         f"likely a learning rate too high (lr={pl_module.lr:g}) or data outside the "
-        "likelihood's support; the last good checkpoint is kept"
+        f"likelihood's support; {_kept(trainer)}"
     )
 
 
@@ -48,7 +59,9 @@ class DivergenceGuard(Callback):
             what = f"the loss is {loss.item()}"
         else:
             what = "the gradient's norm is not finite"
-        raise TrainingDiverged(f"training diverged at {where}: {what}; {_cause(pl_module)}")
+        raise TrainingDiverged(
+            f"training diverged at {where}: {what}; {_cause(trainer, pl_module)}"
+        )
 
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
@@ -62,7 +75,7 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def check_finite_parameters(module, epoch) -> None:
+def check_finite_parameters(module, epoch, trainer=None) -> None:
     """Raise :class:`TrainingDiverged` if a parameter of ``module`` is not finite."""
     named = list(module.named_parameters())
     if all_finite([parameter.detach() for _, parameter in named]):
@@ -70,5 +83,5 @@ def check_finite_parameters(module, epoch) -> None:
     name = next(name for name, parameter in named if not torch.isfinite(parameter).all())
     raise TrainingDiverged(
         f"training diverged in epoch {epoch}: parameter {name} is not finite; "
-        "the last good checkpoint is kept"
+        + (_kept(trainer) if trainer is not None else "the last good checkpoint is kept")
     )

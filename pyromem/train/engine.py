@@ -2,6 +2,7 @@
 
 import json
 import logging
+import numbers
 import os
 import signal
 import sys
@@ -172,7 +173,8 @@ def fit(
     :param int eval_every: score ``eval_data`` every this many epochs (and after the last).
     :param int eval_particles: guide draws of the held-out ELBO.
     :param int epochs: total number of epochs, counting those of a resumed run (at
-        least those its checkpoint holds).
+        least those its checkpoint holds; under a cosine or one-cycle schedule, which
+        spans the run, the same as the run resumed).
     :param batch_size: datapoints per step (per device), or ``None``: each item is a step.
     :param float lr: Adam learning rate (the peak of a schedule).
     :param str lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at the end of the run)
@@ -191,8 +193,10 @@ def fit(
         an ETA on a file or pipe (:class:`~pyromem.train.progress.EpochLines`), unless
         ``callbacks`` holds a progress bar of its own.
     :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model),
-        with ``lr_schedule``, ``warmup_epochs`` and ``batch_size`` added under ``"training"``:
-        a resumed run must keep them (and ``config``), and may change the rates and epochs.
+        with ``lr_schedule``, ``warmup_epochs`` and ``batch_size`` (and ``epochs`` under a
+        cosine or one-cycle schedule) added under ``"training"``: a resumed run must keep
+        them (and ``config``), and may change the rates (and, under a constant
+        schedule, the epochs).
     :param callbacks: extra Lightning callbacks.
     :param drop_labels: items are ``(image, label)`` pairs to train on the image;
         ``None`` asks the dataset (:func:`pyromem.train.batches.yields_labels`:
@@ -208,6 +212,24 @@ def fit(
         the interrupt on).
     """
     dataset = _as_dataset(train_data)
+    if batch_size is None and isinstance(dataset, (_TensorDataset, ImageDataset)):
+        # each item would be one datapoint passed as a whole step's arguments: its first
+        # dim taken for the batch's datapoints, trained without an error on nonsense
+        raise ValueError(
+            "batch_size: None makes each item of train_data one step's arguments (an episode), "
+            f"but train_data is a {type(train_data).__name__} of {len(dataset)} datapoints; "
+            f"batch_size={len(dataset)} trains on all of them at every step"
+        )
+    _check_options(
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        gradient_clip_val=gradient_clip_val,
+        resume=resume,
+        progress=progress,
+        drop_labels=drop_labels,
+        callbacks=callbacks,
+    )
     if eval_data is not None:
         if not isinstance(eval_data, torch.Tensor):
             raise TypeError(
@@ -246,14 +268,16 @@ def fit(
     _check_strategy(strategy)
     # what a resumed run must share with the epochs its checkpoint holds: the schedule's
     # shape and the batches (the rates may change: SVIModule.on_train_start)
-    config = {
-        **config,
-        "training": {
-            "lr_schedule": lr_schedule,
-            "warmup_epochs": warmup_epochs,
-            "batch_size": batch_size,
-        },
+    training = {
+        "lr_schedule": lr_schedule,
+        "warmup_epochs": warmup_epochs,
+        "batch_size": batch_size,
     }
+    if lr_schedule != "constant":
+        # a cosine or one-cycle schedule spans the run: the scheduler a resume restores keeps
+        # its length, so more epochs would train at its final rate (0 for cosine)
+        training["epochs"] = epochs
+    config = {**config, "training": training}
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -297,8 +321,9 @@ def fit(
             drop_labels=False,
             name="eval_data",
         )
+        _check_scoring(model, eval_data, eval_particles)
     lightning.seed_everything(seed, verbose=False)
-    last_checkpoint = LastCheckpoint(checkpoint)
+    last_checkpoint = LastCheckpoint(checkpoint, saved.epoch if resume else 0)
     with _quiet_lightning(), _one_line_misconfiguration():
         trainer = lightning.Trainer(
             accelerator=accelerator,
@@ -380,6 +405,65 @@ def fit(
         epochs=trainer.current_epoch,
         device=str(trainer.strategy.root_device),
     )
+
+
+def _check_scoring(model, eval_data, eval_particles) -> None:
+    # the held-out ELBO after each epoch is elbo_decomposition's, whose own checks (every
+    # latent site drawn by the guide, every site in the data plate) would otherwise stop
+    # the run at the end of its first epoch, before that epoch's checkpoint
+    from pyromem.diagnostics import elbo_decomposition
+
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            elbo_decomposition(
+                model.model, model.guide, eval_data[:2].to(device), min(eval_particles, 2)
+            )
+    except (ValueError, TypeError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ValueError(
+            f"eval_data: the held-out ELBO (pyromem.diagnostics.elbo_decomposition) cannot "
+            f"score this model: {first_line}"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def _check_options(
+    *, lr, weight_decay, warmup_epochs, gradient_clip_val, resume, progress, drop_labels, callbacks
+) -> None:
+    # the types, before any comparison of the values would fail in torch's or Python's words
+    for name, value, none in (
+        ("lr", lr, False),
+        ("weight_decay", weight_decay, False),
+        ("warmup_epochs", warmup_epochs, False),
+        ("gradient_clip_val", gradient_clip_val, True),
+    ):
+        if not (none and value is None) and (
+            not isinstance(value, numbers.Real) or isinstance(value, bool)
+        ):
+            expected = "a float" + (" or None" if none else "")
+            raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+    for name, value, none in (
+        ("resume", resume, False),
+        ("progress", progress, False),
+        ("drop_labels", drop_labels, True),
+    ):
+        if not (isinstance(value, bool) or (none and value is None)):
+            expected = "True or False" + (" or None" if none else "")
+            raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, Sequence):
+        raise TypeError(
+            f"callbacks: expected a list of Lightning callbacks, got {type(callbacks).__name__}"
+        )
+    for index, callback in enumerate(callbacks):
+        if not isinstance(callback, Callback):
+            raise TypeError(
+                f"callbacks: expected Lightning callbacks, got {type(callback).__name__} "
+                f"{callback!r:.40} at index {index}"
+            )
 
 
 def _progress_lines(progress, callbacks) -> list:
