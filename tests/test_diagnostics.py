@@ -191,3 +191,13 @@ def test_an_enumerated_site_the_guide_lacks_is_named_as_enumerated():
 
     with pytest.raises(ValueError, match=r"sample sites: \[\] \(\['a'\] enumerated in the model"):
         elbo_decomposition(model, guide, torch.zeros(3))
+
+
+def test_a_gap_over_one_datapoint_has_no_standard_error():
+    from pyromem.diagnostics.compare_guides import paired_mean_se
+
+    mean, error = paired_mean_se(torch.tensor([0.7]))
+    assert mean == pytest.approx(0.7) and math.isnan(error)
+    mean, error = paired_mean_se(torch.tensor([1.0, 3.0]))
+    # std of (1, 3) is √2 (Bessel's correction), over √2
+    assert mean == 2.0 and error == pytest.approx(1.0)

@@ -339,9 +339,10 @@ def compare_guides(
 
 def paired_mean_se(values):
     """The mean of per-datapoint differences ``values`` (shape ``(B,)``) and its standard
-    error, std / √B (0 for one datapoint), as floats: the one estimate of a gap's
-    uncertainty in the table, the summary and the figure."""
-    error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    error, std / √B, as floats: the one estimate of a gap's uncertainty in the table, the
+    summary and the figure. One datapoint has no estimate of its spread: NaN, not 0, which
+    would make any gap look significant."""
+    error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.nan
     return values.mean().item(), error
 
 
