@@ -56,6 +56,21 @@ def test_fit_prints_a_line_per_epoch_where_stderr_is_no_terminal(tmp_path, capsy
         assert f"train ELBO {row['train_elbo_nats']:.2f} nats" in line
 
 
+def test_the_lines_name_the_datapoint_their_elbos_are_per(tmp_path, capsys):
+    from pyromem.data import load
+    from pyromem.experiments.kanerva import EpisodeDataset
+
+    digits = load("digits", "train", size=4, binarize="static").subset(range(40))
+    fit(VAE((1, 4, 4), 2, hidden=(8,)), digits, out_dir=tmp_path / "vae", epochs=1, batch_size=20)
+    assert "nats per image (" in capsys.readouterr().err
+    # K++ trains on episodes: its lines are per episode, its results per image
+    lines = EpochLines(io.StringIO(), per=EpisodeDataset(digits.images, 4, 10).datapoint)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True)
+    lines.on_train_start(trainer, None)
+    lines.on_train_epoch_end(trainer, SimpleNamespace(history=[{"train_elbo_nats": -400.0}]))
+    assert "train ELBO -400.00 nats per episode of 4 images (" in lines.stream.getvalue()
+
+
 def test_vae_evaluation_reports_each_tenth_of_its_draws(monkeypatch):
     # 300 images of 16 pixels, scored 256 then 44 at a time; a pass holds 20 480 pixels:
     # 5 draws of the 256 images, 29 of the 44

@@ -42,6 +42,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     value_range = (0.0, 1.0)
+    #: What one item is, as the training engine's progress lines name their ELBOs' unit.
+    datapoint = "image"
 
     def __init__(
         self,

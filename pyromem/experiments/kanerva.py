@@ -72,6 +72,8 @@ class EpisodeDataset(Dataset):
     def __init__(self, images, length, num_episodes, same_class=False):
         self.images, self.length, self.num_episodes = images, length, num_episodes
         self.same_class = same_class
+        # the engine's datapoint, as its progress lines name it
+        self.datapoint = f"episode of {length} images"
 
     def __len__(self):
         return self.num_episodes

@@ -191,7 +191,9 @@ def fit(
     :param gradient_clip_val: clip the gradient norm to this value (``None``: no clipping).
     :param bool progress: show progress: Lightning's bar on a terminal, one line per epoch with
         an ETA on a file or pipe (:class:`~pyromem.train.progress.EpochLines`), unless
-        ``callbacks`` holds a progress bar of its own.
+        ``callbacks`` holds a progress bar of its own. The lines name the unit of their ELBOs
+        by the dataset's ``datapoint`` attribute where it has one (``"image"`` for an
+        :class:`~pyromem.data.ImageDataset`).
     :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model),
         with ``lr_schedule``, ``warmup_epochs`` and ``batch_size`` (and ``epochs`` under a
         cosine or one-cycle schedule) added under ``"training"``: a resumed run must keep
@@ -343,7 +345,7 @@ def fit(
                     metrics_csv, eval_data, every=eval_every, num_particles=eval_particles
                 ),
                 last_checkpoint,
-                *_progress_lines(progress, callbacks),
+                *_progress_lines(progress, callbacks, getattr(dataset, "datapoint", None)),
             ],
         )
         # Creating a DataLoader iterator draws a seed from its generator. Drawn from
@@ -466,11 +468,11 @@ def _check_options(
             )
 
 
-def _progress_lines(progress, callbacks) -> list:
+def _progress_lines(progress, callbacks, per) -> list:
     # after EpochMetrics, whose row of the epoch the lines print
     if not progress or sys.stderr.isatty() or any(isinstance(c, ProgressBar) for c in callbacks):
         return []
-    return [EpochLines()]
+    return [EpochLines(per=per)]
 
 
 def _as_dataset(train_data) -> Dataset:

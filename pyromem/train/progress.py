@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import ProgressBar
 
 class EpochLines(ProgressBar):
     """Lightning's progress bar as one line per completed epoch, on rank zero:
-    ``epoch 3/20: train ELBO -123.45 nats, eval ELBO -121.02 nats (4.1 s, ETA 70 s)``.
+    ``epoch 3/20: train ELBO -123.45 nats per image, eval ELBO -121.02 nats per image (4.1 s,
+    ETA 70 s)``.
 
     The ELBOs are those of the epoch's row of ``metrics.csv`` (the module's ``history``, which
     :class:`~pyromem.train.metrics.EpochMetrics` appends before this callback runs). The ETA
@@ -21,11 +22,13 @@ class EpochLines(ProgressBar):
     counts from where it resumed).
 
     :param stream: a text stream; ``None`` writes to ``sys.stderr`` as it is at each line.
+    :param str per: what one datapoint of the training data is, e.g. ``"image"`` or
+        ``"episode of 4 images"``: the lines then say ``nats per image``; ``None``: ``nats``.
     """
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, per=None):
         super().__init__()
-        self.stream = stream
+        self.stream, self.per = stream, per
         self._enabled = True
         self._start, self._first_epoch = 0.0, 0
 
@@ -46,7 +49,7 @@ class EpochLines(ProgressBar):
         left = (total - epoch) * elapsed / (epoch - self._first_epoch)
         row = pl_module.history[-1] if pl_module.history else {}
         values = [
-            f"{label} {row[key]:.2f} nats"
+            f"{label} {row[key]:.2f} nats" + (f" per {self.per}" if self.per else "")
             for key, label in (("train_elbo_nats", "train ELBO"), ("eval_elbo_nats", "eval ELBO"))
             if key in row
         ]
