@@ -40,7 +40,8 @@ class HopfieldPriorVAE(nn.Module):
 
     def prior(self):
         # one Hopfield step reads the memory against itself: each slot moves towards the slots
-        # it resembles, and the cleaned slots are the mixture's means (Hopfield weights)
+        # it resembles, and the cleaned slots are the mixture's means (Hopfield weights
+        # w_k ∝ exp(‖m̃_k‖² / 2σ²): the distribution's default β = 1/σ², not the read's β)
         read = torch.softmax(self.beta * self.memory @ self.memory.T, -1) @ self.memory
         return GaussianMixtureMemory(read, scale=self.scale, weights="hopfield")
 

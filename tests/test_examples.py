@@ -58,3 +58,24 @@ def test_new_memory_model_example_compares_three_guides():
     assert list(summary["guides"]) == ["amortized", "gaussian-2", "iterative-5"]
     for row in summary["guides"].values():
         assert row["elbo_nats"] <= row["iwae_nats"] + 1.0 and row["khat_mean"] == row["khat_mean"]
+
+
+def test_new_memory_model_weights_are_those_the_tutorial_states():
+    # docs/tutorial-new-memory-model.md: w_k ∝ exp(‖m̃_k‖² / 2σ²), the distribution's default
+    # β = 1/σ², not the read's β (the page gave the read's β to both)
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "new_memory_model", EXAMPLES / "new_memory_model.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    net = example.HopfieldPriorVAE((1, 8, 8), beta=2.0, scale=0.5)
+    prior = net.prior()
+    memory = net.memory.detach()
+    read = torch.softmax(2.0 * memory @ memory.T, -1) @ memory
+    torch.testing.assert_close(prior.memory.detach(), read)
+    expected = (read.pow(2).sum(-1) / (2 * 0.5**2)).log_softmax(-1)
+    torch.testing.assert_close(prior.log_weights.detach(), expected)

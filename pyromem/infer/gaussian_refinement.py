@@ -114,7 +114,8 @@ class GaussianRefinement(Refinement):
 
     def initial(self, x, *args, **kwargs):
         r""":math:`\lambda_0`: the amortised guide's mean and log standard deviation, with the
-        base noise of this call, as a :class:`GaussianState`."""
+        base noise of this call, as a :class:`GaussianState`, checked against the model's
+        site (:meth:`~pyromem.infer.Refinement.check_site`)."""
         q = self.amortized(x, *args, **kwargs)
         loc, scale = q.mean, q.stddev
         if loc.dim() != 2 or scale.shape != loc.shape:
@@ -122,6 +123,7 @@ class GaussianRefinement(Refinement):
                 f"the guide's site {self.site!r} must have a mean and stddev of shape (B, d), "
                 f"got {tuple(loc.shape)} and {tuple(scale.shape)}"
             )
+        self.check_site(self.model_site(x, *args, **kwargs), loc)
         if not self.differentiable:
             loc, scale = loc.detach(), scale.detach()
         # the particles go left of every plate of the model, as Pyro's vectorised particles do

@@ -68,7 +68,12 @@ class PredictiveCoding(Refinement):
         self, model, guide, layers, num_steps=100, rate=0.1, fixed_predictions=False, site="z"
     ):
         super().__init__(model, guide, num_steps=num_steps, site=site)
-        layers = list(layers)
+        try:
+            layers = list(layers)
+        except TypeError:  # not iterable: an int, None, a single module
+            raise TypeError(
+                f"layers must be a non-empty list of modules, got {type(layers).__name__}"
+            ) from None
         if not layers or not all(callable(f) for f in layers):
             raise TypeError(f"layers must be a non-empty list of modules, got {layers!r}")
         _check_widths(layers)

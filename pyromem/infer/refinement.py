@@ -35,7 +35,7 @@ import torch
 from pyro.poutine.runtime import NonlocalExit
 
 from pyromem.checks import as_int
-from pyromem.models.plates import data_plate
+from pyromem.models.plates import DATA_PLATE, data_plate
 
 
 class Refinement:
@@ -43,8 +43,14 @@ class Refinement:
 
     Subclasses implement :meth:`step`. The guide is called as ``guide(x, *args, **kwargs)``
     with the model's arguments, and emits ``pyro.sample(site, Delta(z_hat).to_event(1))`` in
-    ``data_plate(x, num_data)``, ``num_data`` being the keyword argument of that name (the
-    pyromem convention ``model(x, num_data=None)``).
+    ``data_plate(x, num_data)``, ``num_data`` being the size of the model's data plate at
+    ``site`` (so it is right however ``num_data`` was passed, by keyword or by position).
+
+    The model must draw ``site`` inside ``pyro.plate("data", ...)``
+    (:func:`~pyromem.models.plates.data_plate`), one latent of event shape ``(d,)`` per
+    datapoint: every refinement scores each datapoint on its own, and a site outside that
+    plate, or a guide whose width is not the model's, is refused with a ``ValueError``
+    before the first step.
 
     :param callable model: the Pyro model, called as ``model(x, *args, **kwargs)``.
     :param callable guide: an amortised guide of the model with a sample site ``site`` whose
@@ -65,6 +71,9 @@ class Refinement:
         self.guide = guide
         self.num_steps = num_steps
         self.site = site
+        # the size of the model's data plate, read by check_site in the refinement of the
+        # current call, for the plate __call__ emits in
+        self._num_data = None
 
     def amortized(self, x, *args, **kwargs):
         """The amortised guide's distribution at ``site``, batch shape ``(B,)``, event ``(d,)``."""
@@ -79,11 +88,15 @@ class Refinement:
         return node["fn"]
 
     def initial(self, x, *args, **kwargs):
-        r""":math:`\hat z_0`, the amortised guide's mean of ``site``, shape ``(B, d)``."""
-        return self.amortized(x, *args, **kwargs).mean.detach()
+        r""":math:`\hat z_0`, the amortised guide's mean of ``site``, shape ``(B, d)``,
+        checked against the model's site (:meth:`check_site`)."""
+        z = self.amortized(x, *args, **kwargs).mean.detach()
+        self.check_site(self.model_site(x, *args, **kwargs), z)
+        return z
 
-    def prior(self, x, *args, **kwargs):
-        """The model's distribution at ``site`` (batch shape ``(B,)`` in the data plate).
+    def model_site(self, x, *args, **kwargs):
+        """The model's sample site ``site``, as Pyro's message: its ``fn``, ``is_observed`` and
+        ``cond_indep_stack`` (the plates around it).
 
         The model runs only up to the site: a nonlocal exit there spares the decoder.
         Latent sites the model draws before ``site``, if any, are drawn from their priors.
@@ -94,8 +107,44 @@ class Refinement:
                 escape(x, *args, **kwargs)
             except NonlocalExit as exit_:
                 exit_.reset_stack()
-                return exit_.site["fn"]
+                return exit_.site
         raise ValueError(f"model must have a sample site {self.site!r}, but it has none")
+
+    def prior(self, x, *args, **kwargs):
+        """The model's distribution at ``site`` (batch shape ``(B,)`` in the data plate)."""
+        return self.model_site(x, *args, **kwargs)["fn"]
+
+    def check_site(self, site, z):
+        r"""Checks that the model's ``site`` (a message of :meth:`model_site`) is a latent
+        of event shape ``(d,)`` in the data plate, ``d`` the width of the start
+        :math:`\hat z_0` (shape ``(B, d)``), and returns its distribution.
+
+        Refinements score each datapoint on its own (:func:`~pyromem.infer.traces.per_datapoint`):
+        in a plate of another name, every datapoint's score would be the whole batch's, and
+        the steps silently wrong. The size of the data plate is kept for :meth:`__call__`.
+
+        :raises ValueError: naming the site, the plates or the widths.
+        """
+        name = self.site
+        if site["is_observed"]:
+            raise ValueError(f"model's site {name!r} is observed; refine a latent site")
+        frames = [f for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
+        if not frames:
+            plates = [f.name for f in site["cond_indep_stack"]]
+            raise ValueError(
+                f"model's site {name!r} must lie in pyro.plate({DATA_PLATE!r}, ...) "
+                f"(pyromem.models.plates.data_plate), got plates {plates}"
+            )
+        event_shape = tuple(site["fn"].event_shape)
+        if z.dim() == 0 or event_shape != tuple(z.shape[-1:]):
+            raise ValueError(
+                f"the guide's site {name!r} must have the model's event shape {event_shape} per "
+                f"datapoint, got a guide mean of shape {tuple(z.shape)}: the guide does not "
+                "match the model"
+            )
+        frame = frames[0]
+        self._num_data = frame.size if frame.full_size is None else frame.full_size
+        return site["fn"]
 
     def step(self, z, x, *args, **kwargs):
         r"""One update :math:`\hat z_t \to \hat z_{t+1}`, both of shape ``(B, d)``."""
@@ -120,8 +169,12 @@ class Refinement:
         return dist.Delta(state).to_event(1)
 
     def __call__(self, x, *args, **kwargs):
+        self._num_data = None
         state = self.refine(x, *args, **kwargs)
-        with data_plate(x, kwargs.get("num_data")):
+        # the model's data plate, as check_site read it; a subclass that never checks the
+        # site falls back on the keyword argument
+        num_data = self._num_data if self._num_data is not None else kwargs.get("num_data")
+        with data_plate(x, num_data):
             return pyro.sample(self.site, self.distribution(state))
 
 

@@ -40,10 +40,23 @@ def similarity(keys, query, kind="normalized"):
     :param torch.Tensor query: query embeddings e^q, shape ``batch_shape + (E,)``.
     :param str kind: ``"normalized"`` (eq. 5), ``"dot"`` or ``"cosine"``.
     :returns: the similarities, shape ``batch_shape + (N,)``.
+    :raises TypeError: if ``keys`` or ``query`` is not a floating-point tensor, or their
+        dtypes differ.
+    :raises ValueError: if ``kind`` is unknown or the shapes do not match.
     """
     if kind not in SIMILARITIES:
         raise ValueError(f"kind: expected one of {SIMILARITIES}, got {kind!r}")
-    if keys.dim() != 2 or query.shape[-1:] != keys.shape[-1:]:
+    for name, value in (("keys", keys), ("query", query)):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(
+                f"{name}: expected a floating-point torch.Tensor, got "
+                f"{getattr(value, 'dtype', type(value).__name__)}"
+            )
+    if query.dtype != keys.dtype:
+        raise TypeError(
+            f"keys and query: expected one dtype, got keys {keys.dtype} and query {query.dtype}"
+        )
+    if keys.dim() != 2 or query.dim() == 0 or query.shape[-1:] != keys.shape[-1:]:
         raise ValueError(
             f"keys and query: expected keys (N, E) and query (..., E), got keys "
             f"{tuple(keys.shape)} and query {tuple(query.shape)}"

@@ -116,7 +116,7 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE):
     :param float key_scale: the key that moves or zooms a read by tanh(1) ≈ 76 % of
         its range (module docstring); 3 prior standard deviations by default.
     :returns: reads of shape ``broadcast(mem_batch, key_batch) + (K, C, h, w)``.
-    :raises TypeError: if an input is not a floating-point tensor.
+    :raises TypeError: if an input is not a floating-point tensor, or their dtypes differ.
     :raises ValueError: if the keys do not have 3 entries, the memory has fewer
         than 3 dims, the block does not fit in the memory or ``key_scale`` is not
         a positive number.
@@ -127,6 +127,12 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE):
                 f"{name} must be a floating-point torch.Tensor, got "
                 f"{getattr(value, 'dtype', type(value).__name__)}"
             )
+    if keys.dtype != memory.dtype:
+        # grid_sample would stop with "expected scalar type Float but found Double"
+        raise TypeError(
+            f"keys are {keys.dtype} but the memory is {memory.dtype}: convert one to the other "
+            "with .to(dtype)"
+        )
     if memory.dim() < 3:
         raise ValueError(f"memory must have shape (..., C, H, W), got {tuple(memory.shape)}")
     if keys.dim() < 2 or keys.shape[-1] != KEY_SIZE:

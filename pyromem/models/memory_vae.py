@@ -108,8 +108,10 @@ class MemoryVAE(SlotMemoryModel):
             or value.shape[0] == 0
         ):
             expected = {(None, shape[-1]): "(N, d)", (shape[-1],): "(d,)"}.get(shape, "(d, d)")
+            # N is the memory's own count; a precision has none
+            slots = "N >= 1 and " if None in shape else ""
             raise ValueError(
-                f"{name} must have shape {expected} with N >= 1 and d = {shape[-1]}, the "
+                f"{name} must have shape {expected} with {slots}d = {shape[-1]}, the "
                 f"latent width, got {tuple(value.shape)}"
             )
         return value.detach()

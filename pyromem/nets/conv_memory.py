@@ -26,6 +26,7 @@ from torch import nn
 
 from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of, flatten_batch
 
+from .dtypes import check_input_dtype
 from .encoders import MLPEncoder
 
 LEVELS = 3  # three stride-2 stages: 6 layers, stride 2 on every second (§4.2)
@@ -72,6 +73,7 @@ class DownscalingStack(nn.Module):
         :returns: a list of three feature maps ``batch_shape + shapes[l]``, finest first.
         """
         h, batch_shape = flatten_batch(m, self.input_shape, "m")
+        check_input_dtype(self, h, "m")
         features = []
         for stage in self.stages:
             h = stage(h)
@@ -184,6 +186,7 @@ class ConvMemoryDecoder(nn.Module):
         batch = torch.broadcast_shapes(
             batch_shape_of(z, (self.latent_dim,), "z"), skips[0].shape[:-3]
         )
+        check_input_dtype(self, z, "z")
         h = self.top(z.expand(batch + z.shape[-1:])).unflatten(-1, self.down.shapes[-1])
         h = h.reshape((-1,) + h.shape[-3:])
         for merge, up, skip, (height, width) in zip(

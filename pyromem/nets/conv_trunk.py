@@ -6,7 +6,9 @@ it) and Kanerva++'s image encoder f_enc (which normalises its features).
 
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes
+from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of
+
+from .dtypes import check_input_dtype
 
 
 class ConvTrunk(nn.Sequential):
@@ -42,3 +44,14 @@ class ConvTrunk(nn.Sequential):
         super().__init__(*layers, nn.Flatten(), nn.Linear(c_last * h * w, features), nn.ReLU())
         self.input_shape = input_shape
         self.features = features
+
+    def forward(self, x):
+        """
+        :param torch.Tensor x: images ``(N, C, H, W)``.
+        :returns: features ``(N, features)``.
+        """
+        if len(batch_shape_of(x, self.input_shape, "x")) != 1:
+            expected = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"x must have shape (N, {expected}), got {tuple(x.shape)}")
+        check_input_dtype(self, x, "x")
+        return super().forward(x)

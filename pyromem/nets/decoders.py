@@ -13,6 +13,7 @@ from torch import nn
 
 from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
 
+from .dtypes import check_input_dtype
 from .mlp import MLP
 
 
@@ -90,6 +91,7 @@ class ConvDecoder(nn.Module):
         :returns: parameters of shape ``batch_shape + param_shape``.
         """
         h, batch_shape = flatten_batch(z, (self.latent_dim,), "z")
+        check_input_dtype(self, h, "z")
         _, height, width = self.param_shape
         params = self.body(h)[..., :height, :width]
         return params.reshape(batch_shape + self.param_shape)

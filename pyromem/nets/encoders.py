@@ -15,6 +15,7 @@ from torch import nn
 from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
 
 from .conv_trunk import ConvTrunk
+from .dtypes import check_input_dtype
 
 # A floor on the scale keeps log q(z|x) and its gradients bounded when the
 # softplus saturates towards zero early in training.
@@ -66,6 +67,7 @@ class MLPEncoder(nn.Module):
         :returns: ``(loc, scale)``, each ``batch_shape + (latent_dim,)``.
         """
         h, batch_shape = flatten_batch(x, self.input_shape, "x")
+        check_input_dtype(self, h, "x")
         loc, scale = self.head(self.body(h.flatten(1)))
         return loc.reshape(batch_shape + loc.shape[1:]), scale.reshape(batch_shape + loc.shape[1:])
 
@@ -102,5 +104,6 @@ class ConvEncoder(nn.Module):
         :returns: ``(loc, scale)``, each ``batch_shape + (latent_dim,)``.
         """
         h, batch_shape = flatten_batch(x, self.input_shape, "x")
+        check_input_dtype(self, h, "x")
         loc, scale = self.head(self.body(h))
         return loc.reshape(batch_shape + loc.shape[1:]), scale.reshape(batch_shape + loc.shape[1:])

@@ -11,6 +11,8 @@ from torch import nn
 
 from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
 
+from .dtypes import check_input_dtype
+
 
 class MLP(nn.Module):
     """Linear layers with ReLUs between them, from ``in_features`` to ``out_shape``.
@@ -42,4 +44,5 @@ class MLP(nn.Module):
         :returns: ``batch_shape + out_shape``.
         """
         h, batch_shape = flatten_batch(v, (self.in_features,), self.input_name)
+        check_input_dtype(self, h, self.input_name)
         return self.body(h).reshape(batch_shape + self.out_shape)

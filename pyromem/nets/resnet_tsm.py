@@ -45,6 +45,8 @@ from torch import nn
 
 from pyromem.checks import as_positive_int, as_shape
 
+from .dtypes import check_input_dtype
+
 # The layout of ResNet-18: two BasicBlocks in each of four stages.
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
 STAGE_WIDTHS = (1, 2, 4, 8)
@@ -176,6 +178,9 @@ class ResNet18TSM(nn.Module):
         if x.dim() < 4 or x.shape[-3:] != self.image_shape:
             expected = ", ".join(map(str, self.image_shape))
             raise ValueError(f"x must have shape (*batch, T, {expected}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        check_input_dtype(self, x, "x")
         batch_shape, steps = x.shape[:-4], x.shape[-4]
         episode = (math.prod(batch_shape), steps)
         h = self.stem(x.reshape((math.prod(episode),) + self.image_shape))
