@@ -201,3 +201,13 @@ def test_a_gap_over_one_datapoint_has_no_standard_error():
     mean, error = paired_mean_se(torch.tensor([1.0, 3.0]))
     # std of (1, 3) is √2 (Bessel's correction), over √2
     assert mean == 2.0 and error == pytest.approx(1.0)
+
+
+def test_the_iwae_of_a_point_guide_is_refused():
+    # a MAP refinement's Delta gives log p(x, ẑ) as its "weight": no bound on log p(x)
+    from pyromem.infer import MAPRefinement
+
+    lg = LinearGaussian()
+    point = MAPRefinement(lg.model, lg.weak_guide, num_steps=1)
+    with pytest.raises(ValueError, match="^guide: a point mass .* no bound on log p"):
+        log_likelihood(lg.model, point, lg.sample(3), num_samples=5)

@@ -20,6 +20,7 @@ import torch
 
 from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
+    is_point_guide,
     log_ratio,
     max_plate_nesting,
     observed_sites,
@@ -141,11 +142,17 @@ def chunked_log_weights(
         followed by the plates' dims), and the number of observed scalars per datapoint.
     :raises TypeError: if ``on_pass`` is not callable (before any draw).
     :raises ValueError: if the model has no observed site or the guide lacks one of its
-        latent sites (:func:`~pyromem.diagnostics.particles.check_sites`).
+        latent sites (:func:`~pyromem.diagnostics.particles.check_sites`), or if the guide is
+        a point mass at one of them (its weight would be log p(x, ẑ), no bound on log p(x)).
     """
     check_on_pass(on_pass)
     with torch.no_grad():
         trial = trial_traces(model, guide, (x,), kwargs)
+        if is_point_guide(*trial):
+            raise ValueError(
+                "guide: a point mass (e.g. a MAP refinement) has no density to weight by: its "
+                "IWAE would be log p(x, ẑ), no bound on log p(x); use a guide with a density"
+            )
         nesting = plate_nesting(*trial)
         log_weight, num_dims = _log_weights(*trial, nesting, len(x), keep_dims)
         if chunk_size is None:
