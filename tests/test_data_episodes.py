@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -159,3 +160,20 @@ def test_errors(digits):
         sample_class_episodes(digits.images, 2, 3)
     with pytest.raises(ValueError, match="num_episodes"):
         sample_class_episodes(digits, 0, 3)
+
+
+def test_unlabelled_data_has_no_classes_to_draw_from(tmp_path, digits):
+    # a .npz without labels gives every image -1; read as one class, "same-class" episodes
+    # and few-shot episodes would silently be random ones
+    np.savez(tmp_path / "mine.npz", images=(digits.images[:20, 0] * 255).byte().numpy())
+    unlabelled = load("npz", root=tmp_path / "mine.npz")
+    assert unlabelled.labels.tolist() == [-1] * len(unlabelled)
+    message = r"^labels: every label of npz is -1 \(unlabelled"
+    with pytest.raises(ValueError, match=message):
+        sample_class_episodes(unlabelled, 2, 3)
+    with pytest.raises(ValueError, match=message):
+        sample_few_shot(unlabelled, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"^labels: every label of data is -1"):
+        sample_class_episodes(digits.images, 2, 3, labels=torch.full((len(digits),), -1))
+    # episodes that need no classes still draw from it
+    assert sample_episodes(unlabelled, 2, 3).shape == (2, 3, 1, 8, 8)

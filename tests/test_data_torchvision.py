@@ -1,5 +1,6 @@
 """The torchvision loaders, run offline on tiny files in torchvision's on-disk formats."""
 
+import importlib
 import os
 import pickle
 import struct
@@ -13,6 +14,8 @@ from PIL import Image
 from pyromem.data import load
 
 IDX_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+# the module, whose helpers pyromem.data does not export
+EXTERNAL = importlib.import_module("pyromem.data.external")
 
 
 def _write_idx(path, array):
@@ -168,3 +171,84 @@ def test_a_failed_download_is_one_line_that_says_where_the_files_go(
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{name}: could not download it into")
     assert "Name or service not known" in message and str(tmp_path) in message
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("keep", [0, 5000])
+def test_a_truncated_idx_file_is_named_as_unreadable_not_as_missing(tmp_path, keep):
+    # torchvision skips a download when the files exist: "pass download=True" would not help
+    _write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
+    _truncate(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte", keep)
+    with pytest.raises(ValueError) as info:
+        load("mnist", root=tmp_path)
+    message = str(info.value)
+    where = os.path.join(str(tmp_path), "MNIST", "raw")
+    assert message.startswith(f"mnist: the files under {where} cannot be read as mnist (")
+    assert "truncated" in message and "\n" not in message
+    assert load("mnist", "test", root=tmp_path).images.shape == (4, 1, 28, 28)  # intact files
+
+
+def test_idx_files_of_different_lengths_are_refused(tmp_path):
+    _write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
+    _write_idx(tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte", np.zeros(3, np.uint8))
+    with pytest.raises(
+        ValueError,
+        match=r"^mnist: .* holds 7 images \(train-images-idx3-ubyte\) "
+        r"and 3 labels \(train-labels-idx1-ubyte\)",
+    ):
+        load("mnist", root=tmp_path)
+
+
+def test_cifar10_files_torchvision_rejects_are_named_as_unreadable(tmp_path):
+    # without the md5 patch of test_cifar10, torchvision rejects these files as it rejects a
+    # damaged batch: they are there, so "not found, download it" would mislead
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(b"damaged")
+    with pytest.raises(
+        ValueError,
+        match=r"^cifar10: the files under .*cifar-10-batches-py "
+        r"cannot be read as cifar10 \(torchvision found a file missing",
+    ):
+        load("cifar10", root=tmp_path)
+
+
+def test_a_root_inside_the_dataset_folder_names_the_root_to_pass(tmp_path):
+    _write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
+    for inside in (tmp_path / "MNIST", tmp_path / "MNIST" / "raw"):
+        with pytest.raises(FileNotFoundError) as info:
+            load("mnist", root=inside)
+        message = str(info.value)
+        assert message.endswith(
+            f"root is the folder that holds MNIST/: pass root={str(tmp_path)!r} (--root)"
+        )
+        assert "download=True (--download)" not in message
+    # a folder named like the dataset's that does not hold it: no such advice
+    with pytest.raises(FileNotFoundError, match=r"download=True \(--download\)"):
+        load("fashion_mnist", root=tmp_path / "MNIST")
+
+
+def test_an_unreadable_omniglot_drawing_is_named(tmp_path):
+    _write_omniglot(
+        tmp_path, "images_background", {"Greek": ["c1"]}, [1, 2], np.random.default_rng(0)
+    )
+    path = tmp_path / "omniglot-py" / "images_background" / "Greek" / "c1" / "0001_01.png"
+    _truncate(path, 30)
+    with pytest.raises(ValueError, match=rf"^omniglot: cannot read {path} as an image"):
+        load("omniglot", root=tmp_path)
+    (tmp_path / "empty" / "omniglot-py" / "images_background").mkdir(parents=True)
+    with pytest.raises(ValueError, match="^omniglot: found no character images under"):
+        load("omniglot", root=tmp_path / "empty")
+
+
+def test_size_is_checked_before_the_files_are_read(tmp_path, monkeypatch):
+    def unread(*args, **kwargs):
+        raise AssertionError("the files were read before size was checked")
+
+    monkeypatch.setattr(EXTERNAL, "_open", unread)
+    for name in ("mnist", "fashion_mnist", "cifar10", "omniglot"):
+        with pytest.raises(ValueError, match="^size must be a positive int"):
+            load(name, root=tmp_path, size=0)

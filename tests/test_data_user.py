@@ -308,3 +308,86 @@ def test_npz_errors(tmp_path):
         load("npz", root=case(images=good[:1]))
     with pytest.raises(ValueError, match=r"download: npz data is the user's own.*--download"):
         load("npz", root=case(images=good), download=True)
+
+
+# ---------------------------------------------------------------- bad files and odd depths
+
+
+def test_imagefolder_16_bit_grey_keeps_its_levels(tmp_path):
+    # PIL's conversion of a 16-bit file to 8 bits clips every level above 255: these
+    # gradients would all load as white, reported as binary
+    levels = (np.arange(20).reshape(4, 5) * 3000).astype(np.uint16)
+    for cls in ("a", "b"):
+        for i in range(3):
+            _write_image(tmp_path / cls / f"{i}.png", levels + i)
+    assert Image.open(tmp_path / "a" / "0.png").mode.startswith("I")  # a 16-bit PNG
+    data = load("imagefolder", "train", root=tmp_path)
+    assert data.event_shape == (1, 4, 5) and data.support == "unit_interval"
+    expected = {i: torch.as_tensor((levels + i).astype(np.float32) / 65535) for i in range(3)}
+    for image in data.images[:, 0]:
+        assert any(torch.allclose(image, e, atol=1e-7) for e in expected.values())
+    # an 8-bit colour file in the folder: the 16-bit grey one becomes grey RGB, still whole
+    _write_image(tmp_path / "b" / "rgb.png", np.full((4, 5, 3), 7, np.uint8))
+    both = torch.cat([load("imagefolder", s, root=tmp_path).images for s in ("train", "test")])
+    assert both.shape[1:] == (3, 4, 5)
+    assert torch.isclose(both.max(), torch.tensor((19 * 3000 + 2) / 65535))
+
+
+def test_imagefolder_32_bit_files_are_refused_before_decoding(tmp_path):
+    # their range cannot be told: PIL's conversion would read floats in [0, 1] as black
+    _write_folder(tmp_path, {"a": 3, "b": 3})
+    Image.fromarray(np.full((6, 5), 0.5, np.float32)).save(tmp_path / "b" / "x.tif")
+    with pytest.raises(ValueError, match=r"^imagefolder: b/x\.tif .* 32-bit floating-point "):
+        load("imagefolder", root=tmp_path)
+    Image.fromarray(np.full((6, 5), 70000, np.int32)).save(tmp_path / "b" / "x.tif")
+    with pytest.raises(ValueError, match=r"32-bit integer pixels \(PIL mode 'I'\).*\.npz"):
+        load("imagefolder", root=tmp_path)
+
+
+def test_imagefolder_truncated_file_is_named(tmp_path):
+    # its header reads, its pixels do not: PIL's own error does not say which file
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        for i in range(3):
+            _write_image(tmp_path / cls / f"{i}.png", rng.integers(0, 256, (32, 32), np.uint8))
+    path = tmp_path / "a" / "0.png"
+    path.write_bytes(path.read_bytes()[:200])
+    messages = []
+    for split in ("train", "test"):
+        try:
+            load("imagefolder", split, root=tmp_path)
+        except ValueError as error:
+            messages.append(str(error))
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert messages[0].startswith(
+        f"imagefolder: cannot decode a/0.png under root={str(tmp_path)!r}"
+    )
+
+
+@pytest.mark.parametrize("folders", [("train",), ("train", "val"), ("a", "test")])
+def test_imagefolder_split_folders_are_not_read_as_classes(tmp_path, folders):
+    # root/train/cat/... without root/test/ would train on one "class", train
+    for folder in folders:
+        _write_folder(tmp_path / folder, {"cat": 3, "dog": 3})
+    with pytest.raises(ValueError, match=r"^imagefolder: .* would be read as classes.*test/"):
+        load("imagefolder", root=tmp_path)
+
+
+def test_npz_empty_images_wrong_depth_and_wide_labels(tmp_path):
+    path = tmp_path / "data.npz"
+    for dtype in (np.uint8, np.float32):
+        np.savez(path, images=np.zeros((5, 1, 0, 8), dtype))
+        with pytest.raises(ValueError, match=r"N, H, W >= 1, got \(5, 1, 0, 8\)"):
+            load("npz", root=path)
+    # grey and alpha: not channels-last images, as the last axis (4) would suggest
+    np.savez(path, images=np.zeros((5, 2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"C = 2 channels \(grey and alpha\?\).*images\[:, :1\]"):
+        load("npz", root=path)
+    np.savez(path, images=np.full((5, 2, 2), np.inf, np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load("npz", root=path)
+    # 2**64 - 1 would wrap to the label -1, "unlabelled"
+    labels = np.array([2**64 - 1, 0, 1, 0, 1], np.uint64)
+    np.savez(path, images=np.zeros((5, 2, 2), np.uint8), labels=labels)
+    with pytest.raises(ValueError, match=r"labels must fit in int64, got 18446744073709551615"):
+        load("npz", root=path)

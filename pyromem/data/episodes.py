@@ -61,7 +61,8 @@ def sample_class_episodes(data, num_episodes, length, *, labels=None, generator=
     :param data: images ``(N, C, H, W)`` or a dataset of ``N`` images.
     :param int num_episodes: number of episodes ``B >= 1``.
     :param int length: episode length ``T >= 1``.
-    :param torch.Tensor labels: integer labels ``(N,)``; by default ``data.labels``.
+    :param torch.Tensor labels: integer labels ``(N,)``; by default ``data.labels``, which
+        must not be all -1 (unlabelled).
     :param torch.Generator generator: optional source of randomness.
     :returns: images of shape ``(B, T, C, H, W)``.
     """
@@ -125,7 +126,7 @@ def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, g
     :param int num_shots: memory examples per class ``S >= 1``.
     :param int num_queries: query examples per class ``Q >= 0``.
     :param torch.Tensor labels: integer labels ``(N,)``; by default
-        ``data.labels``.
+        ``data.labels``, which must not be all -1 (unlabelled).
     :param torch.Generator generator: optional source of randomness.
     :returns: a :class:`FewShotEpisode`.
     """
@@ -183,6 +184,14 @@ def _classes(data, labels, size):
             f"{tuple(getattr(labels, 'shape', ()))}"
         )
     labels = labels.cpu()
+    if bool((labels == -1).all()):
+        # -1 marks an unlabelled image (ImageDataset); read as one class, every episode would
+        # silently be a random one
+        name = getattr(data, "name", None)
+        raise ValueError(
+            f"labels: every label of {name or 'data'} is -1 (unlabelled, e.g. a .npz without "
+            "a labels array), so there are no classes to draw episodes from"
+        )
     order = labels.argsort(stable=True)
     classes, counts = labels[order].unique_consecutive(return_counts=True)
     starts = counts.cumsum(0) - counts

@@ -11,8 +11,9 @@ import re
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import resize
 from pyromem.data.splits import check_split
@@ -54,7 +55,7 @@ def cifar10(split="train", *, root=None, download=False, size=None):
     :returns: an :class:`ImageDataset` of RGB images ``(N, 3, 32, 32)`` with
         8-bit values k/255 in [0, 1] and labels in 0..9.
     """
-    check_split(split)
+    _check_arguments(split, size)
     data = _open(
         "CIFAR10",
         "cifar10",
@@ -88,7 +89,7 @@ def omniglot(split="train", *, root=None, download=False, size=None):
         (the drawer number in the file name, or -1 where it has none), each
         ``(N,)`` long.
     """
-    check_split(split)
+    _check_arguments(split, size)
     folder = "images_background" if split == "train" else "images_evaluation"
     data = _open(
         "Omniglot",
@@ -108,10 +109,14 @@ def omniglot(split="train", *, root=None, download=False, size=None):
     first_of = {}
     for character in characters:
         first_of.setdefault(alphabet_of[character], label_of[character])
+    if not files:
+        raise ValueError(
+            f"omniglot: found no character images under {data.target_folder}; it should hold "
+            "<alphabet>/<character>/<drawing>.png"
+        )
     images, labels, alphabet, within, drawer = [], [], [], [], []
     for character, path in files:
-        with Image.open(os.path.join(data.target_folder, character, path)) as image:
-            images.append(np.asarray(image.convert("L")))
+        images.append(_read_grey(os.path.join(data.target_folder, character, path)))
         labels.append(label_of[character])
         alphabet.append(alphabet_of[character])
         within.append(label_of[character] - first_of[alphabet_of[character]])
@@ -158,10 +163,33 @@ def _omniglot_class():
     return _Omniglot
 
 
-def _idx_dataset(kind, name, split, root, download, size):
+def _read_grey(path):
+    # one Omniglot drawing as uint8 grey levels (H, W); a file PIL cannot decode is named
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"omniglot: cannot read {path} as an image ({error})") from error
+
+
+def _check_arguments(split, size):
+    # before any file is read: the checks that do not need the data
     check_split(split)
+    as_int(size, "size", 1, allow_none=True)
+
+
+def _idx_dataset(kind, name, split, root, download, size):
+    _check_arguments(split, size)
     folder = os.path.join(kind, "raw")
     data = _open(kind, name, root, download, folder, train=split == "train")
+    if len(data.data) != len(data.targets) or len(data.data) == 0:
+        prefix = "train" if split == "train" else "t10k"
+        raise ValueError(
+            f"{name}: {os.path.join(os.fspath(root), folder)} holds {len(data.data)} images "
+            f"({prefix}-images-idx3-ubyte) and {len(data.targets)} labels "
+            f"({prefix}-labels-idx1-ubyte); the two files must describe the same images, "
+            "at least one"
+        )
     images = data.data.unsqueeze(1).float() / 255.0
     return _dataset(images, data.targets, {}, name, split, size)
 
@@ -177,24 +205,63 @@ def _open(kind, name, root, download, folder, **kwargs):
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
     cls = _omniglot_class() if kind == "Omniglot" else _vision(kind)
+    where = os.path.join(os.fspath(root), folder)
     try:
         return cls(os.fspath(root), download=download, **kwargs)
-    except (RuntimeError, OSError) as error:
-        where = os.path.join(os.fspath(root), folder)
-        if download:
-            # torchvision reports a failed fetch in several lines (each mirror tried), or as
-            # a URLError; its last line holds the reason
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+    except Exception as error:  # noqa: BLE001 -- a bad file makes torchvision's readers raise
+        # RuntimeError, ValueError, AssertionError, EOFError or pickle's errors
+        text = str(error).strip()
+        # torchvision reports a failed fetch in several lines (each mirror tried), or as a
+        # URLError; its last line holds the reason
+        reason = text.splitlines()[-1] if text else type(error).__name__
+        missing = isinstance(error, RuntimeError) and text.startswith("Dataset not found")
+        if download and (missing or isinstance(error, OSError) or "Error downloading" in text):
             raise ConnectionError(
                 f"{name}: could not download it into root={os.fspath(root)!r}: {reason}; "
                 f"without a network, put its files in {where} by hand"
             ) from error
-        if not isinstance(error, RuntimeError):
-            raise
-        raise FileNotFoundError(
-            f"{name} was not found under {where} ({error}); pass download=True (--download) "
-            f"to fetch it into root={os.fspath(root)!r}"
+        if isinstance(error, OSError):
+            raise  # a folder that cannot be read: the system's own words
+        if missing and not (os.path.isdir(where) and os.listdir(where)):
+            above = _root_above(root, folder)
+            remedy = (
+                f"root is the folder that holds {folder.split(os.sep)[0]}/: pass "
+                f"root={above!r} (--root)"
+                if above is not None
+                else f"pass download=True (--download) to fetch it into root={os.fspath(root)!r}"
+            )
+            raise FileNotFoundError(
+                f"{name} was not found under {where} ({reason}); {remedy}"
+            ) from error
+        if missing:
+            # torchvision's own words ("Dataset not found or corrupted. You can use
+            # download=True") would repeat the remedy below
+            reason = "torchvision found a file missing or not matching its checksum"
+        # the files are there but torchvision rejects them (a checksum that does not match,
+        # a truncated or foreign file): "not found, download it" would send the user to a
+        # download that torchvision skips, since the files exist
+        raise ValueError(
+            f"{name}: the files under {where} cannot be read as {name} ({reason}); one is "
+            f"missing, truncated or not {name}'s: replace them with the original files, or "
+            "delete them and pass download=True (--download) to fetch them again"
         ) from error
+
+
+def _root_above(root, folder):
+    # A root that points inside the dataset's own folders (root=data/MNIST rather than data)
+    # is the usual mistake: the root it should be, where that holds the folder, or None.
+    here = os.path.normpath(os.fspath(root))
+    parts = folder.split(os.sep)
+    for depth in range(len(parts), 0, -1):
+        tail = os.path.join(*parts[:depth])
+        if here == tail:
+            above = "."
+        elif here.endswith(os.sep + tail):
+            above = here[: -len(tail) - 1] or os.sep
+        else:
+            continue
+        return above if os.path.isdir(os.path.join(above, folder)) else None
+    return None
 
 
 def _dataset(images, labels, factors, name, split, size, support="8bit"):

@@ -25,7 +25,10 @@ from pyromem.data.resize import check_memory, resize
 from pyromem.data.splits import check_split, split_indices
 
 #: PIL modes read as grey-scale (C = 1); any other mode is read as RGB (C = 3).
-GREY_MODES = ("1", "L", "LA", "I", "I;16")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+#: Class-folder names that mean a split rather than a class: a root holding one of them (but
+#: not both ``train/`` and ``test/``) would otherwise train on "classes" train and val.
+SPLIT_FOLDERS = ("train", "test", "val", "valid", "validation")
 #: The channel counts C an ``npz`` file's images may have: grey (1), RGB (3) and RGBA (4), the
 #: images matplotlib's ``imshow`` draws in the figures of every recipe.
 CHANNELS = (1, 3, 4)
@@ -48,9 +51,14 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     extensions (``.png``, ``.jpg``, ``.bmp``, ...) anywhere below a class folder;
     names starting with ``.`` are skipped.
 
-    Images are read with PIL: as grey levels (``"L"``, C = 1) when every file is
+    Images are read with PIL: as grey levels (C = 1) when every file is
     grey-scale (mode in :data:`GREY_MODES`), otherwise as RGB (C = 3), dropping
-    any alpha channel; 16-bit grey files go through PIL's conversion to 8 bits.
+    any alpha channel. 8-bit files give values k/255; 16-bit grey files (16-bit
+    PNGs, PIL modes ``"I;16"`` and, for PNGs, ``"I"``) give k/65535, all their
+    levels kept (PIL's own conversion to 8 bits would clip every level above 255
+    to white). Files of 32-bit integers or floats (TIFF modes ``"I"`` and
+    ``"F"``), whose range cannot be told from the file, are refused: save them
+    as 8- or 16-bit PNGs, or as a ``.npz`` (:func:`npz`).
 
     :param str split: ``"train"`` or ``"test"``.
     :param root: the directory (str or path).
@@ -62,12 +70,15 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
         (ignored with ``train/`` and ``test/``).
     :returns: an :class:`ImageDataset` named ``"imagefolder"`` of images
         ``(N, C, H, W)`` with values k/255 (support ``"binary"`` if every pixel
-        is 0 or 1, else ``"8bit"``; ``"unit_interval"`` once resized), ordered by
+        is 0 or 1, else ``"8bit"``; ``"unit_interval"`` once resized or with a
+        16-bit file among them), ordered by
         class and then file path, and labels ``(N,)`` = the class's index among
         the sorted class-folder names.
     :raises FileNotFoundError: if ``root`` does not exist.
     :raises ValueError: if ``root`` is not a directory of class folders holding
-        images, or the images differ in size and ``size`` is not given.
+        images (a class folder named like a split, e.g. ``train/`` without ``test/``,
+        among them), a file cannot be decoded or holds 32-bit pixels, or the images
+        differ in size and ``size`` is not given.
     """
     name = "imagefolder"
     root = _check_arguments(name, "<directory>", split, root, download, seed, size, test_fraction)
@@ -84,6 +95,13 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
             f"imagefolder found no class sub-folders under root={root!r}; put each class's "
             "images in a sub-folder of its own"
         )
+    splits = sorted(set(classes) & set(SPLIT_FOLDERS))
+    if not presplit and splits:
+        raise ValueError(
+            f"imagefolder: root={root!r} has the sub-folder(s) {', '.join(splits)}, which "
+            "would be read as classes; split data need both train/ and test/ (rename a "
+            "validation folder to test/), or point root to the folder of class sub-folders"
+        )
     files = {part: _image_files(os.path.join(root, part), classes) for part in parts}
     every = [item for part in parts for item in files[part]]
     if not every:
@@ -91,11 +109,12 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
             f"imagefolder found no image files ({', '.join(_image_extensions())}) in the class "
             f"folders under root={root!r}"
         )
-    modes, sizes = [], []
+    modes, sizes, deep = [], [], False
     for path, _ in every:
-        mode, (width, height) = _header(path, root)
+        mode, (width, height), depth = _header(path, root)
         modes.append(mode)
         sizes.append((height, width))
+        deep = deep or depth == 16
     grey = all(mode in GREY_MODES for mode in modes)
     if size is None and len(set(sizes)) > 1:
         first = sizes[0]
@@ -118,10 +137,7 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     check_memory((len(chosen), 1 if grey else 3, height, width), 4, name)
     images, resized = [], False
     for path, _ in chosen:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L" if grey else "RGB"))
-        image = torch.as_tensor(array.copy()).float().div_(255.0)
-        image = image.unsqueeze(0) if grey else image.permute(2, 0, 1)
+        image = _decode(path, root, grey)
         if size is not None and tuple(image.shape[1:]) != (size, size):
             image, resized = resize(image.unsqueeze(0), size)[0], True
         images.append(image)
@@ -130,6 +146,8 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
         support = "unit_interval"
     elif bool(((images == 0) | (images == 1)).all()):
         support = "binary"
+    elif deep:
+        support = "unit_interval"
     else:
         support = "8bit"
     labels = torch.as_tensor([label for _, label in chosen], dtype=torch.long)
@@ -187,11 +205,19 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
         labels = data["labels"] if "labels" in data.files else None
     if images.ndim == 3:
         images = images[:, None]
-    if images.ndim != 4 or images.shape[0] == 0:
+    if images.ndim != 4 or 0 in images.shape:
         raise ValueError(
-            f"npz: images must have shape (N, C, H, W) or (N, H, W) with N >= 1, got {images.shape}"
+            "npz: images must have shape (N, C, H, W) or (N, H, W) with N, H, W >= 1, got "
+            f"{images.shape}"
         )
     if images.shape[1] not in CHANNELS:
+        if images.shape[1] == 2:
+            # grey + alpha, as PIL's "LA" keeps it; not (N, H, W, C) images of height 2
+            raise ValueError(
+                f"npz: images of shape {images.shape} have C = 2 channels (grey and alpha?); "
+                f"C must be in {CHANNELS} (grey, RGB, RGBA): keep the grey one, "
+                "images[:, :1]"
+            )
         # (N, H, W, C), as PIL, matplotlib and TensorFlow keep images, would otherwise train as
         # C = H images of H × W and fail only when a figure draws them
         if images.shape[-1] in CHANNELS:
@@ -208,8 +234,8 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
     elif images.dtype == np.bool_:
         tensor, support = torch.from_numpy(images.astype(np.float32)), "binary"
     elif np.issubdtype(images.dtype, np.floating):
-        if np.isnan(images).any():
-            raise ValueError(f"npz: images in {root!r} contain NaN")
+        if not np.isfinite(images).all():
+            raise ValueError(f"npz: images in {root!r} contain NaN or infinite values")
         low, high = float(images.min()), float(images.max())
         if low < 0 or high > 1:
             raise ValueError(
@@ -230,6 +256,13 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
             raise ValueError(
                 f"npz: labels must be non-negative (-1 means unlabelled; leave labels out "
                 f"instead), got {int(labels.min())}"
+            )
+        # uint64 labels past int64's range would wrap to negative labels, -1 ("unlabelled")
+        # among them
+        if int(labels.max()) > np.iinfo(np.int64).max:
+            raise ValueError(
+                f"npz: labels must fit in int64, got {int(labels.max())}; number the classes "
+                "0, 1, 2, ..."
             )
     index = _partition(name, labels, split, seed, test_fraction, count=count)
     tensor = tensor[torch.as_tensor(index)]
@@ -330,13 +363,50 @@ def _image_files(folder, classes):
     return items
 
 
+def _depth(image):
+    # bits per grey level of a PIL image, 8 or 16; None for 32-bit integers or floats, whose
+    # range the file does not tell. Pillow < 10 opens 16-bit PNGs in mode "I".
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        return 16
+    return None if image.mode in ("I", "F") else 8
+
+
 def _header(path, root):
-    # (mode, (width, height)) from the file's header, without decoding the pixels.
+    # (mode, (width, height), bits per level) from the file's header, without decoding the
+    # pixels, so that a file that cannot be read is refused before any is decoded.
     try:
         with Image.open(path) as image:
-            return image.mode, image.size
+            mode, size, depth = image.mode, image.size, _depth(image)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(
             f"imagefolder: cannot read {os.path.relpath(path, root)} under root={root!r} "
             f"as an image ({error})"
         ) from error
+    if depth is None:
+        raise ValueError(
+            f"imagefolder: {os.path.relpath(path, root)} under root={root!r} holds 32-bit "
+            f"{'floating-point' if mode == 'F' else 'integer'} pixels (PIL mode {mode!r}), "
+            "whose range the file does not tell; save it as an 8- or 16-bit PNG, or store "
+            "the images in a .npz file (load('npz'), --dataset npz)"
+        )
+    return mode, size, depth
+
+
+def _decode(path, root, grey):
+    # One file as float (C, H, W) in [0, 1], C = 1 if grey else 3: 8-bit levels / 255 and
+    # 16-bit grey levels / 65535 (PIL's conversion to "L" would clip them at 255).
+    try:
+        with Image.open(path) as image:
+            if _depth(image) == 16:
+                array = np.asarray(image).astype(np.float32) / 65535.0
+                array = array if grey else np.repeat(array[..., None], 3, axis=-1)
+            else:
+                array = np.asarray(image.convert("L" if grey else "RGB")) / np.float32(255.0)
+    except (UnidentifiedImageError, OSError) as error:
+        # a header that reads but pixels that do not: a truncated file
+        raise ValueError(
+            f"imagefolder: cannot decode {os.path.relpath(path, root)} under root={root!r} "
+            f"({error}); the file is damaged or truncated"
+        ) from error
+    image = torch.as_tensor(array, dtype=torch.float32).clamp_(0.0, 1.0)
+    return image.unsqueeze(0) if grey else image.permute(2, 0, 1)
