@@ -338,3 +338,24 @@ def test_authors_code_preset_has_the_notebooks_loss():
     assert factor > 0
     for a, b in zip(ours_grads, notebook_grads, strict=True):
         torch.testing.assert_close(a, factor * b, rtol=1e-5, atol=1e-6)
+
+
+def test_episodes_the_data_cannot_hold_are_refused_before_training(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((62, 1, 8, 8), dtype=np.float32)
+    labels = np.r_[np.repeat(np.arange(6), 10), [6, 6]]  # class 6 has two images
+    np.savez(tmp_path / "few.npz", images=images, labels=labels)
+    data = ["--dataset", "npz", "--root", str(tmp_path / "few.npz"), "--no-progress"]
+    fewshot = "train vma --mode fewshot --test-classes 5 6 --classes 2 --shots 1 --queries 1"
+    argv = [*fewshot.split(), "--memory-classes", "1", "2", "--steps", "4", *data]
+    assert main([*argv, "--out", str(tmp_path / "vma")]) == 2
+    err = capsys.readouterr().err
+    assert "shots: every class of the test split needs shots + 2 test queries = 3 images, " in err
+    assert "but class 6 has 1" in err and not (tmp_path / "vma" / "checkpoints").exists()
+    # K++'s episodes of one class need labels: an npz without them has none
+    np.savez(tmp_path / "unlabelled.npz", images=images)
+    data[3] = str(tmp_path / "unlabelled.npz")
+    kpp = ["train", "kpp", "--same-class", "--epochs", "1", *data, "--out", str(tmp_path / "k")]
+    assert main(kpp) == 2
+    assert "same_class: the train split of npz has no labels (all -1)" in capsys.readouterr().err
+    assert not (tmp_path / "k" / "checkpoints").exists()

@@ -131,6 +131,10 @@ def test_named_corruptions_apply_the_library_corruption(digits):
         "shift-4",
     ]
     assert default_corruptions((3, 64, 64))[3:5] == ["mask-32", "mask-48"]
+    # tiny images: no mask of width 0 (the clean query), none twice, no shift past the image
+    assert default_corruptions((1, 1, 1)) == ["clean", "noise-0.2", "noise-0.6"]
+    assert default_corruptions((1, 2, 2)) == ["clean", "noise-0.2", "noise-0.6", "mask-1"]
+    assert default_corruptions((3, 1, 1))[-1] == "colour-rotation"
 
 
 def test_seeds_draw_independent_memories_and_give_mean_and_std(digits):

@@ -116,7 +116,15 @@ def test_episodes(test_images, length, seed=0, labels=None):
 def load_kpp_data(data_config, length):
     """The train split (as configured) and the fixed test episodes of a data config."""
     train, test = load_splits(data_config)
-    labels = test.labels if data_config.get("same_class", False) else None
+    same_class = data_config.get("same_class", False)
+    for split in (train, test) if same_class else ():
+        # -1 is "unlabelled" (a user's npz without labels): no classes to draw episodes from
+        if (split.labels == -1).all():
+            raise ValueError(
+                f"same_class: the {split.split} split of {split.name} has no labels (all -1), "
+                "so no class to draw an episode from; leave out --same-class or give labels"
+            )
+    labels = test.labels if same_class else None
     return train, test_episodes(test.images, length, data_config.get("seed", 0), labels)
 
 

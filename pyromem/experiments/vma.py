@@ -60,8 +60,11 @@ from pyromem.train import fit, load_checkpoint
 
 DATASET = {"recall": "digits", "learned": "digits", "fewshot": "glyphs"}
 IMAGE_SIDE = {"digits": 8, "glyphs": 16}
-# test episodes averaged per memory size of the few-shot sweep (2 queries per class each)
+# test episodes averaged per memory size of the few-shot sweep, of TEST_QUERIES per class
 EVAL_EPISODES = 4
+TEST_QUERIES = 2
+# queries per class of each few-shot classification episode
+ACCURACY_QUERIES = 5
 
 
 def objective(address, num_particles=4):
@@ -159,6 +162,17 @@ def _check_episodes(config, train, test):
             raise ValueError(
                 f"{name}: at most the {found} classes of the {split.split} split, got {wanted}"
             )
+    # a training episode draws shots + queries images of a class, a test episode shots + 2
+    for split, needed, flags in (
+        (train, config.shots + config.queries, "shots + queries"),
+        (test, config.shots + TEST_QUERIES, f"shots + {TEST_QUERIES} test queries"),
+    ):
+        labels, counts = split.labels.unique(return_counts=True)
+        if counts.min() < needed:
+            raise ValueError(
+                f"shots: every class of the {split.split} split needs {flags} = {needed} "
+                f"images, but class {labels[counts.argmin()].item()} has {counts.min().item()}"
+            )
 
 
 def _random_memory(images, memory_size, generator):
@@ -243,7 +257,7 @@ def _evaluate(vma, config, test, num_samples, num_particles=4):
         for c in config.memory_classes:
             rows = []
             for _ in range(EVAL_EPISODES):
-                _, memory, query = _fewshot_episode(test, c, shots, 2, generator, device)
+                _, memory, query = _fewshot_episode(test, c, shots, TEST_QUERIES, generator, device)
                 rows.append(evaluation_bounds(vma, query, memory, num_samples, num_particles))
             row = {"classes": c, "memory_size": c * shots, "episodes": EVAL_EPISODES}
             row.update({k: _mean(r[k] for r in rows) for k in rows[0]})
@@ -254,12 +268,15 @@ def _evaluate(vma, config, test, num_samples, num_particles=4):
         at_training_size = min(sweep, key=lambda row: abs(row["classes"] - classes))
         results.update({k: v for k, v in at_training_size.items() if k != "optimum_nll_nats"})
         results["memory_size_sweep"] = sweep
-        # the ways the test classes allow (MNIST's five held-out digits: 5-way only)
-        num_classes = len(test.labels.unique())
+        # the ways and shots the test classes allow (MNIST's five held-out digits: 5-way
+        # only), each class drawn with ACCURACY_QUERIES queries
+        _, counts = test.labels.unique(return_counts=True)
         results["classification_accuracy"] = {
-            f"{ways}-way {s}-shot": classification_accuracy(vma, test, ways, s, seed=config.seed)
+            f"{ways}-way {s}-shot": classification_accuracy(
+                vma, test, ways, s, queries=ACCURACY_QUERIES, seed=config.seed
+            )
             for ways, s in ((5, 1), (5, 5), (20, 1), (20, 5))
-            if ways <= num_classes
+            if ways <= len(counts) and s + ACCURACY_QUERIES <= counts.min()
         }
         results["figure_memory"] = memory[: shots * min(classes, 10)].cpu()
     return results

@@ -89,12 +89,18 @@ def default_corruptions(image_shape):
     32 × 32 images, as on CIFAR10; 32 and 48 px on 64 × 64, as on CLEVR) and, for RGB images,
     colour rotation and a shift of an eighth of the side.
 
+    On images too small for them, a mask of width 0 (the clean query again), a second mask of
+    the first's width and a shift that would leave no pixel are left out.
+
     :param tuple image_shape: ``(C, H, W)``.
-    :returns: a list of names.
+    :returns: a list of names, each once.
     """
     channels, height, width = image_shape
     side = min(height, width)
-    names = ["clean", "noise-0.2", "noise-0.6", f"mask-{side // 2}", f"mask-{3 * side // 4}"]
+    masks = [f"mask-{w}" for w in dict.fromkeys((side // 2, 3 * side // 4)) if w > 0]
+    names = ["clean", "noise-0.2", "noise-0.6", *masks]
     if channels == 3:
-        names += ["colour-rotation", f"shift-{max(side // 8, 1)}"]
+        names.append("colour-rotation")
+        if side > 1:
+            names.append(f"shift-{max(side // 8, 1)}")
     return names
