@@ -552,6 +552,9 @@ class CompareEstimatorsConfig(RunOptions, ImageSource):
     recipe: ClassVar[str] = "compare-estimators"
 
     dataset: str = option("glyphs", "images of the few-shot episodes", choices=DATASET_NAMES)
+    size: int | None = option(
+        None, "image side (default: 16 for glyphs, stored at 28; others as stored)", minimum=1
+    )
     test_classes: tuple[int, ...] | None = option(
         None,
         "labels held out for the test episodes, the rest train (omniglot, glyphs: by split)",

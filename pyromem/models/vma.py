@@ -48,7 +48,11 @@ from pyromem.memory.addressing import (
     similarity,
 )
 from pyromem.models.plates import data_plate
-from pyromem.models.slot_memory import SlotMemoryModel, check_memory_options
+from pyromem.models.slot_memory import (
+    SlotMemoryModel,
+    check_memory,  # noqa: F401 (deprecated alias, CHANGELOG)
+    check_memory_options,
+)
 from pyromem.nets import (
     MLP,
     ConvMemoryDecoder,
