@@ -95,14 +95,14 @@ class FewShotEpisode:
 
     Both sets are ordered by class: all shots of class 0, then of class 1, ...
 
-    :ivar torch.Tensor memory: ``(C * S, ...)`` memory images.
-    :ivar torch.Tensor memory_labels: ``(C * S,)`` long labels relabelled to 0..C-1.
-    :ivar torch.Tensor query: ``(C * Q, ...)`` query images.
-    :ivar torch.Tensor query_labels: ``(C * Q,)`` long labels relabelled to 0..C-1.
-    :ivar torch.Tensor classes: ``(C,)`` the original class id of each new label,
+    :ivar memory: the memory images, a tensor ``(C * S, ...)``.
+    :ivar memory_labels: long labels relabelled to 0..C-1, a tensor ``(C * S,)``.
+    :ivar query: the query images, a tensor ``(C * Q, ...)``.
+    :ivar query_labels: long labels relabelled to 0..C-1, a tensor ``(C * Q,)``.
+    :ivar classes: the original class id of each new label, a tensor ``(C,)``,
         so ``classes[memory_labels]`` are the original labels.
-    :ivar torch.Tensor memory_indices: ``(C * S,)`` indices of the memory in ``data``.
-    :ivar torch.Tensor query_indices: ``(C * Q,)`` indices of the queries in ``data``.
+    :ivar memory_indices: indices of the memory in ``data``, a tensor ``(C * S,)``.
+    :ivar query_indices: indices of the queries in ``data``, a tensor ``(C * Q,)``.
     """
 
     memory: torch.Tensor

@@ -59,18 +59,19 @@ from pyromem.diagnostics.psis import MIN_DRAWS, THRESHOLDS, khat_summary, pareto
 class GuideComparison:
     """Per-datapoint figures of each guide, in nats.
 
-    :ivar dict elbo: guide → ELBO, shape ``(B,)`` (the log joint at the point for a point
-        guide).
-    :ivar dict kl: guide → {latent site → KL, shape ``(B,)``}.
-    :ivar dict iwae: guide → IWAE-K bound, shape ``(B,)`` (absent for point guides).
-    :ivar dict ess: guide → effective sample size of the K draws, shape ``(B,)``.
-    :ivar dict pareto_k: guide → PSIS :math:`\\hat k`, shape ``(B,)``.
-    :ivar torch.Tensor log_evidence: :math:`\\log p(x)`, exact or the best IWAE-K, ``(B,)``.
-    :ivar str log_evidence_source: ``"exact"`` or ``"IWAE-K of <guide>"``.
-    :ivar str amortized: the reference guide of the amortisation gap (one with a density).
-    :ivar list point: the point-mass guides.
-    :ivar int num_samples: K.
-    :ivar int num_particles: the guide draws of each ELBO.
+    :ivar elbo: a dict guide → ELBO, shape ``(B,)`` (the log joint at the point for a
+        point guide).
+    :ivar kl: a dict guide → {latent site → KL, shape ``(B,)``}.
+    :ivar iwae: a dict guide → IWAE-K bound, shape ``(B,)`` (absent for point guides).
+    :ivar ess: a dict guide → effective sample size of the K draws, shape ``(B,)``.
+    :ivar pareto_k: a dict guide → PSIS :math:`\\hat k`, shape ``(B,)``.
+    :ivar log_evidence: :math:`\\log p(x)`, exact or the best IWAE-K, a tensor ``(B,)``.
+    :ivar log_evidence_source: ``"exact"`` or ``"IWAE-K of <guide>"``, a str.
+    :ivar amortized: the reference guide of the amortisation gap (one with a density),
+        a str.
+    :ivar point: the point-mass guides, a list.
+    :ivar num_samples: K, an int.
+    :ivar num_particles: the guide draws of each ELBO, an int.
     """
 
     elbo: dict

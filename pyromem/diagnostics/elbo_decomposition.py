@@ -39,11 +39,12 @@ from pyromem.infer.traces import per_datapoint, plate_nesting
 class ELBODecomposition:
     """Per-datapoint terms of the ELBO, in nats.
 
-    :ivar dict log_likelihood: observed site name → expected log-likelihood, shape ``(B,)``.
-    :ivar dict kl: latent site name → KL of the guide from the prior, shape ``(B,)``.
-    :ivar dict analytic_kl: latent site name → whether its KL is analytic.
-    :ivar int num_dims: the number of observed scalars per datapoint (for bits/dim).
-    :ivar int num_particles: the number of guide draws averaged.
+    :ivar log_likelihood: a dict observed site name → expected log-likelihood, shape
+        ``(B,)``.
+    :ivar kl: a dict latent site name → KL of the guide from the prior, shape ``(B,)``.
+    :ivar analytic_kl: a dict latent site name → whether its KL is analytic.
+    :ivar num_dims: the number of observed scalars per datapoint (for bits/dim), an int.
+    :ivar num_particles: the number of guide draws averaged, an int.
     """
 
     log_likelihood: dict

@@ -36,10 +36,10 @@ from pyromem.infer.traces import plate_nesting
 class ImportanceLogLikelihood:
     """Per-datapoint importance-sampled bound.
 
-    :ivar torch.Tensor log_likelihood: L_K per datapoint in nats, shape ``(B,)``.
-    :ivar torch.Tensor ess: the effective sample size per datapoint, shape ``(B,)``.
-    :ivar int num_samples: K.
-    :ivar int num_dims: observed scalars per datapoint (for bits/dim).
+    :ivar log_likelihood: L_K per datapoint in nats, a tensor ``(B,)``.
+    :ivar ess: the effective sample size per datapoint, a tensor ``(B,)``.
+    :ivar num_samples: K, an int.
+    :ivar num_dims: observed scalars per datapoint (for bits/dim), an int.
     """
 
     log_likelihood: torch.Tensor

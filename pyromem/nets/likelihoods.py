@@ -28,9 +28,9 @@ class Likelihood(nn.Module):
     ``batch_shape`` may have any number of dims (data, vectorised particles,
     parallel enumeration).
 
-    :ivar torch.Size event_shape: the shape of one observation, e.g. ``(1, 28, 28)``.
-    :ivar torch.Size param_shape: what the decoder must output per datapoint.
-    :ivar str support: the data the head can score, in the vocabulary of
+    :ivar event_shape: the shape of one observation, e.g. ``(1, 28, 28)``, a ``torch.Size``.
+    :ivar param_shape: what the decoder must output per datapoint, a ``torch.Size``.
+    :ivar support: the data the head can score, a str in the vocabulary of
         :func:`pyromem.data.validation.check_images`: ``"binary"``, ``"real"`` or ``"8bit"``.
     """
 
