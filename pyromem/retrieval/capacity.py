@@ -1,17 +1,20 @@
 r"""The capacity sweep of App. E.4: success rate against the number N of stored patterns.
 
 As in E.4 the queries carry noise of σ = 0.6 (clean queries are retrieved 100% by the balanced
-GMM at any N) and the methods default to GMM, VAE-GMM and VAE-Hopfield. Sizes above the number
-of test images are skipped and listed under ``"skipped"``: the embedded ``patches`` test split
-holds 104 images, ``digits`` 360, ``shapes`` as many scenes as asked for (``num_scenes``).
-Every N gets its own hyper-parameters and threshold, chosen on training memories of the same N
-(clipped to the training split).
+GMM at any N) and the methods default to GMM, VAE-GMM and VAE-Hopfield. A memory of N is drawn
+from the test split and the selection's memories of N from the train split, so sizes above the
+number of images of either split are skipped and listed under ``"skipped"``: the embedded
+``patches`` splits hold 512 train and 128 test images, ``digits`` 1437 and 360, ``shapes``
+2000 training scenes and as many test scenes as asked for (``num_scenes``). Every N gets its
+own hyper-parameters and threshold, chosen on training memories of the same N.
 """
 
 from matplotlib.figure import Figure
 
+from pyromem.checks import as_int
 from pyromem.diagnostics.plots import save_figure
-from pyromem.retrieval.tables import retrieval_table
+from pyromem.retrieval.protocol import check_image_batch
+from pyromem.retrieval.tables import check_table, retrieval_table
 
 #: N = 5 ... 10 000 (App. E.4).
 CAPACITY_SIZES = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -31,14 +34,49 @@ def capacity_sweep(
 ):
     """Success rates of ``methods`` for each memory size in ``sizes``.
 
+    :param list methods: method names, each once.
+    :param sizes: the memory sizes N, distinct ints ``>= 2``; those above the number of images
+        of either split are skipped.
+    :param str corruption: the one corruption of the queries.
+    :param log: optional callable taking a progress line: one per size, and
+        :func:`~pyromem.retrieval.tables.retrieval_table`'s lines within it.
     :returns: ``{"corruption", "sizes", "skipped", "results": {method: [summary per size]},
         "hyperparameters": {method: [dict per size]}, "threshold": {method: [float per size]}}``.
+    :raises ValueError: before any work, on an argument that cannot run, or when no size fits
+        both splits.
     """
-    run = [n for n in sizes if n <= len(test_images)]
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of ints >= 2, got {type(sizes).__name__}")
+    sizes = [as_int(n, "sizes", 2, form="split") for n in sizes]
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise ValueError(f"sizes must be a non-empty list of distinct ints, got {sizes}")
+    if not isinstance(corruption, str):
+        raise TypeError(f"corruption must be one corruption name (str), got {corruption!r}")
+    check_image_batch(test_images, "test_images")
+    check_image_batch(train_images, "train_images")
+    # a memory of N from the test split, the selection's from the train split
+    fits = min(len(test_images), len(train_images))
+    run = [n for n in sizes if n <= fits]
+    if not run:
+        raise ValueError(
+            f"sizes: none of {sizes} fits the {len(test_images)} test and {len(train_images)} "
+            f"train images; sizes of at most {fits} fit"
+        )
+    # every table's arguments, checked before the first size runs
+    check_table(
+        methods,
+        [corruption],
+        train_images,
+        test_images,
+        vae,
+        min(run),
+        seeds,
+        selection_seeds,
+    )
     out = {
         "corruption": corruption,
         "sizes": run,
-        "skipped": [n for n in sizes if n > len(test_images)],
+        "skipped": [n for n in sizes if n > fits],
         "results": {name: [] for name in methods},
         "hyperparameters": {name: [] for name in methods},
         "threshold": {name: [] for name in methods},
@@ -55,6 +93,7 @@ def capacity_sweep(
             memory_size=size,
             seeds=seeds,
             selection_seeds=selection_seeds,
+            log=None if log is None else (lambda line, size=size: log(f"N = {size}: {line}")),
         )
         for name in methods:
             out["results"][name].append(table["results"][name][corruption])

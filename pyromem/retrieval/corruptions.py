@@ -12,6 +12,7 @@ name                   query made from a stored image ``x``
 """
 
 import math
+import re
 
 import torch
 
@@ -69,13 +70,12 @@ def parse_corruption(name):
     if name in ("clean", "colour-rotation"):
         return name, None
     kind, _, value = name.rpartition("-")
-    try:
-        if kind == "noise" and 0 <= float(value) < math.inf:
-            return kind, float(value)
-        if kind in ("mask", "shift") and int(value) >= 0:
-            return kind, int(value)
-    except ValueError:
-        pass
+    # digits only: float() and int() also read " 2", "1_6" or "1e3", names that would key the
+    # results under another spelling than the corruption's
+    if kind == "noise" and re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", value):
+        return kind, float(value)
+    if kind in ("mask", "shift") and re.fullmatch(r"[0-9]+", value):
+        return kind, int(value)
     raise ValueError(
         f"unknown corruption {name!r}; expected 'clean', 'noise-S' (S >= 0), 'mask-W', "
         "'colour-rotation' or 'shift-K' (W, K >= 0 ints)"

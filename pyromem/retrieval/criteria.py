@@ -11,6 +11,8 @@ coordinates, :math:`\|\hat z - M_k\| / \sqrt{D}`, so that thresholds read the sa
 space (``D = C H W``) and latent space (``D = d``).
 """
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -70,13 +72,24 @@ def retrieval_success(retrieved, memory, target, threshold):
         raise ValueError(f"target must have shape ({len(retrieved)},), got {tuple(target.shape)}")
     if len(target) and not (0 <= target.min() and target.max() < len(memory)):
         raise ValueError(f"target must index the {len(memory)} stored patterns")
-    if not (isinstance(threshold, (int, float)) and threshold > 0):
-        raise ValueError(f"threshold must be a positive float, got {threshold!r}")
+    threshold = check_threshold(threshold)
     correct = distance.gather(-1, target.to(distance.device)[:, None]).squeeze(-1)
     others = distance.scatter(-1, target.to(distance.device)[:, None], float("inf"))
     return Outcome(
         nearest=correct < others.min(-1).values, within=correct < threshold, distance=correct
     )
+
+
+def check_threshold(threshold):
+    """The threshold as a float; a one-line ``ValueError`` unless it is a finite real number
+    ``> 0`` (a Python or NumPy float or int, not a bool or a tensor)."""
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not 0 < float(threshold) < math.inf
+    ):
+        raise ValueError(f"threshold must be a positive float, got {threshold!r}")
+    return float(threshold)
 
 
 def dot_product_winners(patterns):

@@ -31,9 +31,12 @@ VAE-NTM* and VAE-MemN2N* (Table 4's asterisk rows) on queries corrupted as in th
 """
 
 import copy
+import math
+import numbers
 
 import torch
 
+from pyromem.checks import as_int
 from pyromem.infer import (
     LearnedPrecisionRetrieval,
     MAPRefinement,
@@ -75,9 +78,10 @@ PER_CORRUPTION_METHODS = ("VAE-GMM*", "VAE-NTM*", "VAE-MemN2N*")
 class Method:
     """A named retrieval method; see the module docstring.
 
-    :ivar str name: the paper's name.
-    :ivar str space: ``"pixel"`` or ``"latent"``: where it stores, reads and is scored.
-    :ivar dict hyperparameters: the values it runs with.
+    :ivar name: the paper's name, a str.
+    :ivar space: ``"pixel"`` or ``"latent"``, a str: where it stores, reads and is scored.
+    :ivar image_shape: the ``(C, H, W)`` of the images it reads, a tuple.
+    :ivar hyperparameters: the values it runs with, a dict.
     """
 
     space = "pixel"
@@ -380,6 +384,62 @@ DEFAULTS = {
 }
 
 
+def check_method(name, image_shape, vae=None):
+    """Raise a one-line error unless :func:`build_method` can build ``name`` for images of
+    ``image_shape`` with ``vae``, without building it (the entry points check every method
+    before the first one runs).
+
+    :raises ValueError: an unknown name, a ``VAE-*`` method without a VAE, or a VAE that takes
+        images of another shape.
+    :raises TypeError: an ``image_shape`` that is not three positive ints, a ``vae`` that is
+        not a VAE.
+    """
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods are {list(METHODS)}")
+    if (
+        isinstance(image_shape, (str, bytes))
+        or not hasattr(image_shape, "__len__")
+        or len(image_shape) != 3
+        or not all(isinstance(n, numbers.Integral) and n >= 1 for n in image_shape)
+    ):
+        raise TypeError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
+    if name in LATENT_METHODS:
+        if vae is None:
+            raise ValueError(f"{name} works on VAE codes: pass a trained vae")
+        if not all(hasattr(vae, key) for key in ("input_shape", "latent_dim", "encoder")):
+            raise TypeError(f"vae must be a trained pyromem VAE, got {type(vae).__name__}")
+        if tuple(vae.input_shape) != tuple(image_shape):
+            raise ValueError(
+                f"the vae takes images of shape {tuple(vae.input_shape)}, got image_shape "
+                f"{tuple(image_shape)}"
+            )
+
+
+#: Hyper-parameters that must be positive finite numbers, and those that may also be 0
+#: (γ = 0: MAP on the likelihood alone); the step counts and widths are positive ints.
+_POSITIVE = ("sigma", "beta", "lr", "rate", "train_lr", "ridge")
+_NON_NEGATIVE = ("gamma",)
+_COUNTS = ("num_steps", "train_steps", "embed_dim")
+
+
+def _check_hyperparameters(name, h):
+    for key, value in h.items():
+        if key in _COUNTS:
+            as_int(value, f"{name}: {key}", 1)
+        elif key == "key_dim":
+            as_int(value, f"{name}: {key}", 1, allow_none=True)
+        elif key in _POSITIVE or key in _NON_NEGATIVE:
+            low = 0 if key in _NON_NEGATIVE else None
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or (value < 0 if low == 0 else value <= 0)
+            ):
+                bound = ">= 0" if low == 0 else "> 0"
+                raise ValueError(f"{name}: {key} must be a finite number {bound}, got {value!r}")
+
+
 def build_method(name, image_shape, vae=None, **hyperparameters):
     """Build a method by its name in the paper.
 
@@ -388,21 +448,16 @@ def build_method(name, image_shape, vae=None, **hyperparameters):
     :param vae: a trained :class:`~pyromem.models.VAE`; required by the ``VAE-*`` methods.
     :param hyperparameters: overrides of :data:`DEFAULTS` (e.g. ``sigma=0.5``).
     :rtype: Method
+    :raises ValueError: see :func:`check_method`; a hyper-parameter out of range.
+    :raises TypeError: a hyper-parameter ``name`` does not take.
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods are {list(METHODS)}")
+    check_method(name, image_shape, vae)
     unknown = sorted(set(hyperparameters) - set(DEFAULTS[name]))
     if unknown:
         raise TypeError(f"{name} takes hyper-parameters {sorted(DEFAULTS[name])}, got {unknown}")
+    _check_hyperparameters(name, hyperparameters)
     h = {**DEFAULTS[name], **hyperparameters}
     if name in LATENT_METHODS:
-        if vae is None:
-            raise ValueError(f"{name} works on VAE codes: pass a trained vae")
-        if tuple(vae.input_shape) != tuple(image_shape):
-            raise ValueError(
-                f"the vae takes images of shape {tuple(vae.input_shape)}, got image_shape "
-                f"{tuple(image_shape)}"
-            )
         if name in ("VAE-NTM", "VAE-NTM*"):
             reader = ContentReader(vae.latent_dim, key_dim=h["key_dim"])
             return LatentReaderMethod(name, vae, reader, h)

@@ -14,9 +14,22 @@ import pyro
 import torch
 
 from pyromem.checks import as_int
+from pyromem.data.validation import check_images
+from pyromem.retrieval.corruptions import check_corruptions
 from pyromem.retrieval.criteria import dot_product_winners, select_threshold
-from pyromem.retrieval.methods import PER_CORRUPTION_METHODS, build_method
-from pyromem.retrieval.protocol import check_image_batch, evaluate, sample_memory
+from pyromem.retrieval.methods import (
+    LATENT_METHODS,
+    PER_CORRUPTION_METHODS,
+    build_method,
+    check_method,
+)
+from pyromem.retrieval.protocol import (
+    check_image_batch,
+    check_names,
+    check_query_images,
+    evaluate,
+    sample_memory,
+)
 from pyromem.retrieval.selection import (
     TRAIN_SEED_OFFSET,
     TRAINING_GRIDS,
@@ -30,17 +43,79 @@ def check_memory_size(memory_size, train_images, test_images):
     """Raise a one-line ``ValueError`` unless memories of ``memory_size`` patterns can be drawn
     from both splits: the table's from the test split, the selection's from the train split.
 
-    :param int memory_size: N.
+    :param int memory_size: N, ``>= 2`` (the threshold is a distance between two stored
+        patterns).
     :param train_images: the train split ``(M, C, H, W)``.
     :param test_images: the test split ``(M', C, H, W)``.
     """
-    as_int(memory_size, "memory_size", 1)
+    as_int(memory_size, "memory_size", 2, form="split")
     for split, images in (("test", test_images), ("train", train_images)):
         if memory_size > len(images):
             raise ValueError(
                 f"memory_size: {memory_size} exceeds the {len(images)} {split} images; "
                 f"memories of at most {min(len(test_images), len(train_images))} fit"
             )
+
+
+#: Methods that score the query images under the VAE's likelihood (eq. 10, Alg. 1).
+LIKELIHOOD_METHODS = ("VAE-BP-GMM", "VAE-BP-Hopfield", "VAE-PC-GMM")
+
+
+def check_table(
+    methods,
+    corruptions,
+    train_images,
+    test_images,
+    vae=None,
+    memory_size=100,
+    seeds=10,
+    selection_seeds=2,
+    threshold_fraction=0.5,
+):
+    """Raise a one-line error naming the argument unless :func:`retrieval_table` can run all
+    of its cells: checked before the first method's selection, so that a bad name, corruption
+    or VAE late in the lists does not cost the earlier methods' work.
+
+    :returns: ``(methods, corruptions)`` as lists.
+    """
+    check_image_batch(test_images, "test_images")
+    image_shape = tuple(test_images.shape[1:])
+    # the selection would tune on train images of one size and the table read another's
+    check_image_batch(train_images, "train_images", image_shape, ", that of test_images")
+    methods = check_names(methods, "methods", "method names")
+    corruptions = check_names(corruptions, "corruptions", "corruption names")
+    for name in methods:
+        check_method(name, image_shape, vae)
+    check_corruptions(corruptions, image_shape)
+    check_memory_size(memory_size, train_images, test_images)
+    as_int(seeds, "seeds", 1)
+    as_int(selection_seeds, "selection_seeds", 1)
+    if not (isinstance(threshold_fraction, (int, float)) and 0 < threshold_fraction <= 1):
+        raise ValueError(f"threshold_fraction must lie in (0, 1], got {threshold_fraction!r}")
+    for name, images in (("train_images", train_images), ("test_images", test_images)):
+        check_query_images(images, name, corruptions)
+    if any(name in LATENT_METHODS for name in methods):
+        dtype = next(vae.parameters()).dtype if hasattr(vae, "parameters") else None
+        for name, images in (("train_images", train_images), ("test_images", test_images)):
+            if dtype is not None and images.dtype != dtype:
+                raise TypeError(
+                    f"{name} are {images.dtype} but the vae's parameters are {dtype}: convert "
+                    f"one to the other, e.g. {name}.to({dtype})"
+                )
+    scored = [name for name in methods if name in LIKELIHOOD_METHODS]
+    support = getattr(getattr(vae, "likelihood", None), "support", None)
+    if scored and support is not None:
+        # BP and PC score the queries under the VAE's likelihood: a Bernoulli VAE cannot
+        # score grey levels (the CLI refuses such a checkpoint too)
+        for name, images in (("train_images", train_images), ("test_images", test_images)):
+            try:
+                check_images(images, image_shape, support, name=name)
+            except ValueError as error:
+                raise ValueError(
+                    f"{', '.join(scored)} score the images under the vae's likelihood "
+                    f"(support {support!r}): {str(error).split(';')[0]}"
+                ) from None
+    return methods, corruptions
 
 
 def space_calibration(method, train_images, memory_size, threshold_fraction=0.5):
@@ -84,7 +159,8 @@ def retrieval_table(
         its images have the same ``(C, H, W)`` as ``test_images``.
     :param torch.Tensor test_images: test split ``(M', C, H, W)``: the memories of the table.
     :param vae: trained VAE for the ``VAE-*`` methods.
-    :param int memory_size: N, at most ``len(test_images)``.
+    :param int memory_size: N, ``>= 2`` and at most ``len(test_images)`` and
+        ``len(train_images)``.
     :param int seeds: memories per cell.
     :param int selection_seeds: training memories per candidate and corruption.
     :param float threshold_fraction: see :func:`~pyromem.retrieval.criteria.select_threshold`.
@@ -97,12 +173,23 @@ def retrieval_table(
         :class:`~pyromem.retrieval.methods.Method` objects by name (not JSON-able).
         ``"timing"`` holds the wall-clock seconds of each method's ``"selection"``,
         ``"training"`` and ``"evaluation"`` and their totals over methods.
+    :raises ValueError: before any work, on an argument that cannot run (:func:`check_table`):
+        an unknown method, a method or corruption given twice, a corruption the images do not
+        allow, a ``VAE-*`` method without a VAE of the images' shape, a memory size either
+        split cannot hold, ...
     """
-    check_image_batch(test_images, "test_images")
+    methods, corruptions = check_table(
+        methods,
+        corruptions,
+        train_images,
+        test_images,
+        vae,
+        memory_size,
+        seeds,
+        selection_seeds,
+        threshold_fraction,
+    )
     image_shape = tuple(test_images.shape[1:])
-    # the selection would tune on train images of one size and the table read another's
-    check_image_batch(train_images, "train_images", image_shape, ", that of test_images")
-    check_memory_size(memory_size, train_images, test_images)
     calibration, out = (
         {},
         {
