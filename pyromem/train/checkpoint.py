@@ -142,11 +142,11 @@ class LastCheckpoint(CheckpointCallback):
 class Checkpoint:
     """What :func:`load_checkpoint` reads from a pyromem checkpoint.
 
-    :ivar dict config: the JSON-able config passed to :func:`~pyromem.train.fit`.
-    :ivar dict state_dict: the trained model's ``state_dict()``, ready for
+    :ivar config: the JSON-able config dict passed to :func:`~pyromem.train.fit`.
+    :ivar state_dict: the trained model's ``state_dict()``, a dict ready for
         ``model.load_state_dict``.
-    :ivar int epoch: number of training epochs completed.
-    :ivar list history: one dict of metrics per completed epoch.
+    :ivar epoch: the number of training epochs completed, an int.
+    :ivar history: a list of one dict of metrics per completed epoch.
     """
 
     config: dict

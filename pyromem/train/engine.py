@@ -42,11 +42,12 @@ class FitResult:
     """What :func:`fit` returns.
 
     :ivar model: the trained model, on the device it was passed on.
-    :ivar list history: one dict of metrics per completed epoch (the rows of ``metrics_csv``).
-    :ivar Path checkpoint: path of ``last.ckpt``.
-    :ivar Path metrics_csv: path of ``metrics.csv``.
-    :ivar int epochs: number of epochs completed.
-    :ivar str device: the device trained on, e.g. ``"cpu"`` or ``"cuda:0"``.
+    :ivar history: a list of one dict of metrics per completed epoch (the rows of
+        ``metrics_csv``).
+    :ivar checkpoint: the path of ``last.ckpt``, a ``Path``.
+    :ivar metrics_csv: the path of ``metrics.csv``, a ``Path``.
+    :ivar epochs: the number of epochs completed, an int.
+    :ivar device: the device trained on, a str, e.g. ``"cpu"`` or ``"cuda:0"``.
     """
 
     model: torch.nn.Module
@@ -64,11 +65,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     A ``KeyboardInterrupt``, as the interrupt that caused it, in place of the ``SystemExit(1)``
     that Lightning raises for one.
 
-    :ivar int epoch: the epoch interrupted, counted from 1.
-    :ivar int epochs: the epochs asked for.
-    :ivar int completed: the epochs completed, those the checkpoint holds.
+    :ivar epoch: the epoch interrupted, counted from 1, an int.
+    :ivar epochs: the epochs asked for, an int.
+    :ivar completed: the epochs completed, those the checkpoint holds, an int.
     :ivar checkpoint: the path of ``last.ckpt``, or ``None`` when no epoch was completed.
-    :ivar int signal_number: the signal that stopped it, ``signal.SIGINT`` or ``signal.SIGTERM``.
+    :ivar signal_number: the signal that stopped it, ``signal.SIGINT`` or ``signal.SIGTERM``.
     """
 
     def __init__(
