@@ -40,6 +40,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
+from pyromem.checks import as_positive_int
 from pyromem.data import FreshEpisodes, few_shot_splits, sample_few_shot
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
@@ -65,6 +66,8 @@ EVAL_EPISODES = 4
 TEST_QUERIES = 2
 # queries per class of each few-shot classification episode
 ACCURACY_QUERIES = 5
+# keys of evaluation_bounds that are counts, the same in every episode: never averaged
+COUNTS = ("num_samples",)
 
 
 def objective(address, num_particles=4):
@@ -81,7 +84,12 @@ def build_model(address, input_shape, **options):
     """A :class:`VMA` for ``"enum"`` or ``"vimco"``, a :class:`SoftAttentionVAE` for
     ``"soft"`` (which takes no ``prior``: its p(z) is N(0, I))."""
     if address == "soft":
-        options.pop("prior", None)
+        prior = options.pop("prior", "learned")
+        if prior != "learned":
+            raise ValueError(
+                f"prior: the soft-attention baseline has no address prior (its p(z) is "
+                f"N(0, I)), got prior={prior!r}; leave it out"
+            )
         return SoftAttentionVAE(input_shape, **options)
     return VMA(input_shape, address=address, **options)
 
@@ -260,7 +268,10 @@ def _evaluate(vma, config, test, num_samples, num_particles=4):
                 _, memory, query = _fewshot_episode(test, c, shots, TEST_QUERIES, generator, device)
                 rows.append(evaluation_bounds(vma, query, memory, num_samples, num_particles))
             row = {"classes": c, "memory_size": c * shots, "episodes": EVAL_EPISODES}
-            row.update({k: _mean(r[k] for r in rows) for k in rows[0]})
+            # the bounds averaged over the episodes; the counts (num_samples) are the same in each
+            row.update(
+                {k: v if k in COUNTS else _mean(r[k] for r in rows) for k, v in rows[0].items()}
+            )
             if nll_one_class is None:
                 nll_one_class = row["test_nll_nats"]
             row["optimum_nll_nats"] = nll_one_class + math.log(c / config.memory_classes[0])
@@ -456,7 +467,9 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
     _, test = vma_data(config)
     if log is not None:
         log(f"vma: evaluating the {config.mode} model on {config.dataset} (IWAE-{num_samples})")
-    num_particles = num_particles or config.num_particles
+    if num_particles is None:
+        num_particles = config.num_particles
+    num_particles = as_positive_int(num_particles, "num_particles")
     results = _evaluate(vma, config, test, num_samples, num_particles)
     results.update(
         {

@@ -41,7 +41,13 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, flatten_batch, parameter_dtype
+from pyromem.checks import (
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    flatten_batch,
+    parameter_dtype,
+)
 from pyromem.data.validation import check_images
 from pyromem.memory import spatial_read
 from pyromem.memory.spatial_read import KEY_SCALE, KEY_SIZE, check_key_scale
@@ -165,6 +171,9 @@ class KanervaPlusPlus(PyroModule):
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if channels is None:
             channels = (32, 64) if encoder == "conv" else (64,)
+        channels = as_sizes(channels, "channels")
+        if not channels:
+            raise ValueError("channels must hold at least one width, got ()")
         if encoder == "resnet18-tsm" and len(channels) != 1:
             raise ValueError(
                 "the resnet18-tsm encoder takes channels=(width,), the width of its first "
@@ -257,6 +266,19 @@ class KanervaPlusPlus(PyroModule):
         :returns: a Normal with batch shape ``batch_shape + (B,)`` and event shape ``(L,)``.
         """
         self._require_memory("readout_prior")
+        batch = self._check_memory(memory)
+        if self._check_tensor(keys, "keys").dim() < 3 or keys.shape[-3:] != (
+            batch,
+            self.reads,
+            KEY_SIZE,
+        ):
+            raise ValueError(
+                f"keys must have shape (..., {batch}, {self.reads}, {KEY_SIZE}) for a memory of "
+                f"{batch} episodes, got {tuple(keys.shape)}"
+            )
+        return self._readout_prior(memory, keys)
+
+    def _readout_prior(self, memory, keys):
         if self.write_kind == "block":
             # ... × B × K × C × h × w
             reads = spatial_read(memory, keys, self.block_shape, self.key_scale)
@@ -305,7 +327,7 @@ class KanervaPlusPlus(PyroModule):
                     "y", dist.Normal(x.new_zeros(self.reads, KEY_SIZE), 1.0).to_event(2)
                 )
                 # eq. 5 and 4: read M̂ = {f_ST(M, y_tk)}, then z_t ~ p(z | M̂, y)
-                z = pyro.sample("z", self.readout_prior(memory, y))
+                z = pyro.sample("z", self._readout_prior(memory, y))
                 # eq. 4: the decoder p(x_t | z_t)
                 pyro.sample("x", self.decode(z), obs=x.transpose(0, 1))
 
@@ -339,7 +361,8 @@ class KanervaPlusPlus(PyroModule):
         :returns: ``(B, S, K, 3)``.
         """
         num_samples = as_positive_int(num_samples, "num_samples")
-        return memory.new_empty(memory.shape[0], num_samples, self.reads, KEY_SIZE).normal_()
+        batch = self._check_memory(memory)
+        return memory.new_empty(batch, num_samples, self.reads, KEY_SIZE).normal_()
 
     @_old_generate_call_form
     def generate(self, num_samples=1, memory=None, *, keys=None):
@@ -357,10 +380,14 @@ class KanervaPlusPlus(PyroModule):
         if memory is None:
             raise ValueError("generate needs a memory: pass memory=kpp.write(x)")
         num_samples = as_positive_int(num_samples, "num_samples")
-        batch = memory.shape[0]
+        batch = self._check_memory(memory)
         if keys is None:
             keys = self.sample_keys(memory, num_samples)
-        elif keys.dim() != 4 or keys.shape[0] != batch or keys.shape[2:] != (self.reads, KEY_SIZE):
+        elif (
+            self._check_tensor(keys, "keys").dim() != 4
+            or keys.shape[0] != batch
+            or keys.shape[2:] != (self.reads, KEY_SIZE)
+        ):
             raise ValueError(
                 f"keys must have shape ({batch}, S, {self.reads}, {KEY_SIZE}), "
                 f"got {tuple(keys.shape)}"
@@ -369,7 +396,7 @@ class KanervaPlusPlus(PyroModule):
             raise ValueError(
                 f"keys hold {keys.shape[1]} samples per memory but num_samples is {num_samples}"
             )
-        z = self.readout_prior(memory, keys.transpose(0, 1)).sample()
+        z = self._readout_prior(memory, keys.transpose(0, 1)).sample()
         return typical_image(self.decode(z)).transpose(0, 1)
 
     def iterative_read(self, x, memory, steps=10):
@@ -384,18 +411,27 @@ class KanervaPlusPlus(PyroModule):
         :returns: ``(steps + 1, B, N, C, H, W)``, the input first.
         """
         self._require_memory("iterative_read")
-        if x.dim() != 5 or x.shape[0] != memory.shape[0]:
+        batch = self._check_memory(memory)
+        if self._check_tensor(x, "x").dim() != 5 or x.shape[0] != batch:
             raise ValueError(
-                f"x must have shape ({memory.shape[0]}, N, {', '.join(map(str, self.image_shape))})"
-                f" for a memory of {memory.shape[0]} episodes, got {tuple(x.shape)}"
+                f"x must have shape ({batch}, N, {', '.join(map(str, self.image_shape))})"
+                f" for a memory of {batch} episodes, got {tuple(x.shape)}"
             )
+        # noisy or partial images: any values of the likelihood's range, not only its support
+        check_images(
+            x,
+            self.image_shape,
+            "real" if self.likelihood.support == "real" else "unit_interval",
+            check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
+        )
         sequence = [x]
         x_hat = x.transpose(0, 1)  # (N, B, ...) broadcasts against the memory's (B, ...)
         for _ in range(as_positive_int(steps, "steps")):
             # the N images of a memory are embedded as one episode
             embedding = self.embed(x_hat.transpose(0, 1)).transpose(0, 1)
             keys = self.key_posterior(embedding).sample()
-            x_hat = typical_image(self.decode(self.readout_prior(memory, keys).sample()))
+            x_hat = typical_image(self.decode(self._readout_prior(memory, keys).sample()))
             sequence.append(x_hat.transpose(0, 1))
         return torch.stack(sequence)
 
@@ -407,6 +443,42 @@ class KanervaPlusPlus(PyroModule):
                 f"{method} needs a memory; this model is the plain VAE of K++'s nets "
                 "(write='none'), which has none"
             )
+
+    def _check_tensor(self, value, name):
+        """``value`` if it is a floating-point tensor of the model's dtype and device."""
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point torch.Tensor, got "
+                f"{getattr(value, 'dtype', type(value).__name__)}"
+            )
+        like = next(self.parameters())
+        if value.dtype != like.dtype:
+            raise TypeError(
+                f"{name} is {value.dtype} but the model's parameters are {like.dtype}: convert "
+                f"one to the other, e.g. {name}.to({like.dtype})"
+            )
+        if value.device != like.device:
+            raise ValueError(
+                f"{name} is on {value.device} but the model's parameters are on {like.device}: "
+                f"move one to the other, e.g. {name}.to({str(like.device)!r})"
+            )
+        return value
+
+    def _check_memory(self, memory):
+        """Raise unless ``memory`` is a finite batch ``(B,) + memory shape`` of the model's
+        dtype and device, as :meth:`write` returns; return B."""
+        shape = self._memory_event_shape
+        self._check_tensor(memory, "memory")
+        if memory.dim() != len(shape) + 1 or tuple(memory.shape[1:]) != shape:
+            raise ValueError(
+                f"memory must have shape (B,) + {shape}, one memory per episode as write(x) "
+                f"returns, got {tuple(memory.shape)}"
+            )
+        if memory.shape[0] == 0:
+            raise ValueError(f"memory is an empty batch (shape {tuple(memory.shape)})")
+        if not torch.isfinite(memory.detach().sum()) and not torch.isfinite(memory).all():
+            raise ValueError("memory contains NaN or infinite values")
+        return memory.shape[0]
 
     @property
     def _memory_event_shape(self):

@@ -23,9 +23,9 @@ from pyromem.data.validation import check_images
 MEMORY_KINDS = ("learned", "fixed")
 
 
-def check_memory(memory, memory_shape, dtype=None):
+def check_memory(memory, memory_shape, dtype=None, device=None):
     """Raise unless ``memory`` is a non-empty, finite float tensor ``(N,) + memory_shape``
-    (of ``dtype``, the model's, when given)."""
+    (of ``dtype`` and on ``device``, the model's, when given)."""
     if not isinstance(memory, torch.Tensor):
         raise TypeError(f"memory: expected a torch.Tensor, got {type(memory).__name__}")
     if memory.dim() != len(memory_shape) + 1 or memory.shape[1:] != memory_shape:
@@ -41,10 +41,25 @@ def check_memory(memory, memory_shape, dtype=None):
             f"memory is {memory.dtype} but the model's parameters are {dtype}: convert one to "
             "the other with .to(dtype)"
         )
+    _check_device(memory, "memory", device)
     # one sum is finite only if every value is (it costs no mask per slot); where it is
     # not, the values decide (a sum of finite values may overflow)
     if not torch.isfinite(memory.detach().sum()) and not torch.isfinite(memory).all():
         raise ValueError("memory: expected finite values, got NaN or infinite ones")
+
+
+def _check_device(tensor, name, device):
+    """Raise unless ``tensor`` is on ``device`` (the model's; ``None``: any)."""
+    if device is not None and tensor.device != device:
+        raise ValueError(
+            f"{name} is on {tensor.device} but the model's parameters are on {device}: move "
+            f"one to the other, e.g. {name}.to({str(device)!r}) or model.to({str(tensor.device)!r})"
+        )
+
+
+def _parameter_device(module):
+    """The device of ``module``'s parameters (``None`` if it has none)."""
+    return next((parameter.device for parameter in module.parameters()), None)
 
 
 def check_memory_options(kind, memory_size):
@@ -106,6 +121,8 @@ class SlotMemoryModel(PyroModule):
         :raises ValueError: if the model has no fixed memory, or ``memory`` is not
             ``memory_size`` finite slots of ``memory_shape``.
         :raises TypeError: if ``memory`` is not a floating-point tensor.
+
+        The slots are stored on the device and in the dtype of the model's parameters.
         """
         name = type(self).__name__
         if self.memory_kind == "learned":
@@ -156,18 +173,21 @@ class SlotMemoryModel(PyroModule):
         """The memory to read: ``memory`` if given, else the model's own; checked.
 
         :raises ValueError: if neither is there (or the model's is empty), or the memory has
-            the wrong shape or values.
+            the wrong shape or values, or is on another device than the model's parameters.
         :raises TypeError: if its dtype is not the model's.
         """
         if memory is None:
             memory = self.own_memory()
-        check_memory(memory, self.memory_shape, parameter_dtype(self))
+        check_memory(memory, self.memory_shape, parameter_dtype(self), _parameter_device(self))
         return memory
 
     def _inputs(self, x, memory):
         """Check images ``x`` against ``input_shape`` and the support of ``likelihood`` (the
         values only while Pyro's validation is on) and return :meth:`resolve_memory`'s
         memory, for subclasses with those attributes."""
+        if isinstance(x, torch.Tensor):
+            # before check_images reads the values
+            _check_device(x, "x", _parameter_device(self))
         check_images(
             x,
             self.input_shape,

@@ -32,6 +32,7 @@ D(m_a). Both keep the skip path from m_a to the likelihood's parameters.
 
 import itertools
 import math
+import numbers
 
 import pyro
 import pyro.distributions as dist
@@ -39,7 +40,7 @@ import torch
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyromem.checks import as_int, as_positive_int
+from pyromem.checks import as_int, as_positive_int, as_shape, as_sizes
 from pyromem.memory.addressing import (
     SIMILARITIES,
     Addressing,
@@ -121,6 +122,26 @@ class SkipPath(nn.Module):
 def _embedding_net(shape, embedding_dim, hidden):
     """An MLP from items of ``shape`` (flattened) to ``(embedding_dim,)``."""
     return nn.Sequential(nn.Flatten(-len(shape)), MLP(math.prod(shape), (embedding_dim,), hidden))
+
+
+def _check_widths(latent_dim, embedding_dim, hidden, channels):
+    """The nets' widths, checked before anything is built: positive ints (``hidden`` a tuple
+    of them, or one int for one layer), else a one-line error naming the argument."""
+    return (
+        as_positive_int(latent_dim, "latent_dim"),
+        as_positive_int(embedding_dim, "embedding_dim"),
+        as_sizes(hidden, "hidden"),
+        as_positive_int(channels, "channels"),
+    )
+
+
+def _check_temperature(value):
+    """τ of the Gumbel-softmax relaxation: a positive, finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"temperature: expected a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"temperature: expected a positive, finite number, got {value!r}")
+    return float(value)
 
 
 def _check_slot(slot, size):
@@ -264,8 +285,13 @@ class VMA(_DecoderOfSlot):
         if address not in ADDRESSING:
             raise ValueError(f"address: expected one of {ADDRESSING}, got {address!r}")
         check_memory_options(memory, memory_size)
-        self.input_shape = torch.Size(input_shape)
-        self.memory_shape = torch.Size(memory_shape or input_shape)
+        self.input_shape = as_shape(input_shape, "input_shape")
+        self.memory_shape = (
+            self.input_shape if memory_shape is None else as_shape(memory_shape, "memory_shape")
+        )
+        latent_dim, embedding_dim, hidden, channels = _check_widths(
+            latent_dim, embedding_dim, hidden, channels
+        )
         _check_net(net, self.input_shape, self.memory_shape)
         self.latent_dim, self.address, self.net = latent_dim, address, net
         self.config = {
@@ -321,6 +347,15 @@ class VMA(_DecoderOfSlot):
         return state
 
     @property
+    def temperature(self):
+        """τ of the Gumbel-softmax relaxation (``address="gumbel"``): a positive float."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self._temperature = _check_temperature(value)
+
+    @property
     def relaxed(self):
         """Whether the address is the Gumbel-softmax relaxation (``"gumbel"``, training mode)."""
         return self.address == "gumbel" and self.training
@@ -328,17 +363,30 @@ class VMA(_DecoderOfSlot):
     def _inputs(self, x, memory, role=None):
         memory = super()._inputs(x, memory)
         cached, self._guide_keys = self._guide_keys, None
+        state = (torch.is_grad_enabled(), self._key_versions(memory))
         if (
             role == "model"
             and cached is not None
             and cached[0] is memory
-            and cached[1] == torch.is_grad_enabled()
+            and cached[1] == state
+            and state[1] is not None
         ):
             return memory, cached[2]
         keys = self.addressing.keys(memory)
         if role == "guide":
-            self._guide_keys = (memory, torch.is_grad_enabled(), keys)
+            self._guide_keys = (memory, state, keys)
         return memory, keys
+
+    def _key_versions(self, memory):
+        """The version counters of the memory and of h's parameters: an in-place change to
+        either (an optimiser's step between a guide and a model run apart) makes the guide's
+        keys stale. ``None`` for tensors without one (made in inference mode)."""
+        try:
+            return (memory._version,) + tuple(
+                p._version for p in self.addressing.key_net.parameters()
+            )
+        except RuntimeError:
+            return None
 
     def _address(self, logits):
         """p(a | M) or q(a | x) from its logits: a categorical, or its relaxation."""
@@ -486,7 +534,10 @@ class SoftAttentionVAE(_DecoderOfSlot):
         check_memory_options(memory, memory_size)
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
-        self.input_shape = self.memory_shape = torch.Size(input_shape)
+        self.input_shape = self.memory_shape = as_shape(input_shape, "input_shape")
+        latent_dim, embedding_dim, hidden, channels = _check_widths(
+            latent_dim, embedding_dim, hidden, channels
+        )
         _check_net(net, self.input_shape, self.memory_shape)
         self.latent_dim, self.similarity, self.net = latent_dim, similarity, net
         self.config = {
