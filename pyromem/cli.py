@@ -179,7 +179,11 @@ def run(args):
         recipe = FAMILIES[args.family]
         from pyromem.experiments.vae import stderr_line  # after parsing: it loads torch
 
-        return getattr(recipe.load(), recipe.evaluator)(
+        evaluator = getattr(recipe.load(), recipe.evaluator)
+        import pyro
+
+        pyro.set_rng_seed(options.seed)
+        return evaluator(
             options.checkpoint,
             out_dir=args.out,
             num_samples=options.num_samples or recipe.eval_samples,

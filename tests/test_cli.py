@@ -84,6 +84,18 @@ def test_eval_vae_json(capsys, trained, tmp_path):
     assert (tmp_path / "results.json").is_file() and (tmp_path / "reconstructions.png").is_file()
 
 
+def test_eval_twice_gives_the_same_numbers_and_another_seed_others(capsys, trained, tmp_path):
+    checkpoint = str(trained / "checkpoints" / "last.ckpt")
+    argv = ["eval", "vae", "--checkpoint", checkpoint, "--num-samples", "10", "--no-progress"]
+    first, again, other = (
+        run_json(capsys, [*argv, *extra, "--out", str(tmp_path / name)])
+        for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"]))
+    )
+    keys = ("test_elbo_nats", "test_log_likelihood_nats")
+    assert [first[k] for k in keys] == [again[k] for k in keys]
+    assert [first[k] for k in keys] != [other[k] for k in keys]
+
+
 def test_eval_says_what_it_evaluates_unless_told_not_to(capsys, trained, tmp_path):
     checkpoint = str(trained / "checkpoints" / "last.ckpt")
     argv = ["eval", "vae", "--checkpoint", checkpoint, "--num-samples", "10"]

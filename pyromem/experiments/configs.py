@@ -622,6 +622,7 @@ class EvalConfig(ProgressOption):
         None, "draws of the test ELBO (default: 10; vma: the training run's K)", minimum=1
     )
     root: str | None = option(None, "data folder, if it moved since training")
+    seed: int = option(0, "seed of the evaluation's draws: the same command, the same numbers")
 
     def check(self):
         check_checkpoint_file(self.checkpoint or None)
