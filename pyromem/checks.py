@@ -162,3 +162,33 @@ def parameter_dtype(module):
         if parameter.is_floating_point():
             return parameter.dtype
     return None
+
+
+def as_float_tensor(value, name, what=""):
+    """``value`` if it is a floating-point tensor, else a one-line ``TypeError`` naming it.
+
+    :param str name: the argument's name in the message.
+    :param str what: what the tensor holds, for the message, e.g. ``" of images (N, C, H, W)"``.
+    """
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        got = getattr(value, "dtype", type(value).__name__)
+        raise TypeError(f"{name} must be a floating-point torch.Tensor{what}, got {got}")
+    return value
+
+
+def check_input_dtype(net, value, name):
+    """Raise a one-line ``TypeError`` unless ``value`` has the dtype of ``net``'s parameters:
+    torch would stop deep in a layer with "mat1 and mat2 must have the same dtype".
+
+    :param torch.nn.Module net: the net about to read ``value``.
+    :param torch.Tensor value: its input, already checked to be a floating-point tensor.
+    :param str name: the input's name in the message.
+    :returns: ``value``.
+    """
+    dtype = parameter_dtype(net)
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(
+            f"{name} is {value.dtype} but the parameters of {type(net).__name__} are {dtype}: "
+            f"convert one to the other, e.g. net.to({value.dtype}) or {name}.to({dtype})"
+        )
+    return value

@@ -172,7 +172,7 @@ def test_conv_memory_decoder_names_a_dtype_mismatch_of_z():
 
 def test_memory_primitives_name_their_argument_and_dtype():
     # were AttributeError ('list' object has no attribute 'dim') and torch's dtype errors
-    with pytest.raises(TypeError, match="keys: expected a floating-point torch.Tensor, got list"):
+    with pytest.raises(TypeError, match="keys must be a floating-point torch.Tensor, got list"):
         similarity([[1.0, 0.0]], torch.zeros(2))
     keys, query = torch.randn(4, 3, dtype=torch.float64), torch.randn(2, 3)
     with pytest.raises(TypeError, match="keys torch.float64 and query torch.float32"):

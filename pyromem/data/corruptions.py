@@ -13,7 +13,7 @@ import numbers
 
 import torch
 
-from pyromem.checks import as_int
+from pyromem.checks import as_float_tensor, as_int
 
 
 def gaussian_noise(x, std, *, generator=None):
@@ -192,10 +192,7 @@ def shift(x, dx, dy, fill=0.0):
 
 
 def _check_images(x):
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(
-            f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}"
-        )
+    as_float_tensor(x, "x")
     if x.dim() < 3:
         raise ValueError(f"x must have shape (..., C, H, W), got {tuple(x.shape)}")
     # Written so that NaN fails too.

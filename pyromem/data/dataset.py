@@ -2,6 +2,7 @@
 
 import torch
 
+from pyromem.checks import as_float_tensor
 from pyromem.data.validation import SUPPORTS
 
 BINARIZATIONS = (None, "static", "dynamic")
@@ -57,11 +58,7 @@ class ImageDataset(torch.utils.data.Dataset):
         binarize=None,
         seed=0,
     ):
-        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-            raise TypeError(
-                f"images must be a floating-point torch.Tensor, got "
-                f"{getattr(images, 'dtype', type(images).__name__)}"
-            )
+        as_float_tensor(images, "images")
         if images.dim() != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
         if not isinstance(labels, torch.Tensor) or labels.is_floating_point():

@@ -27,6 +27,8 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 from torch.distributions import kl_divergence, register_kl, relaxed_categorical
 
+from pyromem.checks import as_float_tensor
+
 SIMILARITIES = ("normalized", "dot", "cosine")
 PRIORS = ("learned", "flat")
 # keeps the norms of all-zero embeddings from dividing by zero
@@ -46,12 +48,8 @@ def similarity(keys, query, kind="normalized"):
     """
     if kind not in SIMILARITIES:
         raise ValueError(f"kind: expected one of {SIMILARITIES}, got {kind!r}")
-    for name, value in (("keys", keys), ("query", query)):
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(
-                f"{name}: expected a floating-point torch.Tensor, got "
-                f"{getattr(value, 'dtype', type(value).__name__)}"
-            )
+    as_float_tensor(keys, "keys")
+    as_float_tensor(query, "query")
     if query.dtype != keys.dtype:
         raise TypeError(
             f"keys and query: expected one dtype, got keys {keys.dtype} and query {query.dtype}"

@@ -50,6 +50,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from pyromem.checks import as_float_tensor
+
 KEY_SIZE = 3
 KEY_SCALE = 3.0
 
@@ -121,12 +123,8 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE):
         than 3 dims, the block does not fit in the memory or ``key_scale`` is not
         a positive number.
     """
-    for name, value in (("memory", memory), ("keys", keys)):
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(
-                f"{name} must be a floating-point torch.Tensor, got "
-                f"{getattr(value, 'dtype', type(value).__name__)}"
-            )
+    as_float_tensor(memory, "memory")
+    as_float_tensor(keys, "keys")
     if keys.dtype != memory.dtype:
         # grid_sample would stop with "expected scalar type Float but found Double"
         raise TypeError(

@@ -42,6 +42,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyromem.checks import (
+    as_float_tensor,
     as_positive_int,
     as_shape,
     as_sizes,
@@ -446,11 +447,7 @@ class KanervaPlusPlus(PyroModule):
 
     def _check_tensor(self, value, name):
         """``value`` if it is a floating-point tensor of the model's dtype and device."""
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(
-                f"{name} must be a floating-point torch.Tensor, got "
-                f"{getattr(value, 'dtype', type(value).__name__)}"
-            )
+        as_float_tensor(value, name)
         like = next(self.parameters())
         if value.dtype != like.dtype:
             raise TypeError(

@@ -20,7 +20,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyromem.checks import as_positive_int, parameter_dtype
+from pyromem.checks import as_float_tensor, as_positive_int, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.plates import data_plate
@@ -100,8 +100,7 @@ class MemoryVAE(SlotMemoryModel):
         )
 
     def _check_width(self, value, name, shape):
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {value!r}")
+        as_float_tensor(value, name)
         if (
             value.dim() != len(shape)
             or any(n is not None and n != m for n, m in zip(shape, value.shape, strict=True))

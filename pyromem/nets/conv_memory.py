@@ -24,9 +24,15 @@ import math
 import torch
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of, flatten_batch
+from pyromem.checks import (
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    batch_shape_of,
+    check_input_dtype,
+    flatten_batch,
+)
 
-from .dtypes import check_input_dtype
 from .encoders import MLPEncoder
 
 LEVELS = 3  # three stride-2 stages: 6 layers, stride 2 on every second (§4.2)

@@ -6,9 +6,7 @@ it) and Kanerva++'s image encoder f_enc (which normalises its features).
 
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of
-
-from .dtypes import check_input_dtype
+from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of, check_input_dtype
 
 
 class ConvTrunk(nn.Sequential):

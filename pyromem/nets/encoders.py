@@ -12,10 +12,9 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
+from pyromem.checks import as_positive_int, as_shape, as_sizes, check_input_dtype, flatten_batch
 
 from .conv_trunk import ConvTrunk
-from .dtypes import check_input_dtype
 
 # A floor on the scale keeps log q(z|x) and its gradients bounded when the
 # softplus saturates towards zero early in training.

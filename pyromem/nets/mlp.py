@@ -9,9 +9,7 @@ import math
 
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, flatten_batch
-
-from .dtypes import check_input_dtype
+from pyromem.checks import as_positive_int, as_shape, as_sizes, check_input_dtype, flatten_batch
 
 
 class MLP(nn.Module):

@@ -43,9 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape
-
-from .dtypes import check_input_dtype
+from pyromem.checks import as_positive_int, as_shape, check_input_dtype
 
 # The layout of ResNet-18: two BasicBlocks in each of four stages.
 BLOCKS_PER_STAGE = (2, 2, 2, 2)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from pyromem.checks import as_int
+from pyromem.checks import as_float_tensor, as_int
 from pyromem.retrieval.corruptions import check_corruptions, corrupt, parse_corruption
 from pyromem.retrieval.criteria import check_threshold, retrieval_success
 
@@ -34,11 +34,7 @@ def check_image_batch(images, name, image_shape=None, why=""):
     :raises TypeError: if ``images`` is not a floating-point tensor.
     :raises ValueError: if it has the wrong shape.
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point torch.Tensor of images (M, C, H, W), got "
-            f"{getattr(images, 'dtype', type(images).__name__)}"
-        )
+    as_float_tensor(images, name, " of images (M, C, H, W)")
     if image_shape is None:
         expected, fits = "(M, C, H, W)", images.dim() == 4
     else:
