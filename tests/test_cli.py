@@ -289,8 +289,16 @@ def test_demo_quick_through_the_console_script(tmp_path):
     report = (out / "report.md").read_text()
     assert results["report"] == str(out / "report.md")
     assert "IWAE-" in report and "ELBO" in report
-    sections = report.split("\n## ")[1:]
+    # the opening: the mode, a warning that quick numbers are not results, a headline table
+    assert report.startswith("# pyromem demo report\n\nMode: quick; seed 0; 1 torch thread;")
+    assert "**Quick mode**" in report
+    glance, *sections = report.split("\n## ")[1:]
+    assert glance.startswith("At a glance") and glance.count("\n| ") >= 6  # a row per run
+    assert f"{results['vae']['test_log_likelihood_nats']:.2f} nats" in glance
     assert len(sections) == 4
+    # every figure the report links was written
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
+        assert (out / link).is_file(), link
     for section in sections:  # each says what to look at
         assert "look at" in section.lower(), section.splitlines()[0]
     for figure in results["vae"]["figures"].values():

@@ -143,5 +143,12 @@ def test_command_line_runs_on_a_dataset_of_shared_classes_given_test_classes(tmp
     out = tmp_path / "held-out"
     assert main([*argv, "--test-classes", "5", "6", "7", "8", "9", "--out", str(out)]) == 0
     assert "test_classes = [5, 6, 7, 8, 9]" in (out / "config.toml").read_text()
+    # the table says its setting, what each column is, and what the run resolves
+    table = (out / "table.md").read_text()
+    assert "Setting: one parameter point, a VMA trained 10 steps" in table
+    assert "`digits` (8×8, static binarisation" in table
+    assert "the median of 2 timed training steps" in table
+    assert "Bias resolved (beyond 2 × its MC noise)" in table
+    assert "Least noisy gradient:" in table
     assert main(["compare-estimators", "--estimators", "vimco", "vimco"]) == 2
     assert "given twice" in capsys.readouterr().err

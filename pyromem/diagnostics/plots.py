@@ -101,23 +101,42 @@ def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None, marks=
     return save_figure(fig, path)
 
 
-def save_curves(history, keys, path, ylabel="nats per image"):
+#: Legend labels of the training engine's per-epoch keys
+#: (:class:`pyromem.train.metrics.EpochMetrics`).
+CURVE_LABELS = {
+    "train_elbo_nats": "train ELBO (mean over the epoch's training batches)",
+    "eval_elbo_nats": "held-out ELBO (eval data, at the epoch's end)",
+}
+
+
+def save_curves(history, keys, path, ylabel=None, labels=None, title=None):
     """Plot per-epoch values from a training history.
 
     :param list history: one dict per epoch with an ``"epoch"`` entry.
     :param list keys: the entries to plot, e.g. ``["train_elbo_nats", "eval_elbo_nats"]``.
     :param path: where to write the PNG.
+    :param str ylabel: the y axis's label; by default ``"ELBO, nats per image"`` when every key
+        is one of :data:`CURVE_LABELS`, otherwise ``"nats per image"``.
+    :param dict labels: legend label of each key; by default :data:`CURVE_LABELS`' for the
+        engine's keys, the key itself for any other.
+    :param str title: an optional title.
     :returns: the path written.
     """
+    if ylabel is None:
+        known = keys and all(key in CURVE_LABELS for key in keys)
+        ylabel = "ELBO, nats per image" if known else "nats per image"
+    labels = {**CURVE_LABELS, **(labels or {})}
     fig = Figure(figsize=(5, 3.2))
     ax = fig.subplots()
     for key in keys:
         points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
         if points:
             epochs, values = zip(*points, strict=True)
-            ax.plot(epochs, values, marker="o", markersize=3, label=key)
+            ax.plot(epochs, values, marker="o", markersize=3, label=labels.get(key, key))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
