@@ -169,6 +169,14 @@ class Refinement:
         return dist.Delta(state).to_event(1)
 
     def __call__(self, x, *args, **kwargs):
+        if torch.jit.is_tracing():
+            # the steps run the model and the amortised guide hidden from Pyro's traces, with
+            # loops whose length depends on the data: a trace would record one path
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot be compiled by JitTrace_ELBO or the other Jit* "
+                "ELBOs (its steps depend on the data): use Trace_ELBO, TraceMeanField_ELBO "
+                "or VIMCO"
+            )
         self._num_data = None
         state = self.refine(x, *args, **kwargs)
         # the model's data plate, as check_site read it; a subclass that never checks the

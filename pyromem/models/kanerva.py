@@ -52,6 +52,7 @@ from pyromem.checks import (
 from pyromem.data.validation import check_images
 from pyromem.memory import spatial_read
 from pyromem.memory.spatial_read import KEY_SCALE, KEY_SIZE, check_key_scale
+from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
     MLP,
@@ -307,6 +308,7 @@ class KanervaPlusPlus(PyroModule):
 
     # ---- model and guide -------------------------------------------------------------
 
+    @pyro_program
     def model(self, x, num_data=None):
         """p(X, Y, Z | M) of eq. 4 for B episodes ``(B, T, C, H, W)`` out of ``num_data``.
 
@@ -339,6 +341,7 @@ class KanervaPlusPlus(PyroModule):
             z = pyro.sample("z", prior)
             pyro.sample("x", self.decode(z), obs=x.transpose(0, 1))
 
+    @pyro_program
     def guide(self, x, num_data=None):
         """q(Y | X) q(Z | X), both amortised from the embedding of each image (eq. 6, §3.5)."""
         x = self._check(x)

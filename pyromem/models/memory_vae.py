@@ -23,6 +23,7 @@ from torch import nn
 from pyromem.checks import as_float_tensor, as_positive_int, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
+from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import SlotMemoryModel
 from pyromem.models.vae import VAE
@@ -182,6 +183,7 @@ class MemoryVAE(SlotMemoryModel):
         z = self.prior(memory).sample((num_samples,))
         return typical_image(self.likelihood(z))
 
+    @pyro_program
     def model(self, x, num_data=None):
         """p(x, z; M) = p(z; M) p_θ(x | z) over a batch of B images out of ``num_data``."""
         check_images(
@@ -196,6 +198,7 @@ class MemoryVAE(SlotMemoryModel):
             z = pyro.sample("z", prior)
             pyro.sample("x", self.likelihood(z), obs=x)
 
+    @pyro_program
     def guide(self, x, num_data=None):
         """The VAE's amortised guide q(z | x) = N(μ_φ(x), diag σ_φ(x)²)."""
         self.vae.guide(x, num_data)
@@ -260,6 +263,7 @@ class PixelMemory(MemoryVAE):
         loc = z.reshape(z.shape[:-1] + self.input_shape)
         return dist.Normal(loc, self.obs_scale).to_event(len(self.input_shape))
 
+    @pyro_program
     def guide(self, x, num_data=None):
         """A point mass at the query itself, ẑ = x."""
         check_images(

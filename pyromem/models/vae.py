@@ -22,6 +22,7 @@ from pyro.nn.module import to_pyro_module_
 
 from pyromem.checks import as_int, as_positive_int, as_shape, parameter_dtype
 from pyromem.data.validation import check_images
+from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
 from pyromem.nets import (
     ConvDecoder,
@@ -98,6 +99,7 @@ class VAE(PyroModule):
             dtype=parameter_dtype(self),
         )
 
+    @pyro_program
     def model(self, x, num_data=None):
         """p(x, z) = N(z; 0, I) p_θ(x | z) over a batch of B images out of ``num_data``."""
         self._check(x)
@@ -105,6 +107,7 @@ class VAE(PyroModule):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
+    @pyro_program
     def guide(self, x, num_data=None):
         """q(z | x) = N(μ_φ(x), diag σ_φ(x)²)."""
         self._check(x)

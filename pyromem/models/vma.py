@@ -48,6 +48,7 @@ from pyromem.memory.addressing import (
     InverseCDFCategorical,
     similarity,
 )
+from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import (
     SlotMemoryModel,
@@ -409,6 +410,7 @@ class VMA(_DecoderOfSlot):
         m_flat = m_a.flatten(-len(self.memory_shape))
         return self.encoder(_concat(x.flatten(-len(self.input_shape)), m_flat))
 
+    @pyro_program
     def model(self, x, memory=None, num_data=None):
         """p(x, z, a | M) over a batch of B images out of ``num_data`` (eq. 1)."""
         memory, keys = self._inputs(x, memory, role="model")
@@ -423,6 +425,7 @@ class VMA(_DecoderOfSlot):
             # x ~ p(x | z, m_a)
             pyro.sample("x", self.likelihood(self._decode(z, m_a)), obs=x)
 
+    @pyro_program
     def guide(self, x, memory=None, num_data=None):
         """q(a | x) q(z | x, m_a) (eq. 3-6); the address enumerated, sampled or relaxed."""
         memory, keys = self._inputs(x, memory, role="guide")
@@ -585,6 +588,7 @@ class SoftAttentionVAE(_DecoderOfSlot):
         read = self._weights(z, memory) @ memory.flatten(1)
         return read.reshape(read.shape[:-1] + self.memory_shape)
 
+    @pyro_program
     def model(self, x, memory=None, num_data=None):
         """p(x, z | M) with the attention read r(z)."""
         memory = self._inputs(x, memory)
@@ -594,6 +598,7 @@ class SoftAttentionVAE(_DecoderOfSlot):
             # x ~ p(x | z, r(z))
             pyro.sample("x", self.likelihood(self._decode(z, self._read(z, memory))), obs=x)
 
+    @pyro_program
     def guide(self, x, memory=None, num_data=None):
         """q(z | x)."""
         self._inputs(x, memory)
