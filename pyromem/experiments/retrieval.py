@@ -547,10 +547,12 @@ def demo_section(out_dir, quick, seed=0, progress=True):
     lines = [
         "## Associative retrieval (Annabi et al. 2022, §5)",
         "",
-        "What to look at: the balanced-GMM readers (GMM, VAE-GMM) should retrieve nearly every "
-        "clean query and Hopfield far fewer, since its dot product favours patterns of large "
-        "norm; in the first figure a green frame marks a pattern counted as retrieved and a "
-        "red one a failure, and in the second each row is one query's path to a stored pattern.",
+        "What to look at: in the tables, the balanced-GMM readers (GMM, VAE-GMM) should "
+        "retrieve nearly every clean query and Hopfield far fewer, since its dot product "
+        "favours patterns of large norm. The first figure shows the "
+        f"{results['figure_retrievals']['corruption']} queries of one memory and what each "
+        "reader returns, a green frame for a pattern counted as retrieved and a red one for a "
+        "failure; in the second each row is one query's path to a stored pattern.",
         "",
         f"`digits` (8×8): memories of N = 100 test digits, {settings['seeds']} seeds; queries are "
         f"the stored digits, {', '.join(settings['corruptions'])}. A retrieval succeeds when "

@@ -438,7 +438,7 @@ def _demo_report(results, out_dir):
             "## VAE on digits",
             "",
             "What to look at: the samples from p(z) should look like digits, and each "
-            "reconstruction like the test image above it.",
+            "reconstruction like the test image at the same place in the panel above it.",
             "",
             f"An MLP VAE (latent width {results['latent_dim']}, {results['likelihood']} "
             f"likelihood) trained for {results['epochs']} epochs on the `digits` train split "
