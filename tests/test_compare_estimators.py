@@ -4,7 +4,11 @@ import pyro
 import pytest
 import torch
 
-from pyromem.diagnostics.compare_estimators import compare_estimators, exact_bound
+from pyromem.diagnostics.compare_estimators import (
+    EstimatorComparison,
+    compare_estimators,
+    exact_bound,
+)
 from pyromem.infer import VIMCO
 from pyromem.infer.address_estimators import NVIL, ReweightedWakeSleep, address_objective
 from pyromem.models import VMA
@@ -114,6 +118,9 @@ def test_unbiased_estimators_are_unbiased_and_the_table_is_written(tmp_path):
     # one enumerated gradient varies less than one VIMCO gradient (z noise only)
     assert rows["enum"]["relative_std"] < rows["vimco"]["relative_std"]
     assert all(row["step_ms"] > 0 for row in comparison.rows)
+    for row in comparison.rows:  # the timed steps kept, their median the step time
+        assert len(row["step_ms_repeats"]) == 2
+        assert row["step_ms"] == pytest.approx(sum(row["step_ms_repeats"]) / 2)
     table = comparison.table()
     assert table.count("\n") == 4 and "| vimco | IWAE-K |" in table
     assert comparison.plot(tmp_path / "e.png").stat().st_size > 0
@@ -152,3 +159,58 @@ def test_command_line_runs_on_a_dataset_of_shared_classes_given_test_classes(tmp
     assert "Least noisy gradient:" in table
     assert main(["compare-estimators", "--estimators", "vimco", "vimco"]) == 2
     assert "given twice" in capsys.readouterr().err
+
+
+def test_the_figure_states_its_setting_keeps_its_legend_off_the_points_and_shows_the_spread(
+    tmp_path,
+):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
+    from matplotlib.ticker import NullFormatter
+
+    def row(name, bias, noise, std, times):
+        median = sorted(times)[len(times) // 2] if times else 4.0
+        return {
+            "estimator": name,
+            "objective": "ELBO",
+            "relative_bias": bias,
+            "relative_bias_noise": noise,
+            "relative_std": std,
+            "step_ms": median,
+            **({"step_ms_repeats": times} if times else {}),
+        }
+
+    rows = [
+        row("enum", 0.04, 0.03, 0.16, [6.0, 6.5, 8.0]),
+        row("rws", 0.89, 0.065, 0.46, [5.0, 5.6, 5.7]),
+        row("soft", None, None, None, None),  # timed without its repeats: a bar, no whisker
+    ]
+    settings = {"memory_size": 8, "batch": 16, "num_particles": 4, "temperature": 0.5}
+    settings |= {"dataset": "glyphs", "image_size": 16, "classes": 4, "shots": 2}
+    settings |= {"train_steps": 50, "mean_draws": 50, "reference_draws": 50, "seed": 0}
+    comparison = EstimatorComparison(rows, settings)
+    figure = comparison.figure()
+    title = "\n".join(text.get_text() for text in figure.texts)
+    assert "VMA trained 50 steps" in title and "`glyphs` (16×16)" in title
+    assert "4-class × 2-shot" in title and "|M| = 8 slots, 16 queries, K = 4, τ = 0.5" in title
+    bias, std, steps = figure.axes
+    # the legend lies below the bias panel, clear of every point in it
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    renderer = figure.canvas.get_renderer()
+    legend = bias.get_legend()
+    assert [t.get_text() for t in legend.get_texts()][2] == "MC noise"
+    assert legend.get_window_extent(renderer).y1 <= bias.get_window_extent(renderer).y0
+    # whiskers from the fastest to the slowest timed step, where the repeats were kept
+    segments = [
+        s for c in steps.collections if isinstance(c, LineCollection) for s in c.get_segments()
+    ]
+    spans = sorted((float(s[:, 1].min()), float(s[:, 1].max())) for s in segments)
+    assert spans == [(5.0, 5.7), (6.0, 8.0)]
+    assert "whisker: fastest to slowest" in steps.get_title()
+    # log axes labelled at their major ticks only, in plain numbers
+    for ax in (bias, std):
+        assert isinstance(ax.yaxis.get_minor_formatter(), NullFormatter)
+        labels = [label.get_text() for label in ax.get_yticklabels() if label.get_text()]
+        assert labels and all("\\times" not in label and "^" not in label for label in labels)
+    assert comparison.plot(tmp_path / "e.png", title="mine").is_file()

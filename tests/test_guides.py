@@ -223,3 +223,38 @@ def test_a_diverged_guide_gets_no_khat_and_is_never_the_best(tmp_path):
     line = next(line for line in comparison.table().splitlines() if line.startswith("| diverged"))
     assert "nan" in line and "100% (100% NaN)" in line
     assert comparison.plot(tmp_path / "figure.png").is_file()
+
+
+def test_the_figure_names_its_data_labels_the_khat_lines_and_the_zero_by_construction(tmp_path):
+    lg = LinearGaussian()
+    x = lg.sample(6)
+    point = MAPRefinement(lg.model, lg.weak_guide, num_steps=1)
+    guides = {"weak": lg.weak_guide, "exact": lg.exact_guide, "map": point}
+    comparison = compare_guides(lg.model, guides, x, num_samples=30, num_particles=2)
+    defining = comparison.log_evidence_source.removeprefix("IWAE-30 of ")
+    assert defining in ("weak", "exact")
+    figure = comparison.figure(dataset="digits", split="test", model="vae")
+    title = suptitle(figure)
+    assert "Guides of `vae` on `digits` test split: N = 6 datapoints" in title
+    assert "log p(x): IWAE-30 of" in title
+    left, right = figure.axes
+    labels = [t.get_text() for t in left.get_legend().get_texts()]
+    assert f"IWAE-30 of {defining}: log p(x) itself, 0 by construction" in labels
+    assert "IWAE-30" in labels and "ELBO" in labels  # the other guide's square, unmarked
+    khat = [t.get_text() for t in right.get_legend().get_texts()]
+    assert khat[0].startswith("k̂ = 0.5") and khat[1].startswith("k̂ = 0.7")
+    assert "unreliable" in khat[1]
+    # an exact log p(x): no square is log p(x) itself; without a name the title keeps N
+    exact = compare_guides(
+        lg.model, guides, x, num_samples=30, num_particles=2, log_evidence=lg.log_evidence(x)
+    )
+    figure = exact.figure()
+    assert suptitle(figure).startswith("Guides compared: N = 6 datapoints")
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert not any("by construction" in label for label in labels)
+    assert exact.plot(tmp_path / "figure", dataset="digits").is_file()
+
+
+def suptitle(figure):
+    """The figure's title (matplotlib 3.7 has no ``Figure.get_suptitle``)."""
+    return "\n".join(text.get_text() for text in figure.texts)

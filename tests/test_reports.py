@@ -60,6 +60,8 @@ def test_compare_guides_table_states_setting_ranking_and_figure(tmp_path, capsys
     assert "the first 4 of the 360 images of the test split" in table
     assert "Highest" in table and "± " in table
     assert "`compare_guides.png`: left, log p(x) − ELBO" in table
+    assert "a hollow square is the IWAE-K that stands for log p(x), at 0 by construction" in table
+    assert (out / "compare_guides.png").is_file()
     results = json.loads((out / "results.json").read_text())
     assert results["ranking"]["leader"] in results["guides"]
     assert results["num_test_images"] == 4 and results["image_shape"] == [1, 8, 8]
@@ -105,6 +107,7 @@ def test_estimator_caption_explains_the_columns_and_the_verdict():
         "‖E ĝ − g*‖ / ‖g*‖",
         "not told from 0",
         "the median of 5 timed training steps",
+        "the figure's whiskers: the fastest to the slowest",
         "test NLL: not run (`--nll-steps N`",
         "unitless ratios",
     ):
@@ -121,6 +124,7 @@ def test_estimator_caption_explains_the_columns_and_the_verdict():
     assert "Bias resolved (beyond 2 × its MC noise): rws (1.21, 2 × noise = 0.078)" in text
     assert "not told from 0: enum, vimco." in text
     assert "Least noisy gradient: enum" in text and "7%" in text
+    assert "whiskers: the fastest and slowest timed step" in text
     assert "Lowest test NLL: vimco (56.60 nats)" in text and "one training run" in text
 
 

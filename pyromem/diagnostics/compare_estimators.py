@@ -30,7 +30,9 @@ independent), and so is :math:`E[\hat g]` over ``mean_draws``. Reported per esti
   R + \mathrm{tr\,Var}\, g^*_1 / R^*} / \|g^*\|`): a bias below it is not resolved;
 - ``relative_std`` :math:`\sqrt{E\|\hat g - E\hat g\|^2} / \|g^*\|` of one gradient
   (one batch), from ``gradient_draws`` draws;
-- ``step_ms``: the median time of one training step (forward, backward, Adam).
+- ``step_ms``: the median time of one training step (forward, backward, Adam), and
+  ``step_ms_repeats`` the time of each of the ``step_repeats`` steps timed (the figure's
+  whiskers span them).
 
 NVIL's baseline is first fitted for ``baseline_steps`` steps at the parameter point (its
 own parameters only), as it would be during training. The soft-attention baseline has no
@@ -72,7 +74,8 @@ class EstimatorComparison:
     """The figures of :func:`compare_estimators`, one row per estimator.
 
     :ivar list rows: dicts with ``estimator``, ``objective``, ``relative_bias``,
-        ``relative_bias_noise``, ``relative_std``, ``step_ms`` (``None`` where not measured).
+        ``relative_bias_noise``, ``relative_std``, ``step_ms`` (``None`` where not measured)
+        and ``step_ms_repeats``, the times of the steps whose median is ``step_ms``.
     :ivar dict settings: the sizes and draws used.
     """
 
@@ -106,22 +109,47 @@ class EstimatorComparison:
         path.write_text(json.dumps({"rows": self.rows, "settings": self.settings}, indent=2))
         return path
 
-    def plot(self, path):
+    def plot(self, path, title=None):
         """Relative bias (beside its Monte Carlo noise) and relative std as points on log axes,
-        step time as bars; returns the path. A bias within :data:`RESOLVED` times its noise is
-        drawn hollow: the run does not tell it from 0."""
+        step time as bars (the median) with whiskers from the fastest to the slowest timed
+        step where ``step_ms_repeats`` is kept; returns the path. A bias within
+        :data:`RESOLVED` times its noise is drawn hollow: the run does not tell it from 0.
+
+        :param str title: the figure's title (default: :meth:`title`, the setting from
+            :attr:`settings`).
+        """
+        return save_figure(self.figure(title), path)
+
+    def figure(self, title=None):
+        """The matplotlib :class:`~matplotlib.figure.Figure` of :meth:`plot`, not saved."""
         names = [row["estimator"] for row in self.rows]
-        figure = Figure(figsize=(10, 3.2))
+        figure = Figure(figsize=(10, 4.2))
+        figure.suptitle(self.title() if title is None else title, fontsize=9)
         axes = figure.subplots(1, 3)
+        repeats = {len(row.get("step_ms_repeats") or ()) for row in self.rows} - {0}
+        timed = "/".join(str(n) for n in sorted(repeats)) or "the"
         panels = (
             ("relative_bias", "relative bias ‖E ĝ − g*‖ / ‖g*‖"),
             ("relative_std", "relative std of one gradient"),
-            ("step_ms", "training step (ms)"),
+            (
+                "step_ms",
+                f"training step (ms): median of {timed} timed steps"
+                + (",\nwhisker: fastest to slowest" if repeats else ""),
+            ),
         )
         for ax, (key, title) in zip(axes, panels, strict=True):
             values = [row[key] if row[key] is not None else math.nan for row in self.rows]
             if key == "step_ms":
                 ax.bar(names, values, color="tab:blue")
+                for i, row in enumerate(self.rows):
+                    times = row.get("step_ms_repeats")
+                    if times:
+                        low, high = min(times), max(times)
+                        median = values[i]
+                        ax.errorbar(
+                            i, median, yerr=[[median - low], [high - median]], fmt="none",
+                            ecolor="black", capsize=4, lw=1,
+                        )  # fmt: skip
             elif key == "relative_std":
                 # a bar's length on a log axis depends on where the axis starts: points
                 ax.plot(names, values, "o", color="tab:blue", markersize=7)
@@ -141,13 +169,57 @@ class EstimatorComparison:
                     markersize=7, label=f"not told from 0 (≤ {RESOLVED:g} × MC noise)",
                 )  # fmt: skip
                 ax.plot(names, noise, "k_", markersize=18, label="MC noise")
-                ax.legend(fontsize=7)
+                # below the axes: inside, it hides whichever point lies under it
+                ax.legend(
+                    fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False
+                )
             if key != "step_ms":
-                ax.set_yscale("log")
-                ax.grid(axis="y", which="major", alpha=0.3)
+                _log_axis(ax)
             ax.set_title(title, fontsize=9)
             ax.tick_params(axis="x", labelsize=8)
-        return save_figure(figure, path)
+        return figure
+
+    def title(self):
+        """The figure's title: the setting in :attr:`settings`, the parts of it held there."""
+        s = self.settings
+        head = "Address estimators of a VMA"
+        if s.get("train_steps"):
+            head += f" trained {s['train_steps']} steps (address enumerated)"
+        if s.get("dataset"):
+            side = s.get("image_size")
+            head += f" on `{s['dataset']}`" + (f" ({side}×{side})" if side else "")
+        if s.get("classes") and s.get("shots"):
+            head += f", one {s['classes']}-class × {s['shots']}-shot episode of test classes"
+        parts = [
+            text.format(s[key])
+            for key, text in (
+                ("memory_size", "|M| = {} slots"),
+                ("batch", "{} queries"),
+                ("num_particles", "K = {}"),
+                ("temperature", "τ = {:g}"),
+                ("parameters", "gradients for {}"),
+                ("mean_draws", "E ĝ of {} replicates"),
+                ("reference_draws", "g* of {}"),
+                ("gradient_draws", "std from {} draws"),
+                ("seed", "seed {}"),
+            )
+            if s.get(key) is not None
+        ]
+        return head + ("\n" + ", ".join(parts) if parts else "")
+
+
+def _log_axis(ax):
+    """A log y axis labelled in plain numbers at 1, 2 and 5 × 10ⁿ (every decade alone when
+    the data span more than two), with no minor labels, and grid lines at the labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    subs = (1.0, 2.0, 5.0) if 0 < low and high / low <= 100 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(axis="y", which="major", alpha=0.3)
 
 
 def _address_parameters(vma):
@@ -258,6 +330,20 @@ def _fit_baseline(model, loss_fn, x, memory, steps):
 def step_ms(model, loss_fn, x, memory, repeats):
     """The median milliseconds of one training step (forward, backward, Adam) of ``loss_fn``
     (an ELBO module of ``model``) on ``x`` and ``memory``, over ``repeats`` after a warm-up."""
+    return 1000 * statistics.median(_step_seconds(model, loss_fn, x, memory, repeats))
+
+
+def step_row(model, loss_fn, x, memory, repeats):
+    """``{"step_ms": the median, "step_ms_repeats": every timed step}`` in milliseconds, of
+    :func:`step_ms` from one set of timed steps."""
+    seconds = _step_seconds(model, loss_fn, x, memory, repeats)
+    return {
+        "step_ms": 1000 * statistics.median(seconds),
+        "step_ms_repeats": [1000 * t for t in seconds],
+    }
+
+
+def _step_seconds(model, loss_fn, x, memory, repeats):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step():
@@ -273,7 +359,7 @@ def step_ms(model, loss_fn, x, memory, repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return times
 
 
 def compare_estimators(
@@ -357,7 +443,7 @@ def compare_estimators(
                 relative_bias_noise=math.sqrt(noise) / scale,
                 relative_std=math.sqrt(variance) / scale,
             )
-        row["step_ms"] = step_ms(model, loss_fn, x, memory, step_repeats)
+        row.update(step_row(model, loss_fn, x, memory, step_repeats))
         rows.append(row)
         if progress is not None:
             progress(f"{estimator}: {time.perf_counter() - start:.1f} s")

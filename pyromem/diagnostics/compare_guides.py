@@ -182,19 +182,36 @@ class GuideComparison:
         )
         return "\n".join(lines)
 
-    def plot(self, path):
+    def plot(self, path, dataset=None, split=None, model=None):
         """A figure: how far below :math:`\\log p(x)` each guide's bounds lie, the mean over
         the datapoints of the paired gaps with its standard error (left), and each guide's
         :math:`\\hat k` per datapoint against 0.5 and 0.7 (right), with the number of
-        datapoints whose :math:`\\hat k` is NaN written where there are any. Writes a PNG to
-        ``path`` (``.png`` appended when it has no suffix) and returns the path of the file
-        written (:func:`~pyromem.diagnostics.plots.save_figure`)."""
+        datapoints whose :math:`\\hat k` is NaN written where there are any. Its title names
+        the data and N, the number of datapoints; where :math:`\\log p(x)` is a guide's
+        IWAE-K, that guide's square is hollow and labelled: it is 0 by construction. Writes a
+        PNG to ``path`` (``.png`` appended when it has no suffix) and returns the path of the
+        file written (:func:`~pyromem.diagnostics.plots.save_figure`).
+
+        :param str dataset: the data's name, for the title (optional).
+        :param str split: its split, e.g. ``"test"``, for the title (optional).
+        :param str model: the model's name, for the title (optional).
+        """
+        return save_figure(self.figure(dataset, split, model), path)
+
+    def figure(self, dataset=None, split=None, model=None):
+        """The matplotlib :class:`~matplotlib.figure.Figure` of :meth:`plot`, not saved."""
         from matplotlib.figure import Figure
 
         names = list(self.elbo)
-        fig = Figure(figsize=(10, 3.6))
+        fig = Figure(figsize=(10, 4.1))
         left, right = fig.subplots(1, 2)
         positions = torch.arange(len(names), dtype=torch.float64)
+        fig.suptitle(self.title(dataset, split, model), fontsize=9)
+        # the guide whose IWAE-K stands for log p(x): its gap is 0 by construction
+        prefix = f"IWAE-{self.num_samples} of "
+        defining = self.log_evidence_source.removeprefix(prefix)
+        if not self.log_evidence_source.startswith(prefix) or defining not in self.iwae:
+            defining = None
 
         def gap(bound):
             # paired with log p(x) datapoint by datapoint (paired_mean_se)
@@ -202,21 +219,28 @@ class GuideComparison:
 
         shown = set()
 
-        def draw(x, bound, fmt, color, label):
+        def draw(x, bound, fmt, color, label, **style):
             mean, error = gap(bound)
             left.errorbar(
                 x, mean, yerr=error, fmt=fmt, color=color, capsize=3,
-                label=None if label in shown else label,
+                label=None if label in shown else label, **style,
             )  # fmt: skip
             shown.add(label)
             return mean + error
 
+        iwae = f"IWAE-{self.num_samples}"
         tops = []
         for i, g in enumerate(names):
             if g not in self.point:
                 tops.append(draw(i - 0.1, self.elbo[g], "o", "C0", "ELBO"))
-            if g in self.iwae:
-                tops.append(draw(i + 0.1, self.iwae[g], "s", "C1", f"IWAE-{self.num_samples}"))
+            if g in self.iwae and g != defining:
+                tops.append(draw(i + 0.1, self.iwae[g], "s", "C1", iwae))
+            elif g == defining:
+                draw(
+                    i + 0.1, self.iwae[g], "s", "C1",
+                    f"{iwae} of {g}: log p(x) itself, 0 by construction",
+                    markerfacecolor="white",
+                )  # fmt: skip
         top, clipped = max(tops, default=0.0), False
         for i, g in enumerate(names):
             if g in self.point:
@@ -228,12 +252,13 @@ class GuideComparison:
                     clipped = True
         if clipped:
             left.set_ylim(top=1.4 * top)
-        left.axhline(0.0, color="k", ls="--", lw=1)
+        left.axhline(0.0, color="k", ls="--", lw=1, label="0: log p(x) itself")
         left.set_xlim(-0.5, len(names) - 0.5)
         left.set_xticks(positions.tolist(), names, rotation=20)
-        left.set_ylabel("log p(x) − bound, nats (mean ± s.e.)")
-        left.set_title(f"log p(x): {self.log_evidence_source}", fontsize=8)
-        left.legend(fontsize=7)
+        left.set_ylabel("log p(x) − bound, nats")
+        left.set_title(f"bounds below log p(x) ({self.log_evidence_source})", fontsize=8)
+        # below the axes: inside, it would hide points
+        left.legend(**_below(left))
         for g in self.pareto_k:
             k = self.pareto_k[g].cpu()
             # one colour: the left panel's colours name the bounds, not the guides
@@ -249,13 +274,43 @@ class GuideComparison:
             right.text(
                 names.index(g), 0.5, "no k̂\n(point guide)", ha="center", va="center",
                 transform=right.get_xaxis_transform(), bbox={"fc": "white", "ec": "none"},
+                fontsize=8,
             )  # fmt: skip
         right.set_xlim(-0.5, len(names) - 0.5)
-        for threshold in THRESHOLDS:
-            right.axhline(threshold, color="k", ls=":", lw=1)
+        usable, unreliable = THRESHOLDS
+        lines = (
+            (usable, "k", ":", f"k̂ = {usable:g}: below, importance sampling reliable"),
+            (
+                unreliable,
+                "C3",
+                "-.",
+                f"k̂ = {unreliable:g}: {usable:g}–{unreliable:g} usable; above, unreliable",
+            ),
+        )
+        for threshold, color, style, label in lines:
+            right.axhline(threshold, color=color, ls=style, lw=1.2, label=label)
+        bottom, top = right.get_ylim()
+        right.set_ylim(bottom, max(top, unreliable + 0.1))  # the 0.7 line off the frame
         right.set_xticks(positions.tolist(), names, rotation=20)
         right.set_ylabel("PSIS k̂ per datapoint")
-        return save_figure(fig, path)
+        right.set_title(f"PSIS k̂ of the {self.num_samples} importance draws", fontsize=8)
+        right.legend(**_below(right))
+        return fig
+
+    def title(self, dataset=None, split=None, model=None):
+        """The figure's title: the data (where named), N and the draws behind each number."""
+        n = len(self.log_evidence)
+        where = " ".join(
+            part for part in (dataset and f"`{dataset}`", split and f"{split} split") if part
+        )
+        head = (f"Guides of `{model}`" if model else "Guides compared") + (
+            f" on {where}" if where else ""
+        )
+        return (
+            f"{head}: N = {n} datapoint{'s' if n != 1 else ''}\n"
+            f"ELBO from {self.num_particles} draws, IWAE-{self.num_samples}; "
+            f"log p(x): {self.log_evidence_source}; means of paired per-datapoint gaps ± s.e."
+        )
 
 
 def compare_guides(
@@ -336,6 +391,21 @@ def compare_guides(
         result.log_evidence = result.iwae[best]
         result.log_evidence_source = f"IWAE-{num_samples} of {best}"
     return result
+
+
+def _below(ax):
+    """Keyword arguments of ``ax.legend`` that put it under the axes' (rotated) tick labels,
+    where it hides no point: a fixed distance below the axes, whatever the figure's height."""
+    from matplotlib.transforms import ScaledTranslation
+
+    below = ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans)
+    return {
+        "fontsize": 7,
+        "loc": "upper center",
+        "bbox_to_anchor": (0.5, 0.0),
+        "bbox_transform": ax.transAxes + below,
+        "frameon": False,
+    }
 
 
 def paired_mean_se(values):

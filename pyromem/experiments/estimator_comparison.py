@@ -27,7 +27,7 @@ from pyromem.diagnostics.compare_estimators import (
     ESTIMATORS,
     RESOLVED,
     compare_estimators,
-    step_ms,
+    step_row,
 )
 from pyromem.experiments.configs import CompareEstimatorsConfig, VMAConfig
 from pyromem.experiments.vae import finish_run, table_summary, torch_threads
@@ -128,9 +128,7 @@ def run(config, out_dir):
                     "relative_bias": None,
                     "relative_bias_noise": None,
                     "relative_std": None,
-                    "step_ms": step_ms(
-                        soft, loss_fn, episode.query, episode.memory, config.step_repeats
-                    ),
+                    **step_row(soft, loss_fn, episode.query, episode.memory, config.step_repeats),
                 }
             )
         if config.nll_steps:
@@ -205,8 +203,8 @@ def setting_caption(settings, config):
         f"std: √E‖ĝ − E ĝ‖² / ‖g*‖ of one gradient of the batch, from "
         f"{settings['gradient_draws']} draws (lower is better); step (ms): the median of "
         f"{config.step_repeats} timed training steps (forward, backward, Adam) after one "
-        f"warm-up, on this machine, no error bar; {nll}. Bias, MC noise "
-        "and std are unitless ratios."
+        f"warm-up, on this machine (the figure's whiskers: the fastest to the slowest); "
+        f"{nll}. Bias, MC noise and std are unitless ratios."
     )
 
 
@@ -250,7 +248,7 @@ def verdict(rows, settings):
     lines.append(
         "`estimators.png` draws the table's three measured columns: relative bias (a hollow "
         "circle: not told from 0; a dash: its MC noise) and relative std on log axes, step "
-        "time as bars."
+        "time as bars (the median; whiskers: the fastest and slowest timed step)."
     )
     return " ".join(lines)
 

@@ -160,7 +160,9 @@ def run(config, out_dir):
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(table + "\n")
-    figure = comparison.plot(out_dir / "compare_guides.png")
+    figure = comparison.plot(
+        out_dir / "compare_guides.png", dataset=config.dataset, split="test", model=config.model
+    )
     results = {
         **setting,
         "ranking": ranking,
@@ -174,9 +176,10 @@ def run(config, out_dir):
 FIGURE_CAPTION = (
     "`compare_guides.png`: left, log p(x) − ELBO (circles) and log p(x) − IWAE-K (squares) of "
     "each guide, in nats, the mean over the test images of the gap taken image by image ± its "
-    "standard error (0 is log p(x) itself; lower is a tighter bound; a point guide's "
+    "standard error (0 is log p(x) itself; lower is a tighter bound; a hollow square is the "
+    "IWAE-K that stands for log p(x), at 0 by construction; a point guide's "
     "log p(x) − log p(x, ẑ) is written at the top when it is off the scale); right, each "
-    "image's PSIS k̂, with dotted lines at 0.5 and 0.7."
+    "image's PSIS k̂, with lines at 0.5 (dotted) and 0.7 (dash-dotted)."
 )
 
 
