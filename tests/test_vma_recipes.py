@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from pyromem.cli import main
-from pyromem.experiments.vma import DEMO_NETS, evaluate_vma, train_vma
+from pyromem.experiments.vma import (
+    DEMO_NETS,
+    EVAL_EPISODES,
+    compare_vma,
+    evaluate_vma,
+    sweep_episode,
+    train_vma,
+)
 from pyromem.train.checkpoint import CHECKPOINT_KEY
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
@@ -67,8 +74,10 @@ def test_learned_memory_trains_with_the_engine_and_reports_slots(tmp_path):
 
 
 def test_fewshot_reports_the_sweep_and_classification(tmp_path):
-    results = train_vma(
+    # one run through compare_vma, which also draws the sweep with its error bars
+    comparison = compare_vma(
         out_dir=tmp_path,
+        addresses=("enum",),
         mode="fewshot",
         steps=5,
         classes=2,
@@ -78,13 +87,56 @@ def test_fewshot_reports_the_sweep_and_classification(tmp_path):
         size=8,
         **TINY,
     )
+    results = comparison["runs"]["enum"]
     assert results["memory_size"] == 4
     assert [row["classes"] for row in results["memory_size_sweep"]] == [1, 2]
     sweep = results["memory_size_sweep"]
     assert sweep[1]["optimum_nll_nats"] == pytest.approx(sweep[0]["test_nll_nats"] + math.log(2))
+    # every point is a mean over the episodes with its standard error; the paired distance to
+    # the optimum is the difference of the means, zero at the smallest memory
+    for row in sweep:
+        assert row["episodes"] == EVAL_EPISODES and row["queries_per_episode"] == 2
+        assert math.isfinite(row["test_nll_se_nats"]) and row["test_nll_se_nats"] >= 0
+        assert math.isfinite(row["nll_above_optimum_se_nats"])
+        assert row["nll_above_optimum_nats"] == pytest.approx(
+            row["test_nll_nats"] - row["optimum_nll_nats"], abs=1e-9
+        )
+    assert sweep[0]["nll_above_optimum_nats"] == 0 == sweep[0]["nll_above_optimum_se_nats"]
+    assert results["test_nll_se_nats"] == sweep[1]["test_nll_se_nats"]
+    assert (tmp_path / "nll_by_classes.png").is_file()
+    for row, point in zip(comparison["table"], sweep, strict=True):
+        assert row["enum_test_nll_se_nats"] == point["test_nll_se_nats"]
     accuracy = results["classification_accuracy"]
     assert set(accuracy) == {"5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot"}
     assert all(0 <= value <= 1 for value in accuracy.values())
+
+
+def test_the_sweep_measures_every_memory_size_on_the_same_queries():
+    # Fig. 5A paired: one draw of the largest memory's classes; the queries are those of the
+    # smallest memory's classes at every size, and a larger memory only adds confounding
+    # classes (their shots) to the smaller one
+    images = torch.arange(60.0).reshape(60, 1, 1, 1)
+    labels = torch.arange(6).repeat_interleave(10)
+    generator = torch.Generator().manual_seed(0)
+    pairs = sweep_episode(images, (2, 1, 4), 3, 2, labels=labels, generator=generator)
+    (memory_2, query), (memory_1, _), (memory_4, _) = pairs
+    assert [len(memory) for memory, _ in pairs] == [6, 3, 12]
+    assert all(torch.equal(q, query) for _, q in pairs) and len(query) == 2
+    assert torch.equal(memory_2[:3], memory_1) and torch.equal(memory_4[:6], memory_2)
+    # the queries belong to the class of the smallest memory, and are none of its shots
+    query_class = labels[query.flatten().long()]
+    assert (query_class == labels[memory_1.flatten().long()][0]).all()
+    assert not set(query.flatten().tolist()) & set(memory_4.flatten().tolist())
+    # the memory at C holds C distinct classes of 3 shots each
+    classes = labels[memory_4.flatten().long()]
+    assert classes.unique().numel() == 4 and (classes.reshape(4, 3) == classes[::3, None]).all()
+    # seeded: the same draw again
+    generator = torch.Generator().manual_seed(0)
+    again = sweep_episode(images, (2, 1, 4), 3, 2, labels=labels, generator=generator)
+    for (memory, query), (memory_again, query_again) in zip(pairs, again, strict=True):
+        assert torch.equal(memory, memory_again) and torch.equal(query, query_again)
+    with pytest.raises(ValueError, match="memory_classes"):
+        sweep_episode(images, (), 3, 2, labels=labels)
 
 
 @pytest.mark.parametrize("mode", ["recall", "learned", "fewshot"])

@@ -16,8 +16,16 @@ same nets, the memory read as Σ_a w_a(z) m_a):
 - ``fewshot`` (§4.2, Fig. 4-5, Table 1): on ``glyphs``, each step's memory
   holds S shots of C classes and the targets are other images of the same
   classes. Tested on episodes of unseen test classes, with the memory-size
-  sweep of Fig. 5A (more confounding classes; optimum = NLL at C = 1 + log C)
-  and few-shot classification from q(a|x) (5/20-way, 1/5-shot).
+  sweep of Fig. 5A and few-shot classification from q(a|x) (5/20-way,
+  1/5-shot). The sweep is paired (:func:`sweep_episode`): each of
+  ``EVAL_EPISODES`` test episodes draws the largest memory's classes once, its
+  queries are ``TEST_QUERIES`` images of each of the smallest memory's C_0
+  classes, and the memory at C holds the shots of the first C classes, the
+  queries' own and C - C_0 confounding ones. Every C is measured on the same
+  queries; each row gives the mean over episodes and its standard error
+  (``test_nll_se_nats``), the optimum = NLL at C_0 + log(C / C_0) (Fig. 5A's
+  dashed line), and the NLL above it paired per episode, with its standard
+  error (``nll_above_optimum_nats``, ``nll_above_optimum_se_nats``).
 
 Every test bound is per image in nats: ``kl_address`` = KL(q(a|x) ‖ p(a))
 (exact), ``kl_z`` = E_q(a)[KL(q(z|x,m_a) ‖ p(z|m_a))] (analytic KL, averaged
@@ -61,8 +69,9 @@ from pyromem.train import fit, load_checkpoint
 
 DATASET = {"recall": "digits", "learned": "digits", "fewshot": "glyphs"}
 IMAGE_SIDE = {"digits": 8, "glyphs": 16}
-# test episodes averaged per memory size of the few-shot sweep, of TEST_QUERIES per class
-EVAL_EPISODES = 4
+# test episodes of the few-shot sweep, each evaluated at every memory size on the same
+# TEST_QUERIES queries per class of its smallest memory's classes (sweep_episode)
+EVAL_EPISODES = 32
 TEST_QUERIES = 2
 # queries per class of each few-shot classification episode
 ACCURACY_QUERIES = 5
@@ -170,7 +179,8 @@ def _check_episodes(config, train, test):
             raise ValueError(
                 f"{name}: at most the {found} classes of the {split.split} split, got {wanted}"
             )
-    # a training episode draws shots + queries images of a class, a test episode shots + 2
+    # a training episode draws shots + queries images of a class; a test episode shots + 2, of
+    # max(memory_classes) classes for the sweep (sweep_episode): checked above and here
     for split, needed, flags in (
         (train, config.shots + config.queries, "shots + queries"),
         (test, config.shots + TEST_QUERIES, f"shots + {TEST_QUERIES} test queries"),
@@ -215,6 +225,37 @@ def _fewshot_episode(data, classes, shots, queries, generator, device):
     return episode, episode.memory.to(device), episode.query.to(device)
 
 
+def sweep_episode(data, memory_classes, shots, queries, *, labels=None, generator=None):
+    """One test episode of the memory-size sweep (Fig. 5A), paired across memory sizes.
+
+    Draws once C_max = ``max(memory_classes)`` classes with ``shots`` shots and
+    ``queries`` queries each (:func:`~pyromem.data.sample_few_shot`). The queries
+    are those of the first C_0 = ``min(memory_classes)`` classes, the same at
+    every C; the memory at C holds the shots of the first C classes, so it always
+    holds the queries' own classes and a larger memory adds C - C_0 confounding
+    classes to the memory at C_0. The NLL at C and at C_0 are then measured on the
+    same images, and their difference against log(C / C_0) (Fig. 5A's dashed
+    line) is a paired comparison.
+
+    :param data: the test images, a labelled dataset or tensor (as for
+        :func:`~pyromem.data.sample_few_shot`).
+    :param tuple memory_classes: the classes in memory at each point of the sweep.
+    :param int shots: shots per class in memory.
+    :param int queries: queries per class of the first C_0 classes.
+    :param torch.Tensor labels: integer labels ``(N,)``; by default ``data.labels``.
+    :param torch.Generator generator: optional source of randomness.
+    :returns: a list, one ``(memory, query)`` pair per entry of ``memory_classes``
+        in order: memory ``(C * shots, ...)``, query ``(C_0 * queries, ...)``.
+    """
+    if not memory_classes:
+        raise ValueError("memory_classes: at least one memory size, got none")
+    episode = sample_few_shot(
+        data, max(memory_classes), shots, queries, labels=labels, generator=generator
+    )
+    query = episode.query[: min(memory_classes) * queries]
+    return [(episode.memory[: c * shots], query) for c in memory_classes]
+
+
 def classification_accuracy(vma, data, ways, shots, episodes=20, queries=5, seed=0):
     """Few-shot classification from q(a|x): p(c|x) ≈ Σ_{a of class c} q(a|x) (§4.2);
     from the read weights for the soft-attention baseline (its ``slot_weights``).
@@ -236,6 +277,15 @@ def classification_accuracy(vma, data, ways, shots, episodes=20, queries=5, seed
 def _mean(values):
     values = list(values)
     return None if values[0] is None else sum(values) / len(values)
+
+
+def _standard_error(values):
+    # the standard error of the mean over episodes: sample standard deviation / sqrt(n)
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def _evaluate(vma, config, test, num_samples, num_particles=4):
@@ -260,24 +310,42 @@ def _evaluate(vma, config, test, num_samples, num_particles=4):
         results["effective_slots"] = math.exp(-(average * average.clamp_min(1e-30).log()).sum())
         results["log_memory_size"] = math.log(memory_size)
     else:
-        classes, shots = config.classes, config.shots
-        sweep, nll_one_class = [], None
-        for c in config.memory_classes:
-            rows = []
-            for _ in range(EVAL_EPISODES):
-                _, memory, query = _fewshot_episode(test, c, shots, TEST_QUERIES, generator, device)
-                rows.append(evaluation_bounds(vma, query, memory, num_samples, num_particles))
-            row = {"classes": c, "memory_size": c * shots, "episodes": EVAL_EPISODES}
+        classes, shots, sizes = config.classes, config.shots, config.memory_classes
+        # every episode at every memory size, on the same queries (sweep_episode)
+        bounds = [[] for _ in sizes]
+        for _ in range(EVAL_EPISODES):
+            pairs = sweep_episode(test, sizes, shots, TEST_QUERIES, generator=generator)
+            for at_size, (memory, query) in zip(bounds, pairs, strict=True):
+                memory, query = memory.to(device), query.to(device)
+                at_size.append(evaluation_bounds(vma, query, memory, num_samples, num_particles))
+        first = sizes.index(min(sizes))
+        nll_first = [r["test_nll_nats"] for r in bounds[first]]
+        sweep = []
+        for c, rows in zip(sizes, bounds, strict=True):
+            row = {
+                "classes": c,
+                "memory_size": c * shots,
+                "episodes": EVAL_EPISODES,
+                "queries_per_episode": min(sizes) * TEST_QUERIES,
+            }
             # the bounds averaged over the episodes; the counts (num_samples) are the same in each
             row.update(
                 {k: v if k in COUNTS else _mean(r[k] for r in rows) for k, v in rows[0].items()}
             )
-            if nll_one_class is None:
-                nll_one_class = row["test_nll_nats"]
-            row["optimum_nll_nats"] = nll_one_class + math.log(c / config.memory_classes[0])
+            nll = [r["test_nll_nats"] for r in rows]
+            row["test_nll_se_nats"] = _standard_error(nll)
+            # Fig. 5A's dashed line from the smallest memory, and the distance to it paired on
+            # the same queries: the NLL at C minus the NLL at C_0 minus log(C / C_0)
+            log_ratio = math.log(c / sizes[first])
+            row["optimum_nll_nats"] = _mean(nll_first) + log_ratio
+            above = [a - b - log_ratio for a, b in zip(nll, nll_first, strict=True)]
+            row["nll_above_optimum_nats"] = _mean(above)
+            row["nll_above_optimum_se_nats"] = _standard_error(above)
             sweep.append(row)
         at_training_size = min(sweep, key=lambda row: abs(row["classes"] - classes))
-        results.update({k: v for k, v in at_training_size.items() if k != "optimum_nll_nats"})
+        # the sweep's row nearest the training size, less its comparison with the optimum
+        optimum = ("optimum_nll_nats", "nll_above_optimum_nats", "nll_above_optimum_se_nats")
+        results.update({k: v for k, v in at_training_size.items() if k not in optimum})
         results["memory_size_sweep"] = sweep
         # the ways and shots the test classes allow (MNIST's five held-out digits: 5-way
         # only), each class drawn with ACCURACY_QUERIES queries
@@ -501,7 +569,8 @@ def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
     :param on_run: called with each address before its run, or ``None``.
     :param options: the other arguments of :func:`train_vma`, the same for every run.
     :returns: ``{"runs": {address: results}, "table": rows}``, one row per memory
-        size (the few-shot sweep, or the one test memory) with each address's test NLL.
+        size (the few-shot sweep, or the one test memory) with each address's test NLL
+        and its standard error over the test episodes (``None`` for one test memory).
     """
     out_dir = Path(out_dir)
     runs = {}
@@ -517,6 +586,7 @@ def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
             "classes": rows[0]["classes"],
             "memory_size": rows[0]["memory_size"],
             **{f"{a}_test_nll_nats": sweeps[a][i]["test_nll_nats"] for a in addresses},
+            **{f"{a}_test_nll_se_nats": sweeps[a][i].get("test_nll_se_nats") for a in addresses},
         }
         for i, rows in enumerate(zip(*sweeps.values(), strict=True))
     ]
@@ -528,21 +598,63 @@ def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
 
 
 def _save_nll_by_classes(sweeps, path):
-    figure = Figure(figsize=(5, 3.2))
-    ax = figure.subplots()
+    """Fig. 5A: each address's test NLL against the classes in memory, mean ± standard error
+    over the test episodes, with VMA's optimum (dashed); below, where the runs have it, the
+    NLL above each address's own optimum, paired on each episode's queries, ± its standard
+    error: the comparison with the line, without the spread of the query classes that the
+    points above share at every size."""
+    paired = all("nll_above_optimum_nats" in row for rows in sweeps.values() for row in rows)
+    figure = Figure(figsize=(5, 5.4 if paired else 3.2))
+    ax, below = figure.subplots(2, 1, sharex=True) if paired else (figure.subplots(), None)
+    episodes = set()
     for address, rows in sweeps.items():
         classes = [row["classes"] for row in rows]
-        (line,) = ax.plot(classes, [row["test_nll_nats"] for row in rows], "o-", label=address)
+        errors = [row.get("test_nll_se_nats") for row in rows]
+        line, _, _ = ax.errorbar(
+            classes,
+            [row["test_nll_nats"] for row in rows],
+            yerr=None if None in errors else errors,
+            fmt="o-",
+            capsize=3,
+            label=address,
+        )
+        episodes.update(row.get("episodes") for row in rows)
+        first = min(classes)
+        at = "1 class" if first == 1 else f"{first} classes"
+        ratio = "C" if first == 1 else f"C / {first}"
         if address != "soft":
             optimum = [row["optimum_nll_nats"] for row in rows]
-            # Fig. 5A's dashed line: the optimum for disjoint classes, from the C = 1 point
-            label = f"{address}: NLL at 1 class + log C"
+            # Fig. 5A's dashed line: the optimum for disjoint classes, from the smallest memory
+            label = f"{address}: NLL at {at} + log {ratio}"
             ax.plot(classes, optimum, "--", color=line.get_color(), label=label)
+        if below is not None:
+            errors = [row["nll_above_optimum_se_nats"] for row in rows]
+            below.errorbar(
+                classes,
+                [row["nll_above_optimum_nats"] for row in rows],
+                yerr=None if None in errors else errors,
+                fmt="o-",
+                capsize=3,
+                color=line.get_color(),
+                label=address,
+            )
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("classes in memory")
     ax.set_ylabel("test NLL, nats per image")
+    if len(episodes) == 1 and None not in episodes:
+        ax.set_title(
+            f"mean ± standard error over {episodes.pop()} test episodes, "
+            "the same queries at every size",
+            fontsize=8,
+        )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if below is not None:
+        below.axhline(0.0, color="black", linestyle="--", linewidth=1)
+        below.set_ylabel(f"NLL − (NLL at {at}\n+ log {ratio}), nats", fontsize=9)
+        below.set_title("paired on each episode's queries, ± standard error", fontsize=8)
+        below.grid(alpha=0.3)
+        below.legend(fontsize=8)
+    (below or ax).set_xlabel("classes in memory")
     return save_figure(figure, path)
 
 
@@ -559,6 +671,13 @@ DEMO = {
     },
 }
 DEMO_NETS = {"hidden": (64,), "latent_dim": 4, "embedding_dim": 32, "lr": 1e-2}
+
+
+def _plus_minus(value, error):
+    # "mean ± standard error" for the demo's tables; "–" where there is no value
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if error is None else f"{value:.2f} ± {error:.2f}"
 
 
 class _RunProgress:
@@ -666,14 +785,20 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         results.update({f"fewshot_{a}": run for a, run in comparison["runs"].items()})
         lines += [
             f"Few-shot on `glyphs` (16×16, 8 classes × 4 shots in memory, {steps} steps), "
-            "tested on unseen classes with 1 to 8 classes in memory (Fig. 5A); the optimum is "
-            "VMA's NLL at one class + log C, what a model of disjoint classes pays for the "
-            "classes it must tell apart (Fig. 5A's dashed line; each point is the mean of "
-            f"{EVAL_EPISODES} test episodes, so the line is a reference, not a bound). Look at "
-            "whether VMA's test NLL stays close to it as "
-            "classes are added to its memory while soft attention's rises. Classification "
-            "accuracy from q(a|x) (from the read weights at the mean of q(z|x) for soft "
-            "attention):",
+            "tested on unseen classes with 1 to 8 classes in memory (Fig. 5A). Each of "
+            f"{EVAL_EPISODES} test episodes draws 8 classes once and queries "
+            f"{TEST_QUERIES} images of the first; the memory at C holds the shots of the "
+            "first C classes, so every C is measured on the same queries, with C − 1 "
+            "confounding classes added to their own. The optimum is VMA's NLL at one class "
+            "+ log C, what a model of disjoint classes pays for the classes it must tell "
+            "apart (Fig. 5A's dashed line: a reference, not a bound, since classes that share "
+            "strokes can help each other). Each NLL is the mean ± standard error over the "
+            "episodes, which differ most in how hard their query class is; 'above optimum' is "
+            "the NLL minus the optimum, paired on each episode's queries, ± its standard "
+            "error: the comparison with the line. Look at whether VMA's test NLL stays close "
+            "to it as classes are added to its memory while soft attention's rises. "
+            "Classification accuracy from q(a|x) (from the read weights at the mean of q(z|x) "
+            "for soft attention):",
             "",
             *(
                 f"- {a}: "
@@ -683,12 +808,20 @@ def demo_section(out_dir, quick, seed=0, progress=True):
             "",
             "| classes in memory | "
             + " | ".join(f"{a} test NLL" for a in addresses)
-            + " | optimum |",
-            "| ---: | " + "---: | " * len(addresses) + "---: |",
+            + f" | optimum | {addresses[0]} above optimum |",
+            "| ---: | " + "---: | " * len(addresses) + "---: | ---: |",
             *(
                 f"| {row['classes']} | "
-                + " | ".join(f"{row[f'{a}_test_nll_nats']:.2f}" for a in addresses)
-                + f" | {optimum['optimum_nll_nats']:.2f} |"
+                + " | ".join(
+                    _plus_minus(row[f"{a}_test_nll_nats"], row.get(f"{a}_test_nll_se_nats"))
+                    for a in addresses
+                )
+                + f" | {optimum['optimum_nll_nats']:.2f} | "
+                + _plus_minus(
+                    optimum.get("nll_above_optimum_nats"),
+                    optimum.get("nll_above_optimum_se_nats"),
+                )
+                + " |"
                 for row, optimum in zip(
                     comparison["table"],
                     comparison["runs"][addresses[0]]["memory_size_sweep"],
