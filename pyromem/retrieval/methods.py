@@ -69,8 +69,6 @@ LATENT_METHODS = (
 )
 #: Every method name :func:`build_method` accepts.
 METHODS = PIXEL_METHODS + LATENT_METHODS
-#: Methods that learn parameters in :meth:`Method.fit`.
-TRAINED_METHODS = ("NTM", "MemN2N", "VAE-NTM", "VAE-MemN2N", "VAE-GMM*", "VAE-NTM*", "VAE-MemN2N*")
 #: Methods trained on queries with the evaluated corruption, once per corruption (§5.4).
 PER_CORRUPTION_METHODS = ("VAE-GMM*", "VAE-NTM*", "VAE-MemN2N*")
 
