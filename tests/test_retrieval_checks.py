@@ -175,7 +175,7 @@ def test_retrieval_table_refuses_bad_arguments_before_the_first_method_runs(no_s
                 test_images=test.double(),
                 train_images=train.double(),
             ),
-            "are torch.float64 but",
+            "train_images is torch.float64 but the parameters of VAE are torch.float32",
         ),
     ]
     for change, message in cases:

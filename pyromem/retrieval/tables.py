@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pyro
 import torch
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, check_input_dtype
 from pyromem.data.validation import check_images
 from pyromem.retrieval.corruptions import check_corruptions
 from pyromem.retrieval.criteria import dot_product_winners, select_threshold
@@ -95,13 +95,8 @@ def check_table(
     for name, images in (("train_images", train_images), ("test_images", test_images)):
         check_query_images(images, name, corruptions)
     if any(name in LATENT_METHODS for name in methods):
-        dtype = next(vae.parameters()).dtype if hasattr(vae, "parameters") else None
         for name, images in (("train_images", train_images), ("test_images", test_images)):
-            if dtype is not None and images.dtype != dtype:
-                raise TypeError(
-                    f"{name} are {images.dtype} but the vae's parameters are {dtype}: convert "
-                    f"one to the other, e.g. {name}.to({dtype})"
-                )
+            check_input_dtype(vae, images, name)
     scored = [name for name in methods if name in LIKELIHOOD_METHODS]
     support = getattr(getattr(vae, "likelihood", None), "support", None)
     if scored and support is not None:
