@@ -401,6 +401,24 @@ def test_expand_rejects_incompatible_batch_shape():
         (torch.zeros(3, 2), {"precision_matrix": torch.eye(3)}, ValueError, "precision_matrix"),
         (
             torch.zeros(3, 2),
+            {"precision": torch.ones(2, dtype=torch.float64)},
+            TypeError,
+            r"precision is torch.float64 but the memory is torch.float32",
+        ),
+        (
+            torch.zeros(3, 2, dtype=torch.float64),
+            {"precision_matrix": torch.eye(2)},
+            TypeError,
+            r"precision_matrix is torch.float32 but the memory is torch.float64",
+        ),
+        (
+            torch.zeros(3, 2),
+            {"precision": torch.ones(2, device="meta")},
+            ValueError,
+            r"precision is on meta but the memory is on cpu",
+        ),
+        (
+            torch.zeros(3, 2),
             {"precision_matrix": torch.tensor([[1.0, 2.0], [2.0, 1.0]])},
             ValueError,
             "precision_matrix",

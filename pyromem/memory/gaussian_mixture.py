@@ -65,9 +65,11 @@ class GaussianMixtureMemory(TorchDistribution):
     :param scale: isotropic standard deviation :math:`\sigma > 0` (a float or a 0-dim tensor):
         :math:`\Sigma = \sigma^2 I`.
     :param torch.Tensor precision: a diagonal precision :math:`P`, shape ``(d,)``, positive
-        (the learned precision of VAE-GMM*, eq. 12, restricted to a diagonal as in App. E.2).
+        (the learned precision of VAE-GMM*, eq. 12, restricted to a diagonal as in App. E.2),
+        of the memory's dtype and on its device.
     :param torch.Tensor precision_matrix: a full precision :math:`P`, shape ``(d, d)``,
-        symmetric positive definite; only its Cholesky factor is used.
+        symmetric positive definite, of the memory's dtype and on its device; only its
+        Cholesky factor is used.
     :param str weights: ``"balanced"`` (eq. 9) or ``"hopfield"`` (eq. 6).
     :param beta: the inverse temperature :math:`\beta > 0` of the Hopfield weights. With
         ``scale`` it defaults to :math:`1/\sigma^2`, the pairing of eq. 5 under which the
@@ -433,6 +435,18 @@ def _as_width_tensor(value, name, shape, memory):
         raise ValueError(
             f"{name} must have shape {tuple(shape)} to match the memory width "
             f"d={memory.shape[-1]}, got {tuple(value.shape)}"
+        )
+    # a float64 precision would silently promote every energy, draw and fixed-point step of a
+    # float32 memory to float64
+    if value.dtype != memory.dtype:
+        raise TypeError(
+            f"{name} is {value.dtype} but the memory is {memory.dtype}: convert one to the "
+            "other with .to(dtype)"
+        )
+    if value.device != memory.device:
+        raise ValueError(
+            f"{name} is on {value.device} but the memory is on {memory.device}: move one to "
+            "the other with .to(device)"
         )
     return value
 
