@@ -227,6 +227,29 @@ def test_stale_temporaries_are_removed_and_files_follow_the_umask(tmp_path):
     assert (tmp_path / "metrics.csv").stat().st_mode & 0o777 == 0o644
 
 
+def test_a_write_stopped_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    from pyromem.train.checkpoint import write_atomically
+
+    path = tmp_path / "results.json"
+    path.write_text("old")
+
+    def stopped(file):
+        file.write("par")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, stopped)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    umask = os.umask(0o027)
+    try:
+        assert write_atomically(path, lambda file: file.write("new\n")) == path
+    finally:
+        os.umask(umask)
+    assert path.read_bytes() == b"new\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 API_DATA = {
     "grey levels into a Bernoulli likelihood": torch.full((16, 1, 8, 8), 0.5),
     "NaN": torch.full((16, 1, 8, 8), math.nan),

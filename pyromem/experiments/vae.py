@@ -23,6 +23,7 @@ from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import VAEConfig
 from pyromem.models import VAE
 from pyromem.train import fit, load_checkpoint
+from pyromem.train.checkpoint import write_atomically
 
 LIKELIHOOD_FOR_SUPPORT = {
     "binary": "bernoulli",
@@ -221,11 +222,10 @@ def torch_threads(num_threads):
 
 
 def write_results(results, out_dir):
-    """Write ``results`` as ``out_dir/results.json`` and return the path."""
-    path = Path(out_dir) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
+    """Write ``results`` as ``out_dir/results.json`` (atomically: a run killed meanwhile
+    leaves the old file or the new one) and return the path."""
+    text = json.dumps(results, indent=2) + "\n"
+    return write_atomically(Path(out_dir) / "results.json", lambda file: file.write(text))
 
 
 def load_trained(checkpoint, family, model_class):

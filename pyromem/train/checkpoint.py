@@ -29,6 +29,38 @@ def with_umask_permissions(path, mode: int | None = None) -> None:
     os.chmod(path, umask_file_mode() if mode is None else mode)
 
 
+def write_atomically(path, write, *, binary=False, sync=False, mode=None) -> Path:
+    """Write the file ``path`` so that a run killed at any moment leaves the old file or the
+    new one, never part of one.
+
+    ``write(file)`` fills a temporary file in the same folder (so that :func:`os.replace`
+    never crosses file systems), which then replaces ``path`` atomically, on POSIX and
+    Windows, with the permissions ``open`` would give.
+
+    :param write: called with the open temporary file: text (``newline=""``: the lines as
+        written) or, with ``binary``, bytes.
+    :param bool sync: flush the file to disk before it replaces ``path``.
+    :param int mode: its permissions (default: the umask's; read it on the main thread,
+        :func:`umask_file_mode`, for a write on another).
+    :returns: ``path``, a ``Path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as file:
+            write(file)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
+        with_umask_permissions(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that never leaves a partly written file at the target path.
 
@@ -97,18 +129,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @staticmethod
     def _write(checkpoint, path: Path, mode: int) -> None:
-        # Same folder as the target, so os.replace never crosses file systems.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            with_umask_permissions(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(
+            path, lambda file: torch.save(checkpoint, file), binary=True, sync=True, mode=mode
+        )
 
 
 def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 import csv
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pyromem.diagnostics import elbo_decomposition
-from pyromem.train.checkpoint import with_umask_permissions
+from pyromem.train.checkpoint import write_atomically
 
 
 class EpochMetrics(Callback):
@@ -109,18 +108,11 @@ class EpochMetrics(Callback):
         if not history:
             self.csv_path.unlink(missing_ok=True)
             return
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         columns = list(dict.fromkeys(key for row in history for key in row))
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.csv_path.name}.", suffix=".tmp", dir=self.csv_path.parent
-        )
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(history)
-            with_umask_permissions(tmp)
-            os.replace(tmp, self.csv_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        def rows(file):
+            writer = csv.DictWriter(file, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+
+        write_atomically(self.csv_path, rows)
