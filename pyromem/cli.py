@@ -1,6 +1,6 @@
 """The pyromem command, generated from the recipes' configs.
 
-    pyromem demo [--quick] [--out DIR] [--json]
+    pyromem demo [--quick] [--resume] [--out DIR] [--json]
     pyromem train vae|vma|kpp [--preset NAME] [--config FILE] [options] [--out DIR] [--json]
     pyromem train --config RUN/config.toml
     pyromem eval vae|vma|kpp --checkpoint PATH [--out DIR] [--json]
@@ -128,6 +128,11 @@ def build_parser(list_choices=True):
         dest="progress",
         help="do not show progress on stderr (default: off)",
     )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the sections that the demo in --out finished and run the others (default: off)",
+    )
     _add_output(demo, f"the report's folder (default: {DEMO_OUT})")
 
     train = commands.add_parser(
@@ -169,6 +174,7 @@ def run(args):
             seed=args.seed,
             progress=args.progress,
             num_threads=args.num_threads,
+            resume=args.resume,
         )
     if args.command == "eval":
         options = EvalConfig.build(**_given(args, EvalConfig))
@@ -245,16 +251,32 @@ def _interrupted(error, args) -> str:
     :class:`pyromem.train.TrainingInterrupted` (not imported: it needs Lightning)."""
     by_sigterm = getattr(error, "signal_number", None) == signal.SIGTERM
     stopped = "terminated" if by_sigterm else "interrupted"
+    if args.command == "demo":
+        from pyromem.experiments.demo import SECTIONS_FILE
+
+        # a section interrupted starts again from its beginning; those finished are kept
+        if (Path(args.out or DEMO_OUT) / SECTIONS_FILE).is_file():
+            return f"{stopped}; the same command with --resume keeps the finished sections"
+        return f"{stopped}; the same command runs the demo again from its start"
+    recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS.get(args.command)
+    fields = dataclasses.fields(recipe.config) if recipe is not None else ()
+    resumable = "resume" in {field.name for field in fields}
+    go_on = "; the same command with --resume continues the run"
     if getattr(error, "checkpoint", None) is None:
+        # stopped outside a training (an evaluation, a comparison) or in its first epoch:
+        # the trainings that the run's folder holds continue all the same
+        from pyromem.experiments.options import RUN_CHECKPOINTS
+
+        out = Path(args.out) if getattr(args, "out", None) else None
+        if resumable and out and any(any(out.glob(p)) for p in RUN_CHECKPOINTS):
+            return stopped + go_on
         return stopped
     line = (
         f"{stopped} in epoch {error.epoch} of {error.epochs}; {error.checkpoint} holds the "
         f"{error.completed} epochs completed"
     )
-    recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS.get(args.command)
-    fields = dataclasses.fields(recipe.config) if recipe is not None else ()
-    if "resume" in {field.name for field in fields}:
-        line += "; the same command with --resume continues the run"
+    if resumable:
+        line += go_on
     return line
 
 

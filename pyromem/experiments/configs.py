@@ -523,7 +523,7 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
 
 
 @dataclass
-class CompareGuidesConfig(RunOptions, ImageSource):
+class CompareGuidesConfig(RunOptions, ResumeOption, ImageSource):
     """``pyromem compare-guides``: amortised, iterative and hybrid guides of one model."""
 
     recipe: ClassVar[str] = "compare-guides"
@@ -546,7 +546,7 @@ class CompareGuidesConfig(RunOptions, ImageSource):
 
 
 @dataclass
-class CompareEstimatorsConfig(RunOptions, ImageSource):
+class CompareEstimatorsConfig(RunOptions, ResumeOption, ImageSource):
     """``pyromem compare-estimators``: VMA's address estimators by gradient bias, variance, cost."""
 
     recipe: ClassVar[str] = "compare-estimators"

@@ -5,8 +5,13 @@ Each recipe of the registry's ``DEMO_SECTIONS`` adds a section: the VAE on
 al.); variational memory addressing (Bornschein et al.); Kanerva++ (Ramapuram
 et al.). Each section says its own setting. The report opens with the run's
 settings and a table of each section's headline numbers (:func:`at_a_glance`).
+
+Each section that finishes is recorded in ``sections.json`` (its report text and results),
+so that a demo interrupted in a later section can be resumed (``resume=True``) without
+running the finished ones again.
 """
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,9 +19,12 @@ from pathlib import Path
 from pyromem.checks import as_int
 from pyromem.experiments.registry import DEMO_SECTIONS, recipe
 from pyromem.experiments.vae import torch_threads, write_results
+from pyromem.train.checkpoint import write_atomically
 
 
-def run_demo(out_dir="pyromem-demo", quick=False, seed=0, progress=True, num_threads=1):
+def run_demo(
+    out_dir="pyromem-demo", quick=False, seed=0, progress=True, num_threads=1, resume=False
+):
     """Run every recipe of the demo and write ``out_dir/report.md`` and ``results.json``.
 
     :param out_dir: the report's folder.
@@ -25,24 +33,51 @@ def run_demo(out_dir="pyromem-demo", quick=False, seed=0, progress=True, num_thr
         and when another process holds a core, each of their operations on two threads waits
         for the second (the quick demo took 212 s on two threads and 41 s on one, on the
         2-core CPU beside a two-thread job).
+    :param bool resume: continue the demo in ``out_dir``, interrupted or finished: the
+        sections it finished (``sections.json``) are kept, the others run (an interrupted
+        section from its start). Its ``quick`` and ``seed`` must be this run's.
     :returns: the results dict, with the report's path under ``"report"``.
+    :raises ValueError: before any work, if ``resume`` and ``out_dir`` holds no demo with a
+        finished section, or one of another ``quick`` or ``seed``.
     """
     as_int(num_threads, "num_threads", 1)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     report = out_dir / "report.md"
+    record = out_dir / SECTIONS_FILE
+    if resume:
+        finished = finished_sections(record, quick, seed)
+    else:
+        finished = {}
+        if record.is_file():  # an earlier demo's, whose sections this one replaces
+            record.unlink()
+    # the sections kept count with the seconds they took
+    kept_seconds = sum(section["seconds"] for section in finished.values())
     sections = []
     family_results = {}
     with torch_threads(num_threads):
         for number, name in enumerate(DEMO_SECTIONS, 1):
+            section = finished.get(name)
             if progress:
-                print(f"demo [{number}/{len(DEMO_SECTIONS)}] {name}", file=sys.stderr, flush=True)
-            module = recipe(name).load()
-            text, family_results[name] = module.demo_section(
-                out_dir, quick, seed=seed, progress=progress
-            )
-            sections.append(text)
-    seconds = time.perf_counter() - start
+                kept = f": finished before ({section['seconds']:.0f} s), kept" if section else ""
+                print(
+                    f"demo [{number}/{len(DEMO_SECTIONS)}] {name}{kept}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if section is None:
+                section_start = time.perf_counter()
+                module = recipe(name).load()
+                text, results = module.demo_section(out_dir, quick, seed=seed, progress=progress)
+                section = finished[name] = {
+                    "text": text,
+                    "results": results,
+                    "seconds": time.perf_counter() - section_start,
+                }
+                _write_record(record, quick, seed, finished)
+            sections.append(section["text"])
+            family_results[name] = section["results"]
+    seconds = time.perf_counter() - start + kept_seconds
     opening = [
         "# pyromem demo report",
         "",
@@ -59,6 +94,42 @@ def run_demo(out_dir="pyromem-demo", quick=False, seed=0, progress=True, num_thr
     }
     write_results(results, out_dir)
     return results
+
+
+#: The record of a demo's finished sections, in its folder.
+SECTIONS_FILE = "sections.json"
+
+
+def finished_sections(record, quick, seed) -> dict:
+    """The sections a demo finished, by name (``{"text", "results", "seconds"}`` each), from
+    its ``record`` (:data:`SECTIONS_FILE`), for a demo resumed with ``quick`` and ``seed``.
+
+    :raises ValueError: in one line, if there is no record or it is of another demo.
+    """
+    try:
+        saved = json.loads(Path(record).read_text())
+    except FileNotFoundError:
+        raise ValueError(
+            f"resume: there is no demo in {Path(record).parent} to continue (no {record.name})"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"resume: cannot read {record}: {error}") from None
+    if (saved.get("quick"), saved.get("seed")) != (quick, seed):
+
+        def demo(quick, seed):
+            return f"a {'quick' if quick else 'full'} demo of seed {seed}"
+
+        raise ValueError(
+            f"resume: {Path(record).parent} holds {demo(saved.get('quick'), saved.get('seed'))}, "
+            f"this run is {demo(quick, seed)}; give its --quick and --seed to continue it, or "
+            "leave out --resume to start again"
+        )
+    return saved["sections"]
+
+
+def _write_record(record, quick, seed, sections):
+    text = json.dumps({"quick": quick, "seed": seed, "sections": sections})
+    write_atomically(record, lambda file: file.write(text))
 
 
 QUICK_NOTE = (

@@ -11,9 +11,15 @@ Gumbel relaxations, which Bornschein et al. 2017 left untried, against VIMCO and
    steps and adds its test NLL (−IWAE-K on the test sweep's C classes).
 
 Writes ``config.toml``, ``results.json``, ``table.md``, ``estimators.json`` and
-``estimators.png`` to ``out_dir``.
+``estimators.png`` to ``out_dir``; ``estimators.json`` is written once the comparison is
+measured, before the NLL runs. With ``resume``, a run interrupted in ``out_dir`` goes on
+where it stopped: each training (``point/``, ``nll-NAME/``) continues from its last
+checkpoint (a finished one trains no further), and the comparison is read back from
+``estimators.json`` rather than measured again.
 """
 
+import dataclasses
+import json
 import math
 import sys
 import time
@@ -26,16 +32,21 @@ from pyromem.data import sample_few_shot
 from pyromem.diagnostics.compare_estimators import (
     ESTIMATORS,
     RESOLVED,
+    EstimatorComparison,
     compare_estimators,
     step_row,
 )
 from pyromem.experiments.configs import CompareEstimatorsConfig, VMAConfig
+from pyromem.experiments.options import read_config_file
 from pyromem.experiments.vae import finish_run, table_summary, torch_threads
 from pyromem.experiments.vma import objective, train_vma, vma_data
 from pyromem.models.vma import VMA, SoftAttentionVAE
 from pyromem.train import load_checkpoint
+from pyromem.train.checkpoint import write_atomically
 
 IMAGE_SIDE = {"glyphs": 16}
+#: The options a resumed run may change: they change none of its numbers.
+FREE_ON_RESUME = ("progress", "num_threads")
 
 
 def run_compare_estimators(out_dir, **options):
@@ -53,7 +64,12 @@ def run(config, out_dir):
     """Train the point, compare the estimators, write table, figure and JSON; returns results."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if config.resume:
+        check_same_options(config, out_dir)
     config.start_run(out_dir)
+    measured = out_dir / "estimators.json"
+    if not config.resume:
+        measured.unlink(missing_ok=True)  # an earlier run's, which --overwrite replaces
     names = config.estimators or ESTIMATORS + ("soft",)
     size = config.size or IMAGE_SIDE.get(config.dataset)
     vma_options = {
@@ -79,13 +95,11 @@ def run(config, out_dir):
         "overwrite": True,
     }
     with torch_threads(config.num_threads or 1):
-        _say(config, f"training the point measured ({config.train_steps} steps, enum)")
-        point = train_vma(
-            out_dir=out_dir / "point",
-            address="enum",
-            steps=config.train_steps,
-            steps_per_epoch=min(100, config.train_steps),
-            **vma_options,
+        point, point_resumed = _train(
+            config,
+            out_dir / "point",
+            "the point measured (enum)",
+            dict(vma_options, address="enum", steps=config.train_steps),
         )
         saved = load_checkpoint(point["checkpoint"])
         vma = VMA(**saved.config["vma"])
@@ -97,50 +111,22 @@ def run(config, out_dir):
         )
         pyro.set_rng_seed(config.seed)
         estimators = [name for name in names if name in ESTIMATORS]
-        comparison = compare_estimators(
-            vma,
-            episode.query,
-            episode.memory,
-            estimators=estimators,
-            num_particles=config.num_particles,
-            gradient_draws=config.gradient_draws,
-            mean_draws=config.mean_draws,
-            reference_draws=config.reference_draws,
-            posterior_samples=config.posterior_samples,
-            temperature=config.temperature,
-            baseline_steps=config.baseline_steps,
-            max_tuples=config.max_tuples,
-            step_repeats=config.step_repeats,
-            progress=(lambda line: _say(config, line)) if config.progress else None,
-        )
-        if "soft" in names:
-            soft = SoftAttentionVAE(
-                vma.input_shape,
-                latent_dim=config.latent_dim,
-                embedding_dim=config.embedding_dim,
-                hidden=config.hidden,
-            ).train()
-            loss_fn = objective("soft")(soft.model, soft.guide)
-            comparison.rows.append(
-                {
-                    "estimator": "soft",
-                    "objective": "ELBO (no address: not compared)",
-                    "relative_bias": None,
-                    "relative_bias_noise": None,
-                    "relative_std": None,
-                    **step_row(soft, loss_fn, episode.query, episode.memory, config.step_repeats),
-                }
-            )
+        # measured in the run this one resumes, at the same point (its training finished)
+        comparison = _measured(measured) if point_resumed else None
+        if comparison is not None:
+            _say(config, f"the comparison: as measured before the interruption ({measured})")
+        else:
+            comparison = _compare(config, names, vma, episode, estimators)
+            text = json.dumps({"rows": comparison.rows, "settings": comparison.settings})
+            write_atomically(measured, lambda file: file.write(text))
         if config.nll_steps:
             for row in comparison.rows:
                 address = row["estimator"]
-                _say(config, f"training {address} for the test NLL ({config.nll_steps} steps)")
-                trained = train_vma(
-                    out_dir=out_dir / f"nll-{address}",
-                    address=address,
-                    steps=config.nll_steps,
-                    steps_per_epoch=min(100, config.nll_steps),
-                    **vma_options,
+                trained, _ = _train(
+                    config,
+                    out_dir / f"nll-{address}",
+                    f"{address} for the test NLL",
+                    dict(vma_options, address=address, steps=config.nll_steps),
                 )
                 row["test_nll_nats"] = trained["test_nll_nats"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +161,122 @@ def run(config, out_dir):
         "json": str(comparison.to_json(out_dir / "estimators.json")),
     }
     return finish_run(results, config, start, out_dir)
+
+
+def _compare(config, names, vma, episode, estimators):
+    """The comparison of the ``estimators`` at the point ``vma`` on ``episode``, with the
+    step time of ``soft`` when ``names`` holds it."""
+    comparison = compare_estimators(
+        vma,
+        episode.query,
+        episode.memory,
+        estimators=estimators,
+        num_particles=config.num_particles,
+        gradient_draws=config.gradient_draws,
+        mean_draws=config.mean_draws,
+        reference_draws=config.reference_draws,
+        posterior_samples=config.posterior_samples,
+        temperature=config.temperature,
+        baseline_steps=config.baseline_steps,
+        max_tuples=config.max_tuples,
+        step_repeats=config.step_repeats,
+        progress=(lambda line: _say(config, line)) if config.progress else None,
+    )
+    if "soft" in names:
+        soft = SoftAttentionVAE(
+            vma.input_shape,
+            latent_dim=config.latent_dim,
+            embedding_dim=config.embedding_dim,
+            hidden=config.hidden,
+        ).train()
+        loss_fn = objective("soft")(soft.model, soft.guide)
+        comparison.rows.append(
+            {
+                "estimator": "soft",
+                "objective": "ELBO (no address: not compared)",
+                "relative_bias": None,
+                "relative_bias_noise": None,
+                "relative_std": None,
+                **step_row(soft, loss_fn, episode.query, episode.memory, config.step_repeats),
+            }
+        )
+    return comparison
+
+
+def _train(config, folder, what, options):
+    """:func:`~pyromem.experiments.vma.train_vma` in ``folder`` for ``options["steps"]``
+    steps; with ``config.resume``, continued from the checkpoint there when this run trained
+    it, or, finished and scored, its results read back. Returns ``(results, resumed)``."""
+    steps = options["steps"]
+    options = dict(options, steps_per_epoch=min(100, steps))
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    resume = config.resume and _trained_with(checkpoint, options)
+    finished = _finished(folder / "results.json", checkpoint) if resume else None
+    if finished is not None:
+        _say(config, f"{what}: {steps} steps, trained and scored before the interruption")
+        return finished, True
+    start_from = "continuing from its last checkpoint" if resume else "training"
+    _say(config, f"{what}: {start_from}, to {steps} steps")
+    return train_vma(out_dir=folder, resume=resume, **options), resume
+
+
+def _finished(results, checkpoint):
+    """The results at ``results`` of the training whose checkpoint is ``checkpoint``, or
+    ``None`` where they are not its (older) or not there."""
+    try:
+        if results.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns:
+            return None
+        return json.loads(results.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _trained_with(checkpoint, options) -> bool:
+    """Whether ``checkpoint`` holds a training of the VMA of ``options`` (a run of another
+    setting, replaced by ``--overwrite`` before it wrote a checkpoint, may have left one)."""
+    if not checkpoint.is_file():
+        return False
+    saved = load_checkpoint(checkpoint).config.get("options", {})
+    skipped = (*FREE_ON_RESUME, "resume", "overwrite")
+    now = VMAConfig.build(**options).to_dict()
+    return all(saved.get(name) == value for name, value in now.items() if name not in skipped)
+
+
+def _measured(path):
+    """The :class:`EstimatorComparison` that ``path`` holds (its test NLLs left out: the runs
+    fill them again), or ``None`` when there is none to read."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    rows = [{k: v for k, v in row.items() if k != "test_nll_nats"} for row in saved["rows"]]
+    return EstimatorComparison(rows, saved["settings"])
+
+
+def check_same_options(config, out_dir) -> None:
+    """Refuse, in one line and before any work, to resume the run in ``out_dir`` with options
+    other than its ``config.toml``'s (other than :data:`FREE_ON_RESUME`): its finished
+    trainings and comparison would be mixed with the new ones.
+
+    :raises ValueError: if ``out_dir`` holds no run, or one of other options.
+    """
+    path = Path(out_dir) / "config.toml"
+    if not path.is_file():
+        raise ValueError(f"resume: there is no run in {out_dir} to continue")
+    was = read_config_file(path, config.recipe)
+    fields = {field.name: field for field in dataclasses.fields(config)}
+    now = {
+        name: value
+        for name, value in config.to_dict().items()
+        if value is not None and fields[name].metadata.get("stored", True)
+    }
+    for name in dict.fromkeys([*was, *now]):
+        if name not in FREE_ON_RESUME and was.get(name) != now.get(name):
+            before, after = was.get(name, "unset"), now.get(name, "unset")
+            raise ValueError(
+                f"resume: the run in {out_dir} has {name}={before!r}, this one {name}={after!r}; "
+                "give its options to continue it, or pass --overwrite to start again"
+            )
 
 
 def setting_caption(settings, config):

@@ -10,10 +10,14 @@ compares on test images:
   ``iterative_steps`` gradient steps on the train split with the model held fixed;
 - ``map-T``: :class:`~pyromem.infer.MAPRefinement`, a point mass (its row is the log joint).
 
-Both trainings run in the engine (:func:`pyromem.train.fit`). Writes ``config.toml``,
-``results.json``, ``table.md`` and ``compare_guides.png`` to ``out_dir``.
+Both trainings run in the engine (:func:`pyromem.train.fit`), in ``out_dir/train`` and
+``out_dir/iterative``; with ``resume``, each continues from its last checkpoint there (a
+finished one trains no further), so that a run interrupted in a later stage goes on where it
+stopped. Writes ``config.toml``, ``results.json``, ``table.md`` and ``compare_guides.png`` to
+``out_dir``.
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +39,9 @@ from pyromem.experiments.vae import (
 from pyromem.infer import GaussianRefinement, IterativeAmortizedGuide, MAPRefinement
 from pyromem.models import VAE, MemoryVAE
 from pyromem.train import fit
+
+#: The trainings of a run, each in its folder of ``out_dir``.
+STAGES = ("train", "iterative")
 
 
 class GuideTraining(nn.Module):
@@ -85,7 +92,20 @@ def run(config, out_dir):
     """Train the model, compare its guides, write the table and figure; returns the results."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    checkpoints = {stage: out_dir / stage / "checkpoints" / "last.ckpt" for stage in STAGES}
+    if config.resume and not checkpoints["train"].is_file():
+        raise ValueError(f"resume: there is no checkpoint at {checkpoints['train']} to continue")
     config.start_run(out_dir)
+
+    def say(line):
+        if config.progress:
+            print(f"compare-guides: {line}", file=sys.stderr, flush=True)
+
+    def resumes(stage, what):
+        resume = config.resume and checkpoints[stage].is_file()
+        say(f"{what}: {'continuing from its last checkpoint' if resume else 'training'}")
+        return resume
+
     seed, steps, lr = config.seed, config.steps, config.lr
     pyro.set_rng_seed(seed)
     common = {"root": config.root, "download": config.download, "size": config.size}
@@ -97,6 +117,14 @@ def run(config, out_dir):
     likelihood = LIKELIHOOD_FOR_SUPPORT[train.support]
     vae = VAE(train.event_shape, config.latent_dim, likelihood, "mlp", config.hidden)
     engine = {"seed": seed, "accelerator": "cpu", "progress": config.progress}
+    # what a resumed training must share with its checkpoint (the engine checks it)
+    data = {
+        "dataset": config.dataset,
+        "root": config.root,
+        "size": config.size,
+        "binarize": train.binarize,
+        "seed": seed,
+    }
     fitted = fit(
         vae,
         train,
@@ -104,6 +132,8 @@ def run(config, out_dir):
         batch_size=64,
         lr=3e-3,
         out_dir=out_dir / "train",
+        config={"model": "vae", "vae": vae.config, "data": data},
+        resume=resumes("train", f"the VAE, {config.epochs} epochs"),
         **engine,
     )
     vae = fitted.model.cpu().eval()
@@ -114,6 +144,10 @@ def run(config, out_dir):
     for parameter in net.parameters():
         parameter.requires_grad_(False)
     iterative = IterativeAmortizedGuide(net.model, net.guide, num_steps=5)
+    # the update is trained on the model of this run: the VAE of those epochs, its memory
+    model = {"model": config.model, "vae_epochs": fitted.epochs}
+    if config.model == "memory-vae":
+        model["memory_size"] = config.memory_size
     fit(
         GuideTraining(net.model, iterative),
         FreshEpisodes(random_batches(train.images, 64), config.iterative_steps, seed),
@@ -121,6 +155,14 @@ def run(config, out_dir):
         epochs=1,
         lr=3e-3,
         out_dir=out_dir / "iterative",
+        config={
+            "model": "iterative-update",
+            "iterative-update": model,
+            "data": dict(data, steps=config.iterative_steps),
+        },
+        resume=resumes(
+            "iterative", f"the iterative guide's update, {config.iterative_steps} steps"
+        ),
         **engine,
     )
     guides = {
@@ -129,6 +171,9 @@ def run(config, out_dir):
         f"iterative-{iterative.num_steps}": iterative,
         f"map-{steps}": MAPRefinement(net.model, net.guide, num_steps=steps, lr=lr),
     }
+    say(
+        f"comparing the guides on {len(test_x)} test images (ELBO, IWAE-{config.num_samples}, PSIS)"
+    )
     comparison = compare_guides(
         net.model,
         guides,
