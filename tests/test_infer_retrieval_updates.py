@@ -243,6 +243,14 @@ def test_learned_precision_checks_its_arguments():
         retrieval.fit(torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="memory width"):
         retrieval(torch.zeros(3, 2), torch.zeros(4, 5))
+    # float64 codes with the float32 module: named in one line, not promoted silently
+    codes = torch.zeros(4, 2, dtype=torch.float64)
+    match = "memory is torch.float64 but the parameters of LearnedPrecisionRetrieval are"
+    with pytest.raises(TypeError, match=match):
+        retrieval(codes[:3], codes)
+    with pytest.raises(TypeError, match=match):
+        retrieval.fit(codes[:3], codes, codes[:3], loss="nll")
+    assert retrieval.double()(codes[:3], codes).dtype == torch.float64
 
 
 @pytest.mark.parametrize("full", [False, True])

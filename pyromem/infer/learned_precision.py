@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, check_input_dtype
 from pyromem.infer.refinement import check_rate
 from pyromem.memory import GaussianMixtureMemory
 
@@ -78,19 +78,25 @@ class LearnedPrecisionRetrieval(nn.Module):
         """P as the keyword argument of :class:`~pyromem.memory.GaussianMixtureMemory`."""
         return {"precision_matrix" if self.full else "precision": self.precision}
 
+    def _prior(self, memory):
+        # P has the dtype of this module's parameters, which the memory must share: named here,
+        # since the user made the module, not its precision
+        if isinstance(memory, torch.Tensor) and memory.is_floating_point():
+            check_input_dtype(self, memory, "memory")
+        return GaussianMixtureMemory(memory, **self.covariance())
+
     def forward(self, z0, memory):
         r""":math:`\hat z_T` from the queries ``z0`` (shape ``(B, d)``) and ``memory``
         (``(N, d)``, or any batch of memories that broadcasts with the queries' batch, e.g.
         ``(S, 1, N, d)`` against ``(S, B, d)``); shape that of ``z0``."""
-        prior = GaussianMixtureMemory(memory, **self.covariance())
-        return prior.fixed_point(z0, self.num_steps)  # eq. 12
+        return self._prior(memory).fixed_point(z0, self.num_steps)  # eq. 12
 
     def log_responsibility(self, z, memory, targets):
         r""":math:`\log r_{k^*}(z)`, the log posterior of the correct patterns ``targets``
         (stored in ``memory``) at the codes ``z`` (both shaped like ``z``) under P:
         :math:`-\log N - \tfrac12 (z - M_{k^*})^\top P (z - M_{k^*}) + \tfrac12 \log\det P
         - \tfrac d2 \log 2\pi - \log p(z; M)`, balanced weights."""
-        prior = GaussianMixtureMemory(memory, **self.covariance())
+        prior = self._prior(memory)
         diff, precision = z - targets, self.precision
         if self.full:
             quadratic, log_det = ((diff @ precision) * diff).sum(-1), torch.logdet(precision)
