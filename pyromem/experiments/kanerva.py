@@ -38,13 +38,17 @@ from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import KPPConfig
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
+    StartLines,
     TenthsProgress,
+    config_kept_if_refused,
     data_options,
     engine_options,
     evaluation_device,
     load_splits,
     load_trained,
+    resumed_checkpoint,
     stderr_line,
+    stored_as_before,
     torch_threads,
     write_results,
 )
@@ -422,6 +426,8 @@ def run(config, out_dir):
         discretized logistic mixture for 8-bit data.
     :param out_dir: the run's folder (config.toml, checkpoints, metrics.csv,
         results.json, figures); baselines go to ``out_dir/vae`` and ``out_dir/dense``.
+        With ``config.resume`` K++ continues from its last checkpoint, and each baseline
+        from its own, or from its start where a stop came before its first.
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     with torch_threads(config.num_threads):
@@ -435,7 +441,17 @@ def _run(config, out_dir):
     if episode_length < 2:
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")
     config.start_run(out_dir)
-    data_config = dict(data_options(config), same_class=config.same_class)
+    with config_kept_if_refused(config, out_dir):
+        return _train_and_evaluate(config, out_dir, start)
+
+
+def _train_and_evaluate(config, out_dir, start):
+    episode_length = config.episode_length
+    # what a resumed training must share with its checkpoint, besides the nets: the images,
+    # the seed and the episodes (the engine refuses any other)
+    data_config = dict(
+        data_options(config), same_class=config.same_class, episode_length=episode_length
+    )
     train, episodes = load_kpp_data(data_config, episode_length)
     data_config["binarize"] = train.binarize
     likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
@@ -464,8 +480,19 @@ def _run(config, out_dir):
         if config.progress:
             print(f"kpp: {line}", file=sys.stderr, flush=True)
 
-    def run_kpp(write, folder):
-        say(f"training {names[write]}, {config.epochs} epochs")
+    def run_kpp(write, folder, baseline=False):
+        # a baseline continues its training where its checkpoint is: a run stopped before
+        # a baseline's first checkpoint trains that baseline from its start
+        checkpoint = Path(folder) / "checkpoints" / "last.ckpt"
+        resume = config.resume and (not baseline or checkpoint.is_file())
+        saved = resumed_checkpoint(folder, resume)
+        if saved is None:
+            start_line = f"kpp: training {names[write]}, {config.epochs} epochs"
+        else:
+            start_line = (
+                f"kpp: continuing {names[write]} from epoch {saved.epoch}, "
+                f"to {config.epochs} epochs"
+            )
         kpp = KanervaPlusPlus(train.event_shape, write=write, **options)
         checkpoint_config = {
             "model": "kpp",
@@ -479,10 +506,12 @@ def _run(config, out_dir):
             out_dir=folder,
             eval_data=episodes[:64],
             batch_size=config.batch_size,
-            config=checkpoint_config,
+            config=stored_as_before(checkpoint_config, saved),
             epochs=config.epochs,
             lr=config.lr,
-            **engine_options(config),
+            # once the engine has checked the run: a refused one says only why
+            callbacks=[StartLines(start_line)] if config.progress else [],
+            **dict(engine_options(config), resume=resume),
         )
         say(
             f"evaluating {names[write]} on {len(episodes)} test episodes "
@@ -523,8 +552,8 @@ def _run(config, out_dir):
         result.model, episodes, out_dir, result.history, config.seed
     )
     if config.baselines:
-        dense_result, dense = run_kpp("dense", Path(out_dir) / "dense")
-        vae_result, vae = run_kpp("none", Path(out_dir) / "vae")
+        dense_result, dense = run_kpp("dense", Path(out_dir) / "dense", baseline=True)
+        vae_result, vae = run_kpp("none", Path(out_dir) / "vae", baseline=True)
         results["baselines"] = {
             "vae": dict(vae, checkpoint=str(vae_result.checkpoint)),
             "dense_write": dict(dense, checkpoint=str(dense_result.checkpoint)),

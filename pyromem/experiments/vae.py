@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyro
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from pyromem.data import load
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
@@ -278,6 +279,57 @@ def engine_options(config):
     }
 
 
+def resumed_checkpoint(out_dir, resume):
+    """The checkpoint that a run in ``out_dir`` continues (a
+    :class:`~pyromem.train.checkpoint.Checkpoint`), or ``None``: not resumed, or nothing to
+    continue (which the engine refuses in its own words)."""
+    path = Path(out_dir) / "checkpoints" / "last.ckpt"
+    return load_checkpoint(path) if resume and path.is_file() else None
+
+
+def stored_as_before(checkpoint_config, saved):
+    """``checkpoint_config`` less the entries of its ``"data"`` that the checkpoint ``saved``
+    predates: a run of an earlier pyromem resumes as it did then, those entries unchecked
+    (the engine would read a missing entry as a change)."""
+    if saved is None or "data" not in checkpoint_config:
+        return checkpoint_config
+    was = saved.config.get("data")
+    if was is None:
+        return {key: value for key, value in checkpoint_config.items() if key != "data"}
+    data = {key: value for key, value in checkpoint_config["data"].items() if key in was}
+    return dict(checkpoint_config, data=data)
+
+
+class StartLines(Callback):
+    """Prints ``lines`` on stderr when the training starts, on rank zero: once the engine has
+    checked the run, so that a run it refuses says only why. (A resumed run with no epoch
+    left does not start.)
+
+    :param lines: the lines; empty strings and ``None`` are left out.
+    """
+
+    def __init__(self, *lines):
+        self.lines = [line for line in lines if line]
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            for line in self.lines:
+                stderr_line(line)
+
+
+@contextmanager
+def config_kept_if_refused(config, out_dir):
+    """A context in which a ``ValueError`` (a check that comes after the run's
+    :meth:`~pyromem.experiments.options.Options.start_run`: its data, its checkpoint) puts
+    back the ``config.toml`` that the run replaced, in Python as on the command line
+    (:meth:`~pyromem.experiments.options.Options.abandon_run`)."""
+    try:
+        yield
+    except ValueError:
+        config.abandon_run(out_dir)
+        raise
+
+
 def data_options(config):
     """The data config of a run, stored in its checkpoints: what ``load`` needs."""
     return {
@@ -309,23 +361,24 @@ def run(config, out_dir):
     start = time.perf_counter()
     pyro.set_rng_seed(config.seed)
     config.start_run(out_dir)
-    data_config = data_options(config)
-    train, test_x = load_vae_data(data_config)
-    data_config["binarize"] = train.binarize
-    likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
-    vae = VAE(train.event_shape, config.latent_dim, likelihood, config.net, config.hidden)
-    result = fit(
-        vae,
-        train,
-        eval_data=test_x[:512],
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        elbo=pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True) if config.jit else None,
-        out_dir=out_dir,
-        config={"model": "vae", "vae": vae.config, "data": data_config},
-        **engine_options(config),
-    )
+    with config_kept_if_refused(config, out_dir):
+        data_config = data_options(config)
+        train, test_x = load_vae_data(data_config)
+        data_config["binarize"] = train.binarize
+        likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
+        vae = VAE(train.event_shape, config.latent_dim, likelihood, config.net, config.hidden)
+        result = fit(
+            vae,
+            train,
+            eval_data=test_x[:512],
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            elbo=pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True) if config.jit else None,
+            out_dir=out_dir,
+            config={"model": "vae", "vae": vae.config, "data": data_config},
+            **engine_options(config),
+        )
     device = evaluation_device(config.accelerator)
     binarize = data_config["binarize"]
     results = {

@@ -55,10 +55,15 @@ from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
 from pyromem.experiments.configs import ADDRESSES, VMAConfig, vma_ignored
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
+    StartLines,
     binarization,
+    config_kept_if_refused,
     engine_options,
     evaluation_device,
     load_binarized,
+    resumed_checkpoint,
+    stderr_line,
+    stored_as_before,
     torch_threads,
     write_results,
 )
@@ -434,43 +439,17 @@ def run(config, out_dir):
     with torch_threads(config.num_threads):
         start = time.perf_counter()
         config.start_run(out_dir)
-        train, test = vma_data(config)
-        elbo = objective(config.address, config.num_particles)
-        torch.manual_seed(config.seed)
-        vma = build_model(
-            config.address,
-            train.event_shape,
-            memory_size=None if episodic else config.memory_size,
-            latent_dim=config.latent_dim,
-            embedding_dim=config.embedding_dim,
-            hidden=config.hidden,
-            similarity=config.similarity,
-            prior=config.prior,
-            likelihood=LIKELIHOOD_FOR_SUPPORT[train.support],
-            # the MLP nets' configs stay those of runs before the conv option
-            **({"net": "conv", "channels": config.channels} if config.net == "conv" else {}),
-        )
-        schedule = config.lr_schedule or ("cosine" if episodic else "constant")
-        engine = dict(engine_options(config), lr_schedule=schedule)
+        with config_kept_if_refused(config, out_dir):
+            result, train, test = _train(config, out_dir)
         per_epoch = min(config.steps_per_epoch, config.steps)
-        result = fit(
-            vma,
-            training_episodes(config, train) if episodic else train,
-            out_dir=out_dir,
-            elbo=elbo,
-            epochs=config.steps // per_epoch if episodic else config.epochs,
-            batch_size=None if episodic else config.batch_size,
-            lr=config.lr or (3e-3 if config.mode == "recall" else 1e-3),
-            config={"model": "vma", "vma": vma.config, "options": config.to_dict()},
-            callbacks=[TemperatureSchedule(config.temperature, config.final_temperature)]
-            if config.address == "gumbel"
-            else [],
-            **engine,
-        )
         vma, history = result.model.to(evaluation_device(config.accelerator)), result.history
         if episodic:
             for row in history:
                 row["step"] = row["epoch"] * per_epoch
+        if config.progress:
+            stderr_line(
+                f"vma: evaluating on the test split ({config.dataset}, IWAE-{config.num_samples})"
+            )
         results = _evaluate(vma, config, test, config.num_samples, config.num_particles)
         results.update(
             {
@@ -492,6 +471,111 @@ def run(config, out_dir):
         results["seconds"] = time.perf_counter() - start
         write_results(results, out_dir)
         return results
+
+
+#: The options of a VMA run that its training episodes and objective depend on, besides its
+#: images: a resumed run must keep them (:func:`data_entry`).
+EPISODE_OPTIONS = (
+    "mode",
+    "memory_size",
+    "batch_size",
+    "steps_per_epoch",
+    "test_classes",
+    "classes",
+    "shots",
+    "queries",
+    "temperature",
+    "final_temperature",
+)
+
+
+def data_entry(config, train):
+    """The ``"data"`` entry of a VMA run's checkpoints, which a resumed run must share
+    (:func:`~pyromem.train.checkpoint.check_resumable`): the images (dataset, size,
+    binarisation applied, root, download, seed), the episodes' options of its mode
+    (:data:`EPISODE_OPTIONS`) and, for VIMCO and RWS, their K (``num_particles``)."""
+    options = config.to_dict()  # less the options its mode and address ignore
+    entry = {
+        "dataset": config.dataset,
+        "binarize": train.binarize,
+        "size": config.size or IMAGE_SIDE.get(config.dataset),
+        "root": config.root,
+        "download": config.download,
+        "seed": config.seed,
+    }
+    entry.update({name: options[name] for name in EPISODE_OPTIONS if name in options})
+    if config.address in ("vimco", "rws"):
+        entry["num_particles"] = config.num_particles
+    return entry
+
+
+def _train(config, out_dir):
+    """Train the VMA of ``config`` with the engine in ``out_dir`` (continued from its last
+    checkpoint with ``config.resume``): ``(result, train, test)``."""
+    episodic = config.mode != "learned"
+    saved = resumed_checkpoint(out_dir, config.resume)
+    train, test = vma_data(config)
+    elbo = objective(config.address, config.num_particles)
+    torch.manual_seed(config.seed)
+    vma = build_model(
+        config.address,
+        train.event_shape,
+        memory_size=None if episodic else config.memory_size,
+        latent_dim=config.latent_dim,
+        embedding_dim=config.embedding_dim,
+        hidden=config.hidden,
+        similarity=config.similarity,
+        prior=config.prior,
+        likelihood=LIKELIHOOD_FOR_SUPPORT[train.support],
+        # the MLP nets' configs stay those of runs before the conv option
+        **({"net": "conv", "channels": config.channels} if config.net == "conv" else {}),
+    )
+    schedule = config.lr_schedule or ("cosine" if episodic else "constant")
+    engine = dict(engine_options(config), lr_schedule=schedule)
+    per_epoch = min(config.steps_per_epoch, config.steps) if episodic else None
+    epochs = config.steps // per_epoch if episodic else config.epochs
+    lr = config.lr or (3e-3 if config.mode == "recall" else 1e-3)
+    callbacks = []
+    if config.address == "gumbel":
+        callbacks.append(TemperatureSchedule(config.temperature, config.final_temperature))
+    if config.progress:
+        start = _start_line(config, saved, epochs, per_epoch, len(train))
+        callbacks.append(StartLines(start))
+    checkpoint_config = {
+        "model": "vma",
+        "vma": vma.config,
+        "data": data_entry(config, train),
+        "options": config.to_dict(),
+    }
+    result = fit(
+        vma,
+        training_episodes(config, train) if episodic else train,
+        out_dir=out_dir,
+        elbo=elbo,
+        epochs=epochs,
+        batch_size=None if episodic else config.batch_size,
+        lr=lr,
+        config=stored_as_before(checkpoint_config, saved),
+        callbacks=callbacks,
+        **engine,
+    )
+    return result, train, test
+
+
+def _start_line(config, saved, epochs, per_epoch, num_train):
+    """What a VMA run trains, for how long and, resumed, from where: its first progress line,
+    at once (the engine's first line ends the first epoch, a block of ``per_epoch`` steps)."""
+    what = "the learned memory" if config.mode == "learned" else config.mode
+    if per_epoch is None:
+        length = f"{epochs} epochs of {math.ceil(num_train / config.batch_size)} steps"
+        done = f"epoch {saved.epoch}" if saved else None
+    else:
+        length = f"{config.steps} steps in {epochs} blocks of {per_epoch}, a line after each"
+        done = f"step {saved.epoch * per_epoch}" if saved else None
+    verb, start = ("continuing", f" from {done}") if saved else ("training", "")
+    return (
+        f"vma: {verb} {what} with the {config.address} address on {config.dataset}{start}: {length}"
+    )
 
 
 def _bounds(address, num_samples, num_particles):

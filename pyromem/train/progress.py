@@ -10,6 +10,11 @@ import time
 
 from lightning.pytorch.callbacks import ProgressBar
 
+#: The first epoch a run trains shows a line at each tenth of its steps once it has run this
+#: long, so that a long epoch (VMA's blocks of 100 steps, an epoch of a large dataset on a
+#: CPU) shows its progress and an ETA before it ends.
+QUIET_SECONDS = 5.0
+
 
 class EpochLines(ProgressBar):
     """Lightning's progress bar as one line per completed epoch, on rank zero:
@@ -21,6 +26,10 @@ class EpochLines(ProgressBar):
     assumes the remaining epochs take as long as the mean epoch of this run (a resumed run
     counts from where it resumed).
 
+    Before the first of these lines, the first epoch the run trains also shows a line at each
+    tenth of its steps once it has run :data:`QUIET_SECONDS`, ``epoch 1/25: step 30/100 (6.2
+    s, ETA 510 s)``, its ETA from the mean step so far (the epoch's own line takes the last).
+
     :param stream: a text stream; ``None`` writes to ``sys.stderr`` as it is at each line.
     :param str per: what one datapoint of the training data is, e.g. ``"image"`` or
         ``"episode of 4 images"``: the lines then say ``nats per image``; ``None``: ``nats``.
@@ -31,6 +40,8 @@ class EpochLines(ProgressBar):
         self.stream, self.per = stream, per
         self._enabled = True
         self._start, self._first_epoch = 0.0, 0
+        # the tenths of the first epoch shown so far; None once its line is out
+        self._tenths: int | None = None
 
     def disable(self):
         self._enabled = False
@@ -40,8 +51,28 @@ class EpochLines(ProgressBar):
 
     def on_train_start(self, trainer, pl_module):
         self._start, self._first_epoch = time.perf_counter(), trainer.current_epoch
+        self._tenths = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._tenths is None or not (self._enabled and trainer.is_global_zero):
+            return
+        steps, done = trainer.num_training_batches, batch_idx + 1
+        if not isinstance(steps, int) or done >= steps or 10 * done // steps <= self._tenths:
+            return  # a loader without a length, the epoch's end, or no tenth passed
+        self._tenths = 10 * done // steps
+        elapsed = time.perf_counter() - self._start
+        if elapsed < QUIET_SECONDS:
+            return
+        left = steps * (trainer.max_epochs - self._first_epoch) - done
+        print(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {done}/{steps} "
+            f"({_seconds(elapsed)}, ETA {_seconds(left * elapsed / done)})",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
 
     def on_train_epoch_end(self, trainer, pl_module):
+        self._tenths = None  # the epoch lines from here on
         if not (self._enabled and trainer.is_global_zero):
             return
         epoch, total = trainer.current_epoch + 1, trainer.max_epochs
