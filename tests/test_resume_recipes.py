@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from pyromem.cli import main
 from pyromem.train import load_checkpoint
+from tests import training_watch
 
 # Lightning 2.6 on torch 2.14 warns from its own internals.
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")
@@ -44,30 +45,10 @@ class CtrlCAt(Callback):
             raise KeyboardInterrupt
 
 
-class CountEpochs(Callback):
-    """Counts the epochs trained in each run folder, in ``counts``."""
-
-    def __init__(self, counts, name):
-        self.counts, self.name = counts, name
-        counts.setdefault(name, 0)
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.counts[self.name] += 1
-
-
 def watch_fit(monkeypatch, module, counts, interrupt=None, epoch=0, step=0):
-    """Wrap ``module.fit`` so that every training counts its epochs in ``counts`` (by run
-    folder), and the one in the folder named ``interrupt`` gets Ctrl-C at ``(epoch, step)``."""
-    from pyromem.train import fit as real_fit
-
-    def fit(*args, out_dir, callbacks=(), **kwargs):
-        name = Path(out_dir).name
-        extra = [CountEpochs(counts, name)]
-        if name == interrupt:
-            extra.append(CtrlCAt(epoch, step))
-        return real_fit(*args, out_dir=out_dir, callbacks=[*callbacks, *extra], **kwargs)
-
-    monkeypatch.setattr(module, "fit", fit)
+    """:func:`tests.training_watch.watch_fit`, the training in the folder ``interrupt`` given
+    Ctrl-C at ``(epoch, step)``."""
+    training_watch.watch_fit(monkeypatch, module, counts, interrupt, CtrlCAt(epoch, step))
 
 
 def results_of(out):
