@@ -11,7 +11,7 @@ from pyromem.cli import main
 from pyromem.data import load
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models import VAE, VMA
-from pyromem.train import TrainingDiverged, fit, load_checkpoint
+from pyromem.train import TrainingDiverged, fit, last_checkpoint, load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*", "ignore:Encountered NaN")
 
@@ -219,9 +219,12 @@ def test_stale_temporaries_are_removed_and_files_follow_the_umask(tmp_path):
     data = torch.bernoulli(torch.full((8, 1, 4, 4), 0.5))
     umask = os.umask(0o022)
     try:
-        fit(VAE((1, 4, 4), 2, hidden=(8,)), data, out_dir=tmp_path, epochs=1, progress=False)
+        result = fit(
+            VAE((1, 4, 4), 2, hidden=(8,)), data, out_dir=tmp_path, epochs=1, progress=False
+        )
     finally:
         os.umask(umask)
+    assert result.checkpoint == last_checkpoint(tmp_path) == folder / "last.ckpt"
     assert not stale.exists()
     assert (folder / "last.ckpt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "metrics.csv").stat().st_mode & 0o777 == 0o644

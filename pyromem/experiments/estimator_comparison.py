@@ -41,7 +41,7 @@ from pyromem.experiments.options import read_config_file
 from pyromem.experiments.vae import finish_run, table_summary, torch_threads
 from pyromem.experiments.vma import objective, train_vma, vma_data
 from pyromem.models.vma import VMA, SoftAttentionVAE
-from pyromem.train import load_checkpoint
+from pyromem.train import last_checkpoint, load_checkpoint
 from pyromem.train.checkpoint import write_atomically
 
 IMAGE_SIDE = {"glyphs": 16}
@@ -209,7 +209,7 @@ def _train(config, folder, what, options):
     it, or, finished and scored, its results read back. Returns ``(results, resumed)``."""
     steps = options["steps"]
     options = dict(options, steps_per_epoch=min(100, steps))
-    checkpoint = folder / "checkpoints" / "last.ckpt"
+    checkpoint = last_checkpoint(folder)
     resume = config.resume and _trained_with(checkpoint, options)
     finished = _finished(folder / "results.json", checkpoint) if resume else None
     if finished is not None:

@@ -38,7 +38,7 @@ from pyromem.experiments.vae import (
 )
 from pyromem.infer import GaussianRefinement, IterativeAmortizedGuide, MAPRefinement
 from pyromem.models import VAE, MemoryVAE
-from pyromem.train import fit
+from pyromem.train import fit, last_checkpoint
 
 #: The trainings of a run, each in its folder of ``out_dir``.
 STAGES = ("train", "iterative")
@@ -92,7 +92,7 @@ def run(config, out_dir):
     """Train the model, compare its guides, write the table and figure; returns the results."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    checkpoints = {stage: out_dir / stage / "checkpoints" / "last.ckpt" for stage in STAGES}
+    checkpoints = {stage: last_checkpoint(out_dir / stage) for stage in STAGES}
     if config.resume and not checkpoints["train"].is_file():
         raise ValueError(f"resume: there is no checkpoint at {checkpoints['train']} to continue")
     config.start_run(out_dir)

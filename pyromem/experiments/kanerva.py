@@ -54,7 +54,7 @@ from pyromem.experiments.vae import (
 )
 from pyromem.models import KanervaPlusPlus
 from pyromem.nets import typical_image
-from pyromem.train import fit
+from pyromem.train import fit, last_checkpoint
 
 EVAL_EPISODES_PER_CHUNK = 32  # episodes (of T images each) per evaluation pass
 EVAL_CHUNK = EVAL_EPISODES_PER_CHUNK  # deprecated alias, kept for one release
@@ -483,8 +483,7 @@ def _train_and_evaluate(config, out_dir, start):
     def run_kpp(write, folder, baseline=False):
         # a baseline continues its training where its checkpoint is: a run stopped before
         # a baseline's first checkpoint trains that baseline from its start
-        checkpoint = Path(folder) / "checkpoints" / "last.ckpt"
-        resume = config.resume and (not baseline or checkpoint.is_file())
+        resume = config.resume and (not baseline or last_checkpoint(folder).is_file())
         saved = resumed_checkpoint(folder, resume)
         if saved is None:
             start_line = f"kpp: training {names[write]}, {config.epochs} epochs"

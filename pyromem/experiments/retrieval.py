@@ -35,7 +35,7 @@ from pyromem.retrieval import (
     sample_memory,
     save_capacity_plot,
 )
-from pyromem.train import fit, load_checkpoint
+from pyromem.train import fit, last_checkpoint, load_checkpoint
 
 #: The methods of Tables 2-4 run by default (VAE-PC-GMM and VAE-BP-Hopfield on request).
 DEFAULT_METHODS = (
@@ -138,7 +138,7 @@ def retrieval_vae(
         accelerator="cpu",
         progress=progress,
         config={"model": "vae", "vae": vae.config, "data": data},
-        resume=resume and (Path(out_dir) / "checkpoints" / "last.ckpt").is_file(),
+        resume=resume and last_checkpoint(out_dir).is_file(),
     )
     info = {
         "checkpoint": str(result.checkpoint),
@@ -322,7 +322,7 @@ def run_retrieval(
     out_dir = Path(out_dir)
     methods = list(capacity_methods if capacity else methods)
     trains_vae = checkpoint is None and any(name in LATENT_METHODS for name in methods)
-    vae_checkpoint = out_dir / "vae" / "checkpoints" / "last.ckpt"
+    vae_checkpoint = last_checkpoint(out_dir / "vae")
     # a VAE that finished, whose table was interrupted, has its checkpoint: it is resumed
     if resume and trains_vae and not vae_checkpoint.is_file():
         raise ValueError(f"resume: there is no checkpoint at {vae_checkpoint} to continue")

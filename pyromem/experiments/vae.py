@@ -23,7 +23,7 @@ from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import VAEConfig
 from pyromem.models import VAE
-from pyromem.train import fit, load_checkpoint
+from pyromem.train import fit, last_checkpoint, load_checkpoint
 from pyromem.train.checkpoint import write_atomically
 
 LIKELIHOOD_FOR_SUPPORT = {
@@ -283,7 +283,7 @@ def resumed_checkpoint(out_dir, resume):
     """The checkpoint that a run in ``out_dir`` continues (a
     :class:`~pyromem.train.checkpoint.Checkpoint`), or ``None``: not resumed, or nothing to
     continue (which the engine refuses in its own words)."""
-    path = Path(out_dir) / "checkpoints" / "last.ckpt"
+    path = last_checkpoint(out_dir)
     return load_checkpoint(path) if resume and path.is_file() else None
 
 

@@ -14,6 +14,7 @@ import importlib
 
 _HOMES = {
     "Checkpoint": "pyromem.train.checkpoint",
+    "last_checkpoint": "pyromem.train.checkpoint",
     "load_checkpoint": "pyromem.train.checkpoint",
     "TrainingDiverged": "pyromem.train.divergence",
     "FitResult": "pyromem.train.engine",
@@ -29,6 +30,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "fit",
+    "last_checkpoint",
     "load_checkpoint",
 ]
 

@@ -15,6 +15,12 @@ from pyromem.train.divergence import check_finite_parameters
 from pyromem.train.module import CHECKPOINT_KEY
 
 
+def last_checkpoint(out_dir) -> Path:
+    """The path of the checkpoint that :func:`~pyromem.train.fit` keeps for a run in
+    ``out_dir`` (that of its last completed epoch), whether or not it exists yet."""
+    return Path(out_dir) / "checkpoints" / "last.ckpt"
+
+
 def umask_file_mode() -> int:
     """The permissions ``open`` gives a new file under the process's umask."""
     # os.umask only reads by setting: called on the main thread, never from the writer's

@@ -26,6 +26,7 @@ from pyromem.train.checkpoint import (
     AtomicCheckpointIO,
     LastCheckpoint,
     check_resumable,
+    last_checkpoint,
     remove_stale_temporaries,
 )
 from pyromem.train.data_checks import check_training_data
@@ -285,7 +286,7 @@ def fit(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir: {out_dir} is a file, not a folder")
-    checkpoint = out_dir / "checkpoints" / "last.ckpt"
+    checkpoint = last_checkpoint(out_dir)
     metrics_csv = out_dir / "metrics.csv"
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"resume: there is no checkpoint at {checkpoint} to continue")
@@ -326,7 +327,7 @@ def fit(
         )
         _check_scoring(model, eval_data, eval_particles)
     lightning.seed_everything(seed, verbose=False)
-    last_checkpoint = LastCheckpoint(checkpoint, saved.epoch if resume else 0)
+    checkpoint_saver = LastCheckpoint(checkpoint, saved.epoch if resume else 0)
     with _quiet_lightning(), _one_line_misconfiguration():
         trainer = lightning.Trainer(
             accelerator=accelerator,
@@ -345,7 +346,7 @@ def fit(
                 EpochMetrics(
                     metrics_csv, eval_data, every=eval_every, num_particles=eval_particles
                 ),
-                last_checkpoint,
+                checkpoint_saver,
                 *_progress_lines(progress, callbacks, getattr(dataset, "datapoint", None)),
             ],
         )
@@ -383,9 +384,9 @@ def fit(
                 # a signal as the last epoch ends leaves Lightning's counter past it
                 min(trainer.current_epoch + 1, epochs),
                 epochs,
-                max(trainer.current_epoch, last_checkpoint.epochs_saved),
+                max(trainer.current_epoch, checkpoint_saver.epochs_saved),
                 # before this run's first save, a file there is this run's only when resumed
-                checkpoint if (resume or last_checkpoint.epochs_saved) else None,
+                checkpoint if (resume or checkpoint_saver.epochs_saved) else None,
                 signal.SIGTERM if trainer.received_sigterm else signal.SIGINT,
             ) from None
         finally:
