@@ -265,10 +265,10 @@ def _interrupted(error, args) -> str:
     if getattr(error, "checkpoint", None) is None:
         # stopped outside a training (an evaluation, a comparison) or in its first epoch:
         # the trainings that the run's folder holds continue all the same
-        from pyromem.experiments.options import RUN_CHECKPOINTS
+        from pyromem.experiments.options import INTERRUPTED_RUN_FILES
 
         out = Path(args.out) if getattr(args, "out", None) else None
-        if resumable and out and any(any(out.glob(p)) for p in RUN_CHECKPOINTS):
+        if resumable and out and any(any(out.glob(p)) for p in INTERRUPTED_RUN_FILES):
             return stopped + go_on
         return stopped
     line = (

@@ -55,7 +55,6 @@ def test_every_preset_passes_the_checks(config, preset):
         ("train vae --net conv --hidden 7", "hidden: ignored by net 'conv'"),
         ("train kpp --encoder-width 8", "encoder_width: ignored unless encoder is"),
         ("retrieval --methods GMM --checkpoint {file}", "checkpoint: ignored unless methods"),
-        ("retrieval --methods GMM NTM --resume", "resume: ignored unless methods names a VAE"),
         ("retrieval --capacity-sizes 5 10", "capacity_sizes: ignored unless capacity is set"),
         ("retrieval --methods GMM --vae-epochs 5", "vae_epochs: ignored unless methods names"),
         ("compare-guides --memory-size 20", "memory_size: ignored unless model is 'memory-vae'"),

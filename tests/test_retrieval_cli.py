@@ -139,14 +139,6 @@ def test_resume_continues_the_vae_of_an_interrupted_run_exactly(tmp_path):
     assert results["dataset"] == "digits" and results["epochs"] == 3
 
 
-def test_resume_and_checkpoint_together_are_refused(tmp_path, capsys):
-    checkpoint = tmp_path / "last.ckpt"
-    checkpoint.write_bytes(b"")
-    argv = ["retrieval", "--resume", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
-    assert main(argv) == 2
-    assert "resume: --checkpoint loads a VAE and --resume continues" in capsys.readouterr().err
-
-
 def test_a_bernoulli_vae_checkpoint_is_refused_before_the_table(capsys, tmp_path):
     # `pyromem train vae` on digits makes a Bernoulli VAE of binarised images; the
     # retrieval's images are grey levels, which its refining methods would score

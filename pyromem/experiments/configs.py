@@ -477,11 +477,6 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
 
     def check(self):
         check_checkpoint_file(self.checkpoint)
-        if self.resume and self.checkpoint is not None:
-            raise ValueError(
-                "resume: --checkpoint loads a VAE and --resume continues the one this run's "
-                "--out holds; give one of them"
-            )
         unknown = [name for name in self.methods or () if name not in METHODS]
         if unknown:
             raise ValueError(
@@ -516,7 +511,7 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
         vae_options = ("vae_epochs", "vae_net", "vae_latent_dim", "vae_scale", "vae_augment")
         if self.methods is not None and not set(self.methods) & set(LATENT_METHODS):
             why = "unless methods names a VAE-* method"
-            ignored.update(dict.fromkeys(("checkpoint", "resume", *vae_options), why))
+            ignored.update(dict.fromkeys(("checkpoint", *vae_options), why))
         elif self.checkpoint is not None:
             ignored.update(dict.fromkeys(vae_options, "with checkpoint, whose VAE is loaded"))
         return ignored

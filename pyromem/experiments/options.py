@@ -281,13 +281,16 @@ def writable_folder(out_dir) -> Path:
     return out_dir
 
 
-#: Where a run keeps its last checkpoint in its folder, or a stage of it (the retrieval's VAE).
-RUN_CHECKPOINTS = ("checkpoints/last.ckpt", "*/checkpoints/last.ckpt")
+#: The retrieval table's finished rows, written as each is done (``pyromem retrieval``).
+TABLE_ROWS_FILE = "rows.json"
+#: What an interrupted run leaves in its folder for ``--resume``: its last checkpoint, or a
+#: stage's (the retrieval's VAE), and the retrieval table's finished rows.
+INTERRUPTED_RUN_FILES = ("checkpoints/last.ckpt", "*/checkpoints/last.ckpt", TABLE_ROWS_FILE)
 
 
 def _run_files(out_dir) -> dict:
     """The modification times of what a run writes in ``out_dir``, by path."""
-    patterns = ("results.json", "metrics.csv", *RUN_CHECKPOINTS)
+    patterns = ("results.json", "metrics.csv", *INTERRUPTED_RUN_FILES)
     return {path: path.stat().st_mtime_ns for p in patterns for path in out_dir.glob(p)}
 
 
@@ -299,11 +302,11 @@ def _check_no_earlier_run(out_dir, resumable) -> None:
             f"--out: {out_dir} holds a finished run; pass --overwrite to replace it "
             "or choose another --out"
         )
-    checkpoint = next((path for p in RUN_CHECKPOINTS for path in out_dir.glob(p)), None)
-    if checkpoint is not None:
+    left = next((path for p in INTERRUPTED_RUN_FILES for path in out_dir.glob(p)), None)
+    if left is not None:
         resume = "pass --resume to continue it, " if resumable else ""
         raise ValueError(
-            f"--out: {out_dir} holds an interrupted run ({checkpoint}); {resume}pass "
+            f"--out: {out_dir} holds an interrupted run ({left}); {resume}pass "
             "--overwrite to start again or choose another --out"
         )
 

@@ -7,6 +7,7 @@ split, memories drawn from the test split), optionally the capacity sweep, and w
 retrieval trajectory (decoded ẑ along the iterations, Fig. 7).
 """
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from pyromem.data import AUGMENTATIONS, load
 from pyromem.data.validation import check_images
 from pyromem.diagnostics.plots import save_image_rows
+from pyromem.experiments.options import TABLE_ROWS_FILE
 from pyromem.experiments.vae import torch_threads, write_results
 from pyromem.infer import MemoryFixedPoint
 from pyromem.models import VAE
@@ -36,6 +38,7 @@ from pyromem.retrieval import (
     save_capacity_plot,
 )
 from pyromem.train import fit, last_checkpoint, load_checkpoint
+from pyromem.train.checkpoint import write_atomically
 
 #: The methods of Tables 2-4 run by default (VAE-PC-GMM and VAE-BP-Hopfield on request).
 DEFAULT_METHODS = (
@@ -312,8 +315,11 @@ def run_retrieval(
     :param float vae_scale: the fixed scale of its Gaussian likelihood.
     :param str vae_augment: ``"none"``, or ``"dihedral"`` to train the VAE on the 8 dihedral
         views of the training images (:func:`~pyromem.data.dihedral_views`).
-    :param bool resume: continue the VAE of an interrupted run in ``out_dir/vae`` from its
-        last checkpoint (finished, it is used as it is) rather than train it again.
+    :param bool resume: continue an interrupted run in ``out_dir``: its VAE in ``out_dir/vae``
+        from its last checkpoint (finished, it is used as it is) rather than train it again,
+        and the table from the rows it finished (``out_dir/rows.json``, written as each row is
+        done), when they were measured with the same data, VAE and settings (when not, a line
+        says which setting differs and every row runs again). The capacity sweep runs again.
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
     :raises ValueError: before any work, on a setting that cannot run: several corruptions
         for the sweep, no size of it that fits, ``resume`` without a VAE checkpoint.
@@ -330,6 +336,10 @@ def run_retrieval(
         raise ValueError(
             f"corruptions: the capacity sweep queries with one corruption, got {len(corruptions)}"
         )
+    rows_path = out_dir / TABLE_ROWS_FILE
+    if not resume:
+        # a later --resume must not take the rows of the run this one replaces
+        rows_path.unlink(missing_ok=True)
     num_test = max(capacity_sizes) if capacity else None
     train_images, test_images = load_retrieval_data(dataset, num_test, seed, root, download, size)
     shape = tuple(test_images.shape[1:])
@@ -394,6 +404,18 @@ def run_retrieval(
         results.update({"capacity": sweep, "memory_size": sweep["sizes"], "methods": methods})
         results["figures"] = {"capacity": str(save_capacity_plot(sweep, out_dir / "capacity.png"))}
     else:
+        settings = {
+            "dataset": dataset,
+            "root": None if root is None else str(root),
+            "size": size,
+            "seed": seed,
+            "corruptions": corruptions,
+            "memory_size": memory_size,
+            "seeds": seeds,
+            "selection_seeds": selection_seeds,
+            "vae": {k: v for k, v in (vae_info or {}).items() if k != "seconds"},
+        }
+        finished = _finished_rows(rows_path, settings, log) if resume else {}
         table = retrieval_table(
             methods,
             corruptions,
@@ -404,6 +426,8 @@ def run_retrieval(
             seeds=seeds,
             selection_seeds=selection_seeds,
             log=log,
+            finished={name: row for name, row in finished.items() if name in methods},
+            on_row=_RowsFile(rows_path, settings, finished),
         )
         table["memory_size"] = memory_size
         figure_corruption = "noise-0.6" if "noise-0.6" in corruptions else corruptions[-1]
@@ -430,14 +454,50 @@ def run_retrieval(
     return results
 
 
+class _RowsFile:
+    """Writes the table's finished rows with their settings to ``path`` as each row is done
+    (atomically: a run killed meanwhile leaves the rows before it). Rows kept from an
+    interrupted run stay in the file, those of methods this run leaves out too."""
+
+    def __init__(self, path, settings, finished):
+        self.path, self.settings, self.rows = path, settings, dict(finished)
+
+    def __call__(self, name, record):
+        self.rows[name] = record
+        text = json.dumps({"settings": self.settings, "rows": self.rows}, indent=1) + "\n"
+        write_atomically(self.path, lambda file: file.write(text))
+
+
+def _finished_rows(path, settings, log=None):
+    """The rows that ``path`` (a :class:`_RowsFile`) holds, by method, when they were measured
+    with ``settings``; none (with a line to ``log`` saying which setting differs) when not."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    now = json.loads(json.dumps(settings))
+    changed = [key for key in now if saved.get("settings", {}).get(key) != now[key]]
+    if changed:
+        if log is not None:
+            log(
+                f"resume: the rows in {path} were measured with other {', '.join(changed)}; "
+                "every row runs again"
+            )
+        return {}
+    return saved.get("rows", {})
+
+
 def timing_line(timing):
     """One line of where a table's wall-clock time went (``results["timing"]``)."""
     stages = ("vae", "selection", "training", "evaluation", "figures")
     names = {"vae": "VAE training", "training": "reader training"}
     parts = ", ".join(f"{names.get(k, k)} {timing.get(k, 0.0):.1f} s" for k in stages)
+    line = f"time: {timing['total']:.1f} s in all: {parts}"
+    if not timing["per_method"]:  # every row kept from an interrupted run
+        return line
     slowest = max(timing["per_method"].items(), key=lambda kv: sum(kv[1].values()))
     return (
-        f"time: {timing['total']:.1f} s in all: {parts}; slowest method {slowest[0]} "
+        f"{line}; slowest method {slowest[0]} "
         f"({', '.join(f'{k} {v:.1f} s' for k, v in slowest[1].items())})"
     )
 

@@ -145,6 +145,8 @@ def retrieval_table(
     selection_seeds=2,
     threshold_fraction=0.5,
     log=None,
+    finished=None,
+    on_row=None,
 ):
     """Run methods × corruptions with the protocol of §5.
 
@@ -162,12 +164,21 @@ def retrieval_table(
     :param log: optional callable taking a progress line: one before a method's selection
         among several candidates, one per candidate and per trained learning rate once that
         stage has run :data:`STAGE_QUIET_SECONDS`, and one per cell, each with an ETA.
+    :param dict finished: rows an interrupted table finished, by method: the ``on_row``
+        records of a table with the same images, VAE and settings. Their methods are not
+        selected or evaluated again; each is rebuilt with its chosen hyper-parameters and
+        trained again as before (the figures read with it), and its record is kept.
+    :param on_row: optional callable ``(name, record)``, called as each method's row is done;
+        ``record`` is JSON-able: the method's entries of ``"results"``, ``"hyperparameters"``,
+        ``"space"``, ``"threshold"``, ``"selection"``, ``"training"``, ``"seconds"`` and
+        ``"timing"`` (its ``"per_method"`` entry), under those names.
     :returns: ``{"results": {method: {corruption: summary}}, "hyperparameters", "space",
-        "threshold", "selection", "training", "seconds", "timing", "calibration"}`` (see
+        "threshold", "selection", "training", "seconds", "timing", "kept", "calibration"}`` (see
         :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
         :class:`~pyromem.retrieval.methods.Method` objects by name (not JSON-able).
         ``"timing"`` holds the wall-clock seconds of each method's ``"selection"``,
-        ``"training"`` and ``"evaluation"`` and their totals over methods.
+        ``"training"`` and ``"evaluation"`` and their totals over methods, for the rows
+        measured in this call; ``"kept"`` names the rows taken from ``finished``.
     :raises ValueError: before any work, on an argument that cannot run (:func:`check_table`):
         an unknown method, a method or corruption given twice, a corruption the images do not
         allow, a ``VAE-*`` method without a VAE of the images' shape, a memory size either
@@ -184,6 +195,7 @@ def retrieval_table(
         selection_seeds,
         threshold_fraction,
     )
+    _check_row_arguments(log, on_row, finished)
     image_shape = tuple(test_images.shape[1:])
     calibration, out = (
         {},
@@ -197,81 +209,176 @@ def retrieval_table(
             "seconds": {},
             "timing": {"selection": 0.0, "training": 0.0, "evaluation": 0.0, "per_method": {}},
             "methods": {},
+            "kept": [],
         },
     )
-    table_start, cells_done, num_cells = time.perf_counter(), 0, len(methods) * len(corruptions)
+    finished = dict(finished or {})
+    to_run = [name for name in methods if name not in finished]
+    table_start, cells_done, num_cells = time.perf_counter(), 0, len(to_run) * len(corruptions)
     for name in methods:
         start = time.perf_counter()
-        timing = {"selection": 0.0, "training": 0.0, "evaluation": 0.0}
         probe = build_method(name, image_shape, vae)
         if probe.space not in calibration:
             calibration[probe.space] = space_calibration(
                 probe, train_images, memory_size, threshold_fraction
             )
         cal = calibration[probe.space]
-        if log and (count := len(candidates(name, cal["unit"]))) > 1:
-            # a minute or more on `patches` with 10 seeds (VAE-BP-GMM's 12 candidates)
-            log(f"{name}: choosing among {count} candidates on training memories")
-        chosen, scores = select_hyperparameters(
-            name,
-            train_images,
-            corruptions,
-            threshold=cal["threshold"],
-            unit=cal["unit"],
-            vae=vae,
-            memory_size=memory_size,
-            seeds=selection_seeds,
-            on_candidate=_StageLines(log, name, _candidate_line),
-        )
-        timing["selection"] = time.perf_counter() - start
-        per_corruption = name in PER_CORRUPTION_METHODS  # trained in each scenario (§5.4)
-        if per_corruption:
-            method, training = _build_seeded(name, image_shape, vae, chosen), {}
-            generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
-        else:
-            with _clock(timing, "training"):
-                method, training = _fit_lowest_loss(
-                    name,
-                    image_shape,
-                    vae,
-                    chosen,
-                    train_images,
-                    memory_size,
-                    on_fit=_StageLines(log, name, _training_line),
-                )
-        row = {}
-        for corruption in corruptions:
-            if per_corruption:
-                with _clock(timing, "training"):
-                    training[corruption] = method.fit(
-                        train_images, corruption, memory_size, generator
-                    )
-            with _clock(timing, "evaluation"):
-                rates = evaluate(
-                    method, test_images, corruption, memory_size, seeds, cal["threshold"]
-                )
-            row[corruption] = rates.summary()
-            cells_done += 1
+        if name in finished:
+            record = finished[name]
+            method = _rebuilt(name, image_shape, vae, record, train_images, memory_size)
             if log:
-                elapsed = time.perf_counter() - table_start
-                eta = elapsed / cells_done * (num_cells - cells_done)
-                log(
-                    f"[{cells_done}/{num_cells}] {name:>14} {corruption:>16}: "
-                    f"{_cell(row[corruption])}  ({elapsed:.0f} s, ETA {eta:.0f} s)"
-                )
-        out["results"][name] = row
-        out["hyperparameters"][name] = method.hyperparameters
-        out["space"][name] = method.space
-        out["threshold"][name] = cal["threshold"]
-        out["selection"][name] = scores
-        out["training"][name] = training
-        out["seconds"][name] = time.perf_counter() - start
-        out["timing"]["per_method"][name] = timing
-        for stage, seconds in timing.items():
-            out["timing"][stage] += seconds
+                log(f"{name}: its row is kept from the interrupted run")
+        else:
+            record = _measured_row(
+                name,
+                corruptions,
+                train_images,
+                test_images,
+                vae,
+                memory_size,
+                seeds,
+                selection_seeds,
+                cal,
+                log,
+                progress=(start, table_start, cells_done, num_cells),
+            )
+            method = record.pop("method")
+            cells_done += len(corruptions)
+            if on_row is not None:
+                on_row(name, record)
+        for key in _RECORD_KEYS:
+            out[key][name] = record[key]
+        if name in finished:
+            out["kept"].append(name)
+        else:
+            # the timing is this run's work: a kept row's is in its "seconds"
+            out["timing"]["per_method"][name] = record["timing"]
+            for stage, seconds in record["timing"].items():
+                out["timing"][stage] += seconds
         out["methods"][name] = method
     out["calibration"] = calibration
     return out
+
+
+#: The entries of a method's row record, each under the name of the table's entry it fills.
+_RECORD_KEYS = (
+    "results",
+    "hyperparameters",
+    "space",
+    "threshold",
+    "selection",
+    "training",
+    "seconds",
+)
+
+
+def _check_row_arguments(log, on_row, finished) -> None:
+    # before any work: a bad one would otherwise stop the table after its first row
+    for name, value in (("log", log), ("on_row", on_row)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name}: expected a callable or None, got {type(value).__name__}")
+    if finished is None:
+        return
+    if not isinstance(finished, dict):
+        raise TypeError(
+            f"finished: expected a dict of on_row's records, got {type(finished).__name__}"
+        )
+    for name, record in finished.items():
+        has = record if isinstance(record, dict) else {}
+        lacks = [key for key in (*_RECORD_KEYS, "timing") if key not in has]
+        if lacks:
+            raise ValueError(
+                f"finished: the row of {name!r} lacks {lacks}; expected on_row's record"
+            )
+
+
+def _rebuilt(name, image_shape, vae, record, train_images, memory_size):
+    # trained as _fit_lowest_loss trained the chosen one (the per-corruption methods are
+    # trained where they are used)
+    method = _build_seeded(name, image_shape, vae, record["hyperparameters"])
+    if name not in PER_CORRUPTION_METHODS:
+        generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+        with pyro.validation_enabled(False):
+            method.fit(train_images, "clean", memory_size, generator)
+    return method
+
+
+def _measured_row(
+    name,
+    corruptions,
+    train_images,
+    test_images,
+    vae,
+    memory_size,
+    seeds,
+    selection_seeds,
+    cal,
+    log,
+    progress,
+):
+    """One method's row: its selection, its training and its cells; the row's record
+    (:func:`retrieval_table`'s ``on_row``) with the fitted method under ``"method"``."""
+    # the row's clock started before its space's calibration, which it counts as selection
+    start, table_start, cells_done, num_cells = progress
+    image_shape = tuple(test_images.shape[1:])
+    timing = {"selection": 0.0, "training": 0.0, "evaluation": 0.0}
+    if log and (count := len(candidates(name, cal["unit"]))) > 1:
+        # a minute or more on `patches` with 10 seeds (VAE-BP-GMM's 12 candidates)
+        log(f"{name}: choosing among {count} candidates on training memories")
+    chosen, scores = select_hyperparameters(
+        name,
+        train_images,
+        corruptions,
+        threshold=cal["threshold"],
+        unit=cal["unit"],
+        vae=vae,
+        memory_size=memory_size,
+        seeds=selection_seeds,
+        on_candidate=_StageLines(log, name, _candidate_line),
+    )
+    timing["selection"] = time.perf_counter() - start
+    per_corruption = name in PER_CORRUPTION_METHODS  # trained in each scenario (§5.4)
+    if per_corruption:
+        method, training = _build_seeded(name, image_shape, vae, chosen), {}
+        generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+    else:
+        with _clock(timing, "training"):
+            method, training = _fit_lowest_loss(
+                name,
+                image_shape,
+                vae,
+                chosen,
+                train_images,
+                memory_size,
+                on_fit=_StageLines(log, name, _training_line),
+            )
+    row = {}
+    for corruption in corruptions:
+        if per_corruption:
+            with _clock(timing, "training"):
+                training[corruption] = method.fit(train_images, corruption, memory_size, generator)
+        with _clock(timing, "evaluation"):
+            rates = evaluate(method, test_images, corruption, memory_size, seeds, cal["threshold"])
+        row[corruption] = rates.summary()
+        cells_done += 1
+        if log:
+            elapsed = time.perf_counter() - table_start
+            eta = elapsed / cells_done * (num_cells - cells_done)
+            log(
+                f"[{cells_done}/{num_cells}] {name:>14} {corruption:>16}: "
+                f"{_cell(row[corruption])}  ({elapsed:.0f} s, ETA {eta:.0f} s)"
+            )
+    record = {
+        "results": row,
+        "hyperparameters": method.hyperparameters,
+        "space": method.space,
+        "threshold": cal["threshold"],
+        "selection": scores,
+        "training": training,
+        "seconds": time.perf_counter() - start,
+        "timing": timing,
+    }
+    return {**record, "method": method}
 
 
 @contextmanager
