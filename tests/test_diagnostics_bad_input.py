@@ -8,7 +8,12 @@ import matplotlib
 import pytest
 import torch
 
-from pyromem.diagnostics import compare_guides, elbo_decomposition, log_likelihood
+from pyromem.diagnostics import (
+    compare_guides,
+    elbo_decomposition,
+    log_importance_weights,
+    log_likelihood,
+)
 from pyromem.infer import MAPRefinement
 from pyromem.models import VAE
 from tests.linear_gaussian import LinearGaussian
@@ -45,6 +50,22 @@ def test_swapped_model_and_guide_are_refused():
     ):
         with pytest.raises(ValueError, match="no observed site.*swapped"):
             run()
+
+
+@pytest.mark.parametrize(
+    "num_particles, plate_nesting, message",
+    [
+        (2.5, None, "num_particles must be a positive int, got 2.5"),
+        (0, None, "num_particles must be a positive int, got 0"),
+        (3, 0, "plate_nesting must be a positive int or None, got 0"),
+    ],
+)
+def test_log_importance_weights_refuses_a_count_it_would_round_or_fail_on(
+    lg, num_particles, plate_nesting, message
+):
+    x = lg.sample(4)
+    with pytest.raises(ValueError, match=message):
+        log_importance_weights(lg.model, lg.exact_guide, x, num_particles, plate_nesting)
 
 
 def test_on_pass_that_cannot_be_called_is_refused_before_any_draw(lg):

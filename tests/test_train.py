@@ -242,6 +242,28 @@ def test_out_dir_that_is_a_file_is_refused_before_training(tmp_path):
     afile.write_text("")
     with pytest.raises(ValueError, match="out_dir: .* is a file, not a folder"):
         fit(make_model("cpu"), make_data(16, "cpu"), out_dir=afile, progress=False)
+    # a folder under that file could only fail at the first save, once an epoch has trained
+    with pytest.raises(ValueError, match=f"out_dir: .* cannot be made, {afile} is a file"):
+        fit(make_model("cpu"), make_data(16, "cpu"), out_dir=afile / "run", progress=False)
+
+
+@pytest.mark.parametrize(
+    "argument, error, message",
+    [
+        (dict(out_dir=None), TypeError, "out_dir: expected a folder's path, got NoneType"),
+        (
+            dict(elbo=pyro.infer.Trace_ELBO),
+            TypeError,
+            r"elbo: .* got the class Trace_ELBO; pass Trace_ELBO\(\)",
+        ),
+        (dict(config=[1, 2]), TypeError, "config: expected a JSON-able dict, got list"),
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_refused_in_one_line(tmp_path, argument, error, message):
+    kwargs = {"out_dir": tmp_path, "progress": False, **argument}
+    with pytest.raises(error, match=message):
+        fit(make_model("cpu"), make_data(16, "cpu"), **kwargs)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_resume_without_checkpoint_raises(tmp_path):

@@ -229,6 +229,9 @@ def test_bad_arguments_and_unsupported_models():
         VIMCO(num_particles=2.0)
     with pytest.raises(ValueError, match="baseline: .*'harmonic'"):
         VIMCO(baseline="harmonic")
+    for nesting in (-1, "1", 1.5):
+        with pytest.raises(ValueError, match="max_plate_nesting: expected an int >= 0"):
+            VIMCO(max_plate_nesting=nesting)
     model, x = AddressModel(), torch.randn(2, 2)
 
     def enumerated_guide(x, num_data=None):

@@ -65,9 +65,18 @@ class ImportanceLogLikelihood:
 def log_importance_weights(model, guide, x, num_particles, plate_nesting=None, **kwargs):
     """log p(x, z_k) − log q(z_k | x) for ``num_particles`` guide draws.
 
+    :param callable model: a Pyro model called as ``model(x, **kwargs)``, whose sites lie in
+        ``pyro.plate("data", ...)``.
+    :param callable guide: the proposal q(z | x), a guide for ``model``.
+    :param torch.Tensor x: a batch of B datapoints.
+    :param int num_particles: K ≥ 1, the guide draws, in one vectorised pass.
+    :param int plate_nesting: the model's plate nesting (≥ 1: the data plate), or ``None`` to
+        find it (and check the model and guide) by a trial run.
     :returns: a tensor of shape ``(num_particles, B)`` and the number of
         observed scalars per datapoint.
     """
+    as_int(num_particles, "num_particles", 1)
+    as_int(plate_nesting, "plate_nesting", 1, allow_none=True)
     validated = plate_nesting is None
     if validated:
         plate_nesting = max_plate_nesting(model, guide, (x,), kwargs)

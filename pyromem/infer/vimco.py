@@ -148,6 +148,8 @@ class VIMCO(ELBO):
             )
         if baseline not in BASELINES:
             raise ValueError(f"baseline: expected one of {BASELINES}, got {baseline!r}")
+        if max_plate_nesting != float("inf"):
+            as_int(max_plate_nesting, "max_plate_nesting", 0, form="expected")
         self.baseline = baseline
         super().__init__(
             num_particles=num_particles,

@@ -264,6 +264,8 @@ def fit(
             f"gradient_clip_val: expected None or a positive float, got {gradient_clip_val!r}"
         )
     config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a JSON-able dict, got {type(config).__name__}")
     try:
         json.dumps(config)
     except (TypeError, ValueError) as error:
@@ -283,9 +285,16 @@ def fit(
         training["epochs"] = epochs
     config = {**config, "training": training}
 
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir: expected a folder's path, got {type(out_dir).__name__}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir: {out_dir} is a file, not a folder")
+    # the folder is made at the first save, after the first epoch: a file on its path would
+    # stop the run there
+    above = next(folder for folder in out_dir.absolute().parents if folder.exists())
+    if not above.is_dir():
+        raise ValueError(f"out_dir: {out_dir} cannot be made, {above} is a file")
     checkpoint = last_checkpoint(out_dir)
     metrics_csv = out_dir / "metrics.csv"
     if resume and not checkpoint.is_file():

@@ -119,6 +119,11 @@ class SVIModule(lightning.LightningModule):
         as_int(num_data, "num_data", 1, form="expected", allow_none=True)
         if elbo is None:
             elbo = pyro.infer.Trace_ELBO()
+        if isinstance(elbo, type):
+            raise TypeError(
+                f"elbo: expected a Pyro ELBO instance, got the class {elbo.__name__}; "
+                f"pass {elbo.__name__}()"
+            )
         if not callable(getattr(elbo, "differentiable_loss", None)):
             raise TypeError(
                 f"elbo: expected a Pyro ELBO with differentiable_loss, got {type(elbo).__name__}"
