@@ -171,6 +171,16 @@ def test_addressing_prior_is_flat_or_learned():
     torch.testing.assert_close(learned.prior_logits(keys), keys[:, 0] / keys.norm(dim=-1))
 
 
+def test_addressing_and_similarity_refuse_bad_parts_in_one_line():
+    net = torch.nn.Identity()
+    with pytest.raises(TypeError, match="key_net: expected an nn.Module, got NoneType"):
+        Addressing(None, net, 3)
+    with pytest.raises(ValueError, match="embedding_dim: expected an int >= 1, got 0"):
+        Addressing(net, net, 0)
+    with pytest.raises(ValueError, match=r"keys: expected at least one slot .* empty memory"):
+        similarity(torch.randn(0, 3), torch.randn(2, 3))
+
+
 def test_inverse_cdf_categorical_draws_the_probabilities():
     from pyromem.memory.addressing import InverseCDFCategorical
 

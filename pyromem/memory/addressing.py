@@ -27,7 +27,7 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 from torch.distributions import kl_divergence, register_kl, relaxed_categorical
 
-from pyromem.checks import as_float_tensor
+from pyromem.checks import as_float_tensor, as_int
 
 SIMILARITIES = ("normalized", "dot", "cosine")
 PRIORS = ("learned", "flat")
@@ -59,6 +59,8 @@ def similarity(keys, query, kind="normalized"):
             f"keys and query: expected keys (N, E) and query (..., E), got keys "
             f"{tuple(keys.shape)} and query {tuple(query.shape)}"
         )
+    if len(keys) == 0:
+        raise ValueError("keys: expected at least one slot (N >= 1), got an empty memory (0, E)")
     return _scores(SlotKeys.of(keys, kind), query, kind)
 
 
@@ -112,6 +114,10 @@ class Addressing(nn.Module):
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {kind!r}")
         if prior not in PRIORS:
             raise ValueError(f"prior: expected one of {PRIORS}, got {prior!r}")
+        for name, net in (("key_net", key_net), ("query_net", query_net)):
+            if not isinstance(net, nn.Module):
+                raise TypeError(f"{name}: expected an nn.Module, got {type(net).__name__}")
+        as_int(embedding_dim, "embedding_dim", 1, form="expected")
         self.key_net, self.query_net, self.kind = key_net, query_net, kind
         self.prior_query = nn.Parameter(torch.zeros(embedding_dim)) if prior == "learned" else None
 
