@@ -203,3 +203,10 @@ def test_predictive_coding_checks_the_layer_widths_at_construction():
     # chained layers pass, and the network runs on them
     good = [nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 16)]
     assert PredictiveCoding(m.model, m.guide, good, num_steps=2).refine(binary(2)).shape == (2, 3)
+    # the first layer must take z: its width (3 here) and its dtype, named before any step
+    wide = PredictiveCoding(m.model, m.guide, [nn.Linear(4, 16)])
+    with pytest.raises(ValueError, match=r"layers\[0\] takes width 4 but the site 'z' has width 3"):
+        wide.refine(binary(2))
+    double = PredictiveCoding(m.model, m.guide, [nn.Linear(3, 16).double()])
+    with pytest.raises(TypeError, match="layers: their parameters are torch.float64 but the guide"):
+        double.refine(binary(2))

@@ -81,6 +81,29 @@ class PredictiveCoding(Refinement):
         self.rate = check_rate(rate, "rate")
         self.fixed_predictions = bool(fixed_predictions)
 
+    def check_site(self, site, z):
+        """:meth:`~pyromem.infer.Refinement.check_site`, and that the
+        layers start from z: the first one's input width (where it says it) is z's, and the
+        layers' parameters have z's dtype.
+
+        :raises ValueError: on another width; :raises TypeError: on another dtype.
+        """
+        fn = super().check_site(site, z)
+        width = _in_width(self.layers[0])
+        if width is not None and width != z.shape[-1]:
+            raise ValueError(
+                f"layers[0] takes width {width} but the site {self.site!r} has width "
+                f"{z.shape[-1]}: layers must start from z"
+            )
+        parameters = (p for f in self.layers if isinstance(f, nn.Module) for p in f.parameters())
+        parameter = next(parameters, None)
+        if parameter is not None and parameter.dtype != z.dtype:
+            raise TypeError(
+                f"layers: their parameters are {parameter.dtype} but the guide's {self.site!r} "
+                f"is {z.dtype}; convert the layers with .to({z.dtype})"
+            )
+        return fn
+
     def feedforward(self, z):
         r"""The network's state after a feed-forward pass: :math:`[\hat z, \hat h_{L-1},
         \dots, \hat h_1]`, with every error above the bottom one zero."""
