@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyromem.infer import MAPRefinement, MemoryFixedPoint, PredictiveCoding
+from pyromem.infer import GaussianRefinement, MAPRefinement, MemoryFixedPoint, PredictiveCoding
 from pyromem.infer.learned_precision import LearnedPrecisionRetrieval
 from pyromem.models import VAE, VMA, MemoryVAE, PixelMemory
 from pyromem.models.vma import SoftAttentionVAE
@@ -190,6 +190,16 @@ def test_refinement_hyper_parameters_are_finite_and_in_range(value):
     # zero prior weight is the likelihood alone, and refines
     x = binary(2)
     assert MAPRefinement(m.model, m.guide, prior_weight=0.0).refine(x).isfinite().all()
+
+
+def test_gaussian_refinement_takes_the_particles_and_flag_it_is_given():
+    m = refinement_model()
+    # the draws come in antithetic pairs: an odd count is refused, not rounded up
+    with pytest.raises(ValueError, match="num_particles: expected an even number .* got 3"):
+        GaussianRefinement(m.model, m.guide, num_particles=3)
+    with pytest.raises(TypeError, match="differentiable: expected a bool, got 'no'"):
+        GaussianRefinement(m.model, m.guide, differentiable="no")
+    assert GaussianRefinement(m.model, m.guide, num_particles=2).num_particles == 2
 
 
 def test_predictive_coding_checks_the_layer_widths_at_construction():

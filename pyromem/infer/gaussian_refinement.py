@@ -86,8 +86,8 @@ class GaussianRefinement(Refinement):
         distribution read through its first two moments).
     :param int num_steps: T.
     :param float lr: η, the rate of each step.
-    :param int num_particles: S, the reparameterised draws of the ELBO estimate (rounded up to
-        an even number for the antithetic pairs).
+    :param int num_particles: S, the reparameterised draws of the ELBO estimate, an even
+        number: S / 2 antithetic pairs.
     :param bool differentiable: keep the steps in the autograd graph, for training through them.
     :param int max_backtracks: how many times a datapoint's rate may be halved in one step.
     :param str site: the refined latent site.
@@ -108,8 +108,15 @@ class GaussianRefinement(Refinement):
         self.lr = check_rate(lr, "lr")
         as_int(num_particles, "num_particles", 1, error=TypeError, form="split")
         as_int(max_backtracks, "max_backtracks", 0, error=TypeError, form="split")
-        self.num_particles = num_particles + num_particles % 2
-        self.differentiable = bool(differentiable)
+        if num_particles % 2:
+            raise ValueError(
+                f"num_particles: expected an even number (the draws come in antithetic pairs), "
+                f"got {num_particles}"
+            )
+        if not isinstance(differentiable, bool):
+            raise TypeError(f"differentiable: expected a bool, got {differentiable!r}")
+        self.num_particles = num_particles
+        self.differentiable = differentiable
         self.max_backtracks = max_backtracks
 
     def initial(self, x, *args, **kwargs):
