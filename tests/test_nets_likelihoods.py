@@ -82,7 +82,7 @@ def test_dlm_likelihood_builds_the_distribution():
     d = likelihood(torch.randn(2, *likelihood.param_shape))
     assert isinstance(d, DiscretizedLogisticMixture)
     assert d.num_mixtures == 4 and d.num_bins == 16
-    assert likelihood.support == "8bit"
+    assert likelihood.support == "16-level"  # data k/15, 8-bit data for 256 bins
 
 
 def test_decoder_feeds_likelihood(device):

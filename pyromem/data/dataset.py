@@ -2,7 +2,8 @@
 
 import torch
 
-from pyromem.checks import as_float_tensor
+from pyromem.checks import as_float_tensor, as_int
+from pyromem.data.splits import check_split
 from pyromem.data.validation import SUPPORTS
 
 BINARIZATIONS = (None, "static", "dynamic")
@@ -24,7 +25,7 @@ class ImageDataset(torch.utils.data.Dataset):
       sample from torch's global generator on every access (seed it with
       ``pyro.set_rng_seed``), which acts as data augmentation.
 
-    :param torch.Tensor images: float images of shape ``(N, C, H, W)`` with values
+    :param torch.Tensor images: float images of shape ``(N, C, H, W)`` with finite values
         in [0, 1].
     :param torch.Tensor labels: integer labels of shape ``(N,)``; stored as ``long``.
         A label of ``-1`` means "unlabelled": the loaders of a user's own data
@@ -34,12 +35,19 @@ class ImageDataset(torch.utils.data.Dataset):
     :param dict factors: optional generative factors, name -> tensor with leading
         dimension ``N`` (e.g. position, colour, alphabet, drawer).
     :param str name: the dataset's name, e.g. ``"digits"``.
-    :param str split: the split, e.g. ``"train"`` or ``"test"``.
+    :param str split: the split, ``"train"`` or ``"test"``, as for
+        :func:`~pyromem.data.load`.
     :param str support: the support of the (non-binarised) pixels, one of
         ``"binary"``, ``"unit_interval"`` or ``"8bit"``; binarised datasets report
         ``"binary"``.
     :param str binarize: ``None``, ``"static"`` or ``"dynamic"``; needs ``C == 1``.
-    :param int seed: seed of the static binarisation.
+    :param int seed: seed of the static binarisation, a non-negative int as for
+        :func:`~pyromem.data.load`.
+    :raises TypeError: if ``images`` is not a floating-point tensor or ``labels`` not an
+        integer tensor.
+    :raises ValueError: if a shape does not fit, an image holds NaN, an infinite value or
+        one outside [0, 1], or ``split``, ``support``, ``binarize`` or ``seed`` is not one
+        that :func:`~pyromem.data.load` accepts.
     """
 
     value_range = (0.0, 1.0)
@@ -77,6 +85,9 @@ class ImageDataset(torch.utils.data.Dataset):
                     f"factors[{key!r}] must be a tensor with leading dimension {images.shape[0]}, "
                     f"got {tuple(getattr(value, 'shape', ())) or type(value).__name__}"
                 )
+        check_split(split)
+        # load's check of seed: manual_seed would stop on 1.5 with a torch error
+        seed = as_int(seed, "seed", 0)
         if support not in SUPPORTS or support == "real":
             raise ValueError(
                 f"support must be 'binary', 'unit_interval' or '8bit', got {support!r}"
@@ -88,6 +99,9 @@ class ImageDataset(torch.utils.data.Dataset):
                 f"binarize={binarize!r} (--binarize) needs grey-scale images (C = 1), got C = "
                 f"{images.shape[1]}"
             )
+        # NaN passes the range test below (every comparison with NaN is False)
+        if not torch.isfinite(images).all():
+            raise ValueError("images contains NaN or infinite values")
         if images.numel() and (images.min() < 0 or images.max() > 1):
             raise ValueError(
                 f"images must take values in [0, 1], got "
@@ -114,8 +128,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
         :param str binarize: ``None`` (an unbinarised copy), ``"static"`` or
             ``"dynamic"``.
-        :param int seed: seed of the static binarisation.
-        :raises ValueError: if this dataset is already binarised or not grey-scale.
+        :param int seed: seed of the static binarisation, a non-negative int.
+        :raises ValueError: if this dataset is already binarised or not grey-scale, or
+            ``seed`` is not a non-negative int.
         """
         if self.binarize is not None:
             raise ValueError(f"the dataset is already binarised ({self.binarize!r})")

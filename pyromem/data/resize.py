@@ -2,9 +2,11 @@
 
 import math
 
+import torch
 import torch.nn.functional as F
 
 from pyromem.checks import as_int
+from pyromem.data.validation import check_images
 
 
 def resize(images, size):
@@ -17,10 +19,22 @@ def resize(images, size):
     :param torch.Tensor images: float images of shape ``(N, C, H, W)`` in [0, 1].
     :param int size: the new height and width, ``size >= 1``.
     :returns: float images of shape ``(N, C, size, size)`` in [0, 1].
-    :raises ValueError: if the resized images would not fit in the memory available
-        (:func:`check_memory`).
+    :raises TypeError: if ``images`` is not a floating-point tensor (e.g. uint8 images not
+        yet divided by 255, or a numpy array).
+    :raises ValueError: if ``images`` is not a non-empty batch ``(N, C, H, W)`` of finite
+        values in [0, 1] (images in [0, 255] would all clamp to 1), or if the resized images
+        would not fit in the memory available (:func:`check_memory`).
     """
     as_int(size, "size", 1)
+    if isinstance(images, torch.Tensor) and images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    # the type, dtype, an empty batch and NaN; the shape is checked above
+    check_images(images, tuple(getattr(images, "shape", ()))[1:], "real", name="images")
+    lo, hi = images.min().item(), images.max().item()
+    if lo < 0 or hi > 1:
+        raise ValueError(
+            f"images must take values in [0, 1] (e.g. images / 255.), got [{lo:g}, {hi:g}]"
+        )
     if tuple(images.shape[-2:]) == (size, size):
         return images
     check_memory(tuple(images.shape[:-2]) + (size, size), images.element_size(), "size")

@@ -15,8 +15,9 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
     :param torch.Tensor x: images of shape ``batch_shape + event_shape``.
     :param tuple event_shape: the shape of one image, e.g. ``(1, 28, 28)``.
     :param str support: ``"binary"`` (values in {0, 1}), ``"unit_interval"``
-        (values in [0, 1]), ``"8bit"`` (values k/255 for integer k) or ``"real"``
-        (any finite value).
+        (values in [0, 1]), ``"8bit"`` (values k/255 for integer k), ``"N-level"`` (values
+        k/(N - 1), the data of a discretised likelihood of N bins) or ``"real"`` (any finite
+        value).
     :param str name: the argument's name in error messages.
     :param bool check_values: whether to check the values too (NaN, range,
         support); this reads the whole tensor, so models skip it when Pyro's
@@ -25,8 +26,9 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
         parameters (``None``: any).
     :returns: ``x`` unchanged.
     """
-    if support not in SUPPORTS:
-        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
+    levels = _levels(support)
+    if support not in SUPPORTS and levels is None:
+        raise ValueError(f"support must be one of {SUPPORTS} or 'N-level', got {support!r}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -70,10 +72,23 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
             f"dynamic) or use {gaussian}"
         )
         raise ValueError(f"{name} must be binary (0 or 1) for a Bernoulli likelihood; {remedy}")
-    if support == "8bit":
-        levels = x * 255
-        if (levels - levels.round()).abs().max() > 1e-3:
+    if levels is not None:
+        steps = x * levels
+        if (steps - steps.round()).abs().max() > 1e-3:
+            what = "8-bit values k/255" if support == "8bit" else f"values k/{levels}"
             raise ValueError(
-                f"{name} must hold 8-bit values k/255 for a discretized logistic likelihood"
+                f"{name} must hold {what} for a discretized logistic likelihood of "
+                f"{levels + 1} bins"
             )
     return x
+
+
+def _levels(support):
+    """The steps k of the grid k/steps that a discretised support's values lie on: 255 for
+    ``"8bit"``, N - 1 for ``"N-level"`` (N >= 2); ``None`` for the other supports."""
+    if support == "8bit":
+        return 255
+    count = support.removesuffix("-level") if isinstance(support, str) else ""
+    if support.endswith("-level") and count.isdigit() and int(count) >= 2:
+        return int(count) - 1
+    return None

@@ -105,7 +105,7 @@ def key_to_affine(keys, block_shape, memory_hw, key_scale=KEY_SCALE):
     return torch.stack([torch.stack([s_x, zero, t_x], -1), torch.stack([zero, s_y, t_y], -1)], -2)
 
 
-def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE):
+def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values=True):
     """Read K blocks of ``h × w`` from a memory through a spatial transformer.
 
     Leading batch dims of ``memory`` and ``keys`` broadcast against each other
@@ -117,11 +117,16 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE):
     :param tuple block_shape: ``(h, w)`` with ``h <= H`` and ``w <= W``.
     :param float key_scale: the key that moves or zooms a read by tanh(1) ≈ 76 % of
         its range (module docstring); 3 prior standard deviations by default.
+    :param bool check_values: whether to check that the keys hold no NaN; this reads
+        them (a device sync on a GPU), so a model that reads every step with keys it
+        drew itself, as Kanerva++ does, skips it. Infinite keys are allowed: they read
+        the limits of the squashing, e.g. a block at the memory's border.
     :returns: reads of shape ``broadcast(mem_batch, key_batch) + (K, C, h, w)``.
     :raises TypeError: if an input is not a floating-point tensor, or their dtypes differ.
-    :raises ValueError: if the keys do not have 3 entries, the memory has fewer
-        than 3 dims, the block does not fit in the memory or ``key_scale`` is not
-        a positive number.
+    :raises ValueError: if the keys do not have 3 entries or hold NaN (the border
+        padding would turn a NaN key into a plausible read), the memory has fewer than
+        3 dims, the block does not fit in the memory or ``key_scale`` is not a positive
+        number.
     """
     as_float_tensor(memory, "memory")
     as_float_tensor(keys, "keys")
@@ -137,6 +142,10 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE):
         raise ValueError(
             f"keys must have shape (..., K, {KEY_SIZE}) (scale, x, y per read), "
             f"got {tuple(keys.shape)}"
+        )
+    if check_values and keys.isnan().any():
+        raise ValueError(
+            f"keys must not hold NaN, got NaN in {int(keys.isnan().sum())} of {keys.numel()} values"
         )
     channels, height, width = memory.shape[-3:]
     h, w = _check_block_shape(block_shape, (height, width))

@@ -266,6 +266,9 @@ class KanervaPlusPlus(PyroModule):
         :param torch.Tensor keys: ``batch_shape + (B, K, 3)``; ``batch_shape`` may
             hold particles and the episode's images.
         :returns: a Normal with batch shape ``batch_shape + (B,)`` and event shape ``(L,)``.
+        :raises ValueError: if ``memory`` or ``keys`` has the wrong shape, or holds NaN
+            (the block read would turn a NaN key into a plausible prior), or, for dense
+            writes, infinite values.
         """
         self._require_memory("readout_prior")
         batch = self._check_memory(memory)
@@ -278,12 +281,13 @@ class KanervaPlusPlus(PyroModule):
                 f"keys must have shape (..., {batch}, {self.reads}, {KEY_SIZE}) for a memory of "
                 f"{batch} episodes, got {tuple(keys.shape)}"
             )
-        return self._readout_prior(memory, keys)
+        return self._readout_prior(memory, self._check_key_values(keys))
 
     def _readout_prior(self, memory, keys):
         if self.write_kind == "block":
-            # ... × B × K × C × h × w
-            reads = spatial_read(memory, keys, self.block_shape, self.key_scale)
+            # ... × B × K × C × h × w; the public methods have checked the keys a user
+            # passes, and reading the model's own keys for NaN would sync every step
+            reads = spatial_read(memory, keys, self.block_shape, self.key_scale, check_values=False)
             loc, scale = self.prior(reads.flatten(-4, -3))
         else:
             memory = memory.expand(keys.shape[:-2] + memory.shape[-1:])
@@ -379,6 +383,8 @@ class KanervaPlusPlus(PyroModule):
         :param torch.Tensor memory: ``(B,) + memory_shape``, e.g. from :meth:`write`; required.
         :param torch.Tensor keys: ``(B, S, K, 3)``, or None to draw them from p(y).
         :returns: ``(B, S, C, H, W)``, decoder means at a draw z ~ p(z | M̂, y).
+        :raises ValueError: if ``memory`` or ``keys`` has the wrong shape, or ``keys``
+            holds NaN (or, for dense writes, infinite values).
         """
         self._require_memory("generate")
         if memory is None:
@@ -400,6 +406,8 @@ class KanervaPlusPlus(PyroModule):
             raise ValueError(
                 f"keys hold {keys.shape[1]} samples per memory but num_samples is {num_samples}"
             )
+        else:
+            self._check_key_values(keys)
         z = self._readout_prior(memory, keys.transpose(0, 1)).sample()
         return typical_image(self.decode(z)).transpose(0, 1)
 
@@ -463,6 +471,21 @@ class KanervaPlusPlus(PyroModule):
                 f"move one to the other, e.g. {name}.to({str(like.device)!r})"
             )
         return value
+
+    def _check_key_values(self, keys):
+        """``keys`` a user passed, unless they hold NaN, which a block read would turn into a
+        plausible read, or infinite values, which the dense prior cannot take (a block read
+        squashes them to the memory's border). Not for the keys the model draws itself:
+        reading them would sync every step."""
+        if self.write_kind == "block":
+            bad, expected, got = keys.isnan(), "must not hold NaN", "NaN"
+        else:
+            bad, expected, got = ~keys.isfinite(), "must be finite", "NaN or infinity"
+        if bad.any():
+            raise ValueError(
+                f"keys {expected}, got {got} in {int(bad.sum())} of {keys.numel()} values"
+            )
+        return keys
 
     def _check_memory(self, memory):
         """Raise unless ``memory`` is a finite batch ``(B,) + memory shape`` of the model's

@@ -31,7 +31,8 @@ class Likelihood(nn.Module):
     :ivar event_shape: the shape of one observation, e.g. ``(1, 28, 28)``, a ``torch.Size``.
     :ivar param_shape: what the decoder must output per datapoint, a ``torch.Size``.
     :ivar support: the data the head can score, a str in the vocabulary of
-        :func:`pyromem.data.validation.check_images`: ``"binary"``, ``"real"`` or ``"8bit"``.
+        :func:`pyromem.data.validation.check_images`: ``"binary"``, ``"real"``, ``"8bit"`` or
+        ``"N-level"``.
     """
 
     support = None
@@ -121,7 +122,8 @@ class DiscretizedLogisticMixtureLikelihood(Likelihood):
 
     :param tuple event_shape: the shape ``(C, H, W)`` of one image (or ``(C,) + spatial``).
     :param int num_mixtures: the number ``K`` of logistic components per pixel.
-    :param int num_bins: the number of levels per channel (256 for 8-bit data).
+    :param int num_bins: the number of levels per channel (256 for 8-bit data): its data are
+        k/(num_bins - 1), support ``"8bit"`` for 256 and ``"N-level"`` for N bins otherwise.
     """
 
     support = "8bit"
@@ -136,6 +138,8 @@ class DiscretizedLogisticMixtureLikelihood(Likelihood):
         super().__init__(event_shape, param_shape)
         self.num_mixtures = num_mixtures
         self.num_bins = num_bins
+        if num_bins != 256:
+            self.support = f"{num_bins}-level"
 
     def _distribution(self, params):
         return DiscretizedLogisticMixture(params, self.event_shape, self.num_bins)
