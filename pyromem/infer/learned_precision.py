@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from pyromem.checks import as_int, check_input_dtype
+from pyromem.checks import as_float_tensor, as_int, check_input_dtype
 from pyromem.infer.refinement import check_rate
 from pyromem.memory import GaussianMixtureMemory
 
@@ -114,12 +114,30 @@ class LearnedPrecisionRetrieval(nn.Module):
         saturate (where the MSE's does: see docs/retrieval.md).
 
         :returns: the loss of each epoch, a list of floats.
+        :raises TypeError: if ``z_queries``, ``memory`` or ``targets`` is not a floating-point
+            tensor of the dtype of this module's parameters.
+        :raises ValueError: if ``targets`` does not have the shape of ``z_queries``, a width
+            is not d, or a value is NaN or infinite: checked before the first step, which such
+            values would make NaN in P.
         """
-        if not isinstance(targets, torch.Tensor) or targets.shape != z_queries.shape:
+        width = self.factor.shape[-1] if self.full else self.log_precision.shape[-1]
+        for value, name in ((z_queries, "z_queries"), (memory, "memory"), (targets, "targets")):
+            as_float_tensor(value, name)
+        if targets.shape != z_queries.shape:
             raise ValueError(
                 f"targets must have the shape of z_queries {tuple(z_queries.shape)}, "
-                f"got {getattr(targets, 'shape', type(targets).__name__)}"
+                f"got {tuple(targets.shape)}"
             )
+        # the memory first: the dtype of all three is usually its
+        for value, name in ((memory, "memory"), (z_queries, "z_queries"), (targets, "targets")):
+            if value.dim() == 0 or value.shape[-1] != width:
+                raise ValueError(
+                    f"{name} must have shape (..., {width}), d = {width} the width of P, "
+                    f"got {tuple(value.shape)}"
+                )
+            check_input_dtype(self, value, name)
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{name} must be finite, got NaN or infinite values")
         as_int(epochs, "epochs", 1)
         if loss not in ("mse", "nll"):
             raise ValueError(f"loss must be 'mse' or 'nll', got {loss!r}")

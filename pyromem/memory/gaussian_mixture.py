@@ -75,8 +75,9 @@ class GaussianMixtureMemory(TorchDistribution):
         ``scale`` it defaults to :math:`1/\sigma^2`, the pairing of eq. 5 under which the
         energy is the Hopfield energy of eq. 7; with a precision it must be given. Only
         allowed with ``weights="hopfield"``.
-    :param bool validate_args: check values (NaN, positivity, positive definiteness); shapes
-        and types are always checked.
+    :param bool validate_args: check values (a finite memory, NaN-free queries, positivity,
+        positive definiteness); shapes and types are always checked. ``None``: Pyro's setting
+        (:func:`pyro.enable_validation`).
     """
 
     support = constraints.real_vector
@@ -131,6 +132,15 @@ class GaussianMixtureMemory(TorchDistribution):
         else:
             self.beta = None
         super().__init__(memory.shape[:-2], memory.shape[-1:], validate_args=validate_args)
+        # the constraint above refuses NaN, not inf, which makes every log density NaN; one
+        # sum is finite only if every value is, and where it is not the values decide
+        if self._validate_args and not (
+            torch.isfinite(memory.detach().sum()) or torch.isfinite(memory).all()
+        ):
+            raise ValueError(
+                f"memory must be finite, got {int((~torch.isfinite(memory)).sum())} NaN or "
+                f"infinite values in a tensor of shape {tuple(memory.shape)}"
+            )
 
         if self.precision_matrix is not None:
             self._tril = torch.linalg.cholesky_ex(self.precision_matrix).L

@@ -25,7 +25,12 @@ from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
-from pyromem.models.slot_memory import SlotMemoryModel
+from pyromem.models.slot_memory import (
+    SlotMemoryModel,
+    _check_device,
+    _parameter_device,
+    check_memory,
+)
 from pyromem.models.vae import VAE
 from pyromem.nets import typical_image
 
@@ -39,20 +44,29 @@ class MemoryVAE(SlotMemoryModel):
     :param VAE vae: a trained :class:`~pyromem.models.VAE`; its decoder is the likelihood and
         its guide the amortised guide.
     :param torch.Tensor memory: the stored latent patterns, shape ``(N, d)`` with d the VAE's
-        latent width, or ``None`` to :meth:`write` them later.
-    :param float scale: the isotropic σ of the mixture components (Σ = σ² I).
+        latent width, finite, of the dtype and on the device of the VAE's parameters, or
+        ``None`` to :meth:`write` them later.
+    :param float scale: the isotropic σ of the mixture components (Σ = σ² I); ``None``: 1.0
+        when no ``precision`` is given. Not with ``precision``.
     :param str weights: ``"balanced"`` (eq. 9) or ``"hopfield"`` (eq. 6).
     :param float beta: the Hopfield inverse temperature (default 1/σ², eq. 5).
     :param torch.Tensor precision: a diagonal precision P of shape ``(d,)``, or a full one
         ``(d, d)``, instead of σ (VAE-GMM*, eq. 12), e.g. the one
-        :class:`~pyromem.infer.LearnedPrecisionRetrieval` learned.
+        :class:`~pyromem.infer.LearnedPrecisionRetrieval` learned; of the dtype and on the
+        device of the VAE's parameters.
 
     ``model(x)`` and ``guide(x)`` take images of shape ``(B,) + vae.input_shape``.
+
+    :raises TypeError: if ``memory`` or ``precision`` is not a floating-point tensor of the
+        dtype of the VAE's parameters.
+    :raises ValueError: if ``memory`` or ``precision`` has the wrong shape, is on another
+        device than the VAE's parameters, ``memory`` holds NaN or infinite values, or both
+        ``scale`` and ``precision`` are given.
     """
 
     memory_filled_by = "write(images)"
 
-    def __init__(self, vae, memory=None, scale=1.0, weights="balanced", beta=None, precision=None):
+    def __init__(self, vae, memory=None, scale=None, weights="balanced", beta=None, precision=None):
         super().__init__(name=f"memory_vae{next(_instances)}")
         if not isinstance(vae, VAE):
             raise TypeError(f"vae must be a pyromem.models.VAE, got {type(vae).__name__}")
@@ -79,11 +93,26 @@ class MemoryVAE(SlotMemoryModel):
         # the slots are codes: N stored patterns of the latent width
         self.memory_shape = torch.Size((latent_dim,))
         self.support = support
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-            raise TypeError(f"scale must be a float, got {scale!r}")
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive finite float, got {scale!r}")
-        self.scale = float(scale)
+        if scale is not None and precision is not None:
+            # one covariance: a σ next to a precision would be ignored
+            got = (
+                f"of shape {tuple(precision.shape)}"
+                if isinstance(precision, torch.Tensor)
+                else f"of type {type(precision).__name__}"
+            )
+            raise ValueError(
+                f"give one of scale and precision, not both, got scale={scale!r} and a "
+                f"precision {got}"
+            )
+        if scale is None and precision is None:
+            scale = 1.0
+        if scale is not None:
+            if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+                raise TypeError(f"scale must be a float, got {scale!r}")
+            if not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"scale must be a positive finite float, got {scale!r}")
+            scale = float(scale)
+        self.scale = scale  # None with a precision
         self.weights = weights
         self.beta = beta
         self.register_buffer("precision", None)
@@ -94,8 +123,22 @@ class MemoryVAE(SlotMemoryModel):
             self.precision = self._check_width(precision, "precision", shape)
         if memory is not None:
             self.memory = self._check_width(memory, "memory", (None, latent_dim))
+        # Checked now, not at the first loss (in words about its internal z): dtype and device
+        # those of the model's parameters (a VAE's; a PixelMemory has none), finite values.
+        dtype, device = parameter_dtype(self), _parameter_device(self)
+        if self.precision is not None:
+            if dtype is not None and self.precision.dtype != dtype:
+                raise TypeError(
+                    f"precision is {self.precision.dtype} but the model's parameters are "
+                    f"{dtype}: convert one to the other with .to(dtype)"
+                )
+            _check_device(self.precision, "precision", device)
+        if self.memory is not None:
+            check_memory(self.memory, self.memory_shape, dtype, device)
+            like = self.memory  # the distribution then checks a precision against it
+        elif self.precision is not None:
+            like = self.precision
         # The distribution checks weights and beta, and fails now rather than at first use.
-        like = self.precision if self.precision is not None else like
         GaussianMixtureMemory(
             like.new_zeros(1, latent_dim), weights=weights, beta=beta, **self._covariance()
         )
@@ -122,32 +165,52 @@ class MemoryVAE(SlotMemoryModel):
             return {key: self.precision}
         return {"scale": self.scale}
 
-    @torch.no_grad()
-    def write(self, images):
-        """Stores the codes of ``images`` (shape ``(N,) + input_shape``) as the memory M,
-        replacing what was there, and returns M, shape ``(N, d)``."""
+    def _check_images(self, images, name):
+        """The image check of every method that reads images: type, dtype and device (those
+        of the model's parameters), shape, and the values (while Pyro's validation is on)."""
+        if isinstance(images, torch.Tensor):
+            # before check_images reads the values
+            _check_device(images, name, _parameter_device(self))
         check_images(
             images,
             self.input_shape,
             self.support,
-            name="images",
+            name=name,
             check_values=is_validation_enabled(),
+            dtype=parameter_dtype(self),
         )
+
+    @torch.no_grad()
+    def write(self, images):
+        """Stores the codes of ``images`` (shape ``(N,) + input_shape``) as the memory M,
+        replacing what was there, and returns M, shape ``(N, d)``."""
+        self._check_images(images, "images")
         if images.dim() != len(self.input_shape) + 1:
             raise ValueError(
                 f"images must have shape (N, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(images.shape)}"
             )
-        self.memory = self.encode(images)
+        self.memory = self._encode(images)
         return self.memory
 
     def slot_weights(self, x, memory=None):
         """The responsibilities r_k of the stored patterns at each image's code (the
-        encoder's mean), shape ``(B, N)``; ``memory``: codes ``(N, d)`` instead of M."""
-        return self.prior(memory).responsibilities(self.encode(x))
+        encoder's mean), shape ``(B, N)``; ``memory``: codes ``(N, d)`` instead of M.
+
+        ``x`` is checked as in :meth:`model` (its values while Pyro's validation is on)."""
+        self._check_images(x, "x")
+        return self.prior(memory).responsibilities(self._encode(x))
 
     def encode(self, images):
-        """The code a pattern is stored as: the VAE encoder's mean, shape ``(N, d)``."""
+        """The code a pattern is stored as: the VAE encoder's mean, shape ``(N, d)``.
+
+        ``images`` is checked as in :meth:`write` (its values while Pyro's validation is on).
+        """
+        self._check_images(images, "images")
+        return self._encode(images)
+
+    def _encode(self, images):
+        """:meth:`encode` without the check, for images already checked."""
         return self.vae.encoder(images)[0]
 
     def likelihood(self, z):
@@ -227,7 +290,7 @@ class PixelMemory(MemoryVAE):
         self,
         input_shape,
         memory=None,
-        scale=1.0,
+        scale=None,
         weights="balanced",
         beta=None,
         precision=None,
@@ -255,7 +318,14 @@ class PixelMemory(MemoryVAE):
         )
 
     def encode(self, images):
-        """The image itself, flattened: shape ``(N, C·H·W)``."""
+        """The image itself, flattened: shape ``(N, C·H·W)``.
+
+        ``images`` is checked as in :meth:`write` (its values while Pyro's validation is on).
+        """
+        self._check_images(images, "images")
+        return self._encode(images)
+
+    def _encode(self, images):
         return images.flatten(-len(self.input_shape))
 
     def likelihood(self, z):
@@ -274,4 +344,4 @@ class PixelMemory(MemoryVAE):
             dtype=parameter_dtype(self),
         )
         with data_plate(x, num_data):
-            pyro.sample("z", dist.Delta(self.encode(x)).to_event(1))
+            pyro.sample("z", dist.Delta(self._encode(x)).to_event(1))

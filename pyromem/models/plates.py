@@ -3,6 +3,8 @@
 import pyro
 import torch
 
+from pyromem.checks import as_int
+
 DATA_PLATE = "data"  # the plate's name: diagnostics and guides find datapoints by it
 
 
@@ -16,9 +18,13 @@ def data_plate(x, num_data=None):
     the random stream), and ``len(x)`` datapoints are what the batch holds.
 
     :param torch.Tensor x: the batch, datapoints along dim 0.
-    :param int num_data: the dataset's size; ``None`` means the batch is the
-        whole dataset.
+    :param int num_data: the dataset's size, at least ``len(x)``; ``None`` means the
+        batch is the whole dataset.
+    :raises TypeError: if ``num_data`` is neither an int nor ``None``.
+    :raises ValueError: if ``num_data`` is below one or below the batch size.
     """
+    # pure Python, no device sync: it runs every step
+    num_data = as_int(num_data, "num_data", 1, error=TypeError, allow_none=True)
     batch = x.shape[0]
     size = batch if num_data is None else num_data
     if size < batch:

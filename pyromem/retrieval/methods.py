@@ -215,7 +215,8 @@ class GuideMethod(_LatentSpace, Method):
         weights, scale = self._prior()
         precision = None
         if self.name == "VAE-GMM*":
-            precision = self._precision_module().precision.detach()
+            # the learned P replaces σ (MemoryVAE refuses both)
+            scale, precision = None, self._precision_module().precision.detach()
         memory_vae = MemoryVAE(self.vae, scale=scale, weights=weights, precision=precision)
         memory = memory_vae.write(stored)
         return memory_vae, memory
