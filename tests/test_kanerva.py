@@ -1,3 +1,5 @@
+import math
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -35,6 +37,16 @@ def test_sites_and_shapes(device, write):
     assert model_trace.nodes["x"]["fn"].batch_shape == (5, 4)
     # the data plate scales B episodes to num_data episodes
     assert model_trace.nodes["x"]["scale"] == 5.0
+
+
+def test_bits_per_dim_count_every_image_of_an_episode(device):
+    # a datapoint is an episode of T images: its ELBO sums T images' terms, so bits/dim
+    # divide by T * C * H * W observed scalars (they divided by one image's, T times too many)
+    kpp, x = small().to(device), episodes(3, 5, device)
+    parts = elbo_decomposition(kpp.model, kpp.guide, x, num_particles=2)
+    scalars = 5 * torch.Size(IMAGE).numel()
+    assert parts.num_dims == scalars
+    torch.testing.assert_close(parts.bits_per_dim, -parts.elbo / (scalars * math.log(2)))
 
 
 def test_terms_are_per_episode_sums_of_the_three_terms_of_eq_4(device):

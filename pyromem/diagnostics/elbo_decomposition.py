@@ -26,6 +26,7 @@ from pyromem.checks import as_int
 from pyromem.diagnostics.particles import (
     latent_sites,
     masked,
+    observed_scalars,
     observed_sites,
     particle_traces,
     site_log_prob,
@@ -134,7 +135,7 @@ def elbo_decomposition(model, guide, x, num_particles=10, **kwargs):
                 traces = particle_traces(model, guide, args, kwargs, num_particles - 1, nesting)
                 particles, _ = summed_terms(*traces)
             totals = {name: total + particles[name] for name, total in totals.items()}
-        num_dims = sum(model_trace.nodes[name]["fn"].event_shape.numel() for name in observed)
+        num_dims = observed_scalars(model_trace, len(x))
     batch = len(x)
     return ELBODecomposition(
         log_likelihood={name: (totals[name] / num_particles).expand(batch) for name in observed},

@@ -23,7 +23,7 @@ from pyromem.diagnostics.particles import (
     is_point_guide,
     log_ratio,
     max_plate_nesting,
-    observed_sites,
+    observed_scalars,
     particle_traces,
     particle_validation,
     trial_traces,
@@ -91,9 +91,7 @@ def _draw(model, guide, x, num_particles, plate_nesting, kwargs, keep_dims=False
 
 def _log_weights(model_trace, guide_trace, plate_nesting, batch, keep_dims):
     log_weight = log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=keep_dims)
-    num_dims = sum(
-        model_trace.nodes[name]["fn"].event_shape.numel() for name in observed_sites(model_trace)
-    )
+    num_dims = observed_scalars(model_trace, batch)
     # a trial trace has no particle dim: it is one draw
     rank = plate_nesting + 1
     log_weight = log_weight.reshape((1,) * (rank - log_weight.dim()) + log_weight.shape)

@@ -144,6 +144,20 @@ def observed_sites(model_trace):
     ]
 
 
+def observed_scalars(model_trace, batch):
+    """Observed scalars per datapoint, for bits/dim: every observed site's values over the
+    batch's ``batch`` datapoints, so that a datapoint of several images (an episode of T)
+    counts all of them, as its log-likelihood does.
+
+    :param model_trace: a trace of the model on a batch of ``batch`` datapoints.
+    :param int batch: B.
+    """
+    return (
+        sum(model_trace.nodes[name]["value"].numel() for name in observed_sites(model_trace))
+        // batch
+    )
+
+
 def masked(term, site):
     """A site's log-density (or KL) term with the site's mask applied, as Pyro's ELBOs apply
     it: zero where :func:`~pyro.poutine.mask` (or ``obs_mask``) masks the site out, e.g. the
