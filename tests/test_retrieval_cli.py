@@ -58,6 +58,18 @@ def test_retrieval_capacity_command(tmp_path, capsys):
     assert (tmp_path / "capacity.png").exists()
 
 
+def test_no_progress_keeps_stderr_quiet_and_the_summary_names_skipped_sizes(tmp_path, capsys):
+    code = main(
+        ["retrieval", "--capacity", "--dataset", "digits", "--methods", "GMM",
+         "--capacity-sizes", "5", "100000", "--seeds", "1", "--no-progress",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "GMM" not in captured.err and "capacity:" not in captured.err
+    assert "N = 100000 skipped: more images than the splits hold." in captured.out
+
+
 def test_a_capacity_sweep_with_no_size_that_fits_is_refused_before_any_work(tmp_path, capsys):
     argv = ["retrieval", "--capacity", "--dataset", "digits", "--methods", "GMM", "VAE-GMM"]
     argv += ["--capacity-sizes", "100000", "500", "--out", str(tmp_path)]

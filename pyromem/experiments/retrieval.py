@@ -514,8 +514,9 @@ def run(config, out_dir):
         options["capacity_sizes"] = list(config.capacity_sizes)
     # one thread by default: on the 2-core machine shared with other jobs the default table
     # took 122 s on one thread and 294 s on two (docs/retrieval.md)
+    log = (lambda line: print(line, file=sys.stderr)) if config.progress else None
     with torch_threads(config.num_threads):
-        results = run_retrieval(out_dir, log=lambda line: print(line, file=sys.stderr), **options)
+        results = run_retrieval(out_dir, log=log, **options)
     results["config"] = config.to_dict()
     write_results(results, out_dir)
     return results
@@ -530,7 +531,11 @@ def summary(results):
         name: dict(zip(map(str, sweep["sizes"]), cells, strict=True))
         for name, cells in sweep["results"].items()
     }
-    return format_table(rows)
+    table = format_table(rows)
+    if sweep.get("skipped"):
+        skipped = ", ".join(map(str, sweep["skipped"]))
+        table += f"\n\nN = {skipped} skipped: more images than the splits hold."
+    return table
 
 
 def markdown_tables(results):
