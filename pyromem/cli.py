@@ -209,7 +209,7 @@ def run(args):
     pyro.set_rng_seed(config.seed)
     try:
         results = module.run(config, args.out)
-    except ValueError:
+    except Exception:  # a check, data not found, ...: not Ctrl-C, which keeps what it stopped
         config.abandon_run(args.out)
         raise
     summary = getattr(module, "summary", None)

@@ -148,7 +148,12 @@ def test_a_run_refused_by_a_later_check_leaves_the_folder_config_as_it_was(capsy
     assert (tmp_path / "config.toml").read_text() == config
     fresh = tmp_path / "fresh"
     assert main([*argv[:-1], str(fresh), "--dataset", "patches", "--binarize", "static"]) == 2
-    assert not (fresh / "config.toml").exists()
+    assert not fresh.exists()  # the folder the refused run made is gone with its config
+    # data that are not there: a FileNotFoundError, not a check's ValueError, leaves it too
+    missing = ["--overwrite", "--dataset", "mnist", "--root", str(tmp_path / "nowhere")]
+    assert main([*argv, *missing]) == 2
+    assert "mnist" in capsys.readouterr().err
+    assert (tmp_path / "config.toml").read_text() == config
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(capsys, tmp_path):

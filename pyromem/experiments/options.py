@@ -226,28 +226,39 @@ class Options:
             finished run (``results.json``) or an interrupted one (a ``last.ckpt`` in a
             ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set.
         """
+        existed = Path(out_dir).is_dir()
         out_dir = writable_folder(out_dir)
         if not (getattr(self, "resume", False) or getattr(self, "overwrite", False)):
             _check_no_earlier_run(out_dir, resumable=hasattr(self, "resume"))
         path = out_dir / "config.toml"
         # what abandon_run needs to put the folder back as it was
-        self._replaced = (path.read_text() if path.is_file() else None, _run_files(out_dir))
+        self._replaced = (
+            path.read_text() if path.is_file() else None,
+            _run_files(out_dir),
+            existed,
+        )
         return self.save(path)
 
     def abandon_run(self, out_dir) -> None:
-        """Undo :meth:`start_run` for a run refused by a later check (its data, its
-        checkpoint): put back the ``config.toml`` it replaced, so that the folder's config
-        still describes the run whose results and checkpoint it holds. Does nothing once
-        the run has written a checkpoint, metrics or results."""
+        """Undo :meth:`start_run` for a run that stopped on an error before writing anything
+        (a later check of its data or checkpoint, data not found): put back the
+        ``config.toml`` it replaced, so that the folder's config still describes the run
+        whose results and checkpoint it holds, or remove the one it wrote, and the folder
+        too when the run made it and it is left empty. Does nothing once the run has
+        written a checkpoint, metrics, results or finished rows."""
         replaced = getattr(self, "_replaced", None)
         out_dir = Path(out_dir)
         if replaced is None or _run_files(out_dir) != replaced[1]:
             return
+        text, _, existed = replaced
+        self._replaced = None  # once: the command line abandons what a recipe abandoned
         path = out_dir / "config.toml"
-        if replaced[0] is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_text(replaced[0])
+        if text is not None:
+            path.write_text(text)
+            return
+        path.unlink(missing_ok=True)
+        if not existed and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # the folder this run made, left empty
 
     def save(self, path) -> Path:
         """Write the config as TOML, with ``recipe`` first; unset options, those not

@@ -319,13 +319,13 @@ class StartLines(Callback):
 
 @contextmanager
 def config_kept_if_refused(config, out_dir):
-    """A context in which a ``ValueError`` (a check that comes after the run's
-    :meth:`~pyromem.experiments.options.Options.start_run`: its data, its checkpoint) puts
-    back the ``config.toml`` that the run replaced, in Python as on the command line
-    (:meth:`~pyromem.experiments.options.Options.abandon_run`)."""
+    """A context in which an error (a check that comes after the run's
+    :meth:`~pyromem.experiments.options.Options.start_run`: its data, its checkpoint; data
+    not found) puts back the ``config.toml`` that the run replaced, in Python as on the
+    command line (:meth:`~pyromem.experiments.options.Options.abandon_run`)."""
     try:
         yield
-    except ValueError:
+    except Exception:
         config.abandon_run(out_dir)
         raise
 
