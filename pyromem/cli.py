@@ -162,6 +162,15 @@ def _given(args, config_class):
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
+def _stored_config(out, recipe, preset, given):
+    """The ``config.toml`` of the run that ``--resume`` continues, or ``None``: it goes on with
+    the options it was started with, those given again on the command line aside."""
+    if out is None:
+        out = recipe.out.format(**dataclasses.asdict(recipe.config.build(preset, **given)))
+    path = Path(out) / "config.toml"
+    return path if path.is_file() else None
+
+
 def run(args):
     """Run a parsed command and return its results dict (and set ``args.out``)."""
     if args.command == "demo":
@@ -199,9 +208,11 @@ def run(args):
             log=stderr_line if options.progress else None,
         )
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS[args.command]
-    config = recipe.config.build(
-        preset=getattr(args, "preset", None), file=args.config, **_given(args, recipe.config)
-    )
+    preset, given = getattr(args, "preset", None), _given(args, recipe.config)
+    file = args.config
+    if file is None and given.get("resume"):
+        file = _stored_config(args.out, recipe, preset, given)
+    config = recipe.config.build(preset=preset, file=file, **given)
     args.out = args.out or recipe.out.format(**dataclasses.asdict(config))
     module = recipe.load()
     import pyro  # after parsing: a bad flag is answered before the heavy imports

@@ -186,6 +186,24 @@ def test_an_interrupted_vae_resumed_scores_as_an_uninterrupted_one(tmp_path, mon
         assert resumed[key] == whole[key]
 
 
+def test_resume_goes_on_with_the_options_the_run_was_started_with(tmp_path, monkeypatch):
+    import pyromem.experiments.vae as vae
+
+    out = tmp_path / "run"
+    watch_fit(monkeypatch, vae, {}, interrupt="run", epoch=1)
+    assert main([*TINY_VAE, "--out", str(out)]) == 130
+    monkeypatch.undo()
+    # only --resume and --out: the nets, data and 2 epochs come from the run's config.toml, not
+    # the defaults (20 epochs of a wider net, which the checkpoint would refuse)
+    assert main(["train", "vae", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt").epoch == 2
+    assert "epochs = 2" in (out / "config.toml").read_text().splitlines()
+    # a flag given again wins, and is checked as before
+    assert main(["train", "vae", "--resume", "--out", str(out), "--epochs", "3"]) == 0
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt").epoch == 3
+    assert main(["train", "vae", "--resume", "--out", str(out), "--hidden", "16"]) == 2
+
+
 def test_vma_says_what_it_trains_before_its_first_block_of_steps(tmp_path, capsys):
     from pyromem.experiments.vma import train_vma
 
