@@ -162,6 +162,16 @@ def _given(args, config_class):
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
+def _check_not_a_run(out) -> None:
+    """Refuse an ``eval --out`` that holds a run (its ``config.toml``): the evaluation's
+    ``results.json`` would replace the run's."""
+    if (Path(out) / "config.toml").is_file():
+        raise ValueError(
+            f"--out: {out} holds a run (its config.toml), whose results.json the evaluation "
+            "would replace; choose another --out, e.g. its eval folder (the default)"
+        )
+
+
 def _stored_config(out, recipe, preset, given):
     """The ``config.toml`` of the run that ``--resume`` continues, or ``None``: it goes on with
     the options it was started with, those given again on the command line aside."""
@@ -189,7 +199,11 @@ def run(args):
         options = EvalConfig.build(**_given(args, EvalConfig))
         if not options.checkpoint:
             raise ValueError("--checkpoint: expected the path of a checkpoint")
-        args.out = args.out or str(Path(options.checkpoint).parent.parent / "eval")
+        checkpoint = Path(options.checkpoint)
+        # beside the checkpoint: in its run's folder for a run's checkpoints/last.ckpt
+        beside = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+        args.out = args.out or str((beside or checkpoint.parent) / "eval")
+        _check_not_a_run(args.out)
         writable_folder(args.out)  # before the evaluation, which may take minutes
         recipe = FAMILIES[args.family]
         from pyromem.experiments.vae import stderr_line  # after parsing: it loads torch

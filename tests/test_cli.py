@@ -115,10 +115,31 @@ def test_eval_checks_its_out_folder_before_evaluating(capsys, monkeypatch, train
     afile = tmp_path / "a-file"
     afile.write_text("")
     checkpoint = str(trained / "checkpoints" / "last.ckpt")
-    for out in (afile, afile / "under"):
+    for out in (afile, afile / "under", trained):
         assert main(["eval", "vae", "--checkpoint", checkpoint, "--out", str(out)]) == 2
         line = capsys.readouterr().err.strip()
         assert line.startswith("pyromem: error: --out: ") and "\n" not in line
+    # the training run's folder: its results.json would be replaced
+    assert "holds a run (its config.toml)" in line
+
+
+def test_eval_writes_beside_a_checkpoint_outside_a_run_folder(
+    capsys, monkeypatch, trained, tmp_path
+):
+    import shutil
+
+    written = []
+    monkeypatch.setattr(
+        "pyromem.experiments.vae.evaluate_checkpoint",
+        lambda checkpoint, *, out_dir, **kwargs: written.append(out_dir) or {},
+    )
+    moved = tmp_path / "kept" / "my.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(trained / "checkpoints" / "last.ckpt", moved)
+    assert main(["eval", "vae", "--checkpoint", str(moved), "--json"]) == 0
+    assert written == [str(tmp_path / "kept" / "eval")]
+    assert main(["eval", "vae", "--checkpoint", str(trained / "checkpoints" / "last.ckpt")]) == 0
+    assert written[-1] == str(trained / "eval")
 
 
 def test_ctrl_c_says_what_the_checkpoint_holds_and_how_to_go_on(capsys, monkeypatch, tmp_path):
