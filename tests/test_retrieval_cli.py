@@ -166,3 +166,30 @@ def test_a_bernoulli_vae_checkpoint_is_refused_before_the_table(capsys, tmp_path
     line = capsys.readouterr().err.strip()
     assert "checkpoint:" in line and "--likelihood gaussian" in line and "\n" not in line
     assert not (tmp_path / "table" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "corruption, threshold, hits",
+    [("clean", 1e9, [True] * 4), ("noise-0.6", 1e-9, [False] * 4), ("noise-0.6", 1e9, None)],
+)
+def test_the_trajectory_shows_failures_beside_successes(corruption, threshold, hits):
+    import torch
+
+    from pyromem.experiments.retrieval import _trajectory, load_retrieval_data
+    from pyromem.retrieval import build_method, corrupt
+
+    stored = load_retrieval_data("digits")[1][:40]
+    queries = corrupt(stored, corruption, generator=torch.Generator().manual_seed(1))
+    gmm = build_method("GMM", tuple(stored.shape[1:]), sigma=0.5)
+    table = {"methods": {"GMM": gmm}, "threshold": {"GMM": threshold}}
+    name, rows, outcome = _trajectory(table, stored, queries)
+    assert name.startswith("GMM") and len(rows) == 4
+    indices, shown = [i for i, _, _ in outcome], [hit for _, hit, _ in outcome]
+    assert indices == sorted(indices) and len(set(indices)) == 4
+    if hits is not None:  # all retrieved, or none: the first four
+        assert shown == hits and indices == [0, 1, 2, 3]
+    else:  # a mix among the first 32: two of each, the failures not only the first rows'
+        assert shown.count(False) == 2 and shown.count(True) == 2
+    # each row: the 8 steps' iterates, ẑ_0 included, then the stored pattern
+    assert all(len(row) == 10 for row in rows)
+    torch.testing.assert_close(rows[0][-1], stored[indices[0]])

@@ -52,7 +52,7 @@ def save_figure(fig, path):
     return path
 
 
-def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None, marks=None):
+def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None, marks=None, heading=None):
     """Save one or more rows of images, one labelled panel per row.
 
     :param list rows: tensors of shape ``(N, C, H, W)`` with values in [0, 1].
@@ -62,6 +62,7 @@ def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None, marks=
     :param list title_colors: optional matplotlib colour of each title (e.g. success/failure).
     :param list marks: optional, per row ``None`` or one bool per image: a green frame around
         each image marked ``True`` (e.g. retrieved), a red one around each marked ``False``.
+    :param str heading: optional title of the whole figure, above the rows' titles.
     :returns: the path written.
     :raises ValueError: if a row's marks do not match its images in number.
     """
@@ -98,6 +99,8 @@ def save_image_rows(rows, path, titles=None, ncols=10, title_colors=None, marks=
                     linewidth=1.5,
                 )
             )
+    if heading:
+        fig.suptitle(heading, fontsize=10, x=0.02, ha="left")
     return save_figure(fig, path)
 
 
