@@ -382,13 +382,15 @@ def _figures(vma, results, history, out_dir, per_epoch=None):
                 samples = [vma.generate(1, memory.to(device), slot=s) for s in range(slots)]
                 rows.append(torch.cat(samples).cpu())
     title = (
-        "decoder mean at z ~ N(0, I), reading the whole memory"
+        "draw {}: decoder mean at z ~ N(0, I), reading the whole memory"
         if isinstance(vma, SoftAttentionVAE)
-        else "decoder mean at z ~ p(z | m_a), one per slot"
+        else "draw {}: decoder mean at z ~ p(z | m_a), under each slot above"
     )
     figures = {
         "samples": save_image_rows(
-            rows, out_dir / "samples.png", titles=["memory slots m_a"] + [title] * 3
+            rows,
+            out_dir / "samples.png",
+            titles=[f"memory slots m_a (the first {slots})"] + [title.format(i) for i in (1, 2, 3)],
         )
     }
     if history:
@@ -811,7 +813,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
         "What to look at: VMA's test NLL should come close to log 16 = 2.77 nats, the cost of "
         "naming one of 16 slots, while soft attention, which blends the slots, stays far above "
         "it; in VMA's samples each image should copy the slot above it, where soft "
-        "attention's blur several slots.",
+        "attention's blur several slots. The training curves should rise and level off.",
         "",
         "Train-to-recall on `digits` (8×8, static binarisation): each step's memory is 16 random "
         "training digits and the targets are drawn from it; tested with 16 test digits in "
@@ -920,4 +922,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
     for name, run in results.items():
         figure = Path(run["figures"]["samples"]).relative_to(out_dir)
         lines += [f"![{name}: memory slots and samples given the memory]({figure})", ""]
+        if "elbo_curve" in run["figures"]:
+            curve = Path(run["figures"]["elbo_curve"]).relative_to(out_dir)
+            lines += [f"![{name}: the training ELBO]({curve})", ""]
     return "\n".join(lines), results
