@@ -32,6 +32,27 @@ from pyromem.experiments.registry import COMMANDS, FAMILIES
 DEMO_OUT = "pyromem-demo"
 
 
+def _flag(field):
+    """The command-line flag of a config's field."""
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def _named_by_flag(message, args):
+    """``message`` with the option it starts with (``"gradient_clip_val: ..."``) named by the
+    flag that the user typed (``"--gradient-clip: ..."``)."""
+    if args.command == "eval":
+        config = EvalConfig
+    elif args.command == "train":
+        config = FAMILIES[args.family].config
+    elif args.command in COMMANDS:
+        config = COMMANDS[args.command].config
+    else:
+        return message
+    name, colon, rest = message.partition(":")
+    fields = {field.name: field for field in dataclasses.fields(config)}
+    return _flag(fields[name]) + colon + rest if colon and name in fields else message
+
+
 def add_options(parser, config_class, list_choices=True):
     """Add one flag per field of ``config_class``, each with its type, choices and help.
 
@@ -45,7 +66,7 @@ def add_options(parser, config_class, list_choices=True):
     own = config_class.__dict__.get("__annotations__", {})
     # the recipe's own options first, then those it shares (data, engine, run)
     for field in sorted(dataclasses.fields(config_class), key=lambda f: f.name not in own):
-        flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+        flag = _flag(field)
         kind, is_tuple = base_type(field.type)
         shown = field.default
         if isinstance(shown, tuple):
@@ -70,7 +91,9 @@ def add_options(parser, config_class, list_choices=True):
             if isinstance(choices, Choices) and not list_choices:
                 choices = None
             options["type"] = kind
-            options["metavar"] = "{" + ",".join(choices) + "}" if choices else field.name.upper()
+            # the flag's name: --gradient-clip GRADIENT_CLIP, not the field's
+            metavar = flag.removeprefix("--").replace("-", "_").upper()
+            options["metavar"] = "{" + ",".join(choices) + "}" if choices else metavar
             if is_tuple:
                 options["nargs"] = "+"
         parser.add_argument(flag, **options)
@@ -174,11 +197,16 @@ def _check_not_a_run(out) -> None:
 
 def _stored_config(out, recipe, preset, given):
     """The ``config.toml`` of the run that ``--resume`` continues, or ``None``: it goes on with
-    the options it was started with, those given again on the command line aside."""
+    the options it was started with, those given again on the command line aside. A config of
+    another recipe is not taken: the checkpoint's own check names what differs."""
     if out is None:
         out = recipe.out.format(**dataclasses.asdict(recipe.config.build(preset, **given)))
     path = Path(out) / "config.toml"
-    return path if path.is_file() else None
+    try:
+        same = path.is_file() and config_recipe(path) == recipe.config.recipe
+    except ValueError:  # unreadable: the run's own checks say so
+        return None
+    return path if same else None
 
 
 def run(args):
@@ -322,7 +350,7 @@ def main(argv=None):
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             results = run(args)
     except (ValueError, FileNotFoundError) as error:
-        print(f"pyromem: error: {error}", file=sys.stderr)
+        print(f"pyromem: error: {_named_by_flag(str(error), args)}", file=sys.stderr)
         return 2
     except ArithmeticError as error:  # pyromem.train.TrainingDiverged
         print(f"pyromem: error: {error}", file=sys.stderr)

@@ -269,7 +269,7 @@ def test_a_failed_command_prints_no_json_and_exits_non_zero(capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("pyromem: error: hidden:") and captured.err.count("\n") == 1
+    assert captured.err.startswith("pyromem: error: --hidden:") and captured.err.count("\n") == 1
 
 
 def test_corrupt_checkpoint(capsys, tmp_path):
@@ -565,7 +565,7 @@ def test_eval_names_a_missing_checkpoint_before_torch_loads(family):
     )
     assert run.stdout.split() == ["2", "False"]
     assert run.stderr.strip() == (
-        "pyromem: error: checkpoint: no checkpoint file at /nonexistent/last.ckpt"
+        "pyromem: error: --checkpoint: no checkpoint file at /nonexistent/last.ckpt"
     )
 
 

@@ -94,7 +94,7 @@ def test_compare_estimators_resumes_without_training_or_measuring_again(
     config = (out / "config.toml").read_text()
     assert main([*argv, "--resume", "--seed", "1"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"pyromem: error: resume: the run in {out} has seed=0, this one seed=1; give its "
+        f"pyromem: error: --resume: the run in {out} has seed=0, this one seed=1; give its "
         "options to continue it, or pass --overwrite to start again"
     )
     assert (out / "config.toml").read_text() == config
@@ -159,7 +159,7 @@ def test_compare_guides_resume_with_nothing_to_continue_is_refused(tmp_path, cap
     assert main([*GUIDES, "--out", str(tmp_path), "--resume"]) == 2
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     assert capsys.readouterr().err.strip() == (
-        f"pyromem: error: resume: there is no checkpoint at {checkpoint} to continue"
+        f"pyromem: error: --resume: there is no checkpoint at {checkpoint} to continue"
     )
     assert not (tmp_path / "config.toml").exists()
 

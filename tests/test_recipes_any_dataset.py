@@ -150,7 +150,7 @@ def test_config_round_trips_through_toml_and_json(capsys, tmp_path, mnist_root):
         ("train vae --preset nonesuch", "--preset"),
         (
             "train vma --mode fewshot --dataset mnist --root {root} --test-classes 42",
-            "test_classes",
+            "--test-classes",
         ),
         ("train vma --mode fewshot --dataset mnist --root {root}", "test_classes"),
         ("train vma --steps 30 --steps-per-epoch 20", "steps"),
@@ -357,5 +357,5 @@ def test_episodes_the_data_cannot_hold_are_refused_before_training(capsys, tmp_p
     data[3] = str(tmp_path / "unlabelled.npz")
     kpp = ["train", "kpp", "--same-class", "--epochs", "1", *data, "--out", str(tmp_path / "k")]
     assert main(kpp) == 2
-    assert "same_class: the train split of npz has no labels (all -1)" in capsys.readouterr().err
+    assert "--same-class: the train split of npz has no labels (all -1)" in capsys.readouterr().err
     assert not (tmp_path / "k" / "checkpoints").exists()

@@ -112,7 +112,7 @@ def test_vma_resume_with_other_data_seed_or_episodes_is_refused_before_any_work(
     ):
         assert main([*argv, "--resume", *flags]) == 2
         assert capsys.readouterr().err.strip() == (
-            f"pyromem: error: resume: the checkpoint {checkpoint} was trained with "
+            f"pyromem: error: --resume: the checkpoint {checkpoint} was trained with "
             f"data.{name}={was}, this run has data.{name}={now}"
         )
         # the folder's config still describes the run it holds
@@ -120,7 +120,7 @@ def test_vma_resume_with_other_data_seed_or_episodes_is_refused_before_any_work(
     # with progress on, the refusal is still its one line: no progress line comes before it
     shown = [flag for flag in argv if flag != "--no-progress"]
     assert main([*shown, "--resume", "--seed", "1"]) == 2
-    assert capsys.readouterr().err.strip().startswith("pyromem: error: resume: the checkpoint")
+    assert capsys.readouterr().err.strip().startswith("pyromem: error: --resume: the checkpoint")
     # VIMCO's K is its objective: another K is another training
     vimco = tmp_path / "vimco"
     options = dict(mode="recall", address="vimco", steps=10, memory_size=4, batch_size=4)

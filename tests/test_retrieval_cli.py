@@ -75,7 +75,7 @@ def test_a_capacity_sweep_with_no_size_that_fits_is_refused_before_any_work(tmp_
     argv += ["--capacity-sizes", "100000", "500", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "capacity_sizes: none fits the 360 test and 1437 train images of digits; " in err
+    assert "--capacity-sizes: none fits the 360 test and 1437 train images of digits; " in err
     assert "sizes of at most 360 fit" in err
     assert not (tmp_path / "vae").exists() and not (tmp_path / "capacity.png").exists()
 
@@ -110,7 +110,7 @@ def test_a_memory_larger_than_a_split_is_refused_before_the_vae_trains(tmp_path,
     argv = ["retrieval", "--dataset", "digits", "--memory-size", "1000", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "memory_size: 1000 exceeds the 360 test images; memories of at most 360 fit" in err
+    assert "--memory-size: 1000 exceeds the 360 test images; memories of at most 360 fit" in err
     assert not (tmp_path / "vae").exists()
 
 
