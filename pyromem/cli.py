@@ -212,9 +212,11 @@ def _stored_config(out, recipe, preset, given):
 def run(args):
     """Run a parsed command and return its results dict (and set ``args.out``)."""
     if args.command == "demo":
+        args.out = args.out or DEMO_OUT
+        if not args.resume:  # before torch loads (a resume checks its folder's demo first)
+            writable_folder(args.out)
         from pyromem.experiments.demo import run_demo
 
-        args.out = args.out or DEMO_OUT
         return run_demo(
             args.out,
             quick=args.quick,

@@ -620,6 +620,22 @@ def test_every_option_help_says_its_default_once():
             assert ("--no-" in action.option_strings[0]) == action.help.startswith("do not ")
 
 
+def test_demo_refuses_an_out_that_is_a_file_before_torch_loads(tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    script = (
+        "import sys\nfrom pyromem.cli import main\n"
+        "print(main(sys.argv[1:]), 'torch' in sys.modules)\n"
+    )
+    for out in (afile, afile / "under"):
+        argv = ["demo", "--quick", "--out", str(out)]
+        run = subprocess.run(
+            [sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True
+        )
+        assert run.stdout.split() == ["2", "False"]
+        assert run.stderr.startswith("pyromem: error: --out: ") and run.stderr.count("\n") == 1
+
+
 def test_demo_refuses_a_bad_thread_count_before_any_work(tmp_path):
     from pyromem.experiments.demo import run_demo
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pyromem.checks import as_int
+from pyromem.experiments.options import writable_folder
 from pyromem.experiments.registry import DEMO_SECTIONS, recipe
 from pyromem.experiments.vae import torch_threads, write_results
 from pyromem.train.checkpoint import write_atomically
@@ -37,8 +38,9 @@ def run_demo(
         sections it finished (``sections.json``) are kept, the others run (an interrupted
         section from its start). Its ``quick`` and ``seed`` must be this run's.
     :returns: the results dict, with the report's path under ``"report"``.
-    :raises ValueError: before any work, if ``resume`` and ``out_dir`` holds no demo with a
-        finished section, or one of another ``quick`` or ``seed``.
+    :raises ValueError: before any work, if ``out_dir`` is a file or cannot be written, or if
+        ``resume`` and ``out_dir`` holds no demo with a finished section, or one of another
+        ``quick`` or ``seed``.
     """
     as_int(num_threads, "num_threads", 1)
     start = time.perf_counter()
@@ -47,7 +49,9 @@ def run_demo(
     record = out_dir / SECTIONS_FILE
     if resume:
         finished = finished_sections(record, quick, seed)
-    else:
+    # a file there, or a folder that cannot be written, stopped the first section seconds in
+    writable_folder(out_dir)
+    if not resume:
         finished = {}
         if record.is_file():  # an earlier demo's, whose sections this one replaces
             record.unlink()

@@ -572,7 +572,8 @@ def _start_line(config, saved, epochs, per_epoch, num_train):
         length = f"{epochs} epochs of {math.ceil(num_train / config.batch_size)} steps"
         done = f"epoch {saved.epoch}" if saved else None
     else:
-        length = f"{config.steps} steps in {epochs} blocks of {per_epoch}, a line after each"
+        blocks = f"{epochs} block{'s' if epochs != 1 else ''}"
+        length = f"{config.steps} steps in {blocks} of {per_epoch}, a line after each"
         done = f"step {saved.epoch * per_epoch}" if saved else None
     verb, start = ("continuing", f" from {done}") if saved else ("training", "")
     return (
