@@ -212,8 +212,13 @@ def _stored_config(out, recipe, preset, given):
 def run(args):
     """Run a parsed command and return its results dict (and set ``args.out``)."""
     if args.command == "demo":
-        args.out = args.out or DEMO_OUT
-        if not args.resume:  # before torch loads (a resume checks its folder's demo first)
+        args.out = DEMO_OUT if args.out is None else args.out
+        # before torch loads, as the recipes' options are checked
+        if not 0 <= args.seed <= 2**32 - 1:
+            raise ValueError(f"--seed: expected a value in [0, {2**32 - 1}], got {args.seed}")
+        if args.num_threads < 1:
+            raise ValueError(f"--num-threads: expected a value >= 1, got {args.num_threads}")
+        if not args.resume:  # a resume checks its folder's demo first
             writable_folder(args.out)
         from pyromem.experiments.demo import run_demo
 
@@ -232,9 +237,10 @@ def run(args):
         checkpoint = Path(options.checkpoint)
         # beside the checkpoint: in its run's folder for a run's checkpoints/last.ckpt
         beside = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-        args.out = args.out or str((beside or checkpoint.parent) / "eval")
-        _check_not_a_run(args.out)
+        if args.out is None:
+            args.out = str((beside or checkpoint.parent) / "eval")
         writable_folder(args.out)  # before the evaluation, which may take minutes
+        _check_not_a_run(args.out)
         recipe = FAMILIES[args.family]
         from pyromem.experiments.vae import stderr_line  # after parsing: it loads torch
 
@@ -257,7 +263,8 @@ def run(args):
     if file is None and given.get("resume"):
         file = _stored_config(args.out, recipe, preset, given)
     config = recipe.config.build(preset=preset, file=file, **given)
-    args.out = args.out or recipe.out.format(**dataclasses.asdict(config))
+    if args.out is None:  # an empty --out is refused, not replaced
+        args.out = recipe.out.format(**dataclasses.asdict(config))
     module = recipe.load()
     import pyro  # after parsing: a bad flag is answered before the heavy imports
 

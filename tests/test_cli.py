@@ -636,6 +636,26 @@ def test_demo_refuses_an_out_that_is_a_file_before_torch_loads(tmp_path):
         assert run.stderr.startswith("pyromem: error: --out: ") and run.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["train", "vae", "--out", ""], "--out: expected a folder, got an empty path"),
+        (["demo", "--quick", "--out", ""], "--out: expected a folder, got an empty path"),
+        (["train", "vae", "--seed", str(2**32)], "--seed: expected a value <= 4294967295"),
+        (["demo", "--seed", "-1", "--out", "{tmp}"], "--seed: expected a value in [0, "),
+        (["demo", "--num-threads", "0", "--out", "{tmp}"], "--num-threads: expected a value >="),
+        (
+            ["train", "vae", "--resume", "--overwrite", "--out", "{tmp}"],
+            "--overwrite: it starts the run in --out again and --resume continues it",
+        ),
+    ],
+)
+def test_a_value_that_would_be_replaced_or_fail_late_is_refused(capsys, tmp_path, argv, line):
+    assert main([arg.format(tmp=tmp_path / "run") for arg in argv]) == 2
+    assert capsys.readouterr().err.startswith(f"pyromem: error: {line}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_demo_refuses_a_bad_thread_count_before_any_work(tmp_path):
     from pyromem.experiments.demo import run_demo
 

@@ -98,7 +98,8 @@ class ProgressOption(Options):
 class RunOptions(ProgressOption):
     """Options of every run."""
 
-    seed: int = option(0, "seed of the whole run", minimum=0)
+    # numpy's seeds are 32-bit
+    seed: int = option(0, "seed of the whole run", minimum=0, maximum=2**32 - 1)
     overwrite: bool = option(False, "replace a finished run in --out", stored=False)
 
 
@@ -617,7 +618,12 @@ class EvalConfig(ProgressOption):
         None, "draws of the test ELBO (default: 10; vma: the training run's K)", minimum=1
     )
     root: str | None = option(None, "data folder, if it moved since training")
-    seed: int = option(0, "seed of the evaluation's draws: the same command, the same numbers")
+    seed: int = option(
+        0,
+        "seed of the evaluation's draws: the same command, the same numbers",
+        minimum=0,
+        maximum=2**32 - 1,
+    )
 
     def check(self):
         check_checkpoint_file(self.checkpoint or None)

@@ -77,6 +77,7 @@ def option(
     choices=None,
     flag=None,
     minimum=None,
+    maximum=None,
     above=None,
     stored=True,
     required=False,
@@ -89,6 +90,7 @@ def option(
         or :class:`Choices` imported from their home when first needed.
     :param str flag: the command-line flag, when it is not ``--`` + the name with dashes.
     :param minimum: the smallest value allowed (each element's, for a tuple option).
+    :param maximum: the largest value allowed.
     :param above: values must be greater than this. Numbers must be finite.
     :param bool stored: written to a run's ``config.toml``. An option that says what to do
         with the run folder (``overwrite``, ``resume``) is not: a run started again from
@@ -101,6 +103,7 @@ def option(
         "choices": choices,
         "flag": flag,
         "minimum": minimum,
+        "maximum": maximum,
         "above": above,
         "stored": stored,
         "required": required,
@@ -224,8 +227,14 @@ class Options:
 
         :raises ValueError: if ``out_dir`` is a file or cannot be written, or holds a
             finished run (``results.json``) or an interrupted one (a ``last.ckpt`` in a
-            ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set.
+            ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set, or if
+            both are.
         """
+        if getattr(self, "resume", False) and getattr(self, "overwrite", False):
+            raise ValueError(
+                "--overwrite: it starts the run in --out again and --resume continues it; "
+                "give one of them"
+            )
         existed = Path(out_dir).is_dir()
         out_dir = writable_folder(out_dir)
         if not (getattr(self, "resume", False) or getattr(self, "overwrite", False)):
@@ -281,6 +290,8 @@ def writable_folder(out_dir) -> Path:
     :raises ValueError: in one line naming ``--out``, if ``out_dir`` is a file or cannot
         be created or written (read-only, under a file, no permission).
     """
+    if str(out_dir) == "":
+        raise ValueError("--out: expected a folder, got an empty path")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out: {out_dir} is a file, not a folder")
@@ -368,7 +379,7 @@ def _checked(field, value):
         if field.default is not None:
             raise ValueError(f"{name}: expected a value, got None")
         return None
-    bounds = field.metadata.get("minimum"), field.metadata.get("above")
+    bounds = tuple(field.metadata.get(key) for key in ("minimum", "above", "maximum"))
     if is_tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             value = (value,)
@@ -378,7 +389,7 @@ def _checked(field, value):
     return _scalar(name, kind, value, choices, bounds)
 
 
-def _scalar(name, kind, value, choices, bounds=(None, None)):
+def _scalar(name, kind, value, choices, bounds=(None, None, None)):
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected true or false, got {value!r}")
@@ -394,13 +405,15 @@ def _scalar(name, kind, value, choices, bounds=(None, None)):
     if choices is not None and value not in choices:
         raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
     if kind in (int, float):
-        minimum, above = bounds
+        minimum, above, maximum = bounds
         if not math.isfinite(value):
             raise ValueError(f"{name}: expected a finite number, got {value!r}")
         if minimum is not None and value < minimum:
             raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
         if above is not None and not value > above:
             raise ValueError(f"{name}: expected a value > {above}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{name}: expected a value <= {maximum}, got {value!r}")
     return value
 
 
