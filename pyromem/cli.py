@@ -282,9 +282,15 @@ def run(args):
 
 
 def _with_config_family(argv):
-    # ``pyromem train --config FILE``: the family is the one the file names.
-    if len(argv) >= 3 and argv[0] == "train" and argv[1] == "--config":
-        return ["train", config_recipe(argv[2]), *argv[1:]]
+    # ``pyromem train --config FILE`` (or ``--config=FILE``, anywhere after ``train``) with no
+    # family: the family is the one the file names.
+    if len(argv) < 2 or argv[0] != "train" or argv[1] in FAMILIES or argv[1] in ("-h", "--help"):
+        return argv
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--config" and i + 1 < len(argv):
+            return ["train", config_recipe(argv[i + 1]), *argv[1:]]
+        if arg.startswith("--config="):
+            return ["train", config_recipe(arg.removeprefix("--config=")), *argv[1:]]
     return argv
 
 

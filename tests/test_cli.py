@@ -669,3 +669,20 @@ def test_train_prints_its_test_bounds_on_the_terminal(capsys, tmp_path):
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     assert f"| {results['test_log_likelihood_nats']:.2f} |" in out and "| IWAE-" in out
+
+
+def test_train_config_names_the_family_in_any_of_its_forms(tmp_path):
+    from pyromem.cli import _with_config_family
+
+    config = tmp_path / "config.toml"
+    config.write_text('recipe = "kpp"\nepochs = 1\n')
+    for argv in (
+        ["train", "--config", str(config), "--resume"],
+        ["train", f"--config={config}", "--resume"],
+        ["train", "--resume", "--config", str(config)],
+    ):
+        assert _with_config_family(argv)[:2] == ["train", "kpp"]
+        assert _with_config_family(argv)[2:] == argv[1:]
+    # a family given, or none and no --config: as typed
+    assert _with_config_family(["train", "vae", "--config", str(config)])[1] == "vae"
+    assert _with_config_family(["train", "--epochs", "3"]) == ["train", "--epochs", "3"]
