@@ -124,8 +124,8 @@ def test_plot_does_not_make_folders_at_the_filesystem_root(comparison):
 @pytest.mark.parametrize(
     "flags, name",
     [
-        (["--num-test", "100000"], "num_test: at most the 360 images"),
-        (["--model", "memory-vae", "--memory-size", "100000"], "memory_size: at most the 1437"),
+        (["--num-test", "100000"], "--num-test: at most the 360 images"),
+        (["--model", "memory-vae", "--memory-size", "100000"], "--memory-size: at most the 1437"),
     ],
 )
 def test_compare_guides_refuses_more_images_than_the_split_before_training(
