@@ -192,3 +192,20 @@ def check_input_dtype(net, value, name):
             f"convert one to the other, e.g. net.to({value.dtype}) or {name}.to({dtype})"
         )
     return value
+
+
+def check_program(fn, name):
+    """Raise a one-line :class:`TypeError` unless ``fn`` is callable as a Pyro program: not a
+    module without a ``forward`` (``vae`` where ``vae.model`` or ``vae.guide`` was meant, which
+    torch would answer with "missing the required forward function" on the first call).
+
+    :param fn: the model or guide given.
+    :param str name: ``"model"`` or ``"guide"``, the argument's name.
+    """
+    if isinstance(fn, torch.nn.Module) and type(fn).forward is torch.nn.Module.forward:
+        raise TypeError(
+            f"{name}: expected a Pyro program such as vae.{name}, got the module "
+            f"{type(fn).__name__} itself, which has no forward"
+        )
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")

@@ -68,6 +68,19 @@ def test_log_importance_weights_refuses_a_count_it_would_round_or_fail_on(
         log_importance_weights(lg.model, lg.exact_guide, x, num_particles, plate_nesting)
 
 
+def test_a_module_given_for_its_model_or_guide_is_named():
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    expected = r"model: expected a Pyro program such as vae.model, got the module VAE itself"
+    for run in (
+        lambda: elbo_decomposition(vae, vae.guide, x),
+        lambda: log_likelihood(vae, vae.guide, x, num_samples=2),
+        lambda: MAPRefinement(vae, vae.guide),
+    ):
+        with pytest.raises(TypeError, match=expected):
+            run()
+
+
 def test_on_pass_that_cannot_be_called_is_refused_before_any_draw(lg):
     calls = []
 

@@ -16,6 +16,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
+from pyromem.checks import check_program
 from pyromem.infer.traces import per_datapoint, plate_nesting
 
 # Deprecated aliases, kept for one release: DATA_PLATE is declared in pyromem.models.plates,
@@ -32,6 +33,8 @@ def trial_traces(model, guide, args, kwargs, name=None):
 
     :param str name: the guide's name in error messages (default: "the guide").
     """
+    check_program(model, "model")
+    check_program(guide, "guide")
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(

@@ -34,7 +34,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.runtime import NonlocalExit
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, check_program
 from pyromem.models.plates import DATA_PLATE, data_plate
 
 
@@ -60,10 +60,8 @@ class Refinement:
     """
 
     def __init__(self, model, guide, num_steps=10, site="z"):
-        if not callable(model):
-            raise TypeError(f"model must be callable, got {type(model).__name__}")
-        if not callable(guide):
-            raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+        check_program(model, "model")
+        check_program(guide, "guide")
         as_int(num_steps, "num_steps", 0)
         if not isinstance(site, str):
             raise TypeError(f"site must be a str, got {type(site).__name__}")
