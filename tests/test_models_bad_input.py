@@ -220,3 +220,9 @@ def test_predictive_coding_checks_the_layer_widths_at_construction():
     double = PredictiveCoding(m.model, m.guide, [nn.Linear(3, 16).double()])
     with pytest.raises(TypeError, match="layers: their parameters are torch.float64 but the guide"):
         double.refine(binary(2))
+
+
+def test_vae_takes_one_hidden_width_as_the_other_models_do():
+    assert VAE(SHAPE, latent_dim=2, hidden=8).config["hidden"] == [8]
+    with pytest.raises(TypeError, match="hidden must be a tuple of ints, got 'a'"):
+        VAE(SHAPE, hidden="a")

@@ -20,7 +20,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
-from pyromem.checks import as_int, as_positive_int, as_shape, parameter_dtype
+from pyromem.checks import as_int, as_positive_int, as_shape, as_sizes, parameter_dtype
 from pyromem.data.validation import check_images
 from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
@@ -45,7 +45,7 @@ class VAE(PyroModule):
     :param str likelihood: ``"bernoulli"``, ``"gaussian"`` or
         ``"discretized_logistic_mixture"``.
     :param str net: ``"mlp"`` or ``"conv"`` encoder and decoder.
-    :param tuple hidden: hidden widths of the MLP nets.
+    :param tuple hidden: hidden widths of the MLP nets (an int: one layer).
     :param dict likelihood_kwargs: options of the likelihood head, e.g.
         ``{"scale": 0.1}`` for a fixed Gaussian scale.
 
@@ -68,6 +68,7 @@ class VAE(PyroModule):
         if net not in NETS:
             raise ValueError(f"net must be one of {NETS}, got {net!r}")
         as_int(latent_dim, "latent_dim", 1)
+        hidden = as_sizes(hidden, "hidden")  # an int is one layer, as the other models take it
         self.input_shape = tuple(as_shape(input_shape, "input_shape"))
         self.latent_dim = latent_dim
         self.config = {
