@@ -202,10 +202,24 @@ def check_program(fn, name):
     :param fn: the model or guide given.
     :param str name: ``"model"`` or ``"guide"``, the argument's name.
     """
-    if isinstance(fn, torch.nn.Module) and type(fn).forward is torch.nn.Module.forward:
+    # a module is called through forward unless its class calls otherwise (a refinement guide)
+    calls_forward = type(fn).__call__ in (torch.nn.Module.__call__, _pyro_module_call())
+    if (
+        isinstance(fn, torch.nn.Module)
+        and calls_forward
+        and type(fn).forward is torch.nn.Module.forward
+    ):
         raise TypeError(
             f"{name}: expected a Pyro program such as vae.{name}, got the module "
             f"{type(fn).__name__} itself, which has no forward"
         )
     if not callable(fn):
         raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+def _pyro_module_call():
+    # PyroModule's own __call__, which calls forward as torch's does; Pyro is imported here, not
+    # above, so that this lowest layer needs torch alone
+    from pyro.nn import PyroModule
+
+    return PyroModule.__call__

@@ -278,6 +278,13 @@ def run(args):
     file = args.config
     if file is None and given.get("resume"):
         file = _stored_config(args.out, recipe, preset, given)
+    if given.get("resume") and given.get("overwrite"):
+        # the recipes' inner runs pass both (continue a training where it has a checkpoint);
+        # a user who gives both would see --overwrite ignored
+        raise ValueError(
+            "--overwrite: it starts the run in --out again and --resume continues it; "
+            "give one of them"
+        )
     config = recipe.config.build(preset=preset, file=file, **given)
     if args.out is None:  # an empty --out is refused, not replaced
         args.out = recipe.out.format(**dataclasses.asdict(config))

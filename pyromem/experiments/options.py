@@ -227,14 +227,8 @@ class Options:
 
         :raises ValueError: if ``out_dir`` is a file or cannot be written, or holds a
             finished run (``results.json``) or an interrupted one (a ``last.ckpt`` in a
-            ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set, or if
-            both are.
+            ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set.
         """
-        if getattr(self, "resume", False) and getattr(self, "overwrite", False):
-            raise ValueError(
-                "--overwrite: it starts the run in --out again and --resume continues it; "
-                "give one of them"
-            )
         existed = Path(out_dir).is_dir()
         out_dir = writable_folder(out_dir)
         if not (getattr(self, "resume", False) or getattr(self, "overwrite", False)):
