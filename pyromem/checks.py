@@ -164,6 +164,23 @@ def parameter_dtype(module):
     return None
 
 
+def parameter_device(module):
+    """The device of ``module``'s parameters (``None`` if it has none), which its inputs must
+    share."""
+    return next((parameter.device for parameter in module.parameters()), None)
+
+
+def check_device(tensor, name, device):
+    """Raise a one-line ``ValueError`` unless ``tensor`` is on ``device`` (the model's, from
+    :func:`parameter_device`; ``None``: any), rather than torch's "Expected all tensors to be
+    on the same device" from inside a net."""
+    if device is not None and tensor.device != device:
+        raise ValueError(
+            f"{name} is on {tensor.device} but the model's parameters are on {device}: move "
+            f"one to the other, e.g. {name}.to({str(device)!r}) or model.to({str(tensor.device)!r})"
+        )
+
+
 def as_float_tensor(value, name, what=""):
     """``value`` if it is a floating-point tensor, else a one-line ``TypeError`` naming it.
 

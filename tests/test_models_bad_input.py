@@ -226,3 +226,11 @@ def test_vae_takes_one_hidden_width_as_the_other_models_do():
     assert VAE(SHAPE, latent_dim=2, hidden=8).config["hidden"] == [8]
     with pytest.raises(TypeError, match="hidden must be a tuple of ints, got 'a'"):
         VAE(SHAPE, hidden="a")
+
+
+def test_a_vae_names_images_on_another_device_than_its_parameters():
+    vae = VAE(SHAPE, latent_dim=2, hidden=(8,))
+    x = binary(3).to("meta")  # another device than the parameters', without a GPU
+    for call in (vae.model, vae.guide, vae.reconstruct):
+        with pytest.raises(ValueError, match="x is on meta but the model's parameters are on cpu"):
+            call(x)

@@ -2,10 +2,14 @@
 
 import torch
 
+from pyromem.checks import check_device
+
 SUPPORTS = ("binary", "unit_interval", "8bit", "real")
 
 
-def check_images(x, event_shape, support="real", name="x", check_values=True, dtype=None):
+def check_images(
+    x, event_shape, support="real", name="x", check_values=True, dtype=None, device=None
+):
     """Check that ``x`` is a float batch of images a model can score.
 
     Raises a :class:`TypeError` or :class:`ValueError` that names the argument,
@@ -24,6 +28,8 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
         validation is off, as during training.
     :param torch.dtype dtype: the floating dtype ``x`` must have, that of the model's
         parameters (``None``: any).
+    :param torch.device device: the device ``x`` must be on, that of the model's parameters
+        (``None``: any).
     :returns: ``x`` unchanged.
     """
     levels = _levels(support)
@@ -40,6 +46,7 @@ def check_images(x, event_shape, support="real", name="x", check_values=True, dt
             f"{name} is {x.dtype} but the model's parameters are {dtype}: convert one to the "
             f"other, e.g. model.to({x.dtype}) or {name}.to({dtype})"
         )
+    check_device(x, name, device)
     event_shape = tuple(event_shape)
     if x.dim() < len(event_shape) + 1 or tuple(x.shape[-len(event_shape) :]) != event_shape:
         raise ValueError(

@@ -46,6 +46,7 @@ from pyromem.checks import (
     as_positive_int,
     as_shape,
     as_sizes,
+    check_device,
     flatten_batch,
     parameter_dtype,
 )
@@ -465,11 +466,7 @@ class KanervaPlusPlus(PyroModule):
                 f"{name} is {value.dtype} but the model's parameters are {like.dtype}: convert "
                 f"one to the other, e.g. {name}.to({like.dtype})"
             )
-        if value.device != like.device:
-            raise ValueError(
-                f"{name} is on {value.device} but the model's parameters are on {like.device}: "
-                f"move one to the other, e.g. {name}.to({str(like.device)!r})"
-            )
+        check_device(value, name, like.device)
         return value
 
     def _check_key_values(self, keys):

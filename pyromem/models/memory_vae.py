@@ -20,15 +20,19 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyromem.checks import as_float_tensor, as_positive_int, parameter_dtype
+from pyromem.checks import (
+    as_float_tensor,
+    as_positive_int,
+    check_device,
+    parameter_device,
+    parameter_dtype,
+)
 from pyromem.data.validation import check_images
 from pyromem.memory import GaussianMixtureMemory
 from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
 from pyromem.models.slot_memory import (
     SlotMemoryModel,
-    _check_device,
-    _parameter_device,
     check_memory,
 )
 from pyromem.models.vae import VAE
@@ -125,14 +129,14 @@ class MemoryVAE(SlotMemoryModel):
             self.memory = self._check_width(memory, "memory", (None, latent_dim))
         # Checked now, not at the first loss (in words about its internal z): dtype and device
         # those of the model's parameters (a VAE's; a PixelMemory has none), finite values.
-        dtype, device = parameter_dtype(self), _parameter_device(self)
+        dtype, device = parameter_dtype(self), parameter_device(self)
         if self.precision is not None:
             if dtype is not None and self.precision.dtype != dtype:
                 raise TypeError(
                     f"precision is {self.precision.dtype} but the model's parameters are "
                     f"{dtype}: convert one to the other with .to(dtype)"
                 )
-            _check_device(self.precision, "precision", device)
+            check_device(self.precision, "precision", device)
         if self.memory is not None:
             check_memory(self.memory, self.memory_shape, dtype, device)
             like = self.memory  # the distribution then checks a precision against it
@@ -170,7 +174,7 @@ class MemoryVAE(SlotMemoryModel):
         of the model's parameters), shape, and the values (while Pyro's validation is on)."""
         if isinstance(images, torch.Tensor):
             # before check_images reads the values
-            _check_device(images, name, _parameter_device(self))
+            check_device(images, name, parameter_device(self))
         check_images(
             images,
             self.input_shape,

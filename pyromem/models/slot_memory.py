@@ -16,7 +16,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyromem.checks import as_int, parameter_dtype
+from pyromem.checks import as_int, check_device, parameter_device, parameter_dtype
 from pyromem.data.validation import check_images
 
 #: How a model holds a memory of its own.
@@ -41,25 +41,11 @@ def check_memory(memory, memory_shape, dtype=None, device=None):
             f"memory is {memory.dtype} but the model's parameters are {dtype}: convert one to "
             "the other with .to(dtype)"
         )
-    _check_device(memory, "memory", device)
+    check_device(memory, "memory", device)
     # one sum is finite only if every value is (it costs no mask per slot); where it is
     # not, the values decide (a sum of finite values may overflow)
     if not torch.isfinite(memory.detach().sum()) and not torch.isfinite(memory).all():
         raise ValueError("memory: expected finite values, got NaN or infinite ones")
-
-
-def _check_device(tensor, name, device):
-    """Raise unless ``tensor`` is on ``device`` (the model's; ``None``: any)."""
-    if device is not None and tensor.device != device:
-        raise ValueError(
-            f"{name} is on {tensor.device} but the model's parameters are on {device}: move "
-            f"one to the other, e.g. {name}.to({str(device)!r}) or model.to({str(tensor.device)!r})"
-        )
-
-
-def _parameter_device(module):
-    """The device of ``module``'s parameters (``None`` if it has none)."""
-    return next((parameter.device for parameter in module.parameters()), None)
 
 
 def check_memory_options(kind, memory_size):
@@ -178,7 +164,7 @@ class SlotMemoryModel(PyroModule):
         """
         if memory is None:
             memory = self.own_memory()
-        check_memory(memory, self.memory_shape, parameter_dtype(self), _parameter_device(self))
+        check_memory(memory, self.memory_shape, parameter_dtype(self), parameter_device(self))
         return memory
 
     def _inputs(self, x, memory):
@@ -187,7 +173,7 @@ class SlotMemoryModel(PyroModule):
         memory, for subclasses with those attributes."""
         if isinstance(x, torch.Tensor):
             # before check_images reads the values
-            _check_device(x, "x", _parameter_device(self))
+            check_device(x, "x", parameter_device(self))
         check_images(
             x,
             self.input_shape,

@@ -20,7 +20,14 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
-from pyromem.checks import as_int, as_positive_int, as_shape, as_sizes, parameter_dtype
+from pyromem.checks import (
+    as_int,
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    parameter_device,
+    parameter_dtype,
+)
 from pyromem.data.validation import check_images
 from pyromem.models.methods import pyro_program
 from pyromem.models.plates import data_plate
@@ -98,6 +105,7 @@ class VAE(PyroModule):
             self.likelihood.support,
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
+            device=parameter_device(self),
         )
 
     @pyro_program
