@@ -260,11 +260,12 @@ def run(args):
         recipe = FAMILIES[args.family]
         from pyromem.experiments.vae import stderr_line  # after parsing: it loads torch
 
-        evaluator = getattr(recipe.load(), recipe.evaluator)
+        module = recipe.load()
+        evaluator = getattr(module, recipe.evaluator)
         import pyro
 
         pyro.set_rng_seed(options.seed)
-        return evaluator(
+        results = evaluator(
             options.checkpoint,
             out_dir=args.out,
             num_samples=options.num_samples or recipe.eval_samples,
@@ -273,6 +274,9 @@ def run(args):
             root=options.root,
             log=stderr_line if options.progress else None,
         )
+        # the same table as the training run's, on the terminal (stderr under --json)
+        print(module.summary(results))
+        return results
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS[args.command]
     preset, given = getattr(args, "preset", None), _given(args, recipe.config)
     file = args.config

@@ -671,6 +671,20 @@ def test_train_prints_its_test_bounds_on_the_terminal(capsys, tmp_path):
     assert f"| {results['test_log_likelihood_nats']:.2f} |" in out and "| IWAE-" in out
 
 
+def test_vma_training_and_every_evaluation_print_their_bounds(capsys, tmp_path):
+    vma = "train vma --steps 10 --steps-per-epoch 10 --num-samples 4 --hidden 8 --latent-dim 2"
+    vma += " --embedding-dim 4 --memory-size 4 --batch-size 4 --num-threads 1 --no-progress"
+    assert main([*vma.split(), "--out", str(tmp_path / "vma")]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "vma" / "results.json").read_text())
+    assert f"| test NLL, −IWAE-4 (nats/image) | {results['test_nll_nats']:.3f} |" in out
+    assert "| KL(q(a\\|x)‖p(a)) |" in out  # the pipe escaped: one row of two cells
+    checkpoint = str(tmp_path / "vma" / "checkpoints" / "last.ckpt")
+    assert main(["eval", "vma", "--checkpoint", checkpoint, "--num-samples", "4"]) == 0
+    again = json.loads((tmp_path / "vma" / "eval" / "results.json").read_text())
+    assert f"| {again['test_nll_nats']:.3f} |" in capsys.readouterr().out
+
+
 def test_train_config_names_the_family_in_any_of_its_forms(tmp_path):
     from pyromem.cli import _with_config_family
 

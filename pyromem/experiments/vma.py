@@ -760,6 +760,32 @@ DEMO = {
 DEMO_NETS = {"hidden": (64,), "latent_dim": 4, "embedding_dim": 32, "lr": 1e-2}
 
 
+def summary(results):
+    """The test bounds of a VMA run as a Markdown table (and few-shot accuracies, where
+    measured): for the terminal."""
+    kl_address = results.get("kl_address")
+    rows = [
+        (f"test NLL, −IWAE-{results['num_samples']} (nats/image)", results["test_nll_nats"]),
+        ("ELBO (nats/image)", results["elbo_nats"]),
+        ("reconstruction", results["reconstruction"]),
+        ("KL(q(a\\|x)‖p(a))", kl_address),
+        ("E KL(q(z)‖p(z))", results["kl_z"]),
+    ]
+    if "log_memory_size" in results:
+        rows.append(("log memory size (a lookup table's NLL)", results["log_memory_size"]))
+    lines = [
+        f"| {results['mode']}, address {results['address']}, a memory of "
+        f"{results['memory_size']} | value |",
+        "| --- | ---: |",
+        *(f"| {name} | {'—' if value is None else f'{value:.3f}'} |" for name, value in rows),
+    ]
+    accuracy = results.get("classification_accuracy") or {}
+    if accuracy:
+        shown = ", ".join(f"{task} {100 * value:.1f} %" for task, value in accuracy.items())
+        lines += ["", f"Few-shot classification accuracy: {shown}."]
+    return "\n".join(lines)
+
+
 def _plus_minus(value, error):
     # "mean ± standard error" for the demo's tables; "–" where there is no value
     if value is None:
