@@ -133,6 +133,7 @@ def test_eval_writes_beside_a_checkpoint_outside_a_run_folder(
         "pyromem.experiments.vae.evaluate_checkpoint",
         lambda checkpoint, *, out_dir, **kwargs: written.append(out_dir) or {},
     )
+    monkeypatch.setattr("pyromem.experiments.vae.summary", lambda results: "")
     moved = tmp_path / "kept" / "my.ckpt"
     moved.parent.mkdir()
     shutil.copy(trained / "checkpoints" / "last.ckpt", moved)
