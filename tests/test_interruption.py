@@ -201,7 +201,7 @@ def fake_sections(monkeypatch, calls, stop=None):
     )
 
 
-def test_the_demo_resumes_after_its_finished_sections(tmp_path, monkeypatch):
+def test_the_demo_resumes_after_its_finished_sections(tmp_path, monkeypatch, capsys):
     from pyromem.experiments.demo import DEMO_SECTIONS, run_demo
 
     first, *_, last = DEMO_SECTIONS
@@ -224,11 +224,12 @@ def test_the_demo_resumes_after_its_finished_sections(tmp_path, monkeypatch):
     assert all(results[name] == {"quick": True, "seed": 0} for name in DEMO_SECTIONS)
     report = (tmp_path / "report.md").read_text()
     assert all(f"## {name}" in report for name in DEMO_SECTIONS)
-    # a demo started again (no resume) replaces the record: nothing of it is kept after
+    # a demo started again (no resume) replaces the record, and says so: nothing of it is kept
     calls.clear()
     fake_sections(monkeypatch, calls, stop=first)
     with pytest.raises(KeyboardInterrupt):
-        run_demo(tmp_path, quick=True, progress=False)
+        run_demo(tmp_path, quick=True)
+    assert f"demo: replacing the demo in {tmp_path}" in capsys.readouterr().err
     with pytest.raises(ValueError, match="resume: there is no demo in .* to continue"):
         run_demo(tmp_path, quick=True, progress=False, resume=True)
 

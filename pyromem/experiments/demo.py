@@ -54,6 +54,13 @@ def run_demo(
     if not resume:
         finished = {}
         if record.is_file():  # an earlier demo's, whose sections this one replaces
+            if progress:
+                print(
+                    f"demo: replacing the demo in {out_dir} (the same command with --resume "
+                    "keeps its finished sections)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             record.unlink()
     # the sections kept count with the seconds they took
     kept_seconds = sum(section["seconds"] for section in finished.values())
