@@ -95,3 +95,11 @@ def test_binary_support_message_names_the_flags():
     with pytest.raises(ValueError) as info:
         check_images(torch.full((2, 3, 3, 3), 0.5), (3, 3, 3), "binary")
     assert "binari" not in str(info.value) and "--likelihood gaussian" in str(info.value)
+
+
+def test_an_embedded_dataset_refuses_a_root_or_download_it_would_ignore(tmp_path):
+    from pyromem.data import load
+
+    for options in ({"root": tmp_path}, {"download": True}):
+        with pytest.raises(ValueError, match="root: digits is embedded in pyromem"):
+            load("digits", "train", **options)

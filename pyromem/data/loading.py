@@ -51,10 +51,10 @@ def load(
     :param str name: one of :data:`DATASETS`.
     :param str split: ``"train"`` or ``"test"``.
     :param root: directory of a torchvision dataset or of an ImageFolder, or
-        the ``.npz`` file (str or path); required for those, ignored by the
-        embedded datasets.
+        the ``.npz`` file (str or path); required for those, refused for the
+        embedded datasets, which read no folder.
     :param bool download: let torchvision fetch missing files into ``root``
-        (an error for ``"imagefolder"`` and ``"npz"``).
+        (an error for ``"imagefolder"``, ``"npz"`` and the embedded datasets).
     :param str binarize: ``None`` (grey levels), ``"static"`` (one fixed
         Bernoulli sample seeded by ``seed``) or ``"dynamic"`` (a fresh sample at
         every access); grey-scale (C = 1) datasets only.
@@ -86,6 +86,12 @@ def load(
     if size is not None:
         options["size"] = size
     if name in EMBEDDED:
+        if root is not None or download:
+            # they would be ignored, and a run would store them as if they had mattered
+            raise ValueError(
+                f"root: {name} is embedded in pyromem and reads no folder; --root and "
+                "--download are for torchvision's datasets and the user's own"
+            )
         dataset = loader(split, seed=seed, **options)
     elif name in USER:
         dataset = loader(split, root=root, download=download, seed=seed, **options)
