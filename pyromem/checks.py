@@ -170,14 +170,18 @@ def parameter_device(module):
     return next((parameter.device for parameter in module.parameters()), None)
 
 
-def check_device(tensor, name, device):
-    """Raise a one-line ``ValueError`` unless ``tensor`` is on ``device`` (the model's, from
-    :func:`parameter_device`; ``None``: any), rather than torch's "Expected all tensors to be
-    on the same device" from inside a net."""
+def check_device(tensor, name, device, where="the model's parameters are"):
+    """Raise a one-line ``ValueError`` unless ``tensor`` is on ``device`` (``None``: any),
+    rather than torch's "Expected all tensors to be on the same device" from inside a net.
+
+    :param device: where ``tensor`` must be: the model's (:func:`parameter_device`), or that of
+        what ``where`` names.
+    :param str where: the subject of the message's "... on ``device``", with its verb.
+    """
     if device is not None and tensor.device != device:
         raise ValueError(
-            f"{name} is on {tensor.device} but the model's parameters are on {device}: move "
-            f"one to the other, e.g. {name}.to({str(device)!r}) or model.to({str(tensor.device)!r})"
+            f"{name} is on {tensor.device} but {where} on {device}: move one to the other, "
+            f"e.g. {name}.to({str(device)!r})"
         )
 
 

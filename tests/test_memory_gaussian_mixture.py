@@ -467,3 +467,14 @@ def test_expanded_views_as_memory_match_contiguous_copies(device):
         torch.testing.assert_close(view.fixed_point_step(z), copy.fixed_point_step(z))
         torch.testing.assert_close(view.mean, copy.mean)
         torch.testing.assert_close(view.variance, copy.variance)
+
+
+def test_queries_and_keys_on_another_device_than_the_memory_are_named():
+    from pyromem.memory import spatial_read
+
+    gmm = GaussianMixtureMemory(torch.zeros(3, 2), scale=1.0)
+    with pytest.raises(ValueError, match="z is on meta but the memory is on cpu"):
+        gmm.log_prob(torch.zeros(4, 2, device="meta"))
+    keys = torch.zeros(2, 1, 3, device="meta")
+    with pytest.raises(ValueError, match="keys is on meta but the memory is on cpu"):
+        spatial_read(torch.rand(2, 1, 8, 8), keys, (4, 4))

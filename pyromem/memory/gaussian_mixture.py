@@ -30,7 +30,7 @@ import numbers
 import torch
 from pyro.distributions import Categorical, TorchDistribution, constraints
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, check_device
 
 _WEIGHTS = ("balanced", "hopfield")
 #: How far below the best component, in nats, a component's logit is floored (see _logits).
@@ -349,6 +349,7 @@ class GaussianMixtureMemory(TorchDistribution):
                 f"{name} is {z.dtype} but the memory is {self.memory.dtype}: convert one to the "
                 "other with .to(dtype)"
             )
+        check_device(z, name, self.memory.device, "the memory is")
         dim = self.event_shape[0]
         if z.dim() == 0 or z.shape[-1] != dim:
             raise ValueError(
@@ -453,11 +454,7 @@ def _as_width_tensor(value, name, shape, memory):
             f"{name} is {value.dtype} but the memory is {memory.dtype}: convert one to the "
             "other with .to(dtype)"
         )
-    if value.device != memory.device:
-        raise ValueError(
-            f"{name} is on {value.device} but the memory is on {memory.device}: move one to "
-            "the other with .to(device)"
-        )
+    check_device(value, name, memory.device, "the memory is")
     return value
 
 

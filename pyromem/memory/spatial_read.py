@@ -50,7 +50,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from pyromem.checks import as_float_tensor
+from pyromem.checks import as_float_tensor, check_device
 
 KEY_SIZE = 3
 KEY_SCALE = 3.0
@@ -136,6 +136,7 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
             f"keys are {keys.dtype} but the memory is {memory.dtype}: convert one to the other "
             "with .to(dtype)"
         )
+    check_device(keys, "keys", memory.device, "the memory is")
     if memory.dim() < 3:
         raise ValueError(f"memory must have shape (..., C, H, W), got {tuple(memory.shape)}")
     if keys.dim() < 2 or keys.shape[-1] != KEY_SIZE:
