@@ -53,7 +53,7 @@ def _named_by_flag(message, args):
     return _flag(fields[name]) + colon + rest if colon and name in fields else message
 
 
-def add_options(parser, config_class, list_choices=True):
+def add_options(parser, config_class, list_choices=True, defaults=None):
     """Add one flag per field of ``config_class``, each with its type, choices and help.
 
     Defaults are left out of the parsed namespace (``argparse.SUPPRESS``), so that
@@ -62,6 +62,8 @@ def add_options(parser, config_class, list_choices=True):
     :param bool list_choices: name the choices of each option in its metavar. Choices
         imported from their home (:class:`~pyromem.experiments.options.Choices`) load
         torch, so the CLI lists them only for ``--help``.
+    :param dict defaults: the default ``--help`` shows for some options, by name, where it
+        is the command's rather than the field's (each eval family's own).
     """
     own = config_class.__dict__.get("__annotations__", {})
     # the recipe's own options first, then those it shares (data, engine, run)
@@ -77,6 +79,9 @@ def add_options(parser, config_class, list_choices=True):
             help_text = f"{'do not ' if field.default else ''}{help_text} (default: off)"
         elif field.metadata.get("required"):
             help_text += " (required)"
+        elif field.name in (defaults or {}):
+            help_text = re.sub(r" \(default: [^)]*\)$", "", help_text)
+            help_text += f" (default: {defaults[field.name]})"
         elif shown is not None or "default:" not in help_text:
             # an unset option whose help already says what it defaults to needs no "unset"
             help_text += f" (default: {'unset' if shown is None else shown})"
@@ -188,7 +193,8 @@ def build_parser(list_choices=True):
             help=f"a checkpoint of {recipe.help}",
             description=f"Evaluate a checkpoint of {recipe.help} on its dataset's test split.",
         )
-        add_options(sub, EvalConfig, list_choices)
+        own = {"num_samples": recipe.eval_samples, "num_particles": recipe.eval_particles}
+        add_options(sub, EvalConfig, list_choices, defaults=own)
         _add_output(sub, "folder of the results (default: beside the checkpoint, in eval/)")
 
     for recipe in COMMANDS.values():

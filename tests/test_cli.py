@@ -701,3 +701,16 @@ def test_train_config_names_the_family_in_any_of_its_forms(tmp_path):
     # a family given, or none and no --config: as typed
     assert _with_config_family(["train", "vae", "--config", str(config)])[1] == "vae"
     assert _with_config_family(["train", "--epochs", "3"]) == ["train", "--epochs", "3"]
+
+
+@pytest.mark.parametrize(
+    "family, samples, particles",
+    [("vae", "1000", "10"), ("vma", "1000", "the training run's K"), ("kpp", "100", "10")],
+)
+def test_each_eval_family_shows_its_own_defaults(capsys, family, samples, particles):
+    with pytest.raises(SystemExit):
+        main(["eval", family, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"K of the IWAE-K bound (default: {samples})" in text
+    assert f"draws of the test ELBO (default: {particles})" in text
+    assert "kpp: 100" not in text and "vma: the" not in text

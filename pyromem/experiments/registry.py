@@ -32,6 +32,7 @@ class Recipe:
     :param str out: the default ``--out``, formatted with the config's fields.
     :param str evaluator: the name of the module's evaluation function (families).
     :param int eval_samples: its default K of the IWAE-K bound.
+    :param eval_particles: its evaluator's default draws of the test ELBO, as ``--help`` says it.
     """
 
     name: str
@@ -41,6 +42,7 @@ class Recipe:
     out: str
     evaluator: str | None = None
     eval_samples: int = 1000
+    eval_particles: int | str = 10
 
     def load(self):
         """The recipe's module (imported on first use: it needs torch)."""
@@ -64,6 +66,7 @@ FAMILIES = {
         "variational memory addressing (Bornschein et al. 2017)",
         "runs/vma-{mode}",
         evaluator="evaluate_vma",
+        eval_particles="the training run's K",
     ),
     "kpp": Recipe(
         "kpp",
