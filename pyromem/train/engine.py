@@ -404,6 +404,10 @@ def fit(
             # and ignores Ctrl-C for the rest of the process once interrupted
             if on_interrupt is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, on_interrupt)
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        # Every rank is done with the group. Left to the interpreter's exit, gloo's threads
+        # could abort the process ("terminate called without an active exception").
+        torch.distributed.destroy_process_group()
     if trainer.global_rank != 0:
         # A rank that Lightning launched as a copy of the whole script (the "ddp" strategy
         # on the command line) would go on to evaluate and write the results again.
