@@ -1,5 +1,7 @@
 """The image dataset every pyromem loader returns."""
 
+import math
+
 import torch
 
 from pyromem.checks import as_float_tensor, as_int
@@ -99,14 +101,13 @@ class ImageDataset(torch.utils.data.Dataset):
                 f"binarize={binarize!r} (--binarize) needs grey-scale images (C = 1), got C = "
                 f"{images.shape[1]}"
             )
-        # NaN passes the range test below (every comparison with NaN is False)
-        if not torch.isfinite(images).all():
-            raise ValueError("images contains NaN or infinite values")
-        if images.numel() and (images.min() < 0 or images.max() > 1):
-            raise ValueError(
-                f"images must take values in [0, 1], got "
-                f"[{images.min().item():g}, {images.max().item():g}]"
-            )
+        if images.numel():
+            # one pass over the images: NaN propagates through the reduction, inf reaches it
+            lo, hi = (value.item() for value in torch.aminmax(images))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError("images contains NaN or infinite values")
+            if lo < 0 or hi > 1:
+                raise ValueError(f"images must take values in [0, 1], got [{lo:g}, {hi:g}]")
         if binarize == "static":
             generator = torch.Generator().manual_seed(seed)
             images = torch.bernoulli(images, generator=generator)
