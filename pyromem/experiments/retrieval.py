@@ -264,9 +264,11 @@ def _trajectory(table, stored, queries, steps=8, count=4, pool=32):
     successes = [i for i, hit in enumerate(hits) if hit]
     taken = min(len(failures), max(count // 2, count - len(successes)))
     shown = sorted(failures[:taken] + successes[: count - taken])
-    images = [slow.render(z).cpu() for z in path]
-    target = slow.render(slow.embed(stored[:pool])).cpu()
-    rows = [torch.stack([step[i] for step in images] + [target[i]]) for i in shown]
+    # rendered for the rows shown only
+    index = torch.tensor(shown, device=memory.device)
+    images = [slow.render(z[index]).cpu() for z in path]
+    target = slow.render(slow.embed(stored[index])).cpu()
+    rows = [torch.stack([step[r] for step in images] + [target[r]]) for r in range(len(shown))]
     reasons = [
         "nearer another pattern" if not near else "beyond the threshold"
         for near in outcome.nearest.tolist()

@@ -295,12 +295,11 @@ def _check_row_arguments(log, on_row, finished) -> None:
 def _rebuilt(name, image_shape, vae, record, train_images, memory_size):
     # trained as _fit_lowest_loss trained the chosen one (the per-corruption methods are
     # trained where they are used)
-    method = _build_seeded(name, image_shape, vae, record["hyperparameters"])
-    if name not in PER_CORRUPTION_METHODS:
-        generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
-        with pyro.validation_enabled(False):
-            method.fit(train_images, "clean", memory_size, generator)
-    return method
+    hyperparameters = record["hyperparameters"]
+    if name in PER_CORRUPTION_METHODS:
+        return _build_seeded(name, image_shape, vae, hyperparameters)
+    with pyro.validation_enabled(False):
+        return _trained(name, image_shape, vae, hyperparameters, train_images, memory_size)[0]
 
 
 def _measured_row(
@@ -393,15 +392,23 @@ def _clock(timing, stage):
         timing[stage] += time.perf_counter() - start
 
 
+def _trained(name, image_shape, vae, hyperparameters, train_images, memory_size):
+    """``(method, training)``: the method built from its own seed and trained on clean
+    training memories drawn from their own seed, so that the same hyper-parameters give the
+    same reader."""
+    method = _build_seeded(name, image_shape, vae, hyperparameters)
+    generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+    return method, method.fit(train_images, "clean", memory_size, generator)
+
+
 def _fit_lowest_loss(name, image_shape, vae, chosen, train_images, memory_size, on_fit=None):
     # App. D: training hyper-parameters give the lowest training error; each candidate
     # learning rate trains on the same training memories.
     fits, grid = [], TRAINING_GRIDS.get(name, (None,))
     for lr in grid:
         extra = {} if lr is None else {"train_lr": lr}
-        method = _build_seeded(name, image_shape, vae, {**chosen, **extra})
-        generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
-        fits.append((method, method.fit(train_images, "clean", memory_size, generator)))
+        hyperparameters = {**chosen, **extra}
+        fits.append(_trained(name, image_shape, vae, hyperparameters, train_images, memory_size))
         if on_fit is not None and lr is not None:
             on_fit(len(fits), len(grid), lr, fits[-1][1].get("train_loss_last", math.nan))
     method, training = min(fits, key=lambda fit: fit[1].get("train_loss_last", 0.0))
