@@ -180,7 +180,7 @@ def check_device(tensor, name, device, where="the model's parameters are"):
     """
     if device is not None and tensor.device != device:
         raise ValueError(
-            f"{name} is on {tensor.device} but {where} on {device}: move one to the other, "
+            f"{name}: on {tensor.device}, but {where} on {device}; move one to the other, "
             f"e.g. {name}.to({str(device)!r})"
         )
 

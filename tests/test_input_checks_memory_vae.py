@@ -111,7 +111,7 @@ def test_slot_weights_and_encode_check_their_images(device):
         memory_vae.encode(x * math.nan)
     with pytest.raises(ValueError, match=r"images must take values in \[0, 1\]"):
         memory_vae.encode(x * 255)
-    with pytest.raises(ValueError, match="x is on meta but the model's parameters are on"):
+    with pytest.raises(ValueError, match="x: on meta, but the model's parameters are on"):
         memory_vae.slot_weights(x.to("meta"))
     # good images, and the memory= argument, as before
     weights = memory_vae.slot_weights(x)
@@ -151,9 +151,9 @@ def test_memory_vae_checks_the_dtype_and_device_of_memory_and_precision(device):
         MemoryVAE(vae, memory, precision=torch.ones(3, device=device, dtype=torch.float64))
     with pytest.raises(TypeError, match=match):
         MemoryVAE(vae, precision=torch.eye(3, device=device, dtype=torch.float64))
-    with pytest.raises(ValueError, match="memory is on meta but the model's parameters are on"):
+    with pytest.raises(ValueError, match="memory: on meta, but the model's parameters are on"):
         MemoryVAE(vae, memory.to("meta"))
-    with pytest.raises(ValueError, match="precision is on meta but the model's parameters are"):
+    with pytest.raises(ValueError, match="precision: on meta, but the model's parameters are"):
         MemoryVAE(vae, memory, precision=torch.ones(3, device="meta"))
     # the same wording as slot_weights(memory=...)
     good = MemoryVAE(vae, memory)

@@ -39,7 +39,7 @@ def readers(kpp, memory):
         (torch.rand(0, 2, 8, 8), ValueError, "memory is an empty batch"),
         (torch.full((3, 2, 8, 8), float("nan")), ValueError, "memory contains NaN"),
         (torch.rand(3, 2, 8, 8, dtype=torch.float64), TypeError, "memory is torch.float64"),
-        (torch.rand(3, 2, 8, 8).to("meta"), ValueError, "memory is on meta .* on cpu"),
+        (torch.rand(3, 2, 8, 8).to("meta"), ValueError, "memory: on meta, .* on cpu"),
         ([[0.0]], TypeError, "memory must be a floating-point torch.Tensor, got list"),
     ],
 )

@@ -415,7 +415,7 @@ def test_expand_rejects_incompatible_batch_shape():
             torch.zeros(3, 2),
             {"precision": torch.ones(2, device="meta")},
             ValueError,
-            r"precision is on meta but the memory is on cpu",
+            r"precision: on meta, but the memory is on cpu",
         ),
         (
             torch.zeros(3, 2),
@@ -473,8 +473,8 @@ def test_queries_and_keys_on_another_device_than_the_memory_are_named():
     from pyromem.memory import spatial_read
 
     gmm = GaussianMixtureMemory(torch.zeros(3, 2), scale=1.0)
-    with pytest.raises(ValueError, match="z is on meta but the memory is on cpu"):
+    with pytest.raises(ValueError, match="z: on meta, but the memory is on cpu"):
         gmm.log_prob(torch.zeros(4, 2, device="meta"))
     keys = torch.zeros(2, 1, 3, device="meta")
-    with pytest.raises(ValueError, match="keys is on meta but the memory is on cpu"):
+    with pytest.raises(ValueError, match="keys: on meta, but the memory is on cpu"):
         spatial_read(torch.rand(2, 1, 8, 8), keys, (4, 4))

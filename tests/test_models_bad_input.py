@@ -232,5 +232,28 @@ def test_a_vae_names_images_on_another_device_than_its_parameters():
     vae = VAE(SHAPE, latent_dim=2, hidden=(8,))
     x = binary(3).to("meta")  # another device than the parameters', without a GPU
     for call in (vae.model, vae.guide, vae.reconstruct):
-        with pytest.raises(ValueError, match="x is on meta but the model's parameters are on cpu"):
+        with pytest.raises(ValueError, match="x: on meta, but the model's parameters are on cpu"):
             call(x)
+
+
+def _memory_vae():
+    model = MemoryVAE(VAE(SHAPE, latent_dim=2, hidden=(8,)))
+    model.write(binary(4, seed=1))
+    return model
+
+
+def _pixel_memory():
+    model = PixelMemory(SHAPE)
+    model.write(binary(4, seed=1))
+    return model
+
+
+@pytest.mark.parametrize(
+    "build", [lambda: VAE(SHAPE, latent_dim=2, hidden=(8,)), _memory_vae, _pixel_memory]
+)
+def test_images_with_two_batch_dimensions_are_named_before_pyro_plate(build):
+    # the data plate runs over dim 0 of x: without the check, Pyro's plate reports a
+    # "Shape mismatch inside plate('data')" at a latent site
+    model, x = build(), binary(6).reshape((2, 3) + SHAPE)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 1, 4, 4\), got \(2, 3, 1"):
+        pyro.infer.Trace_ELBO().loss(model.model, model.guide, x)

@@ -27,12 +27,12 @@ def test_memory_and_images_on_another_device_are_named(cls):
     # the meta device stands for a GPU: a tensor there cannot meet the CPU's parameters, and
     # its values cannot be read, so the check must come before any
     model, x, memory = cls(SHAPE, **SMALL), images(2), images(5, seed=2)
-    message = "memory is on meta but the model's parameters are on cpu"
+    message = "memory: on meta, but the model's parameters are on cpu"
     with pytest.raises(ValueError, match=message):
         model.slot_weights(x, memory.to("meta"))
-    with pytest.raises(ValueError, match=r"x is on meta but the model's parameters are on cpu"):
+    with pytest.raises(ValueError, match=r"x: on meta, but the model's parameters are on cpu"):
         model.slot_weights(x.to("meta"), memory)
-    with pytest.raises(ValueError, match="memory is on meta"):
+    with pytest.raises(ValueError, match="memory: on meta"):
         model.generate(2, memory.to("meta"))
     # the same tensors on the model's device pass
     assert model.slot_weights(x, memory).shape == (2, 5)
@@ -134,3 +134,35 @@ def test_model_after_an_update_does_not_reuse_the_guides_stale_slot_keys():
     trace = pyro.poutine.trace(vma.model).get_trace(x)
     read = trace.nodes["a"]["fn"].log_prob(torch.arange(5).unsqueeze(-1)).squeeze(-1)[:, 0]
     torch.testing.assert_close(read, vma.address_prior().log())
+
+
+@pytest.mark.parametrize("cls", [VMA, SoftAttentionVAE])
+def test_image_slots_outside_the_unit_interval_are_refused(cls):
+    # 8-bit values where images in [0, 1] are read: every slot would decode as saturated
+    model, x = cls(SHAPE, **SMALL), images(2)
+    memory = images(5, seed=2) * 255
+    message = r"memory: expected images with values in \[0, 1\], as x's, got \[0, 255\]"
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match=message):
+        model.slot_weights(x, memory)
+    # the same slots in [0, 1] pass, and slots that are not images may take any value
+    with pyro.validation_enabled(True):
+        assert model.slot_weights(x, memory / 255).shape == (2, 5)
+    if cls is VMA:
+        codes = VMA(SHAPE, memory_shape=(3,), **SMALL)
+        with pyro.validation_enabled(True):
+            assert codes.slot_weights(x, torch.randn(5, 3) * 255).shape == (2, 5)
+
+
+def test_fixed_memory_of_8_bit_images_is_refused_by_set_memory():
+    model = VMA(SHAPE, memory="fixed", memory_size=5, **SMALL)
+    with pytest.raises(ValueError, match=r"memory: expected images with values in \[0, 1\]"):
+        model.set_memory(images(5) * 255)
+
+
+@pytest.mark.parametrize("cls", [VMA, SoftAttentionVAE])
+def test_images_with_two_batch_dimensions_are_named_before_pyro_plate(cls):
+    # the data plate runs over dim 0: a (2, 3) batch would fail inside Pyro's plate
+    model, memory = cls(SHAPE, **SMALL), images(5, seed=2)
+    x = images(6).reshape((2, 3) + SHAPE)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 1, 4, 4\), got \(2, 3, 1"):
+        pyro.infer.Trace_ELBO().loss(model.model, model.guide, x, memory)

@@ -8,7 +8,14 @@ SUPPORTS = ("binary", "unit_interval", "8bit", "real")
 
 
 def check_images(
-    x, event_shape, support="real", name="x", check_values=True, dtype=None, device=None
+    x,
+    event_shape,
+    support="real",
+    name="x",
+    check_values=True,
+    dtype=None,
+    device=None,
+    batch_dims=None,
 ):
     """Check that ``x`` is a float batch of images a model can score.
 
@@ -30,6 +37,8 @@ def check_images(
         parameters (``None``: any).
     :param torch.device device: the device ``x`` must be on, that of the model's parameters
         (``None``: any).
+    :param int batch_dims: how many batch dimensions ``x`` must have, e.g. 1 where a data
+        plate runs over dim 0 (``None``: one or more).
     :returns: ``x`` unchanged.
     """
     levels = _levels(support)
@@ -48,7 +57,12 @@ def check_images(
         )
     check_device(x, name, device)
     event_shape = tuple(event_shape)
-    if x.dim() < len(event_shape) + 1 or tuple(x.shape[-len(event_shape) :]) != event_shape:
+    leading = x.dim() - len(event_shape)
+    if (
+        leading < 1
+        or (batch_dims is not None and leading != batch_dims)
+        or tuple(x.shape[-len(event_shape) :]) != event_shape
+    ):
         raise ValueError(
             f"{name} must have shape (batch, {', '.join(map(str, event_shape))}), "
             f"got {tuple(x.shape)}"

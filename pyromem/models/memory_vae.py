@@ -259,6 +259,7 @@ class MemoryVAE(SlotMemoryModel):
             self.support,
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
+            batch_dims=1,
         )
         prior = self.prior()
         with data_plate(x, num_data):
@@ -346,6 +347,7 @@ class PixelMemory(MemoryVAE):
             self.support,
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
+            batch_dims=1,
         )
         with data_plate(x, num_data):
             pyro.sample("z", dist.Delta(self._encode(x)).to_event(1))

@@ -124,6 +124,7 @@ class SlotMemoryModel(PyroModule):
                 "memory= to each call, or build it with memory='fixed', memory_size=N"
             )
         check_memory(memory, self.memory_shape)
+        self._check_image_slots(memory)
         if memory.shape[0] != self.memory_size:
             raise ValueError(
                 f"memory: expected {self.memory_size} slots (memory_size), got {memory.shape[0]}"
@@ -167,6 +168,23 @@ class SlotMemoryModel(PyroModule):
         check_memory(memory, self.memory_shape, parameter_dtype(self), parameter_device(self))
         return memory
 
+    def _check_image_slots(self, memory):
+        """Raise unless slots that are images (``memory_shape == input_shape``) take the
+        values of the images they are read beside, [0, 1] for a likelihood that is not
+        real-valued: a memory in [0, 255] would otherwise be read as saturated images."""
+        likelihood = getattr(self, "likelihood", None)
+        if (
+            likelihood is None
+            or likelihood.support == "real"
+            or self.memory_shape != getattr(self, "input_shape", None)
+        ):
+            return
+        lo, hi = (value.item() for value in torch.aminmax(memory.detach()))
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"memory: expected images with values in [0, 1], as x's, got [{lo:g}, {hi:g}]"
+            )
+
     def _inputs(self, x, memory):
         """Check images ``x`` against ``input_shape`` and the support of ``likelihood`` (the
         values only while Pyro's validation is on) and return :meth:`resolve_memory`'s
@@ -180,8 +198,14 @@ class SlotMemoryModel(PyroModule):
             self.likelihood.support,
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
+            batch_dims=1,
         )
-        return self.resolve_memory(memory)
+        given = memory is not None
+        memory = self.resolve_memory(memory)
+        if given and is_validation_enabled():
+            # the model's own memory is a parameter or was checked by set_memory
+            self._check_image_slots(memory)
+        return memory
 
     def slot_weights(self, x, memory=None):
         """How much each of the N slots serves each of the B images ``x``, shape ``(B, N)``,

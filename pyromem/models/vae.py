@@ -106,6 +106,7 @@ class VAE(PyroModule):
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
             device=parameter_device(self),
+            batch_dims=1,
         )
 
     @pyro_program
