@@ -104,3 +104,68 @@ def test_bad_row_arguments_are_refused_before_any_work(argument, message):
     images = torch.rand(20, 1, 8, 8)
     with pytest.raises((TypeError, ValueError), match=message):
         retrieval_table(["GMM"], ["clean"], images, images, memory_size=5, seeds=1, **argument)
+
+
+class CtrlCAtLine(CtrlCAtCell):
+    """A progress log that raises ``KeyboardInterrupt`` on the line ``stop``, and keeps every
+    line."""
+
+    def __init__(self, stop=None):
+        super().__init__()
+        self.stop = stop
+
+    def __call__(self, line):
+        self.lines.append(line)
+        if line == self.stop:
+            raise KeyboardInterrupt
+
+
+def test_a_capacity_sweep_interrupted_between_sizes_resumes_as_the_uninterrupted_one(tmp_path):
+    sweep = dict(
+        dataset="digits",
+        capacity=True,
+        capacity_methods=["GMM", "Hopfield"],
+        capacity_sizes=[5, 10, 20],
+        corruptions=["noise-0.2"],
+        seeds=2,
+        selection_seeds=1,
+        progress=False,
+    )
+    whole = run_retrieval(tmp_path / "whole", **sweep)
+    # stopped as N = 20 starts: N = 5 and 10 are done
+    with pytest.raises(KeyboardInterrupt):
+        run_retrieval(tmp_path / "resumed", log=CtrlCAtLine("capacity: N = 20"), **sweep)
+    saved = json.loads((tmp_path / "resumed" / "rows.json").read_text())
+    assert list(saved["rows"]) == ["5", "10"] and saved["settings"]["capacity"] is True
+
+    again = CtrlCAtLine()
+    resumed = run_retrieval(tmp_path / "resumed", log=again, resume=True, **sweep)
+    assert "capacity: N = 5 is kept from the interrupted run" in again.lines
+    assert "capacity: N = 10 is kept from the interrupted run" in again.lines
+    assert "capacity: N = 20" in again.lines and "capacity: N = 5" not in again.lines
+    assert resumed["capacity"]["kept"] == [5, 10] and whole["capacity"]["kept"] == []
+    for key in ("results", "hyperparameters", "threshold", "sizes"):
+        assert resumed["capacity"][key] == json.loads(json.dumps(whole["capacity"][key])), key
+    # a table in the same folder does not take the sweep's sizes as its rows
+    log = CtrlCAtLine()
+    table = dict(sweep, capacity=False, methods=["GMM"], memory_size=5)
+    for key in ("capacity_methods", "capacity_sizes"):
+        table.pop(key)
+    run_retrieval(tmp_path / "resumed", log=log, resume=True, **table)
+    assert any("were measured with other capacity" in line for line in log.lines)
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        (dict(on_size="rows.json"), "on_size: expected a callable or None, got str"),
+        (dict(finished=[5]), "finished: expected a dict of on_size's records, got list"),
+        (dict(finished={"5": {"results": {}}}), "finished: the record of N = 5 is not on_size's"),
+    ],
+)
+def test_bad_size_arguments_are_refused_before_any_work(argument, message):
+    from pyromem.retrieval import capacity_sweep
+
+    images = torch.rand(20, 1, 8, 8)
+    with pytest.raises((TypeError, ValueError), match=message):
+        capacity_sweep(["GMM"], images, images, sizes=[5], seeds=1, **argument)

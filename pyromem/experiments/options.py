@@ -297,10 +297,11 @@ def writable_folder(out_dir) -> Path:
     return out_dir
 
 
-#: The retrieval table's finished rows, written as each is done (``pyromem retrieval``).
+#: The retrieval table's finished rows, or the capacity sweep's finished sizes, written as
+#: each is done (``pyromem retrieval``).
 TABLE_ROWS_FILE = "rows.json"
 #: What an interrupted run leaves in its folder for ``--resume``: its last checkpoint, or a
-#: stage's (the retrieval's VAE), and the retrieval table's finished rows.
+#: stage's (the retrieval's VAE), and the retrieval table's finished rows or sizes.
 INTERRUPTED_RUN_FILES = ("checkpoints/last.ckpt", "*/checkpoints/last.ckpt", TABLE_ROWS_FILE)
 
 

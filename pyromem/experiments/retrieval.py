@@ -323,7 +323,8 @@ def run_retrieval(
         from its last checkpoint (finished, it is used as it is) rather than train it again,
         and the table from the rows it finished (``out_dir/rows.json``, written as each row is
         done), when they were measured with the same data, VAE and settings (when not, a line
-        says which setting differs and every row runs again). The capacity sweep runs again.
+        says which setting differs and every row runs again); the capacity sweep likewise from
+        the sizes it finished.
     :returns: the JSON-able results dict, also written to ``out_dir/results.json``.
     :raises ValueError: before any work, on a setting that cannot run: several corruptions
         for the sweep, no size of it that fits, ``resume`` without a VAE checkpoint.
@@ -391,6 +392,22 @@ def run_retrieval(
         "seeds": seeds,
         "vae": vae_info,
     }
+    # what a kept row or size was measured with; a resumed run keeps only those of the same
+    settings = {
+        "capacity": capacity,
+        "dataset": dataset,
+        "root": None if root is None else str(root),
+        "size": size,
+        "seed": seed,
+        "corruptions": corruptions,
+        "seeds": seeds,
+        "selection_seeds": selection_seeds,
+        "vae": {k: v for k, v in (vae_info or {}).items() if k != "seconds"},
+    }
+    if not capacity:
+        settings["memory_size"] = memory_size
+    finished = _finished_rows(rows_path, settings, log) if resume else {}
+    on_row = _RowsFile(rows_path, settings, finished)
     if capacity:
         sweep = capacity_sweep(
             methods,
@@ -403,23 +420,13 @@ def run_retrieval(
             seeds=seeds,
             selection_seeds=selection_seeds,
             log=log,
+            finished=finished,
+            on_size=lambda n, record: on_row(str(n), record),
         )
         sweep["skipped"] = skipped
         results.update({"capacity": sweep, "memory_size": sweep["sizes"], "methods": methods})
         results["figures"] = {"capacity": str(save_capacity_plot(sweep, out_dir / "capacity.png"))}
     else:
-        settings = {
-            "dataset": dataset,
-            "root": None if root is None else str(root),
-            "size": size,
-            "seed": seed,
-            "corruptions": corruptions,
-            "memory_size": memory_size,
-            "seeds": seeds,
-            "selection_seeds": selection_seeds,
-            "vae": {k: v for k, v in (vae_info or {}).items() if k != "seconds"},
-        }
-        finished = _finished_rows(rows_path, settings, log) if resume else {}
         table = retrieval_table(
             methods,
             corruptions,
@@ -431,7 +438,7 @@ def run_retrieval(
             selection_seeds=selection_seeds,
             log=log,
             finished={name: row for name, row in finished.items() if name in methods},
-            on_row=_RowsFile(rows_path, settings, finished),
+            on_row=on_row,
         )
         table["memory_size"] = memory_size
         figure_corruption = "noise-0.6" if "noise-0.6" in corruptions else corruptions[-1]
@@ -460,9 +467,10 @@ def run_retrieval(
 
 
 class _RowsFile:
-    """Writes the table's finished rows with their settings to ``path`` as each row is done
-    (atomically: a run killed meanwhile leaves the rows before it). Rows kept from an
-    interrupted run stay in the file, those of methods this run leaves out too."""
+    """Writes the table's finished rows (by method), or the sweep's finished sizes (by
+    ``str(N)``), with their settings to ``path`` as each is done (atomically: a run killed
+    meanwhile leaves those before it). Those kept from an interrupted run stay in the file,
+    those this run leaves out too."""
 
     def __init__(self, path, settings, finished):
         self.path, self.settings, self.rows = path, settings, dict(finished)

@@ -31,6 +31,8 @@ def capacity_sweep(
     seeds=10,
     selection_seeds=2,
     log=None,
+    finished=None,
+    on_size=None,
 ):
     """Success rates of ``methods`` for each memory size in ``sizes``.
 
@@ -40,8 +42,13 @@ def capacity_sweep(
     :param str corruption: the one corruption of the queries.
     :param log: optional callable taking a progress line: one per size, and
         :func:`~pyromem.retrieval.tables.retrieval_table`'s lines within it.
+    :param dict finished: sizes an interrupted sweep finished, by ``str(N)``: records as
+        ``on_size`` received them. A size whose record holds every method is not run again.
+    :param on_size: optional callable ``(N, record)``, called as each size is done, with
+        ``record = {"results", "hyperparameters", "threshold"}``, each by method.
     :returns: ``{"corruption", "sizes", "skipped", "results": {method: [summary per size]},
-        "hyperparameters": {method: [dict per size]}, "threshold": {method: [float per size]}}``.
+        "hyperparameters": {method: [dict per size]}, "threshold": {method: [float per size]},
+        "kept": [the sizes taken from finished]}``.
     :raises ValueError: before any work, on an argument that cannot run, or when no size fits
         both splits.
     """
@@ -62,6 +69,7 @@ def capacity_sweep(
             f"sizes: none of {sizes} fits the {len(test_images)} test and {len(train_images)} "
             f"train images; sizes of at most {fits} fit"
         )
+    _check_size_arguments(on_size, finished)
     # every table's arguments, checked before the first size runs
     check_table(
         methods,
@@ -80,26 +88,80 @@ def capacity_sweep(
         "results": {name: [] for name in methods},
         "hyperparameters": {name: [] for name in methods},
         "threshold": {name: [] for name in methods},
+        "kept": [],
     }
+    finished = finished or {}
     for size in run:
-        if log:
-            log(f"capacity: N = {size}")
-        table = retrieval_table(
-            methods,
-            [corruption],
-            train_images,
-            test_images,
-            vae=vae,
-            memory_size=size,
-            seeds=seeds,
-            selection_seeds=selection_seeds,
-            log=None if log is None else (lambda line, size=size: log(f"N = {size}: {line}")),
-        )
-        for name in methods:
-            out["results"][name].append(table["results"][name][corruption])
-            out["hyperparameters"][name].append(table["hyperparameters"][name])
-            out["threshold"][name].append(table["threshold"][name])
+        record = finished.get(str(size))
+        if record is not None and all(name in record["results"] for name in methods):
+            if log:
+                log(f"capacity: N = {size} is kept from the interrupted run")
+            out["kept"].append(size)
+        else:
+            if log:
+                log(f"capacity: N = {size}")
+            record = _size_record(
+                methods,
+                corruption,
+                train_images,
+                test_images,
+                vae,
+                size,
+                seeds,
+                selection_seeds,
+                log,
+            )
+            if on_size is not None:
+                on_size(size, record)
+        for key in _SIZE_RECORD_KEYS:
+            for name in methods:
+                out[key][name].append(record[key][name])
     return out
+
+
+#: The entries of one size's record, each by method.
+_SIZE_RECORD_KEYS = ("results", "hyperparameters", "threshold")
+
+
+def _check_size_arguments(on_size, finished) -> None:
+    # before any work: a bad one would otherwise stop the sweep after its first size
+    if on_size is not None and not callable(on_size):
+        raise TypeError(f"on_size: expected a callable or None, got {type(on_size).__name__}")
+    if finished is None:
+        return
+    if not isinstance(finished, dict):
+        raise TypeError(
+            f"finished: expected a dict of on_size's records, got {type(finished).__name__}"
+        )
+    for size, record in finished.items():
+        has = record if isinstance(record, dict) else {}
+        if any(not isinstance(has.get(key), dict) for key in _SIZE_RECORD_KEYS):
+            raise ValueError(
+                f"finished: the record of N = {size} is not on_size's: expected a dict of "
+                f"{', '.join(_SIZE_RECORD_KEYS)}, each by method"
+            )
+
+
+def _size_record(
+    methods, corruption, train_images, test_images, vae, size, seeds, selection_seeds, log
+):
+    """One size's table, the record :func:`capacity_sweep` keeps of it."""
+    table = retrieval_table(
+        methods,
+        [corruption],
+        train_images,
+        test_images,
+        vae=vae,
+        memory_size=size,
+        seeds=seeds,
+        selection_seeds=selection_seeds,
+        log=None if log is None else (lambda line: log(f"N = {size}: {line}")),
+    )
+    return {
+        "results": {name: table["results"][name][corruption] for name in methods},
+        "hyperparameters": {name: table["hyperparameters"][name] for name in methods},
+        "threshold": {name: table["threshold"][name] for name in methods},
+    }
 
 
 def save_capacity_plot(sweep, path):
