@@ -59,6 +59,17 @@ def results_of(out):
     return results
 
 
+@pytest.mark.parametrize("argv", [TINY_VAE, TINY_VMA, TINY_KPP], ids=["vae", "vma", "kpp"])
+def test_a_finished_run_resumed_scores_as_it_did(tmp_path, argv):
+    # nothing is left to train: the evaluation must not draw from where that training would
+    # have left the generators
+    argv = [*argv, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = results_of(tmp_path)
+    assert main([*argv, "--resume"]) == 0
+    assert results_of(tmp_path) == first
+
+
 def test_kpp_baselines_resume_after_a_stop_before_a_baselines_first_checkpoint(
     tmp_path, capsys, monkeypatch
 ):

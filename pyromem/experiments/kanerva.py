@@ -516,6 +516,9 @@ def _train_and_evaluate(config, out_dir, start):
             f"evaluating {names[write]} on {len(episodes)} test episodes "
             f"(ELBO, IWAE-{config.num_samples})"
         )
+        # draws from the run's seed, not from where training left the generators: a
+        # finished run resumed (no epoch to train) scores as it did
+        pyro.set_rng_seed(config.seed)
         evaluation = evaluate_kpp_model(
             result.model,
             episodes,

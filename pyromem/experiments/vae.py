@@ -381,6 +381,9 @@ def run(config, out_dir):
         )
     device = evaluation_device(config.accelerator)
     binarize = data_config["binarize"]
+    # the evaluation and figures draw from the run's seed, not from where training left the
+    # generators: a finished run resumed (no epoch to train) scores as it did
+    pyro.set_rng_seed(config.seed)
     results = {
         "model": "vae",
         "dataset": config.dataset,

@@ -44,6 +44,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyro
 import torch
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
@@ -452,6 +453,9 @@ def run(config, out_dir):
             stderr_line(
                 f"vma: evaluating on the test split ({config.dataset}, IWAE-{config.num_samples})"
             )
+        # draws from the run's seed, not from where training left the generators: a
+        # finished run resumed (no step to train) scores as it did
+        pyro.set_rng_seed(config.seed)
         results = _evaluate(vma, config, test, config.num_samples, config.num_particles)
         results.update(
             {
