@@ -355,9 +355,12 @@ def _interrupted(error, args) -> str:
     if args.command == "demo":
         from pyromem.experiments.demo import SECTIONS_FILE
 
-        # a section interrupted starts again from its beginning; those finished are kept
+        # the record is written as the first section starts
         if (Path(args.out or DEMO_OUT) / SECTIONS_FILE).is_file():
-            return f"{stopped}; the same command with --resume keeps the finished sections"
+            return (
+                f"{stopped}; the same command with --resume keeps the finished sections and "
+                "continues the one interrupted"
+            )
         return f"{stopped}; the same command runs the demo again from its start"
     recipe = FAMILIES[args.family] if args.command == "train" else COMMANDS.get(args.command)
     fields = dataclasses.fields(recipe.config) if recipe is not None else ()

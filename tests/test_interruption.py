@@ -186,8 +186,8 @@ def fake_sections(monkeypatch, calls, stop=None):
     import pyromem.experiments.demo as demo
 
     def section(name):
-        def demo_section(out_dir, quick, seed=0, progress=True):
-            calls.append(name)
+        def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
+            calls.append(f"{name} (resumed)" if resume else name)
             if name == stop:
                 raise TrainingInterrupted(3, 20, 2, Path(out_dir) / name / "last.ckpt")
             (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,8 @@ def test_the_demo_resumes_after_its_finished_sections(tmp_path, monkeypatch, cap
     calls.clear()
     fake_sections(monkeypatch, calls)
     results = run_demo(tmp_path, quick=True, progress=False, resume=True)
-    assert calls == [last]
+    # the section interrupted continues its runs; the finished ones are kept
+    assert calls == [f"{last} (resumed)"]
     assert all(results[name] == {"quick": True, "seed": 0} for name in DEMO_SECTIONS)
     report = (tmp_path / "report.md").read_text()
     assert all(f"## {name}" in report for name in DEMO_SECTIONS)
@@ -230,6 +231,13 @@ def test_the_demo_resumes_after_its_finished_sections(tmp_path, monkeypatch, cap
     with pytest.raises(KeyboardInterrupt):
         run_demo(tmp_path, quick=True)
     assert f"demo: replacing the demo in {tmp_path}" in capsys.readouterr().err
+    # resumed, only the section it was interrupted in continues its runs: the later sections'
+    # folders hold the replaced demo's
+    calls.clear()
+    fake_sections(monkeypatch, calls)
+    run_demo(tmp_path, quick=True, progress=False, resume=True)
+    assert calls == [f"{first} (resumed)", *DEMO_SECTIONS[1:]]
+    (tmp_path / "sections.json").unlink()
     with pytest.raises(ValueError, match="resume: there is no demo in .* to continue"):
         run_demo(tmp_path, quick=True, progress=False, resume=True)
 
@@ -240,19 +248,19 @@ def test_ctrl_c_in_the_demo_says_what_the_same_command_does(tmp_path, capsys, mo
     first, second, *_ = DEMO_SECTIONS
     command = ["demo", "--quick", "--no-progress", "--out", str(tmp_path)]
     calls = []
-    # in the first section nothing is finished: the demo starts again
+    go_on = (
+        "pyromem: interrupted; the same command with --resume keeps the finished sections and "
+        "continues the one interrupted"
+    )
+    # in the first section nothing is finished, but its runs can go on
     fake_sections(monkeypatch, calls, stop=first)
     assert main(command) == 130
-    assert capsys.readouterr().err.strip() == (
-        "pyromem: interrupted; the same command runs the demo again from its start"
-    )
+    assert capsys.readouterr().err.strip() == go_on
     # later, the finished sections are kept by --resume, which runs only the others
     fake_sections(monkeypatch, calls, stop=second)
     assert main(command) == 130
-    assert capsys.readouterr().err.strip() == (
-        "pyromem: interrupted; the same command with --resume keeps the finished sections"
-    )
+    assert capsys.readouterr().err.strip() == go_on
     calls.clear()
     fake_sections(monkeypatch, calls)
     assert main(command + ["--resume"]) == 0
-    assert calls == list(DEMO_SECTIONS[1:])
+    assert calls == [f"{second} (resumed)", *DEMO_SECTIONS[2:]]

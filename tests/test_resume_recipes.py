@@ -269,3 +269,22 @@ def test_a_long_first_epoch_shows_its_steps_with_an_eta(monkeypatch):
         "epoch 1/3: step 90/100 (20 s, ETA 47 s)",
         "epoch 1/3: train ELBO -50.00 nats (30 s, ETA 60 s)",
     ]
+
+
+def test_a_demo_resumed_continues_the_run_of_the_section_it_stopped_in(tmp_path, monkeypatch):
+    from pyromem.experiments import demo, vae
+
+    monkeypatch.setattr(demo, "DEMO_SECTIONS", ("vae",))
+    epochs = vae.DEMO_SETTINGS["quick"]["epochs"]
+    counts = {}
+    watch_fit(monkeypatch, vae, counts, interrupt="vae", epoch=3)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path, quick=True, progress=False)
+    assert counts == {"vae": 3}
+    counts.clear()
+    watch_fit(monkeypatch, vae, counts)
+    results = demo.run_demo(tmp_path, quick=True, progress=False, resume=True)
+    # the three epochs done are not trained again
+    assert counts == {"vae": epochs - 3} and results["vae"]["epochs"] == epochs
+    rows = (tmp_path / "vae" / "metrics.csv").read_text().strip().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == [str(e) for e in range(1, epochs + 1)]

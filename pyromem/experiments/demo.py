@@ -7,8 +7,9 @@ et al.). Each section says its own setting. The report opens with the run's
 settings and a table of each section's headline numbers (:func:`at_a_glance`).
 
 Each section that finishes is recorded in ``sections.json`` (its report text and results),
-so that a demo interrupted in a later section can be resumed (``resume=True``) without
-running the finished ones again.
+and so is the section in progress, so that an interrupted demo can be resumed
+(``resume=True``) without running the finished sections again, and with the interrupted
+section's runs continued from their checkpoints.
 """
 
 import json
@@ -35,11 +36,12 @@ def run_demo(
         for the second (the quick demo took 212 s on two threads and 41 s on one, on the
         2-core CPU beside a two-thread job).
     :param bool resume: continue the demo in ``out_dir``, interrupted or finished: the
-        sections it finished (``sections.json``) are kept, the others run (an interrupted
-        section from its start). Its ``quick`` and ``seed`` must be this run's.
+        sections it finished (``sections.json``) are kept, the others run (the runs of the
+        section it was interrupted in from their last checkpoints). Its ``quick`` and
+        ``seed`` must be this run's.
     :returns: the results dict, with the report's path under ``"report"``.
     :raises ValueError: before any work, if ``out_dir`` is a file or cannot be written, or if
-        ``resume`` and ``out_dir`` holds no demo with a finished section, or one of another
+        ``resume`` and ``out_dir`` holds no demo that was started, or one of another
         ``quick`` or ``seed``.
     """
     as_int(num_threads, "num_threads", 1)
@@ -48,11 +50,11 @@ def run_demo(
     report = out_dir / "report.md"
     record = out_dir / SECTIONS_FILE
     if resume:
-        finished = finished_sections(record, quick, seed)
+        finished, interrupted = finished_sections(record, quick, seed)
     # a file there, or a folder that cannot be written, stopped the first section seconds in
     writable_folder(out_dir)
     if not resume:
-        finished = {}
+        finished, interrupted = {}, None
         if record.is_file():  # an earlier demo's, whose sections this one replaces
             if progress:
                 print(
@@ -71,6 +73,8 @@ def run_demo(
             section = finished.get(name)
             if progress:
                 kept = f": finished before ({section['seconds']:.0f} s), kept" if section else ""
+                if name == interrupted:
+                    kept = ": interrupted before, its runs continue from their checkpoints"
                 print(
                     f"demo [{number}/{len(DEMO_SECTIONS)}] {name}{kept}",
                     file=sys.stderr,
@@ -78,8 +82,13 @@ def run_demo(
                 )
             if section is None:
                 section_start = time.perf_counter()
+                _write_record(record, quick, seed, finished, started=name)
                 module = recipe(name).load()
-                text, results = module.demo_section(out_dir, quick, seed=seed, progress=progress)
+                # the runs of the section this demo was interrupted in go on from their
+                # checkpoints; a later section's folder may hold an older demo's runs
+                text, results = module.demo_section(
+                    out_dir, quick, seed=seed, progress=progress, resume=name == interrupted
+                )
                 section = finished[name] = {
                     "text": text,
                     "results": results,
@@ -111,9 +120,10 @@ def run_demo(
 SECTIONS_FILE = "sections.json"
 
 
-def finished_sections(record, quick, seed) -> dict:
-    """The sections a demo finished, by name (``{"text", "results", "seconds"}`` each), from
-    its ``record`` (:data:`SECTIONS_FILE`), for a demo resumed with ``quick`` and ``seed``.
+def finished_sections(record, quick, seed) -> tuple[dict, str | None]:
+    """The sections a demo finished, by name (``{"text", "results", "seconds"}`` each), and
+    the section it was interrupted in (``None``: none), from its ``record``
+    (:data:`SECTIONS_FILE`), for a demo resumed with ``quick`` and ``seed``.
 
     :raises ValueError: in one line, if there is no record or it is of another demo.
     """
@@ -135,11 +145,12 @@ def finished_sections(record, quick, seed) -> dict:
             f"this run is {demo(quick, seed)}; give its --quick and --seed to continue it, or "
             "leave out --resume to start again"
         )
-    return saved["sections"]
+    started = saved.get("started")
+    return saved["sections"], None if started in saved["sections"] else started
 
 
-def _write_record(record, quick, seed, sections):
-    text = json.dumps({"quick": quick, "seed": seed, "sections": sections})
+def _write_record(record, quick, seed, sections, started=None):
+    text = json.dumps({"quick": quick, "seed": seed, "sections": sections, "started": started})
     write_atomically(record, lambda file: file.write(text))
 
 

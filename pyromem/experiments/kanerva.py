@@ -36,6 +36,7 @@ from pyromem.diagnostics import elbo_decomposition
 from pyromem.diagnostics.log_likelihood import chunked_log_weights, importance_bound
 from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import KPPConfig
+from pyromem.experiments.options import interrupted_run_file
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
     StartLines,
@@ -648,15 +649,17 @@ def summary(results):
     return "\n".join(lines)
 
 
-def demo_section(out_dir, quick, seed=0, progress=True):
+def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
     """K++ on ``digits`` episodes of one class for ``pyromem demo``: ``(markdown_text, results)``.
 
     :param out_dir: the demo's folder; this section writes to ``out_dir/kpp``.
     :param bool quick: the short setting (no baselines).
+    :param bool resume: continue the runs interrupted there from their checkpoints.
     """
     out_dir = Path(out_dir)
     results = train_kpp(
         out_dir=out_dir / "kpp",
+        resume=resume and interrupted_run_file(out_dir / "kpp") is not None,
         dataset="digits",
         episode_length=4,
         reads=2,

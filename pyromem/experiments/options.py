@@ -311,6 +311,12 @@ def _run_files(out_dir) -> dict:
     return {path: path.stat().st_mtime_ns for p in patterns for path in out_dir.glob(p)}
 
 
+def interrupted_run_file(out_dir):
+    """The first of :data:`INTERRUPTED_RUN_FILES` that ``out_dir`` holds, a ``Path``, or
+    ``None``: whether a run there can be continued (``resume``)."""
+    return next((path for p in INTERRUPTED_RUN_FILES for path in Path(out_dir).glob(p)), None)
+
+
 def _check_no_earlier_run(out_dir, resumable) -> None:
     """Raise a one-line ``ValueError`` if ``out_dir`` holds a finished or interrupted run,
     which a new run there would replace."""
@@ -319,7 +325,7 @@ def _check_no_earlier_run(out_dir, resumable) -> None:
             f"--out: {out_dir} holds a finished run; pass --overwrite to replace it "
             "or choose another --out"
         )
-    left = next((path for p in INTERRUPTED_RUN_FILES for path in out_dir.glob(p)), None)
+    left = interrupted_run_file(out_dir)
     if left is not None:
         resume = "pass --resume to continue it, " if resumable else ""
         raise ValueError(

@@ -17,7 +17,7 @@ import torch
 from pyromem.data import AUGMENTATIONS, load
 from pyromem.data.validation import check_images
 from pyromem.diagnostics.plots import save_image_rows
-from pyromem.experiments.options import TABLE_ROWS_FILE
+from pyromem.experiments.options import TABLE_ROWS_FILE, interrupted_run_file
 from pyromem.experiments.vae import torch_threads, write_results
 from pyromem.infer import MemoryFixedPoint
 from pyromem.models import VAE
@@ -595,16 +595,18 @@ DEMO = {
 }
 
 
-def demo_section(out_dir, quick, seed=0, progress=True):
+def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
     """The retrieval section of ``pyromem demo``: ``(markdown_text, results_dict)``.
 
     :param out_dir: the demo's folder; this section writes to ``out_dir/retrieval``.
     :param bool quick: fewer methods, corruptions, seeds and VAE epochs.
+    :param bool resume: continue a table interrupted there (its VAE and finished rows).
     """
     settings = DEMO["quick" if quick else "full"]
     folder = Path(out_dir) / "retrieval"
     results = run_retrieval(
         folder,
+        resume=resume and interrupted_run_file(folder) is not None,
         dataset="digits",
         methods=settings["methods"],
         corruptions=settings["corruptions"],

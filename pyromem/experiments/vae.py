@@ -22,6 +22,7 @@ from pyromem.data import load
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_image_rows
 from pyromem.experiments.configs import VAEConfig
+from pyromem.experiments.options import interrupted_run_file
 from pyromem.models import VAE
 from pyromem.train import fit, last_checkpoint, load_checkpoint
 from pyromem.train.checkpoint import write_atomically
@@ -448,12 +449,13 @@ DEMO_SETTINGS = {
 }
 
 
-def demo_section(out_dir, quick, seed=0, progress=True):
+def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
     """The VAE section of ``pyromem demo``: ``(markdown_text, results)``; writes to
-    ``out_dir/vae``."""
+    ``out_dir/vae``. With ``resume``, a run interrupted there continues from its checkpoint."""
     out_dir = Path(out_dir)
     results = train_vae(
         out_dir=out_dir / "vae",
+        resume=resume and interrupted_run_file(out_dir / "vae") is not None,
         dataset="digits",
         size=16,
         binarize="dynamic",

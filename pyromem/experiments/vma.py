@@ -54,6 +54,7 @@ from pyromem.data import FreshEpisodes, few_shot_splits, sample_few_shot
 from pyromem.diagnostics import elbo_decomposition, log_likelihood
 from pyromem.diagnostics.plots import save_curves, save_figure, save_image_rows
 from pyromem.experiments.configs import ADDRESSES, VMAConfig, vma_ignored
+from pyromem.experiments.options import interrupted_run_file
 from pyromem.experiments.vae import (
     LIKELIHOOD_FOR_SUPPORT,
     StartLines,
@@ -649,7 +650,7 @@ def evaluate_vma(checkpoint, *, out_dir, num_samples=1000, num_particles=None, r
     return results
 
 
-def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
+def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, resume=False, **options):
     """Train one run per address in the same setting and compare their test NLL (§4.2):
     VMA with an enumerated or sampled address against the soft-attention baseline.
 
@@ -658,6 +659,8 @@ def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
         memory, Fig. 5A) to ``out_dir``.
     :param tuple addresses: the addresses compared, each as in :func:`train_vma`.
     :param on_run: called with each address before its run, or ``None``.
+    :param bool resume: continue each run whose folder holds an interrupted one (the others
+        start from their beginning).
     :param options: the other arguments of :func:`train_vma`, the same for every run.
     :returns: ``{"runs": {address: results}, "table": rows}``, one row per memory
         size (the few-shot sweep, or the one test memory) with each address's test NLL
@@ -668,7 +671,13 @@ def compare_vma(*, out_dir, addresses=ADDRESSES, on_run=None, **options):
     for address in addresses:
         if on_run is not None:
             on_run(address)
-        runs[address] = train_vma(out_dir=out_dir / address, address=address, **options)
+        folder = out_dir / address
+        runs[address] = train_vma(
+            out_dir=folder,
+            address=address,
+            resume=resume and interrupted_run_file(folder) is not None,
+            **options,
+        )
     sweeps = {
         a: run.get("memory_size_sweep") or [{"classes": None, **run}] for a, run in runs.items()
     }
@@ -822,12 +831,13 @@ class _RunProgress:
         self.done += 1
 
 
-def demo_section(out_dir, quick, seed=0, progress=True):
+def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
     """The VMA section of ``pyromem demo``: train-to-recall with VMA and the soft-attention
     baseline (and, in full, VIMCO and few-shot VMA against soft attention).
 
     :param out_dir: the demo's folder; runs go to ``out_dir/vma-<mode>-<address>``.
     :param bool quick: two recall runs (enumeration, soft attention) instead of five runs.
+    :param bool resume: continue the runs interrupted there from their checkpoints.
     :returns: ``(markdown, results)``, results keyed ``"<mode>_<address>"``.
     """
     out_dir, settings = Path(out_dir), DEMO["quick" if quick else "full"]
@@ -864,8 +874,10 @@ def demo_section(out_dir, quick, seed=0, progress=True):
     )
     for address in settings["recall"]:
         show(f"recall, {address}")
+        folder = out_dir / f"vma-recall-{address}"
         run = train_vma(
-            out_dir=out_dir / f"vma-recall-{address}",
+            out_dir=folder,
+            resume=resume and interrupted_run_file(folder) is not None,
             mode="recall",
             address=address,
             memory_size=16,
@@ -897,6 +909,7 @@ def demo_section(out_dir, quick, seed=0, progress=True):
             memory_classes=(1, 2, 4, 8),
             steps=steps,
             on_run=lambda address: show(f"few-shot, {address}"),
+            resume=resume,
             **options,
         )
         results.update({f"fewshot_{a}": run for a, run in comparison["runs"].items()})
