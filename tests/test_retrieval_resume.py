@@ -160,7 +160,7 @@ def test_a_capacity_sweep_interrupted_between_sizes_resumes_as_the_uninterrupted
     [
         (dict(on_size="rows.json"), "on_size: expected a callable or None, got str"),
         (dict(finished=[5]), "finished: expected a dict of on_size's records, got list"),
-        (dict(finished={"5": {"results": {}}}), "finished: the record of N = 5 is not on_size's"),
+        (dict(finished={"5": {"results": {}}}), r"finished: the size N = 5 lacks \['hyper"),
     ],
 )
 def test_bad_size_arguments_are_refused_before_any_work(argument, message):

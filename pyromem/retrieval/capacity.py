@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from pyromem.checks import as_int
 from pyromem.diagnostics.plots import save_figure
 from pyromem.retrieval.protocol import check_image_batch
-from pyromem.retrieval.tables import check_table, retrieval_table
+from pyromem.retrieval.tables import check_kept_records, check_table, retrieval_table
 
 #: N = 5 ... 10 000 (App. E.4).
 CAPACITY_SIZES = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -69,7 +69,7 @@ def capacity_sweep(
             f"sizes: none of {sizes} fits the {len(test_images)} test and {len(train_images)} "
             f"train images; sizes of at most {fits} fit"
         )
-    _check_size_arguments(on_size, finished)
+    check_kept_records(finished, _SIZE_RECORD_KEYS, on_size, "on_size", "size N = {}")
     # every table's arguments, checked before the first size runs
     check_table(
         methods,
@@ -121,25 +121,6 @@ def capacity_sweep(
 
 #: The entries of one size's record, each by method.
 _SIZE_RECORD_KEYS = ("results", "hyperparameters", "threshold")
-
-
-def _check_size_arguments(on_size, finished) -> None:
-    # before any work: a bad one would otherwise stop the sweep after its first size
-    if on_size is not None and not callable(on_size):
-        raise TypeError(f"on_size: expected a callable or None, got {type(on_size).__name__}")
-    if finished is None:
-        return
-    if not isinstance(finished, dict):
-        raise TypeError(
-            f"finished: expected a dict of on_size's records, got {type(finished).__name__}"
-        )
-    for size, record in finished.items():
-        has = record if isinstance(record, dict) else {}
-        if any(not isinstance(has.get(key), dict) for key in _SIZE_RECORD_KEYS):
-            raise ValueError(
-                f"finished: the record of N = {size} is not on_size's: expected a dict of "
-                f"{', '.join(_SIZE_RECORD_KEYS)}, each by method"
-            )
 
 
 def _size_record(

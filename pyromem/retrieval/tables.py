@@ -273,22 +273,36 @@ _RECORD_KEYS = (
 
 
 def _check_row_arguments(log, on_row, finished) -> None:
-    # before any work: a bad one would otherwise stop the table after its first row
-    for name, value in (("log", log), ("on_row", on_row)):
-        if value is not None and not callable(value):
-            raise TypeError(f"{name}: expected a callable or None, got {type(value).__name__}")
+    if log is not None and not callable(log):
+        raise TypeError(f"log: expected a callable or None, got {type(log).__name__}")
+    check_kept_records(finished, (*_RECORD_KEYS, "timing"), on_row, "on_row", "row of {!r}")
+
+
+def check_kept_records(finished, keys, callback, callback_name, item) -> None:
+    """Raise in one line unless ``callback`` is a callable or ``None`` and ``finished`` is
+    ``None`` or a dict of the records ``callback`` receives, each holding ``keys``: the
+    arguments by which a table or sweep keeps what an interrupted run finished, checked before
+    any work (a bad one would otherwise stop the run after its first row).
+
+    :param str callback_name: the callback's argument name, for the messages.
+    :param str item: what a record is, a format string taking its key, e.g. ``"row of {!r}"``.
+    """
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"{callback_name}: expected a callable or None, got {type(callback).__name__}"
+        )
     if finished is None:
         return
     if not isinstance(finished, dict):
         raise TypeError(
-            f"finished: expected a dict of on_row's records, got {type(finished).__name__}"
+            f"finished: expected a dict of {callback_name}'s records, got {type(finished).__name__}"
         )
-    for name, record in finished.items():
+    for key, record in finished.items():
         has = record if isinstance(record, dict) else {}
-        lacks = [key for key in (*_RECORD_KEYS, "timing") if key not in has]
+        lacks = [name for name in keys if name not in has]
         if lacks:
             raise ValueError(
-                f"finished: the row of {name!r} lacks {lacks}; expected on_row's record"
+                f"finished: the {item.format(key)} lacks {lacks}; expected {callback_name}'s record"
             )
 
 
