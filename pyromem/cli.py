@@ -26,7 +26,13 @@ from pathlib import Path
 
 from pyromem import __version__
 from pyromem.experiments.configs import EvalConfig
-from pyromem.experiments.options import Choices, base_type, config_recipe, writable_folder
+from pyromem.experiments.options import (
+    MAX_SEED,
+    Choices,
+    base_type,
+    config_recipe,
+    writable_folder,
+)
 from pyromem.experiments.registry import COMMANDS, FAMILIES
 
 DEMO_OUT = "pyromem-demo"
@@ -236,8 +242,8 @@ def run(args):
     if args.command == "demo":
         args.out = DEMO_OUT if args.out is None else args.out
         # before torch loads, as the recipes' options are checked
-        if not 0 <= args.seed <= 2**32 - 1:
-            raise ValueError(f"--seed: expected a value in [0, {2**32 - 1}], got {args.seed}")
+        if not 0 <= args.seed <= MAX_SEED:
+            raise ValueError(f"--seed: expected a value in [0, {MAX_SEED}], got {args.seed}")
         if args.num_threads < 1:
             raise ValueError(f"--num-threads: expected a value >= 1, got {args.num_threads}")
         if not args.resume:  # a resume checks its folder's demo first

@@ -103,3 +103,13 @@ def test_an_embedded_dataset_refuses_a_root_or_download_it_would_ignore(tmp_path
     for options in ({"root": tmp_path}, {"download": True}):
         with pytest.raises(ValueError, match="root: digits is embedded in pyromem"):
             load("digits", "train", **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_resize_in_their_own_dtype(dtype):
+    # torch's antialiased bilinear kernel has no CPU half version: NotImplementedError
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    resized = RESIZE.resize(images.to(dtype), 4)
+    assert resized.dtype == dtype and resized.shape == (2, 1, 4, 4)
+    expected = RESIZE.resize(images.to(dtype).float(), 4)
+    assert torch.allclose(resized.float(), expected, atol=1e-2)

@@ -178,3 +178,14 @@ def test_few_shot_splits_validation():
         few_shot_splits(train, test, test_classes=(0, 1, 2))
     with pytest.raises(TypeError, match="test must be an ImageDataset"):
         few_shot_splits(train, test.images, test_classes=(1,))
+
+
+def test_few_shot_splits_leave_unlabelled_images_out_of_both_parts():
+    # -1 marks an unlabelled image: it was taken for a training class, then refused as one
+    images = torch.rand(12, 1, 4, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, -1, -1, 4, 4])
+    train = ImageDataset(images, labels, name="npz", split="train")
+    test = ImageDataset(images, labels, name="npz", split="test")
+    train_part, test_part = few_shot_splits(train, test, test_classes=(3, 4))
+    assert train_part.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert test_part.labels.tolist() == [3, 3, 4, 4]

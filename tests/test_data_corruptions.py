@@ -172,6 +172,17 @@ def test_generator_on_cpu_reproduces_on_any_device(x):
         (lambda x: gaussian_noise((x * 255).byte(), 0.1), TypeError, "floating"),
         (lambda x: gaussian_noise(x[0, 0, 0], 0.1), ValueError, "shape"),
         (lambda x: gaussian_noise(x, "big"), TypeError, "std"),
+        # a seed or a NumPy generator stopped as an AttributeError inside torch
+        (lambda x: gaussian_noise(x, 0.1, generator=3), TypeError, "generator must be a torch"),
+        (lambda x: speckle(x, 0.1, generator=3), TypeError, "generator"),
+        (lambda x: poisson(x, 3.0, generator=3), TypeError, "generator"),
+        (lambda x: salt_and_pepper(x, 0.1, generator=3), TypeError, "generator"),
+        (lambda x: square_mask(x, 2, generator="seed"), TypeError, "generator"),
+        # one angle per image: 3 angles for a batch (2, 5) stopped in einsum, and a (3, 1, 1)
+        # tensor silently made a (3, 2, 5, ...) batch of a (2, 5, ...) one
+        (lambda x: colour_rotation(x, torch.zeros(3)), ValueError, r"angle: .* shape \(2, 5\)"),
+        (lambda x: colour_rotation(x, torch.zeros(3, 1, 1)), ValueError, r"shape \(3, 1, 1\)"),
+        (lambda x: square_mask(x, 2, position=3), TypeError, r"position must be a \(row, col\)"),
     ],
 )
 def test_bad_arguments(call, error, match, x):

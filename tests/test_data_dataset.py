@@ -104,3 +104,23 @@ def test_known_names():
         "npz",
         "cifar10",
     }
+
+
+def test_load_and_dataset_arguments_of_the_wrong_kind():
+    # an unhashable name stopped in the dict lookup ("unhashable type: 'list'")
+    with pytest.raises(ValueError, match=r"^unknown dataset name \['digits'\]"):
+        load(["digits"])
+    # scikit-learn's random_state stops at 2**32 - 1, in its own words, after shapes or glyphs
+    # would have been made
+    for name in ("digits", "shapes"):
+        with pytest.raises(ValueError, match=r"^seed must lie in \[0, 4294967295\]"):
+            load(name, seed=2**32)
+    assert len(load("digits", "test", seed=2**32 - 1)) == 360
+    images = torch.zeros(2, 1, 2, 2)
+    with pytest.raises(
+        TypeError, match="labels must be an integer torch.Tensor, got torch.complex64"
+    ):
+        ImageDataset(images, torch.zeros(2, dtype=torch.complex64), name="x", split="train")
+    # an empty list of indices reads as float32; it selects no image
+    data = ImageDataset(images, torch.zeros(2, dtype=torch.long), name="x", split="train")
+    assert len(data.subset([])) == 0

@@ -177,3 +177,41 @@ def test_unlabelled_data_has_no_classes_to_draw_from(tmp_path, digits):
         sample_class_episodes(digits.images, 2, 3, labels=torch.full((len(digits),), -1))
     # episodes that need no classes still draw from it
     assert sample_episodes(unlabelled, 2, 3).shape == (2, 3, 1, 8, 8)
+
+
+def test_images_labelled_minus_one_belong_to_no_class(digits):
+    # a partly labelled dataset: -1 read as a class made episodes of unrelated images
+    labels = digits.labels.clone()
+    labels[:100] = -1
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"num_classes = 11 exceeds the 10 classes"):
+        sample_few_shot(digits, 11, 1, 1, labels=labels, generator=g)
+    episode = sample_few_shot(digits, 10, 1, 1, labels=labels, generator=g)
+    assert -1 not in episode.classes.tolist()
+    assert (labels[episode.memory_indices] >= 0).all() and (
+        labels[episode.query_indices] >= 0
+    ).all()
+    # 40 one-image episodes: each would be drawn from the 100 unlabelled images with p = 1/11
+    episodes = sample_class_episodes(digits.images, 40, 1, labels=labels, generator=g)
+    first = digits.images[:100].flatten(1)
+    assert not (episodes.flatten(2)[:, 0, None] == first[None]).all(-1).any()
+
+
+def test_data_that_does_not_give_image_tensors_is_refused(digits):
+    with pytest.raises(TypeError, match=r"numpy\.ndarray .*torch\.as_tensor"):
+        sample_episode(digits.images.numpy(), 3)
+    # a TensorDataset's items are tuples, which torch.stack refused in its own words
+    pairs = torch.utils.data.TensorDataset(digits.images, digits.labels)
+    with pytest.raises(TypeError, match=r"image tensor \(C, H, W\) for each index, got tuple"):
+        sample_episodes(pairs, 2, 3)
+
+
+def test_fresh_episodes_check_the_epoch_when_it_is_set():
+    from pyromem.data import FreshEpisodes
+
+    episodes = FreshEpisodes(lambda generator: torch.rand(1, generator=generator), 3)
+    # the bad epoch stopped only at the next item, in NumPy's own words
+    with pytest.raises(ValueError, match=r"^epoch: expected an int >= 0, got -1"):
+        episodes.set_epoch(-1)
+    with pytest.raises(ValueError, match=r"^rank: expected an int >= 0, got 0.5"):
+        episodes.set_epoch(1, 0.5)

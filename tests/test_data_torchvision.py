@@ -252,3 +252,10 @@ def test_size_is_checked_before_the_files_are_read(tmp_path, monkeypatch):
     for name in ("mnist", "fashion_mnist", "cifar10", "omniglot"):
         with pytest.raises(ValueError, match="^size must be a positive int"):
             load(name, root=tmp_path, size=0)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "omniglot"])
+def test_a_root_of_another_type_is_named(name):
+    # os.fspath's "expected str, bytes or os.PathLike object, not int" named no argument
+    with pytest.raises(TypeError, match=r"^root must be a str or a path, got int 3"):
+        load(name, root=3)

@@ -391,3 +391,76 @@ def test_npz_empty_images_wrong_depth_and_wide_labels(tmp_path):
     np.savez(path, images=np.zeros((5, 2, 2), np.uint8), labels=labels)
     with pytest.raises(ValueError, match=r"labels must fit in int64, got 18446744073709551615"):
         load("npz", root=path)
+
+
+def test_npz_with_a_damaged_array_is_named_in_one_line(tmp_path):
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    np.savez(good, images=np.arange(20 * 16, dtype=np.uint8).reshape(20, 1, 4, 4))
+    # the archive's directory reads, the array's bytes do not: zipfile's BadZipFile (CRC)
+    damaged = bytearray(good.read_bytes())
+    start = damaged.index(b"\x93NUMPY")
+    damaged[start + 200] ^= 0xFF
+    crc = tmp_path / "crc.npz"
+    crc.write_bytes(bytes(damaged))
+    # numpy's own "EOF: reading array data" (truncated), its "Object arrays cannot be loaded"
+    # (pickled objects) and a member that is not a .npy at all (read as bytes)
+    truncated, objects, foreign = (tmp_path / f"{n}.npz" for n in ("cut", "obj", "foreign"))
+    with zipfile.ZipFile(truncated, "w") as archive:
+        archive.writestr("images.npy", crc.read_bytes()[start : start + 150])
+    np.savez(objects, images=np.array([None, 1], dtype=object))
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("images.npy", b"not an array")
+    for path in (crc, truncated, objects):
+        with pytest.raises(ValueError, match=r"^npz: the 'images' array of root=.* cannot be read"):
+            load("npz", root=path)
+    with pytest.raises(ValueError, match=r"^npz: the 'images' member of root=.* not a NumPy array"):
+        load("npz", root=foreign)
+
+
+def test_imagefolder_refuses_a_class_folder_without_images(tmp_path):
+    # GIFs are not among torchvision's extensions: class b would silently vanish, leaving one
+    # class and a label that no image has
+    _write_folder(tmp_path, {"a": 3, "c": 3})
+    (tmp_path / "b").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "b" / f"{i}.gif")
+    with pytest.raises(
+        ValueError, match=r"^imagefolder: the class folder\(s\) b under .* no image"
+    ):
+        load("imagefolder", root=tmp_path)
+
+
+def test_imagefolder_split_data_need_test_images_to_load_train(tmp_path):
+    # a recipe loads train, then test: an empty test/ must stop it before train is decoded
+    _write_folder(tmp_path / "train", {"a": 3})
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    for split in ("train", "test"):
+        with pytest.raises(ValueError, match=r"no image files under .*test; split data need"):
+            load("imagefolder", split, root=tmp_path)
+
+
+def test_imagefolder_refuses_an_image_pil_will_not_open_in_one_line(tmp_path, monkeypatch):
+    _write_folder(tmp_path, {"a": 3, "b": 3})
+    # PIL refuses more than twice MAX_IMAGE_PIXELS with DecompressionBombError, not an OSError
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(ValueError, match=r"^imagefolder: a/img0\.png under .* larger than PIL"):
+        load("imagefolder", root=tmp_path)
+
+
+def test_user_data_arguments_of_other_types(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, images=np.zeros((20, 1, 2, 2), np.uint8))
+    # a NumPy float is a fraction like any other, not one "outside (0, 1)"
+    assert len(load("npz", "test", root=path, test_fraction=np.float64(0.25))) == 5
+    assert len(load("npz", "test", root=path, test_fraction=np.float32(0.5))) == 10
+    for name in ("npz", "imagefolder"):
+        with pytest.raises(TypeError, match=r"^root must be a str or a path, got int 3"):
+            load(name, root=3)
+    # scikit-learn's random_state stops at 2**32 - 1; the message blamed too few images (the
+    # loader itself, as its docstring is cited: load checks the seed first)
+    from pyromem.data.user import npz
+
+    with pytest.raises(ValueError, match=r"^seed must lie in \[0, 4294967295\]"):
+        npz(root=path, seed=2**32)

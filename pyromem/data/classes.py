@@ -79,8 +79,9 @@ def few_shot_splits(train, test, test_classes=None):
     by_construction = (
         train.name == test.name and train.name in SPLIT_LOCAL_LABELS and train.split != test.split
     )
-    train_classes = sorted(set(train.labels.tolist()))
-    test_present = sorted(set(test.labels.tolist()))
+    # -1 marks an unlabelled image, of no class: it is neither shared nor held out
+    train_classes = sorted(set(train.labels.tolist()) - {-1})
+    test_present = sorted(set(test.labels.tolist()) - {-1})
     if test_classes is None:
         shared = [] if by_construction else sorted(set(train_classes) & set(test_present))
         if shared:

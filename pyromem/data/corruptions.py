@@ -14,6 +14,7 @@ import numbers
 import torch
 
 from pyromem.checks import as_float_tensor, as_int
+from pyromem.data.validation import check_generator
 
 
 def gaussian_noise(x, std, *, generator=None):
@@ -25,6 +26,7 @@ def gaussian_noise(x, std, *, generator=None):
     :returns: the noisy images, clipped to [0, 1].
     """
     _check_images(x)
+    check_generator(generator)
     _check_number("std", std, low=0.0)
     return (x + std * _randn(x, generator)).clamp(0.0, 1.0)
 
@@ -38,6 +40,7 @@ def speckle(x, std, *, generator=None):
     :returns: the noisy images, clipped to [0, 1].
     """
     _check_images(x)
+    check_generator(generator)
     _check_number("std", std, low=0.0)
     return (x + x * std * _randn(x, generator)).clamp(0.0, 1.0)
 
@@ -52,6 +55,7 @@ def poisson(x, peak, *, generator=None):
     :returns: the noisy images, clipped to [0, 1].
     """
     _check_images(x)
+    check_generator(generator)
     _check_number("peak", peak, low=0.0, strict=True)
     rate = x * peak
     if generator is not None:
@@ -72,6 +76,7 @@ def salt_and_pepper(x, prob, *, generator=None):
     :returns: the corrupted images.
     """
     _check_images(x)
+    check_generator(generator)
     _check_number("prob", prob, low=0.0, high=1.0)
     device = _device(x, generator)
     u = torch.rand(x.shape[:-3] + (1,) + x.shape[-2:], generator=generator, device=device)
@@ -93,6 +98,7 @@ def square_mask(x, width, value=0.0, position=None, *, generator=None):
     :returns: the masked images.
     """
     _check_images(x)
+    check_generator(generator)
     height, wide = x.shape[-2:]
     as_int(width, "width", error=TypeError, form="split")
     if not 0 <= width <= min(height, wide):
@@ -107,7 +113,13 @@ def square_mask(x, width, value=0.0, position=None, *, generator=None):
         col = torch.randint(wide - width + 1, batch, generator=generator, device=device)
         row, col = row.to(x.device), col.to(x.device)
     else:
-        if len(position) != 2 or not all(isinstance(p, numbers.Integral) for p in position):
+        if (
+            not isinstance(position, (tuple, list))
+            or len(position) != 2
+            or not all(
+                isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in position
+            )
+        ):
             raise TypeError(f"position must be a (row, col) pair of ints, got {position!r}")
         row, col = position
         if not (0 <= row <= height - width and 0 <= col <= wide - width):
@@ -154,6 +166,18 @@ def colour_rotation(x, angle):
     if not torch.isfinite(angle).all():
         shown = f"{angle.item()!r}" if angle.numel() == 1 else "NaN or infinite angles"
         raise ValueError(f"angle must be finite, got {shown}")
+    # one angle per image: a shape that does not broadcast to the batch would stop in einsum,
+    # and one with more dims would silently add batch dims to the result
+    batch = x.shape[:-3]
+    try:
+        fits = torch.broadcast_shapes(angle.shape, batch) == batch
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"angle: a tensor of angles must broadcast to the batch shape {tuple(batch)} of x "
+            f"{tuple(x.shape)}, got shape {tuple(angle.shape)}"
+        )
     k = 1.0 / math.sqrt(3.0)
     cross = torch.tensor([[0.0, -k, k], [k, 0.0, -k], [-k, k, 0.0]], dtype=x.dtype, device=x.device)
     sin, cos = angle.sin()[..., None, None], angle.cos()[..., None, None]

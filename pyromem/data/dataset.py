@@ -71,7 +71,11 @@ class ImageDataset(torch.utils.data.Dataset):
         as_float_tensor(images, "images")
         if images.dim() != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        if (
+            not isinstance(labels, torch.Tensor)
+            or labels.is_floating_point()
+            or labels.is_complex()
+        ):
             raise TypeError(
                 f"labels must be an integer torch.Tensor, got "
                 f"{getattr(labels, 'dtype', type(labels).__name__)}"
@@ -158,7 +162,10 @@ class ImageDataset(torch.utils.data.Dataset):
             sequence), or a boolean mask of shape ``(N,)``.
         :returns: an :class:`ImageDataset` of ``M`` images.
         """
+        is_tensor = isinstance(indices, torch.Tensor)
         indices = torch.as_tensor(indices)
+        if not is_tensor and indices.numel() == 0:
+            indices = indices.long()  # an empty list reads as float32: no image, not a float
         if indices.dtype == torch.bool:
             if indices.shape != self.labels.shape:
                 raise ValueError(

@@ -13,9 +13,11 @@ dataset's ``__getitems__`` where it has one, so dynamic binarisation applies.
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from pyromem.checks import as_int
+from pyromem.data.validation import check_generator
 
 
 def sample_episode(data, length, *, generator=None):
@@ -43,7 +45,7 @@ def sample_episodes(data, num_episodes, length, *, generator=None):
     as_int(length, "length", 1, error=TypeError, form="split")
     if length > size:
         raise ValueError(f"length must be at most the {size} images of data, got {length}")
-    _check_generator(generator)
+    check_generator(generator)
     # Sorting uniform keys gives a uniform random permutation per row.
     keys = torch.rand((num_episodes, size), generator=generator, device=_device(generator))
     index = keys.argsort(dim=-1)[:, :length].cpu()
@@ -62,14 +64,14 @@ def sample_class_episodes(data, num_episodes, length, *, labels=None, generator=
     :param int num_episodes: number of episodes ``B >= 1``.
     :param int length: episode length ``T >= 1``.
     :param torch.Tensor labels: integer labels ``(N,)``; by default ``data.labels``, which
-        must not be all -1 (unlabelled).
+        must not be all -1 (unlabelled); images labelled -1 are never drawn.
     :param torch.Generator generator: optional source of randomness.
     :returns: images of shape ``(B, T, C, H, W)``.
     """
     size = _check_data(data)
     as_int(num_episodes, "num_episodes", 1, error=TypeError, form="split")
     as_int(length, "length", 1, error=TypeError, form="split")
-    _check_generator(generator)
+    check_generator(generator)
     order, classes, counts, starts = _classes(data, labels, size)
     eligible = (counts >= length).nonzero().squeeze(1)
     if len(eligible) == 0:
@@ -126,7 +128,8 @@ def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, g
     :param int num_shots: memory examples per class ``S >= 1``.
     :param int num_queries: query examples per class ``Q >= 0``.
     :param torch.Tensor labels: integer labels ``(N,)``; by default
-        ``data.labels``, which must not be all -1 (unlabelled).
+        ``data.labels``, which must not be all -1 (unlabelled); images labelled -1 belong
+        to no class and are never drawn.
     :param torch.Generator generator: optional source of randomness.
     :returns: a :class:`FewShotEpisode`.
     """
@@ -134,7 +137,7 @@ def sample_few_shot(data, num_classes, num_shots, num_queries, *, labels=None, g
     as_int(num_classes, "num_classes", 1, error=TypeError, form="split")
     as_int(num_shots, "num_shots", 1, error=TypeError, form="split")
     as_int(num_queries, "num_queries", 0, error=TypeError, form="split")
-    _check_generator(generator)
+    check_generator(generator)
     order, classes, counts, starts = _classes(data, labels, size)
     if len(classes) < num_classes:
         raise ValueError(f"num_classes = {num_classes} exceeds the {len(classes)} classes in data")
@@ -184,7 +187,8 @@ def _classes(data, labels, size):
             f"{tuple(getattr(labels, 'shape', ()))}"
         )
     labels = labels.cpu()
-    if bool((labels == -1).all()):
+    labelled = (labels != -1).nonzero().squeeze(1)
+    if len(labelled) == 0:
         # -1 marks an unlabelled image (ImageDataset); read as one class, every episode would
         # silently be a random one
         name = getattr(data, "name", None)
@@ -192,7 +196,9 @@ def _classes(data, labels, size):
             f"labels: every label of {name or 'data'} is -1 (unlabelled, e.g. a .npz without "
             "a labels array), so there are no classes to draw episodes from"
         )
-    order = labels.argsort(stable=True)
+    # an image labelled -1 belongs to no class: read as class -1, the unlabelled images of a
+    # partly labelled dataset would make episodes of unrelated images
+    order = labelled[labels[labelled].argsort(stable=True)]
     classes, counts = labels[order].unique_consecutive(return_counts=True)
     starts = counts.cumsum(0) - counts
     return order, classes, counts, starts
@@ -210,11 +216,24 @@ def _fetch(data, index):
     if not items:
         example = data[0]
         return example.new_zeros(tuple(index.shape) + tuple(example.shape))
+    bad = next((item for item in items if not isinstance(item, torch.Tensor)), None)
+    if bad is not None:
+        # e.g. a torchvision or TensorDataset item, an (image, label) tuple
+        raise TypeError(
+            f"data must give an image tensor (C, H, W) for each index, got "
+            f"{type(bad).__name__}; pass the images as a tensor or an ImageDataset"
+        )
     images = torch.stack(items)
     return images.reshape(tuple(index.shape) + tuple(images.shape[1:]))
 
 
 def _check_data(data):
+    if isinstance(data, np.ndarray):
+        # it has __len__ and __getitem__, but its rows would stop torch.stack
+        raise TypeError(
+            f"data must be a tensor of images or a dataset, got a numpy.ndarray {data.shape}; "
+            "convert it with torch.as_tensor(data)"
+        )
     if isinstance(data, torch.Tensor):
         if data.dim() < 2:
             raise ValueError(f"data must be images of shape (N, C, H, W), got {tuple(data.shape)}")
@@ -224,11 +243,6 @@ def _check_data(data):
     if size == 0:
         raise ValueError("data is empty")
     return size
-
-
-def _check_generator(generator):
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
 
 def _device(generator):

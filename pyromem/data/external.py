@@ -202,6 +202,8 @@ def _open(kind, name, root, download, folder, **kwargs):
             f"{name} is not bundled with pyromem: pass root=<directory> (--root) holding it "
             "(and download=True, --download, to fetch it there)"
         )
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a str or a path, got {type(root).__name__} {root!r}")
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
     cls = _omniglot_class() if kind == "Omniglot" else _vision(kind)

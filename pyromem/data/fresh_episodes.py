@@ -41,7 +41,14 @@ class FreshEpisodes(Dataset):
         self.epoch, self.rank = 0, 0
 
     def set_epoch(self, epoch: int, rank: int = 0) -> None:
-        """Draw the episodes of ``epoch`` on process ``rank`` from now on."""
+        """Draw the episodes of ``epoch`` on process ``rank`` from now on.
+
+        :param int epoch: a non-negative int.
+        :param int rank: a non-negative int.
+        """
+        # checked here: a bad one would stop only at the next item, in NumPy's SeedSequence
+        for name, value in (("epoch", epoch), ("rank", rank)):
+            as_int(value, name, 0, form="expected")
         self.epoch, self.rank = epoch, rank
 
     def __len__(self) -> int:

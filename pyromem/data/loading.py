@@ -2,14 +2,13 @@
 
 import inspect
 
-from pyromem.checks import as_int
 from pyromem.data.dataset import BINARIZATIONS
 from pyromem.data.digits import digits
 from pyromem.data.external import cifar10, fashion_mnist, mnist, omniglot
 from pyromem.data.glyphs import glyphs
 from pyromem.data.patches import patches
 from pyromem.data.shapes import shapes
-from pyromem.data.splits import check_split
+from pyromem.data.splits import check_seed, check_split
 from pyromem.data.user import imagefolder, npz
 
 EMBEDDED = {"digits": digits, "patches": patches, "shapes": shapes, "glyphs": glyphs}
@@ -58,7 +57,7 @@ def load(
     :param str binarize: ``None`` (grey levels), ``"static"`` (one fixed
         Bernoulli sample seeded by ``seed``) or ``"dynamic"`` (a fresh sample at
         every access); grey-scale (C = 1) datasets only.
-    :param int seed: a non-negative int fixing the train/test partition of the
+    :param int seed: an int in [0, 2**32 - 1] fixing the train/test partition of the
         embedded datasets and of a user's own data that come unsplit, the
         procedural content of the embedded datasets, and static binarisation.
     :param int size: optional side length the images are resized (or, for
@@ -69,12 +68,12 @@ def load(
         :mod:`pyromem.data.glyphs`, :mod:`pyromem.data.user`).
     :returns: an :class:`~pyromem.data.dataset.ImageDataset` with values in [0, 1].
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset name {name!r}; known names are {sorted(DATASETS)}")
     check_split(split)
     if binarize not in BINARIZATIONS:
         raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {binarize!r}")
-    as_int(seed, "seed", 0)
+    check_seed(seed)
     loader = DATASETS[name]
     accepted = set(inspect.signature(loader).parameters) - {"split", "seed", "root", "download"}
     unknown = sorted(set(options) - accepted)

@@ -16,9 +16,10 @@ def resize(images, size):
     28 px); the result is clamped to [0, 1] because interpolation can overshoot
     by rounding.
 
-    :param torch.Tensor images: float images of shape ``(N, C, H, W)`` in [0, 1].
+    :param torch.Tensor images: float images of shape ``(N, C, H, W)`` in [0, 1], of any
+        floating dtype.
     :param int size: the new height and width, ``size >= 1``.
-    :returns: float images of shape ``(N, C, size, size)`` in [0, 1].
+    :returns: float images of shape ``(N, C, size, size)`` in [0, 1], of the dtype of ``images``.
     :raises TypeError: if ``images`` is not a floating-point tensor (e.g. uint8 images not
         yet divided by 255, or a numpy array).
     :raises ValueError: if ``images`` is not a non-empty batch ``(N, C, H, W)`` of finite
@@ -38,10 +39,17 @@ def resize(images, size):
     if tuple(images.shape[-2:]) == (size, size):
         return images
     check_memory(tuple(images.shape[:-2]) + (size, size), images.element_size(), "size")
+    # torch's antialiased bilinear kernel has no float16 or bfloat16 version on the CPU: those
+    # are resized in float32 and returned in their own dtype
+    half = images.dtype in (torch.float16, torch.bfloat16)
     resized = F.interpolate(
-        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        images.float() if half else images,
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
     )
-    return resized.clamp_(0.0, 1.0)
+    return resized.clamp_(0.0, 1.0).to(images.dtype)
 
 
 def check_memory(shape, element_size, name):

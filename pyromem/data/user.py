@@ -13,6 +13,7 @@ and each split has room for one image per class), otherwise, and always for
 unlabelled data, uniformly at random.
 """
 
+import numbers
 import os
 
 import numpy as np
@@ -22,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from pyromem.checks import as_int
 from pyromem.data.dataset import ImageDataset
 from pyromem.data.resize import check_memory, resize
-from pyromem.data.splits import check_split, split_indices
+from pyromem.data.splits import check_seed, check_split, split_indices
 
 #: PIL modes read as grey-scale (C = 1); any other mode is read as RGB (C = 3).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -63,7 +64,8 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     :param str split: ``"train"`` or ``"test"``.
     :param root: the directory (str or path).
     :param bool download: must be ``False``; the data are the user's own.
-    :param int seed: seed of the partition (ignored with ``train/`` and ``test/``).
+    :param int seed: seed of the partition, in [0, 2**32 - 1] (ignored with ``train/`` and
+        ``test/``).
     :param int size: optional side length; every image is resized to
         ``size × size``. Without it all images must have the same size.
     :param float test_fraction: the test share of the partition, in (0, 1)
@@ -77,8 +79,9 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     :raises FileNotFoundError: if ``root`` does not exist.
     :raises ValueError: if ``root`` is not a directory of class folders holding
         images (a class folder named like a split, e.g. ``train/`` without ``test/``,
-        among them), a file cannot be decoded or holds 32-bit pixels, or the images
-        differ in size and ``size`` is not given.
+        or one without image files among them; with ``train/`` and ``test/``, one of
+        them without image files), a file cannot be decoded, holds 32-bit pixels or is
+        larger than PIL opens, or the images differ in size and ``size`` is not given.
     """
     name = "imagefolder"
     root = _check_arguments(name, "<directory>", split, root, download, seed, size, test_fraction)
@@ -109,6 +112,23 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
             f"imagefolder found no image files ({', '.join(_image_extensions())}) in the class "
             f"folders under root={root!r}"
         )
+    # a class folder without image files (its images GIFs, say) would keep its label but drop
+    # out of the data: fewer classes than the user sees, and labels with a gap
+    found = {label for _, label in every}
+    empty = [cls for label, cls in enumerate(classes) if label not in found]
+    if empty:
+        raise ValueError(
+            f"imagefolder: the class folder(s) {', '.join(empty)} under root={root!r} hold no "
+            f"image files ({', '.join(_image_extensions())}); add images or remove the folder(s)"
+        )
+    # both splits, whichever is asked for: a recipe loads train and then test, and an empty
+    # test/ would stop it only after every training image was decoded
+    for part in parts if presplit else ():
+        if not files[part]:
+            raise ValueError(
+                f"imagefolder found no image files under {os.path.join(root, part)}; split "
+                "data need images in both train/ and test/"
+            )
     modes, sizes, deep = [], [], False
     for path, _ in every:
         mode, (width, height), depth = _header(path, root)
@@ -127,8 +147,6 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
         )
     if presplit:
         chosen = files[split]
-        if not chosen:
-            raise ValueError(f"imagefolder found no image files under {os.path.join(root, split)}")
     else:
         labels = [label for _, label in every]
         chosen = [every[i] for i in _partition(name, labels, split, seed, test_fraction)]
@@ -171,14 +189,15 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
 
         Other arrays in the file are ignored.
     :param bool download: must be ``False``; the data are the user's own.
-    :param int seed: seed of the partition.
+    :param int seed: seed of the partition, in [0, 2**32 - 1].
     :param int size: optional side length the images are resized to
         (:func:`pyromem.data.resize.resize`; support ``"unit_interval"``).
     :param float test_fraction: the test share of the partition, in (0, 1).
     :returns: an :class:`ImageDataset` named ``"npz"`` of the split's images
         ``(M, C, H, W)`` in file order, with labels ``(M,)``.
     :raises FileNotFoundError: if ``root`` does not exist.
-    :raises ValueError: if ``root`` is not a readable ``.npz`` file or its arrays
+    :raises ValueError: if ``root`` is not a readable ``.npz`` file (a damaged or
+        truncated array, or one of Python objects, among them) or its arrays
         have the wrong shapes (channels-last images among them), dtypes or values.
     """
     name = "npz"
@@ -201,8 +220,7 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
             raise ValueError(
                 f"npz: root={root!r} has no 'images' array (it has {sorted(data.files)})"
             )
-        images = data["images"]
-        labels = data["labels"] if "labels" in data.files else None
+        images, labels = (_member(data, key, root) for key in ("images", "labels"))
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4 or 0 in images.shape:
@@ -275,6 +293,29 @@ def npz(split="train", *, root=None, download=False, seed=0, size=None, test_fra
     return ImageDataset(tensor, labels, name=name, split=split, support=support)
 
 
+def _member(data, key, root):
+    # The array ``key`` of an open .npz (None where there is none). The archive's directory
+    # reads at np.load, a member's bytes only here: a damaged member makes zipfile raise
+    # BadZipFile, numpy a ValueError without the file's name, and a member that is not a .npy
+    # comes back as bytes.
+    if key not in data.files:
+        return None
+    try:
+        array = data[key]
+    except Exception as error:  # noqa: BLE001 -- BadZipFile, zlib.error, ValueError, EOFError
+        raise ValueError(
+            f"npz: the {key!r} array of root={root!r} cannot be read ({type(error).__name__}: "
+            f"{error}); the file is damaged or truncated, or holds Python objects rather than "
+            "numbers: save it again with numpy.savez(path, images=..., labels=...)"
+        ) from error
+    if not isinstance(array, np.ndarray):
+        raise ValueError(
+            f"npz: the {key!r} member of root={root!r} is not a NumPy array (.npy); save the "
+            "file with numpy.savez(path, images=..., labels=...)"
+        )
+    return array
+
+
 def _check_arguments(name, kind, split, root, download, seed, size, test_fraction):
     # The checks shared by both loaders; returns root as a str.
     check_split(split)
@@ -290,14 +331,17 @@ def _check_arguments(name, kind, split, root, download, seed, size, test_fractio
             f"{name} needs root={kind} (--root) holding the user's own images (see "
             f"pyromem.data.user.{name})"
         )
-    as_int(seed, "seed", 0)
+    check_seed(seed)
     as_int(size, "size", 1, allow_none=True)
+    # numbers.Real: NumPy's floats too, as a value read from a config array would be
     if (
         isinstance(test_fraction, bool)
-        or not isinstance(test_fraction, (int, float))
+        or not isinstance(test_fraction, numbers.Real)
         or not 0.0 < test_fraction < 1.0
     ):
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a str or a path, got {type(root).__name__} {root!r}")
     root = os.fspath(root)
     if not os.path.exists(root):
         raise FileNotFoundError(
@@ -313,7 +357,8 @@ def _partition(name, labels, split, seed, test_fraction, count=None):
     count = len(labels) if labels is not None else count
     if count < 2:
         raise ValueError(f"{name}: a train/test partition needs at least 2 images, got {count}")
-    options = {"test_fraction": test_fraction, "seed": seed}
+    # float: scikit-learn refuses NumPy's float32
+    options = {"test_fraction": float(test_fraction), "seed": seed}
     if labels is not None:
         try:
             return split_indices(labels, split, **options)
@@ -377,6 +422,14 @@ def _header(path, root):
     try:
         with Image.open(path) as image:
             mode, size, depth = image.mode, image.size, _depth(image)
+    except Image.DecompressionBombError as error:
+        # PIL refuses to open an image of more than twice Image.MAX_IMAGE_PIXELS (an
+        # Exception, not an OSError): its size is in PIL's message
+        raise ValueError(
+            f"imagefolder: {os.path.relpath(path, root)} under root={root!r} is larger than "
+            f"PIL opens ({error}); shrink the file, or raise PIL.Image.MAX_IMAGE_PIXELS if you "
+            "trust it"
+        ) from error
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(
             f"imagefolder: cannot read {os.path.relpath(path, root)} under root={root!r} "

@@ -104,6 +104,13 @@ def check_images(
     return x
 
 
+def check_generator(generator):
+    """Raise a :class:`TypeError` unless ``generator`` is ``None`` or a :class:`torch.Generator`
+    (a NumPy generator or a seed would otherwise fail inside torch, as an AttributeError)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+
 def _levels(support):
     """The steps k of the grid k/steps that a discretised support's values lie on: 255 for
     ``"8bit"``, N - 1 for ``"N-level"`` (N >= 2); ``None`` for the other supports."""

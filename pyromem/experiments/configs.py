@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pyromem.experiments.options import Choices, Options, option
+from pyromem.experiments.options import MAX_SEED, Choices, Options, option
 
 # The choice lists of the options, each from its home, imported when first used.
 DATASET_NAMES = Choices("pyromem.data:DATASETS")
@@ -99,7 +99,7 @@ class RunOptions(ProgressOption):
     """Options of every run."""
 
     # numpy's seeds are 32-bit
-    seed: int = option(0, "seed of the whole run", minimum=0, maximum=2**32 - 1)
+    seed: int = option(0, "seed of the whole run", minimum=0, maximum=MAX_SEED)
     overwrite: bool = option(False, "replace a finished run in --out", stored=False)
 
 
@@ -622,7 +622,7 @@ class EvalConfig(ProgressOption):
         0,
         "seed of the evaluation's draws: the same command, the same numbers",
         minimum=0,
-        maximum=2**32 - 1,
+        maximum=MAX_SEED,
     )
 
     def check(self):

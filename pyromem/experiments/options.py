@@ -297,6 +297,11 @@ def writable_folder(out_dir) -> Path:
     return out_dir
 
 
+#: The largest seed of a run: NumPy's and scikit-learn's seeds are 32-bit (the data layer,
+#: which loads torch, checks its own ``pyromem.data.splits.MAX_SEED``; this one is checked on
+#: the command line before torch loads).
+MAX_SEED = 2**32 - 1
+
 #: The retrieval table's finished rows, or the capacity sweep's finished sizes, written as
 #: each is done (``pyromem retrieval``).
 TABLE_ROWS_FILE = "rows.json"
