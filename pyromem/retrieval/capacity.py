@@ -70,6 +70,9 @@ def capacity_sweep(
             f"train images; sizes of at most {fits} fit"
         )
     check_kept_records(finished, _SIZE_RECORD_KEYS, on_size, "on_size", "size N = {}")
+    # each table gets log wrapped in a callable, so its own check would pass
+    if log is not None and not callable(log):
+        raise TypeError(f"log: expected a callable or None, got {type(log).__name__}")
     # every table's arguments, checked before the first size runs
     check_table(
         methods,

@@ -16,6 +16,7 @@ import re
 
 import torch
 
+from pyromem.checks import as_shape
 from pyromem.data import colour_rotation, gaussian_noise, shift, square_mask
 
 #: Noise levels of §5.3.
@@ -51,7 +52,10 @@ def check_corruptions(names, image_shape):
     :param list names: corruption names.
     :param tuple image_shape: ``(C, H, W)``.
     """
-    blank = torch.zeros((1, *image_shape))
+    if isinstance(names, str):
+        # a lone string would be read letter by letter
+        raise TypeError(f"corruptions must be a list of corruption names, got str {names!r}")
+    blank = torch.zeros((1, *as_shape(image_shape, "image_shape", ndim=3)))
     for name in names:
         try:
             corrupt(blank, name, generator=torch.Generator().manual_seed(0))
@@ -95,7 +99,7 @@ def default_corruptions(image_shape):
     :param tuple image_shape: ``(C, H, W)``.
     :returns: a list of names, each once.
     """
-    channels, height, width = image_shape
+    channels, height, width = as_shape(image_shape, "image_shape", ndim=3)
     side = min(height, width)
     masks = [f"mask-{w}" for w in dict.fromkeys((side // 2, 3 * side // 4)) if w > 0]
     names = ["clean", "noise-0.2", "noise-0.6", *masks]

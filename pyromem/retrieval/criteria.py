@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pyromem.checks import as_int, check_device
+from pyromem.data.validation import check_generator
+
 
 def rms_distance(x, memory):
     r"""Root-mean-square distances :math:`\|x_b - M_k\| / \sqrt{D}` of every row to every pattern.
@@ -31,6 +34,12 @@ def rms_distance(x, memory):
         raise ValueError(
             f"x and memory must have the same width, got {tuple(x.shape)} and {tuple(memory.shape)}"
         )
+    # torch.cdist would stop with "expected m1 and m2 to have the same dtype"
+    if x.dtype != memory.dtype:
+        raise TypeError(
+            f"x is {x.dtype} but memory is {memory.dtype}: convert one to the other with .to(dtype)"
+        )
+    check_device(x, "x", memory.device, "memory is")
     return torch.cdist(x, memory) / x.shape[-1] ** 0.5
 
 
@@ -66,6 +75,7 @@ def retrieval_success(retrieved, memory, target, threshold):
     :rtype: Outcome
     """
     distance = rms_distance(retrieved, memory)
+    _check_not_empty(memory, "memory")
     if not isinstance(target, torch.Tensor) or target.dtype != torch.long:
         raise TypeError(f"target must be a long tensor, got {getattr(target, 'dtype', target)}")
     if target.shape != retrieved.shape[:1]:
@@ -80,15 +90,15 @@ def retrieval_success(retrieved, memory, target, threshold):
     )
 
 
-def check_threshold(threshold):
-    """The threshold as a float; a one-line ``ValueError`` unless it is a finite real number
-    ``> 0`` (a Python or NumPy float or int, not a bool or a tensor)."""
+def check_threshold(threshold, name="threshold"):
+    """The threshold as a float; a one-line ``ValueError`` naming ``name`` unless it is a finite
+    real number ``> 0`` (a Python or NumPy float or int, not a bool or a tensor)."""
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, numbers.Real)
         or not 0 < float(threshold) < math.inf
     ):
-        raise ValueError(f"threshold must be a positive float, got {threshold!r}")
+        raise ValueError(f"{name} must be a positive float, got {threshold!r}")
     return float(threshold)
 
 
@@ -106,6 +116,7 @@ def dot_product_winners(patterns):
     :returns: a bool tensor ``(N,)``; ties count as losses.
     """
     _check_vectors(patterns, "patterns")
+    _check_not_empty(patterns, "patterns")
     scores = patterns @ patterns.mT
     own = scores.diagonal().clone()
     return own > scores.fill_diagonal_(float("-inf")).max(-1).values
@@ -125,18 +136,52 @@ def select_threshold(train_vectors, memory_size, fraction=0.5, generator=None):
     :returns: the threshold, a float.
     """
     _check_vectors(train_vectors, "train_vectors")
-    if not isinstance(memory_size, int) or memory_size < 2 or len(train_vectors) < 2:
-        raise ValueError(
-            f"memory_size and the number of train_vectors must be >= 2, got {memory_size} "
-            f"and {len(train_vectors)}"
-        )
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+    as_int(memory_size, "memory_size", 2, form="split")
+    if len(train_vectors) < 2:
+        raise ValueError(f"train_vectors must hold >= 2 patterns, got {len(train_vectors)}")
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, numbers.Real)
+        or not 0 < float(fraction) <= 1
+    ):
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
     size = min(memory_size, len(train_vectors))
-    index = torch.randperm(len(train_vectors), generator=generator)[:size]
-    patterns = train_vectors[index.to(train_vectors.device)]
+    return fraction * median_nearest_distance(train_vectors, size, generator, "train_vectors")
+
+
+def median_nearest_distance(vectors, size, generator=None, name="vectors"):
+    """The median RMS distance from a pattern to its nearest other pattern, in a memory of
+    ``size`` of the ``vectors`` ``(M, D)`` drawn by ``generator``: the unit of the thresholds and
+    of the grids (:func:`select_threshold`, :func:`~pyromem.retrieval.selection.scale_unit`).
+
+    :param int size: N, ``>= 2``, at most ``M``.
+    :raises ValueError: naming ``name`` when the median is 0: more than half of
+        the patterns of the memory have an exact copy in it (duplicated or constant images, an
+        encoder that maps them to one code), which no threshold or σ can tell apart; a
+        threshold or grid of 0 would be refused only when the first method reads, with a
+        message about a threshold or σ the user did not give.
+    """
+    _check_vectors(vectors, name)
+    check_generator(generator)
+    as_int(size, "memory_size", 2, form="split")
+    if not torch.isfinite(vectors).all():
+        raise ValueError(f"{name} must be finite, got infinite values")
+    index = torch.randperm(len(vectors), generator=generator)[:size]
+    patterns = vectors[index.to(vectors.device)]
     distance = rms_distance(patterns, patterns).fill_diagonal_(float("inf"))
-    return fraction * distance.min(-1).values.median().item()
+    median = distance.min(-1).values.median().item()
+    if median == 0:
+        raise ValueError(
+            f"{name}: the median distance from a pattern to its nearest other pattern, in a "
+            f"memory of {size}, is 0: more than half of the patterns have an exact copy in it "
+            "(duplicated or constant images?), so no threshold or sigma can be chosen"
+        )
+    return median
+
+
+def _check_not_empty(x, name):
+    if len(x) == 0:
+        raise ValueError(f"{name} must hold at least one pattern, got shape {tuple(x.shape)}")
 
 
 def _check_vectors(x, name):

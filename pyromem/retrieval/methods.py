@@ -36,7 +36,8 @@ import numbers
 
 import torch
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, check_device, check_input_dtype, parameter_device
+from pyromem.data.validation import check_images
 from pyromem.infer import (
     LearnedPrecisionRetrieval,
     MAPRefinement,
@@ -71,6 +72,8 @@ LATENT_METHODS = (
 METHODS = PIXEL_METHODS + LATENT_METHODS
 #: Methods trained on queries with the evaluated corruption, once per corruption (§5.4).
 PER_CORRUPTION_METHODS = ("VAE-GMM*", "VAE-NTM*", "VAE-MemN2N*")
+#: Methods that score the query images under the VAE's likelihood (eq. 10, Alg. 1).
+LIKELIHOOD_METHODS = ("VAE-BP-GMM", "VAE-BP-Hopfield", "VAE-PC-GMM")
 
 
 class Method:
@@ -412,6 +415,49 @@ def check_method(name, image_shape, vae=None):
                 f"the vae takes images of shape {tuple(vae.input_shape)}, got image_shape "
                 f"{tuple(image_shape)}"
             )
+    if name == "VAE-PC-GMM":
+        # Alg. 1 runs the decoder as layers whose bottom one predicts the image itself: checked
+        # here, since the guide is first built at the first read (after a table's other rows)
+        net = getattr(vae, "config", {}).get("net")
+        param_shape = tuple(getattr(getattr(vae, "likelihood", None), "param_shape", ()))
+        if net != "mlp" or param_shape != tuple(image_shape):
+            raise ValueError(
+                f"VAE-PC-GMM needs a VAE with net='mlp' whose decoder outputs the image itself "
+                f"(a Bernoulli or Gaussian likelihood), got net={net!r} with decoder output "
+                f"{param_shape}"
+            )
+
+
+def check_vae_images(names, vae, images, name):
+    """Raise a one-line error naming ``name`` unless the ``vae`` of the methods ``names`` can
+    read ``images`` ``(M, C, H, W)``: of the dtype and on the device of its parameters, and, for
+    the methods that score the images under its likelihood (:data:`LIKELIHOOD_METHODS`), in that
+    likelihood's support. Without this check, a float64 or CPU batch fails inside the encoder
+    after a table's earlier rows, and a Bernoulli VAE scores grey levels without a word (its
+    value checks are off during the reads) and gives rates of no meaning.
+
+    :param list names: method names, checked by :func:`check_method`; nothing is checked unless
+        one is a ``VAE-*`` method.
+    :param vae: their VAE.
+    :param torch.Tensor images: a floating-point batch of the VAE's ``input_shape``.
+    :param str name: the images' argument name.
+    """
+    if not any(method in LATENT_METHODS for method in names):
+        return
+    check_input_dtype(vae, images, name)
+    check_device(images, name, parameter_device(vae), "the vae's parameters are")
+    scored = [method for method in names if method in LIKELIHOOD_METHODS]
+    support = getattr(getattr(vae, "likelihood", None), "support", None)
+    if scored and support is not None:
+        # BP and PC score the queries under the VAE's likelihood: a Bernoulli VAE cannot
+        # score grey levels (the CLI refuses such a checkpoint too)
+        try:
+            check_images(images, vae.input_shape, support, name=name)
+        except ValueError as error:
+            raise ValueError(
+                f"{', '.join(scored)} score the images under the vae's likelihood "
+                f"(support {support!r}): {str(error).split(';')[0]}"
+            ) from None
 
 
 #: Hyper-parameters that must be positive finite numbers, and those that may also be 0

@@ -13,8 +13,10 @@ import pyro
 import torch
 
 from pyromem.checks import as_float_tensor, as_int
+from pyromem.data.validation import check_generator
 from pyromem.retrieval.corruptions import check_corruptions, corrupt, parse_corruption
 from pyromem.retrieval.criteria import check_threshold, retrieval_success
+from pyromem.retrieval.methods import Method, check_vae_images
 
 #: About how many numbers one batched read may hold (memories and queries of S seeds, and
 #: their S × N × N responsibilities); more seeds than fit are read in several batches.
@@ -91,6 +93,7 @@ def sample_memory(num_images, memory_size, generator=None):
 
     :returns: a long tensor ``(memory_size,)`` on the CPU.
     """
+    check_generator(generator)
     _check_memory_size(num_images, memory_size)
     return torch.randperm(num_images, generator=generator)[:memory_size]
 
@@ -129,7 +132,7 @@ def evaluate(method, images, corruption, memory_size=100, seeds=10, threshold=No
     :param torch.Tensor images: the images to draw memories from ``(M, C, H, W)``, with
         ``(C, H, W)`` the ``image_shape`` the method was built for.
     :param str corruption: a name of :mod:`pyromem.retrieval.corruptions`.
-    :param int memory_size: N.
+    :param int memory_size: N, ``>= 2`` and at most ``len(images)``.
     :param int seeds: number of memories; seed ``seed_offset + s`` for ``s < seeds``.
     :param float threshold: the threshold of the criterion in the method's space (RMS distance),
         ``> 0``.
@@ -157,8 +160,15 @@ def evaluate_corruptions(
     :raises ValueError: before any read: images of another shape than the method's, or
         non-finite, or outside [0, 1] for a corruption other than ``clean``; a corruption the
         images do not allow; a threshold that is not a positive number; seeds, seed_offset or
-        memory_size out of range.
+        memory_size out of range (N >= 2); images a ``VAE-*`` method's VAE cannot read (see
+        :func:`~pyromem.retrieval.methods.check_vae_images`).
+    :raises TypeError: a ``method`` that is not a :class:`~pyromem.retrieval.methods.Method`.
     """
+    if not isinstance(method, Method):
+        raise TypeError(
+            "method must be a Method, e.g. build_method(name, image_shape), got "
+            f"{type(method).__name__}"
+        )
     check_image_batch(
         images, "images", method.image_shape, f", the image_shape {method.name} was built for"
     )
@@ -171,8 +181,11 @@ def evaluate_corruptions(
     for name in corruptions:
         parse_corruption(name)
     check_corruptions(corruptions, method.image_shape)
+    # N = 1 would count every read as nearest its pattern, the only one stored
+    as_int(memory_size, "memory_size", 2, form="split")
     _check_memory_size(len(images), memory_size)
     check_query_images(images, "images", corruptions)
+    check_vae_images([method.name], getattr(method, "vae", None), images, "images")
     seed_range = range(seed_offset, seed_offset + seeds)
     cells = [(name, seed) for name in corruptions for seed in seed_range]
     per_read = max(1, BATCH_ELEMENTS // (memory_size * (images[0].numel() + memory_size)))

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyromem.checks import as_int
+from pyromem.data.validation import check_generator
 from pyromem.memory import GaussianMixtureMemory
+from pyromem.retrieval.criteria import check_threshold
 
 
 class FixedPointReader:
@@ -46,10 +48,10 @@ class FixedPointReader:
 
     def __init__(self, weights="balanced", scale=1.0, num_steps=10, alpha=None):
         as_int(num_steps, "num_steps", 1)
-        if not (isinstance(scale, (int, float)) and scale > 0):
-            raise ValueError(f"scale must be a positive float, got {scale!r}")
         self.weights = weights
-        self.scale = float(scale)
+        # a NumPy float32 (build_method takes any real number) is a scale like a float; an
+        # infinite one would weigh every pattern equally and read their mean without a word
+        self.scale = check_threshold(scale, "scale")
         self.num_steps = num_steps
         self.alpha = alpha
 
@@ -79,7 +81,7 @@ class ContentReader(nn.Module):
 
     def __init__(self, dim, key_dim=None, key_strength=1.0):
         super().__init__()
-        as_int(dim, "dim", 1)
+        self.dim = as_int(dim, "dim", 1)
         self.key = None
         if key_dim is not None:
             self.key = nn.Linear(dim, as_int(key_dim, "key_dim", 1), bias=False)
@@ -87,7 +89,9 @@ class ContentReader(nn.Module):
                 nn.init.eye_(self.key.weight)
         # beta_s = exp(log_strength): positive, and Adam moves it by orders of magnitude, as
         # the near-parallel pixel patterns need (their cosines all lie near 1).
-        self.log_strength = nn.Parameter(torch.tensor(math.log(key_strength)))
+        self.log_strength = nn.Parameter(
+            torch.tensor(math.log(check_threshold(key_strength, "key_strength")))
+        )
 
     @property
     def key_strength(self):
@@ -95,7 +99,7 @@ class ContentReader(nn.Module):
 
     def forward(self, queries, memory):
         """``(B, D), (N, D) -> (B, D)``."""
-        _check_read(queries, memory)
+        _check_read(queries, memory, dim=None if self.key is None else self.dim)
         keys = (queries, memory) if self.key is None else (self.key(queries), self.key(memory))
         similarity = F.normalize(keys[0], dim=-1) @ F.normalize(keys[1], dim=-1).mT
         return (self.key_strength * similarity).softmax(-1) @ memory
@@ -135,11 +139,9 @@ class MemN2NReader(nn.Module):
 
     def __init__(self, dim, embed_dim=64, ridge=1.0):
         super().__init__()
-        as_int(dim, "dim", 1)
+        self.dim = as_int(dim, "dim", 1)
         as_int(embed_dim, "embed_dim", 1)
-        if not (isinstance(ridge, (int, float)) and 0 < ridge < math.inf):
-            raise ValueError(f"ridge must be a positive finite float, got {ridge!r}")
-        self.ridge = float(ridge)
+        self.ridge = check_threshold(ridge, "ridge")
         self.query_embedding = nn.Linear(dim, embed_dim)
         self.memory_embedding = nn.Linear(dim, embed_dim)
         self.log_temperature = nn.Parameter(torch.zeros(()))
@@ -172,7 +174,7 @@ class MemN2NReader(nn.Module):
 
     def forward(self, queries, memory):
         """``(B, D), (N, D) -> (B, D)``."""
-        _check_read(queries, memory)
+        _check_read(queries, memory, dim=self.dim)
         scores = self.query_embedding(queries) @ self.memory_embedding(memory).mT
         return (self.log_temperature.exp() * scores).softmax(-1) @ memory
 
@@ -218,6 +220,7 @@ def train_reader(
         shape = getattr(patterns, "shape", patterns)
         raise ValueError(f"patterns must be a (M, D) tensor, got {shape}")
     as_int(steps, "steps", 1)
+    check_generator(generator)
     if queries is not None and (
         not isinstance(queries, torch.Tensor) or queries.shape != patterns.shape
     ):
@@ -226,6 +229,12 @@ def train_reader(
             f"queries must have the shape of patterns {tuple(patterns.shape)}, got {shape}"
         )
     size = min(as_int(memory_size, "memory_size", 1), len(patterns))
+    # before any step: the reader's maps take patterns of its width only
+    dim = getattr(reader, "dim", None)
+    if dim is not None and patterns.shape[-1] != dim:
+        raise ValueError(
+            f"patterns must have width {dim}, that of the reader, got {tuple(patterns.shape)}"
+        )
     optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -240,7 +249,11 @@ def train_reader(
     return losses
 
 
-def _check_read(queries, memory, batched=False):
+def _check_read(queries, memory, batched=False, dim=None):
+    """Raise a one-line ``ValueError`` unless ``queries`` and ``memory`` are ``(B, D)`` and
+    ``(N, D)`` (or ``(S, B, D)`` and ``(S, N, D)`` when ``batched``), with ``D = dim`` for a
+    reader whose maps take that width (torch would stop in a Linear with "mat1 and mat2 shapes
+    cannot be multiplied")."""
     dims = (2, 3) if batched else (2,)
     for name, x in (("queries", queries), ("memory", memory)):
         if not isinstance(x, torch.Tensor) or x.dim() not in dims:
@@ -257,6 +270,10 @@ def _check_read(queries, memory, batched=False):
         raise ValueError(
             f"queries and memory must have the same width, got {queries.shape[-1]} and "
             f"{memory.shape[-1]}"
+        )
+    if dim is not None and memory.shape[-1] != dim:
+        raise ValueError(
+            f"queries and memory must have width {dim}, that of the reader, got {memory.shape[-1]}"
         )
     if len(memory) == 0:
         raise ValueError("memory must hold at least one pattern")

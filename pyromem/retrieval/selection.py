@@ -23,9 +23,10 @@ import itertools
 
 import torch
 
-from pyromem.retrieval.criteria import rms_distance
-from pyromem.retrieval.methods import DEFAULTS, build_method
-from pyromem.retrieval.protocol import evaluate_corruptions, sample_memory
+from pyromem.checks import as_float_tensor, as_int
+from pyromem.retrieval.criteria import check_threshold, median_nearest_distance
+from pyromem.retrieval.methods import DEFAULTS, METHODS, build_method, check_method
+from pyromem.retrieval.protocol import check_image_batch, evaluate_corruptions
 
 _SIGMAS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 _BETAS = tuple(s**-2 for s in (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0))
@@ -52,11 +53,16 @@ TRAIN_SEED_OFFSET = 10_000
 
 def scale_unit(vectors, memory_size=100, generator=None):
     """The median Euclidean distance from a pattern to its nearest neighbour, in a memory of
-    ``memory_size`` (clipped) of the given training vectors ``(M, D)``."""
-    index = sample_memory(len(vectors), min(memory_size, len(vectors)), generator)
-    patterns = vectors[index.to(vectors.device)]
-    distance = rms_distance(patterns, patterns).fill_diagonal_(float("inf"))
-    return distance.min(-1).values.median().item() * vectors.shape[-1] ** 0.5
+    ``memory_size`` (clipped, ``>= 2``) of the given training vectors ``(M, D)``.
+
+    :raises ValueError: when that median is 0 (see
+        :func:`~pyromem.retrieval.criteria.median_nearest_distance`): every candidate σ would
+        be 0.
+    """
+    as_float_tensor(vectors, "vectors", " (M, D)")
+    as_int(memory_size, "memory_size", 2, form="split")
+    size = min(memory_size, len(vectors))
+    return median_nearest_distance(vectors, size, generator, "vectors") * vectors.shape[-1] ** 0.5
 
 
 def candidates(name, unit):
@@ -65,6 +71,11 @@ def candidates(name, unit):
     :param str name: a method name.
     :param float unit: the output of :func:`scale_unit` in the method's space.
     """
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods are {list(METHODS)}")
+    # the grids are multiples of the unit (β of 1/unit²): 0 or NaN would give candidates of 0,
+    # inf or NaN, refused one by one as σ or β out of range
+    unit = check_threshold(unit, "unit")
     grid = GRIDS.get(name, {})
     if not grid and "sigma" in DEFAULTS[name]:
         return [{"sigma": RELATIVE_SIGMA * unit}]
@@ -111,6 +122,13 @@ def select_hyperparameters(
         highest success rate is chosen, and among equals the lowest mean RMS distance of the
         reads to the correct patterns.
     """
+    check_image_batch(train_images, "train_images")
+    check_method(name, tuple(train_images.shape[1:]), vae)
+    if on_candidate is not None and not callable(on_candidate):
+        # it is first called after a candidate's evaluation
+        raise TypeError(
+            f"on_candidate: expected a callable or None, got {type(on_candidate).__name__}"
+        )
     options = candidates(name, unit)
     if len(options) == 1:
         return options[0], []

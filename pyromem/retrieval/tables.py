@@ -13,15 +13,14 @@ from contextlib import contextmanager
 import pyro
 import torch
 
-from pyromem.checks import as_int, check_input_dtype
-from pyromem.data.validation import check_images
+from pyromem.checks import as_int
 from pyromem.retrieval.corruptions import check_corruptions
-from pyromem.retrieval.criteria import dot_product_winners, select_threshold
+from pyromem.retrieval.criteria import dot_product_winners, median_nearest_distance
 from pyromem.retrieval.methods import (
-    LATENT_METHODS,
     PER_CORRUPTION_METHODS,
     build_method,
     check_method,
+    check_vae_images,
 )
 from pyromem.retrieval.protocol import (
     check_image_batch,
@@ -34,7 +33,6 @@ from pyromem.retrieval.selection import (
     TRAIN_SEED_OFFSET,
     TRAINING_GRIDS,
     candidates,
-    scale_unit,
     select_hyperparameters,
 )
 
@@ -55,10 +53,6 @@ def check_memory_size(memory_size, train_images, test_images):
                 f"memory_size: {memory_size} exceeds the {len(images)} {split} images; "
                 f"memories of at most {min(len(test_images), len(train_images))} fit"
             )
-
-
-#: Methods that score the query images under the VAE's likelihood (eq. 10, Alg. 1).
-LIKELIHOOD_METHODS = ("VAE-BP-GMM", "VAE-BP-Hopfield", "VAE-PC-GMM")
 
 
 def check_table(
@@ -94,22 +88,8 @@ def check_table(
         raise ValueError(f"threshold_fraction must lie in (0, 1], got {threshold_fraction!r}")
     for name, images in (("train_images", train_images), ("test_images", test_images)):
         check_query_images(images, name, corruptions)
-    if any(name in LATENT_METHODS for name in methods):
-        for name, images in (("train_images", train_images), ("test_images", test_images)):
-            check_input_dtype(vae, images, name)
-    scored = [name for name in methods if name in LIKELIHOOD_METHODS]
-    support = getattr(getattr(vae, "likelihood", None), "support", None)
-    if scored and support is not None:
-        # BP and PC score the queries under the VAE's likelihood: a Bernoulli VAE cannot
-        # score grey levels (the CLI refuses such a checkpoint too)
-        for name, images in (("train_images", train_images), ("test_images", test_images)):
-            try:
-                check_images(images, image_shape, support, name=name)
-            except ValueError as error:
-                raise ValueError(
-                    f"{', '.join(scored)} score the images under the vae's likelihood "
-                    f"(support {support!r}): {str(error).split(';')[0]}"
-                ) from None
+    for name, images in (("train_images", train_images), ("test_images", test_images)):
+        check_vae_images(methods, vae, images, name)
     return methods, corruptions
 
 
@@ -122,14 +102,21 @@ def space_calibration(method, train_images, memory_size, threshold_fraction=0.5)
     """
     vectors = method.embed(train_images)
     size = min(memory_size, len(vectors))
+    # the memory of select_threshold and scale_unit, whose one median gives both; it refuses,
+    # naming the split and the space, memories in which most patterns have an exact copy (a
+    # threshold and unit of 0) before the method's selection
+    median = median_nearest_distance(
+        vectors,
+        size,
+        torch.Generator().manual_seed(TRAIN_SEED_OFFSET),
+        f"train_images (in the {method.space} space of {method.name})",
+    )
     index = sample_memory(len(vectors), size, torch.Generator().manual_seed(TRAIN_SEED_OFFSET))
     memory = vectors[index.to(vectors.device)]
     return {
         "dot_product_winners": 100.0 * dot_product_winners(memory).float().mean().item(),
-        "threshold": select_threshold(
-            vectors, size, threshold_fraction, torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
-        ),
-        "unit": scale_unit(vectors, size, torch.Generator().manual_seed(TRAIN_SEED_OFFSET)),
+        "threshold": threshold_fraction * median,
+        "unit": median * vectors.shape[-1] ** 0.5,
     }
 
 
@@ -479,8 +466,33 @@ def format_table(results, key=None):
     :param dict results: ``{method: {corruption: summary}}``.
     :param str key: ``None`` for the success rate, ``"nearest"`` or ``"threshold"``.
     """
+    if key not in (None, "nearest", "threshold"):
+        raise ValueError(f"key must be None, 'nearest' or 'threshold', got {key!r}")
+    if not isinstance(results, dict):
+        raise TypeError(
+            f"results must be a dict {{method: {{corruption: summary}}}}, got "
+            f"{type(results).__name__}"
+        )
     methods = list(results)
     corruptions = list(results[methods[0]]) if methods else []
+    for name, row in results.items():
+        # the whole table (its "results" entry was meant), or rows of other corruptions, would
+        # stop with a KeyError on 'mean' or on a corruption
+        if not isinstance(row, dict) or list(row) != corruptions:
+            got = list(row) if isinstance(row, dict) else type(row).__name__
+            raise ValueError(
+                f"results: expected {{method: {{corruption: summary}}}} with the corruptions "
+                f"{corruptions} in every row, e.g. retrieval_table(...)['results']; the row "
+                f"{name!r} holds {got}"
+            )
+        for corruption, summary in row.items():
+            cell = summary.get(key) if key and isinstance(summary, dict) else summary
+            if not (isinstance(cell, dict) and "mean" in cell and "std" in cell):
+                where = "" if key is None else f" under {key!r}"
+                raise ValueError(
+                    f"results: the cell ({name!r}, {corruption!r}) is not a summary with "
+                    f"'mean' and 'std'{where}, e.g. retrieval_table(...)['results']"
+                )
     lines = [
         "| method | " + " | ".join(corruptions) + " |",
         "| --- |" + " ---: |" * len(corruptions),
