@@ -151,3 +151,34 @@ def test_compare_guides_refuses_more_images_than_the_split_before_training(
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(lines) == 1 and name in lines[0]
     assert not (out / "train").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize(
+    "estimators, options, message",
+    [
+        (("enum", "vimco"), {"num_particles": 1}, "num_particles: expected an int >= 2, got 1"),
+        (("enum", "rws"), {"posterior_samples": 0}, "posterior_samples: expected an int >= 1"),
+        (("enum", "nvil"), {"baseline_steps": -1}, "baseline_steps: expected an int >= 0"),
+        (("enum", "nvil"), {"baseline_steps": 1.5}, "baseline_steps: expected an int >= 0"),
+        (("enum", "vimco"), {"max_tuples": "all"}, "max_tuples: expected an int >= 1"),
+    ],
+)
+def test_compare_estimators_checks_every_setting_before_the_first_estimator(
+    estimators, options, message
+):
+    # before: each was read only by the estimator that needs it, after the estimators before
+    # it were measured (minutes at the defaults), or not at all (baseline_steps=-1 fitted
+    # nothing, silently)
+    from pyromem.diagnostics.compare_estimators import compare_estimators
+    from pyromem.models import VMA
+
+    torch.manual_seed(0)
+    vma = VMA((1, 4, 4), latent_dim=2, embedding_dim=4, hidden=(8,))
+    memory = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    small = {"gradient_draws": 2, "mean_draws": 2, "reference_draws": 2, "step_repeats": 2}
+    measured = []
+    with pytest.raises(ValueError, match=message):
+        compare_estimators(
+            vma, memory[:2], memory, estimators, progress=measured.append, **small, **options
+        )
+    assert measured == []  # no estimator was measured

@@ -1,12 +1,21 @@
 """The refinement guides as Pyro guides: ELBO, diagnostics, errors, parameters left alone."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 
 from pyromem.diagnostics import elbo_decomposition
-from pyromem.infer import MAPRefinement, MemoryFixedPoint, PredictiveCoding, Refinement
+from pyromem.infer import (
+    GaussianRefinement,
+    IterativeAmortizedGuide,
+    MAPRefinement,
+    MemoryFixedPoint,
+    PredictiveCoding,
+    Refinement,
+)
 from pyromem.models import VAE, MemoryVAE
 from pyromem.models.plates import data_plate
 
@@ -107,3 +116,85 @@ def test_arguments_are_checked():
         PredictiveCoding(m.model, m.guide, [])
     with pytest.raises(NotImplementedError):
         Refinement(m.model, m.guide).refine(images(torch.device("cpu")))
+
+
+W = torch.tensor([[1.0, 0.0], [0.0, 1.5], [0.0, 0.0]])
+
+
+def linear_model(x, num_data=None):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ W.T, 0.5).to_event(1), obs=x)
+
+
+def likelihood_outside_the_plate(x, num_data=None):
+    # z per datapoint, but x scored as one event over the whole batch
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    pyro.sample("x", dist.Normal(z @ W.T, 0.5).to_event(2), obs=x)
+
+
+def encoder(x, num_data=None):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(0.3 * x[:, :2], 1.0).to_event(1))
+
+
+def one_row_encoder(x, num_data=None):
+    # forgot the data plate: one row for the whole batch
+    pyro.sample("z", dist.Normal(torch.zeros(1, 2), 1.0).to_event(1))
+
+
+def point_encoder(x, num_data=None):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Delta(0.3 * x[:, :2]).to_event(1))
+
+
+def diverged_encoder(x, num_data=None):
+    with pyro.plate("data", len(x)):
+        loc = torch.full((len(x), 2), math.nan)
+        pyro.sample("z", dist.Normal(loc, 1.0, validate_args=False).to_event(1))
+
+
+@pytest.mark.parametrize("refinement", [MAPRefinement, GaussianRefinement])
+def test_an_observed_site_outside_the_data_plate_is_refused_not_scored_for_every_datapoint(
+    refinement,
+):
+    # before: each datapoint's objective held the whole batch's log-likelihood, so the steps
+    # moved on B times its gradient and datapoint 0's answer depended on the others
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"observed site 'x' must lie in pyro.plate\('data'"):
+        refinement(likelihood_outside_the_plate, encoder, num_steps=2).refine(x)
+    refinement(linear_model, encoder, num_steps=2).refine(x)  # the same model, in the plate
+
+
+@pytest.mark.parametrize("refinement", [MAPRefinement, GaussianRefinement])
+def test_a_guide_with_one_row_for_the_batch_is_refused_before_the_first_step(refinement):
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"batch shape \(4,\).*mean of shape \(1, 2\)"):
+        refinement(linear_model, one_row_encoder, num_steps=2).refine(x)
+
+
+def test_a_diverged_guide_is_refused_before_the_first_step():
+    x = torch.randn(4, 3)
+    for refinement in (MAPRefinement, GaussianRefinement):
+        with pytest.raises(ValueError, match="'z' has a mean with NaN or infinite values"):
+            refinement(linear_model, diverged_encoder, num_steps=2).refine(x)
+
+
+def test_gaussian_refinement_of_a_point_mass_is_refused():
+    # before: with Pyro's validation off, log σ = -inf and the emitted Normal(μ, 0) made the
+    # ELBO NaN; with it on, torch's "Expected parameter scale ... of distribution Normal"
+    x = torch.randn(4, 3)
+    point = MAPRefinement(linear_model, encoder, num_steps=1)
+    for guide in (point, point_encoder):
+        for refinement in (GaussianRefinement, IterativeAmortizedGuide):
+            with pyro.validation_enabled(False):
+                with pytest.raises(ValueError, match="positive, finite stddev.*point mass"):
+                    refinement(linear_model, guide, num_steps=2)(x)
+
+
+def test_predictive_coding_takes_a_bool_for_fixed_predictions():
+    m = memory_vae(torch.device("cpu"))
+    # bool("False") is True: the other update would run, silently
+    with pytest.raises(TypeError, match="fixed_predictions: expected a bool, got 'False'"):
+        PredictiveCoding(m.model, m.guide, m.vae.decoder.body, fixed_predictions="False")

@@ -396,6 +396,10 @@ def compare_estimators(
     :param int step_repeats: timed training steps (after one warm-up).
     :param progress: called with a line after each estimator, or ``None``.
     :returns: an :class:`EstimatorComparison`.
+    :raises ValueError: for an unknown estimator or a count out of range (``num_particles``
+        below 2 with ``vimco`` or ``rws``, a draw count below 2, ``posterior_samples`` or
+        ``max_tuples`` below 1, ``baseline_steps`` negative), naming it, before any
+        estimator is measured.
     """
     unknown = [name for name in estimators if name not in ESTIMATORS]
     if unknown:
@@ -409,6 +413,13 @@ def compare_estimators(
         ("step_repeats", step_repeats),
     ):
         as_int(value, name, 2, form="expected")
+    # the others too, before the first estimator's measurement: each is read only by the
+    # estimator that needs it, after the minutes spent on those before it
+    if {"vimco", "rws"} & set(estimators):
+        as_int(num_particles, "num_particles", 2, form="expected")
+    as_int(posterior_samples, "posterior_samples", 1, form="expected")
+    as_int(baseline_steps, "baseline_steps", 0, form="expected")
+    as_int(max_tuples, "max_tuples", 1, form="expected")
     if not temperature > 0:
         raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
     options = {"max_tuples": max_tuples, "posterior_samples": posterior_samples}

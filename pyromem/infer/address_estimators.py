@@ -74,6 +74,9 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
                 "num_particles: reweighted wake-sleep normalises K >= 2 weights, got "
                 f"{num_particles}"
             )
+        # checked as VIMCO checks it: Pyro would fail inside its plates on the first step
+        if max_plate_nesting != float("inf"):
+            as_int(max_plate_nesting, "max_plate_nesting", 0, form="expected")
         super().__init__(
             num_particles=num_particles, insomnia=1.0, max_plate_nesting=max_plate_nesting
         )
@@ -100,6 +103,8 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
                     log_p = log_p + value
                 else:
                     log_q = log_q + value
+        # a guide without sample sites (the model draws every latent) has log q = 0
+        log_q = torch.as_tensor(log_q)
         log_weight = (log_p - log_q.detach()).expand(self.num_particles, -1)
         log_sum = torch.logsumexp(log_weight, 0)
         wake_theta = -(scale * (log_sum - math.log(self.num_particles))).sum()

@@ -50,6 +50,7 @@ from pyromem.checks import as_int
 from pyromem.infer.refinement import (
     Refinement,
     backtracking_ascent,
+    check_observed_site,
     check_rate,
 )
 from pyromem.infer.traces import per_datapoint, plate_nesting
@@ -131,6 +132,15 @@ class GaussianRefinement(Refinement):
                 f"got {tuple(loc.shape)} and {tuple(scale.shape)}"
             )
         self.check_site(self.model_site(x, *args, **kwargs), loc)
+        # log σ is refined: a point mass (a MAPRefinement, a Delta guide) has σ = 0, whose
+        # log is -inf, and the emitted Normal(μ, 0) would make every ELBO NaN
+        if not ((scale > 0) & torch.isfinite(scale)).all():
+            raise ValueError(
+                f"the guide's site {self.site!r} must have a positive, finite stddev to refine, "
+                f"got a stddev in [{scale.min().item():.3g}, {scale.max().item():.3g}]: "
+                f"{type(self).__name__} refines a distribution "
+                "with a density, not a point mass such as a MAPRefinement or a Delta"
+            )
         if not self.differentiable:
             loc, scale = loc.detach(), scale.detach()
         # the particles go left of every plate of the model, as Pyro's vectorised particles do
@@ -166,6 +176,7 @@ class GaussianRefinement(Refinement):
                     kl = per_datapoint(log_ratio, node, nesting, outside="sum").mean(0)
                 value = value - kl
             elif node["is_observed"]:
+                check_observed_site(node)
                 log_prob = node["fn"].log_prob(node["value"])
                 value = value + per_datapoint(log_prob, node, nesting, outside="sum").mean(0)
         return value.expand(len(loc))

@@ -39,6 +39,7 @@ from pyromem.checks import as_int
 from pyromem.infer.refinement import (
     Refinement,
     backtracking_ascent,
+    check_observed_site,
     check_rate,
     check_real,
 )
@@ -85,6 +86,8 @@ class MAPRefinement(Refinement):
         for name, node in trace.nodes.items():
             if node["type"] != "sample" or site_is_subsample(node):
                 continue
+            if node["is_observed"]:
+                check_observed_site(node)
             log_prob = node["fn"].log_prob(node["value"])
             # no particles: a leading dim of 1 stands for them
             log_prob = per_datapoint(log_prob, node, max(nesting, log_prob.dim()), outside="sum")

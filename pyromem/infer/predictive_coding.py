@@ -79,7 +79,10 @@ class PredictiveCoding(Refinement):
         _check_widths(layers)
         self.layers = layers
         self.rate = check_rate(rate, "rate")
-        self.fixed_predictions = bool(fixed_predictions)
+        if not isinstance(fixed_predictions, bool):
+            # bool("False") is True: a string or a number would pick an update silently
+            raise TypeError(f"fixed_predictions: expected a bool, got {fixed_predictions!r}")
+        self.fixed_predictions = fixed_predictions
 
     def check_site(self, site, z):
         """:meth:`~pyromem.infer.Refinement.check_site`, and that the

@@ -49,8 +49,11 @@ class Refinement:
     The model must draw ``site`` inside ``pyro.plate("data", ...)``
     (:func:`~pyromem.models.plates.data_plate`), one latent of event shape ``(d,)`` per
     datapoint: every refinement scores each datapoint on its own, and a site outside that
-    plate, or a guide whose width is not the model's, is refused with a ``ValueError``
-    before the first step.
+    plate, or a guide whose width or batch is not the model's, is refused with a
+    ``ValueError`` before the first step. The refinements that score the likelihood
+    (:class:`~pyromem.infer.MAPRefinement`, :class:`~pyromem.infer.GaussianRefinement`)
+    also refuse an observed site outside that plate, at its first evaluation, before any
+    update (:func:`check_observed_site`).
 
     :param callable model: the Pyro model, called as ``model(x, *args, **kwargs)``.
     :param callable guide: an amortised guide of the model with a sample site ``site`` whose
@@ -121,7 +124,8 @@ class Refinement:
         in a plate of another name, every datapoint's score would be the whole batch's, and
         the steps silently wrong. The size of the data plate is kept for :meth:`__call__`.
 
-        :raises ValueError: naming the site, the plates or the widths.
+        :raises ValueError: naming the site, and the plates, the widths, the batch shapes
+            (a start not of shape ``(B, d)``) or the start's NaN or infinite values.
         """
         name = self.site
         if site["is_observed"]:
@@ -139,6 +143,20 @@ class Refinement:
                 f"the guide's site {name!r} must have the model's event shape {event_shape} per "
                 f"datapoint, got a guide mean of shape {tuple(z.shape)}: the guide does not "
                 "match the model"
+            )
+        # one row per datapoint of the model's batch: a guide drawing z outside its data plate
+        # (one row for the batch) would fail deep in the first step's broadcasting
+        batch_shape = tuple(site["fn"].batch_shape)
+        if tuple(z.shape[:-1]) != batch_shape:
+            raise ValueError(
+                f"the guide's site {name!r} must have the model's batch shape {batch_shape} "
+                f"(one row per datapoint of x), got a guide mean of shape {tuple(z.shape)}: "
+                "the guide does not match the model or x"
+            )
+        if not torch.isfinite(z).all():
+            raise ValueError(
+                f"the guide's site {name!r} has a mean with NaN or infinite values: the "
+                "amortised guide has diverged, and there is nothing to refine from"
             )
         frame = frames[0]
         self._num_data = frame.size if frame.full_size is None else frame.full_size
@@ -182,6 +200,26 @@ class Refinement:
         num_data = self._num_data if self._num_data is not None else kwargs.get("num_data")
         with data_plate(x, num_data):
             return pyro.sample(self.site, self.distribution(state))
+
+
+def check_observed_site(node):
+    """Raise a one-line ``ValueError`` unless the model's observed site ``node`` (a trace's
+    message) lies in ``pyro.plate("data", ...)``.
+
+    A refinement scores each datapoint on its own (:func:`~pyromem.infer.traces.per_datapoint`);
+    an observed site outside the data plate would add the whole batch's log-likelihood to every
+    datapoint's objective, so each step would move on B times the likelihood's gradient and
+    every datapoint's step be accepted or refused on the others' values, silently.
+    """
+    if node["infer"].get("_deterministic", False):  # pyro.deterministic: no density to score
+        return
+    if not any(frame.name == DATA_PLATE for frame in node["cond_indep_stack"]):
+        plates = [frame.name for frame in node["cond_indep_stack"]]
+        raise ValueError(
+            f"model's observed site {node['name']!r} must lie in pyro.plate({DATA_PLATE!r}, ...) "
+            f"(pyromem.models.plates.data_plate), got plates {plates}: a refinement scores each "
+            "datapoint on its own"
+        )
 
 
 def check_rate(value, name, allow_none=False):
