@@ -140,6 +140,16 @@ def batch_shape_of(x, shape, name):
     return x.shape[: x.dim() - len(shape)]
 
 
+def broadcasts_to(shape, target) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` exactly: neither fails to
+    broadcast nor adds dimensions or sizes that ``target`` lacks."""
+    target = torch.Size(target)
+    try:
+        return torch.broadcast_shapes(torch.Size(shape), target) == target
+    except RuntimeError:
+        return False
+
+
 def flatten_batch(x, shape, name):
     """Reshape ``x`` of shape ``batch_shape + shape`` to ``(prod(batch_shape),) + shape``.
 

@@ -28,10 +28,7 @@ from pyromem.retrieval import (
     train_reader,
 )
 from pyromem.retrieval import tables as tables_module
-
-
-def _images(count, shape=(1, 4, 4), seed=0):
-    return torch.rand((count, *shape), generator=torch.Generator().manual_seed(seed))
+from tests.test_retrieval_checks import _images
 
 
 def _gaussian_vae(shape=(1, 4, 4), net="mlp"):

@@ -13,7 +13,7 @@ import numbers
 
 import torch
 
-from pyromem.checks import as_float_tensor, as_int
+from pyromem.checks import as_float_tensor, as_int, broadcasts_to
 from pyromem.data.validation import check_generator
 
 
@@ -169,11 +169,7 @@ def colour_rotation(x, angle):
     # one angle per image: a shape that does not broadcast to the batch would stop in einsum,
     # and one with more dims would silently add batch dims to the result
     batch = x.shape[:-3]
-    try:
-        fits = torch.broadcast_shapes(angle.shape, batch) == batch
-    except RuntimeError:
-        fits = False
-    if not fits:
+    if not broadcasts_to(angle.shape, batch):
         raise ValueError(
             f"angle: a tensor of angles must broadcast to the batch shape {tuple(batch)} of x "
             f"{tuple(x.shape)}, got shape {tuple(angle.shape)}"

@@ -30,7 +30,7 @@ import numbers
 import torch
 from pyro.distributions import Categorical, TorchDistribution, constraints
 
-from pyromem.checks import as_int, check_device
+from pyromem.checks import as_int, broadcasts_to, check_device
 
 _WEIGHTS = ("balanced", "hopfield")
 #: How far below the best component, in nats, a component's logit is floored (see _logits).
@@ -174,11 +174,7 @@ class GaussianMixtureMemory(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GaussianMixtureMemory, _instance)
         batch_shape = torch.Size(batch_shape)
-        try:
-            compatible = torch.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
-        except RuntimeError:
-            compatible = False
-        if not compatible:
+        if not broadcasts_to(self.batch_shape, batch_shape):
             raise ValueError(
                 f"batch_shape must be one that {tuple(self.batch_shape)} broadcasts to, "
                 f"got {tuple(batch_shape)}"
