@@ -73,6 +73,25 @@ def as_int(value, name, minimum=None, *, error=ValueError, form="must", allow_no
     raise (ValueError if is_int else error)(message)
 
 
+def as_real(value, name, *, positive=False, allow_none=False):
+    """``value`` as a finite float, non-negative (positive with ``positive``), or ``None`` where
+    allowed; else a one-line ``ValueError`` naming it. Python and NumPy reals pass; a bool, a
+    tensor or a string does not. Hyper-parameters are checked so where they are given: a NaN or
+    infinite one would fail only deep in a later step, or read nonsense silently."""
+    if value is None and allow_none:
+        return None
+    bound = "positive" if positive else "non-negative"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not (value > 0 if positive else value >= 0)
+    ):
+        expected = f"a {bound} finite float{' or None' if allow_none else ''}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
+
+
 def as_shape(value, name, ndim=None):
     """Convert a shape argument to a :class:`torch.Size` of positive ints.
 

@@ -118,7 +118,7 @@ def test_selection_refuses_unknown_methods_bad_units_and_callbacks_before_any_ca
     with pytest.raises(ValueError, match="unknown method 'Foo'"):
         candidates("Foo", 1.0)
     for unit in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="unit must be a positive float"):
+        with pytest.raises(ValueError, match="unit must be a positive finite float"):
             candidates("Hopfield", unit)
     args = dict(threshold=0.1, unit=1.0, memory_size=5, seeds=1)
     with pytest.raises(ValueError, match="unknown method 'Foo'"):
@@ -186,9 +186,9 @@ def test_readers_take_numpy_floats_and_refuse_infinite_or_zero_scales():
     assert build_method("Hopfield", (1, 4, 4), beta=np.float32(4.0)).reader.scale == 0.5
     assert build_method("MemN2N", (1, 4, 4), ridge=np.float32(2.0)).reader.ridge == 2.0
     # an infinite scale weighs every pattern alike and read their mean without a word
-    with pytest.raises(ValueError, match="scale must be a positive float, got inf"):
+    with pytest.raises(ValueError, match="scale must be a positive finite float, got inf"):
         FixedPointReader("balanced", float("inf"))
-    with pytest.raises(ValueError, match="key_strength must be a positive float, got 0"):
+    with pytest.raises(ValueError, match="key_strength must be a positive finite float, got 0"):
         ContentReader(16, key_strength=0)
 
 

@@ -73,8 +73,8 @@ def test_evaluate_refuses_bad_arguments_before_any_read():
         (dict(corruptions="clean"), "corruptions must be a list"),
         (dict(corruptions=[]), "corruptions must not be empty"),
         (dict(corruptions=["mask-10"]), "corruptions: 'mask-10' does not apply here"),
-        (dict(threshold=0.0), "threshold must be a positive float"),
-        (dict(threshold=float("nan")), "threshold must be a positive float"),
+        (dict(threshold=0.0), "threshold must be a positive finite float"),
+        (dict(threshold=float("nan")), "threshold must be a positive finite float"),
         (dict(seed_offset=1.5), "seed_offset must be an int"),
         (
             dict(images=images * 3 - 1, corruptions=["noise-0.2"]),

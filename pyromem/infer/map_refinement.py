@@ -35,13 +35,12 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, as_real
 from pyromem.infer.refinement import (
     Refinement,
     backtracking_ascent,
     check_observed_site,
     check_rate,
-    check_real,
 )
 from pyromem.infer.traces import per_datapoint, plate_nesting
 
@@ -69,7 +68,7 @@ class MAPRefinement(Refinement):
         self.lr = check_rate(lr, "lr")
         if isinstance(prior_weight, bool) or not isinstance(prior_weight, numbers.Real):
             raise TypeError(f"prior_weight must be a float, got {prior_weight!r}")
-        self.prior_weight = check_real(prior_weight, "prior_weight")
+        self.prior_weight = as_real(prior_weight, "prior_weight")
         as_int(max_backtracks, "max_backtracks", 0, error=TypeError, form="split")
         self.max_backtracks = max_backtracks
 

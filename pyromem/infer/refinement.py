@@ -25,16 +25,13 @@ References:
 [2] Marino. "Predictive Coding, Variational Autoencoders, and Biological Connections." 2019.
 """
 
-import math
-import numbers
-
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.runtime import NonlocalExit
 
-from pyromem.checks import as_int, check_program
+from pyromem.checks import as_int, as_real, check_program
 from pyromem.models.plates import DATA_PLATE, data_plate
 
 
@@ -225,25 +222,7 @@ def check_observed_site(node):
 def check_rate(value, name, allow_none=False):
     """``value`` as a positive finite float (or None where allowed), else a ValueError naming
     it: a rate, a step size or a scale of a refinement."""
-    return check_real(value, name, positive=True, allow_none=allow_none)
-
-
-def check_real(value, name, positive=False, allow_none=False):
-    """``value`` as a finite float, non-negative (positive with ``positive``), or None where
-    allowed; else a one-line ValueError naming it. A refinement's hyper-parameters are checked
-    so when it is built: a NaN or infinite one would fail only deep in a later step."""
-    if value is None and allow_none:
-        return None
-    bound = "positive" if positive else "non-negative"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or not (value > 0 if positive else value >= 0)
-    ):
-        expected = f"a {bound} finite float{' or None' if allow_none else ''}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
+    return as_real(value, name, positive=True, allow_none=allow_none)
 
 
 def backtracking_ascent(objective, params, grads, value, lr, max_backtracks, takes_rows=False):

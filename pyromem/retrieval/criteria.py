@@ -11,13 +11,12 @@ coordinates, :math:`\|\hat z - M_k\| / \sqrt{D}`, so that thresholds read the sa
 space (``D = C H W``) and latent space (``D = d``).
 """
 
-import math
 import numbers
 from dataclasses import dataclass
 
 import torch
 
-from pyromem.checks import as_int, check_device
+from pyromem.checks import as_int, as_real, check_device
 from pyromem.data.validation import check_generator
 
 
@@ -90,16 +89,10 @@ def retrieval_success(retrieved, memory, target, threshold):
     )
 
 
-def check_threshold(threshold, name="threshold"):
-    """The threshold as a float; a one-line ``ValueError`` naming ``name`` unless it is a finite
-    real number ``> 0`` (a Python or NumPy float or int, not a bool or a tensor)."""
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, numbers.Real)
-        or not 0 < float(threshold) < math.inf
-    ):
-        raise ValueError(f"{name} must be a positive float, got {threshold!r}")
-    return float(threshold)
+def check_threshold(threshold):
+    """The threshold as a float; a one-line ``ValueError`` unless it is a finite real number
+    ``> 0`` (a Python or NumPy float or int, not a bool or a tensor)."""
+    return as_real(threshold, "threshold", positive=True)
 
 
 def dot_product_winners(patterns):

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_int
+from pyromem.checks import as_int, as_real
 from pyromem.data.validation import check_generator
 from pyromem.memory import GaussianMixtureMemory
-from pyromem.retrieval.criteria import check_threshold
 
 
 class FixedPointReader:
@@ -51,7 +50,7 @@ class FixedPointReader:
         self.weights = weights
         # a NumPy float32 (build_method takes any real number) is a scale like a float; an
         # infinite one would weigh every pattern equally and read their mean without a word
-        self.scale = check_threshold(scale, "scale")
+        self.scale = as_real(scale, "scale", positive=True)
         self.num_steps = num_steps
         self.alpha = alpha
 
@@ -90,7 +89,7 @@ class ContentReader(nn.Module):
         # beta_s = exp(log_strength): positive, and Adam moves it by orders of magnitude, as
         # the near-parallel pixel patterns need (their cosines all lie near 1).
         self.log_strength = nn.Parameter(
-            torch.tensor(math.log(check_threshold(key_strength, "key_strength")))
+            torch.tensor(math.log(as_real(key_strength, "key_strength", positive=True)))
         )
 
     @property
@@ -141,7 +140,7 @@ class MemN2NReader(nn.Module):
         super().__init__()
         self.dim = as_int(dim, "dim", 1)
         as_int(embed_dim, "embed_dim", 1)
-        self.ridge = check_threshold(ridge, "ridge")
+        self.ridge = as_real(ridge, "ridge", positive=True)
         self.query_embedding = nn.Linear(dim, embed_dim)
         self.memory_embedding = nn.Linear(dim, embed_dim)
         self.log_temperature = nn.Parameter(torch.zeros(()))

@@ -23,8 +23,8 @@ import itertools
 
 import torch
 
-from pyromem.checks import as_float_tensor, as_int
-from pyromem.retrieval.criteria import check_threshold, median_nearest_distance
+from pyromem.checks import as_float_tensor, as_int, as_real
+from pyromem.retrieval.criteria import median_nearest_distance
 from pyromem.retrieval.methods import DEFAULTS, METHODS, build_method, check_method
 from pyromem.retrieval.protocol import check_image_batch, evaluate_corruptions
 
@@ -75,7 +75,7 @@ def candidates(name, unit):
         raise ValueError(f"unknown method {name!r}; known methods are {list(METHODS)}")
     # the grids are multiples of the unit (β of 1/unit²): 0 or NaN would give candidates of 0,
     # inf or NaN, refused one by one as σ or β out of range
-    unit = check_threshold(unit, "unit")
+    unit = as_real(unit, "unit", positive=True)
     grid = GRIDS.get(name, {})
     if not grid and "sigma" in DEFAULTS[name]:
         return [{"sigma": RELATIVE_SIGMA * unit}]
