@@ -27,7 +27,7 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 from torch.distributions import kl_divergence, register_kl, relaxed_categorical
 
-from pyromem.checks import as_float_tensor, as_int
+from pyromem.checks import as_float_tensor, as_int, check_device
 
 SIMILARITIES = ("normalized", "dot", "cosine")
 PRIORS = ("learned", "flat")
@@ -54,6 +54,7 @@ def similarity(keys, query, kind="normalized"):
         raise TypeError(
             f"keys and query: expected one dtype, got keys {keys.dtype} and query {query.dtype}"
         )
+    check_device(query, "query", keys.device, "the keys are")
     if keys.dim() != 2 or query.dim() == 0 or query.shape[-1:] != keys.shape[-1:]:
         raise ValueError(
             f"keys and query: expected keys (N, E) and query (..., E), got keys "
@@ -126,7 +127,31 @@ class Addressing(nn.Module):
         and the factor of S, for :meth:`posterior_logits` and :meth:`prior_logits`."""
         return SlotKeys.of(self.key_net(memory), self.kind)
 
-    def _keys(self, keys):
+    def _keys(self, keys, query=None, query_name=None):
+        """``keys`` as :class:`SlotKeys`, checked against the query embeddings (shapes, dtype
+        and device only: no value is read), so that a key or query net of another width than
+        ``embedding_dim`` is named rather than left to torch's matmul."""
+        embeddings = keys.embeddings if isinstance(keys, SlotKeys) else keys
+        as_float_tensor(embeddings, "keys", " of slot embeddings (N, E)")
+        if embeddings.dim() != 2:
+            raise ValueError(
+                f"keys: expected slot embeddings (N, E), got {tuple(embeddings.shape)}"
+            )
+        if query is None:
+            return keys if isinstance(keys, SlotKeys) else SlotKeys.of(keys, self.kind)
+        as_float_tensor(query, query_name)
+        if query.dim() == 0 or query.shape[-1] != embeddings.shape[-1]:
+            raise ValueError(
+                f"keys and {query_name}: expected keys (N, E) and {query_name} (..., E) of one "
+                f"width E, got keys {tuple(embeddings.shape)} and {query_name} "
+                f"{tuple(query.shape)}"
+            )
+        if query.dtype != embeddings.dtype:
+            raise TypeError(
+                f"keys and {query_name}: expected one dtype, got keys {embeddings.dtype} and "
+                f"{query_name} {query.dtype}"
+            )
+        check_device(query, query_name, embeddings.device, "the keys are")
         return keys if isinstance(keys, SlotKeys) else SlotKeys.of(keys, self.kind)
 
     def posterior_logits(self, keys, x):
@@ -135,16 +160,18 @@ class Addressing(nn.Module):
         :param keys: :meth:`keys` of the memory, or the embeddings e_a ``(N, E)``.
         :param torch.Tensor x: queries ``batch_shape + input_shape``.
         """
-        return _scores(self._keys(keys), self.query_net(x), self.kind)
+        query = self.query_net(x)
+        return _scores(self._keys(keys, query, "query_net(x)"), query, self.kind)
 
     def prior_logits(self, keys):
         """S(m_a, e^p), the logits of p(a | M), shape ``(N,)`` (zeros when flat).
 
         :param keys: :meth:`keys` of the memory, or the embeddings e_a ``(N, E)``.
         """
-        keys = self._keys(keys)
         if self.prior_query is None:
+            keys = self._keys(keys)
             return keys.embeddings.new_zeros(keys.embeddings.shape[0])
+        keys = self._keys(keys, self.prior_query, "prior_query")
         return _scores(keys, self.prior_query, self.kind)
 
 

@@ -30,7 +30,7 @@ import numbers
 import torch
 from pyro.distributions import Categorical, TorchDistribution, constraints
 
-from pyromem.checks import as_int, broadcasts_to, check_device
+from pyromem.checks import as_int, as_real, broadcasts_to, check_device
 
 _WEIGHTS = ("balanced", "hopfield")
 #: How far below the best component, in nats, a component's logit is floored (see _logits).
@@ -76,7 +76,8 @@ class GaussianMixtureMemory(TorchDistribution):
         energy is the Hopfield energy of eq. 7; with a precision it must be given. Only
         allowed with ``weights="hopfield"``.
     :param bool validate_args: check values (a finite memory, NaN-free queries, positivity,
-        positive definiteness); shapes and types are always checked. ``None``: Pyro's setting
+        positive definiteness); shapes, types and a ``scale`` or ``beta`` given as a Python
+        number are always checked. ``None``: Pyro's setting
         (:func:`pyro.enable_validation`).
     """
 
@@ -132,6 +133,11 @@ class GaussianMixtureMemory(TorchDistribution):
         else:
             self.beta = None
         super().__init__(memory.shape[:-2], memory.shape[-1:], validate_args=validate_args)
+        # the constraint positive admits inf, which makes every log density NaN
+        for name in ("scale", "beta"):
+            value = getattr(self, name)
+            if self._validate_args and value is not None and not torch.isfinite(value):
+                raise ValueError(f"{name} must be a positive finite float, got {value.item()!r}")
         # the constraint above refuses NaN, not inf, which makes every log density NaN; one
         # sum is finite only if every value is, and where it is not the values decide
         if self._validate_args and not (
@@ -281,9 +287,11 @@ class GaussianMixtureMemory(TorchDistribution):
         """
         z = self._check_query(z, "z")
         if alpha is not None and (
-            isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0
+            isinstance(alpha, bool)
+            or not isinstance(alpha, numbers.Real)
+            or not 0 < alpha < math.inf
         ):
-            raise ValueError(f"alpha must be a positive float or None, got {alpha!r}")
+            raise ValueError(f"alpha must be a positive finite float or None, got {alpha!r}")
         pull = _matmul_batched(self.responsibilities(z), self.memory, transpose=False)
         if alpha is None:
             return pull
@@ -313,7 +321,8 @@ class GaussianMixtureMemory(TorchDistribution):
         :param bool trajectory: also return the list of the ``T + 1`` iterates, ``z`` first.
         :returns: the last iterate, shape that of a step's [and the list].
         """
-        as_int(num_steps, "num_steps", 0)
+        if as_int(num_steps, "num_steps", 0) == 0:  # else the first step checks z
+            z = self._check_query(z, "z")
         path = [z]
         for _ in range(num_steps):
             z = self.fixed_point_step(z, alpha)
@@ -427,10 +436,18 @@ def _as_scalar(value, name, like):
     if value is None:
         return None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+        # a Python number is checked whatever the validation flag: it costs no tensor read
+        value = as_real(value, name, positive=True)
+        return torch.tensor(value, dtype=like.dtype, device=like.device)
     if isinstance(value, torch.Tensor) and value.dim() == 0:
+        # an integer or bool tensor would divide as 1 or fail deep in pow(-2) (Hopfield beta)
+        if not value.is_floating_point():
+            raise TypeError(
+                f"{name} must be a float or a 0-dim floating-point tensor, got dtype {value.dtype}"
+            )
+        check_device(value, name, like.device, "the memory is")
         return value
-    raise TypeError(f"{name} must be a float or a 0-dim tensor, got {value!r}")
+    raise TypeError(f"{name} must be a float or a 0-dim floating-point tensor, got {value!r}")
 
 
 def _as_width_tensor(value, name, shape, memory):

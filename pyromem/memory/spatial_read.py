@@ -160,6 +160,8 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
             f"{tuple(keys.shape[:-2])} do not broadcast"
         ) from error
     n = math.prod(batch_shape)
+    if n * num_reads == 0:  # affine_grid refuses an empty batch: no reads, no work
+        return memory.new_zeros(batch_shape + (num_reads, channels, h, w))
     # affine_grid and grid_sample need a fixed rank: flatten the batch dims around them.
     memory = memory.expand(batch_shape + memory.shape[-3:]).reshape(n, channels, height, width)
     theta = key_to_affine(

@@ -6,7 +6,15 @@ it) and Kanerva++'s image encoder f_enc (which normalises its features).
 
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, batch_shape_of, check_input_dtype
+from pyromem.checks import (
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    batch_shape_of,
+    check_device,
+    check_input_dtype,
+    parameter_device,
+)
 
 
 class ConvTrunk(nn.Sequential):
@@ -35,7 +43,7 @@ class ConvTrunk(nn.Sequential):
                 f"{len(channels)} stride-2 convolutions, got {tuple(input_shape)}"
             )
         layers = []
-        for c_in, c_out in zip((c,) + channels[:-1], channels, strict=True):
+        for c_in, c_out in zip(((c,) + channels)[:-1], channels, strict=True):
             layers += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
             h, w = h // 2, w // 2
         c_last = channels[-1] if channels else c
@@ -52,4 +60,5 @@ class ConvTrunk(nn.Sequential):
             expected = ", ".join(map(str, self.input_shape))
             raise ValueError(f"x must have shape (N, {expected}), got {tuple(x.shape)}")
         check_input_dtype(self, x, "x")
+        check_device(x, "x", parameter_device(self))
         return super().forward(x)

@@ -11,7 +11,15 @@ import math
 
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, check_input_dtype, flatten_batch
+from pyromem.checks import (
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    check_device,
+    check_input_dtype,
+    flatten_batch,
+    parameter_device,
+)
 
 from .mlp import MLP
 
@@ -91,6 +99,7 @@ class ConvDecoder(nn.Module):
         """
         h, batch_shape = flatten_batch(z, (self.latent_dim,), "z")
         check_input_dtype(self, h, "z")
+        check_device(h, "z", parameter_device(self))
         _, height, width = self.param_shape
         params = self.body(h)[..., :height, :width]
         return params.reshape(batch_shape + self.param_shape)

@@ -12,7 +12,15 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, check_input_dtype, flatten_batch
+from pyromem.checks import (
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    check_device,
+    check_input_dtype,
+    flatten_batch,
+    parameter_device,
+)
 
 from .conv_trunk import ConvTrunk
 
@@ -67,6 +75,7 @@ class MLPEncoder(nn.Module):
         """
         h, batch_shape = flatten_batch(x, self.input_shape, "x")
         check_input_dtype(self, h, "x")
+        check_device(h, "x", parameter_device(self))
         loc, scale = self.head(self.body(h.flatten(1)))
         return loc.reshape(batch_shape + loc.shape[1:]), scale.reshape(batch_shape + loc.shape[1:])
 
@@ -104,5 +113,6 @@ class ConvEncoder(nn.Module):
         """
         h, batch_shape = flatten_batch(x, self.input_shape, "x")
         check_input_dtype(self, h, "x")
+        check_device(h, "x", parameter_device(self))
         loc, scale = self.head(self.body(h))
         return loc.reshape(batch_shape + loc.shape[1:]), scale.reshape(batch_shape + loc.shape[1:])

@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, batch_shape_of
+from pyromem.checks import as_positive_int, as_shape, batch_shape_of, check_device
 
 from .discretized_logistic import DiscretizedLogisticMixture, num_params
 
@@ -107,6 +107,8 @@ class GaussianLikelihood(Likelihood):
         return self.fixed_scale if self.log_scale is None else self.log_scale.exp()
 
     def _distribution(self, params):
+        if self.log_scale is not None:
+            check_device(params, "params", self.log_scale.device, "the learned scale is")
         return dist.Normal(params, self.scale).to_event(len(self.event_shape))
 
     def extra_repr(self):
@@ -166,7 +168,7 @@ def make_likelihood(name, event_shape, **kwargs):
     :rtype: Likelihood
     :raises ValueError: if ``name`` is unknown.
     """
-    if name not in LIKELIHOODS:
+    if not isinstance(name, str) or name not in LIKELIHOODS:
         raise ValueError(f"likelihood name must be one of {sorted(LIKELIHOODS)}, got {name!r}")
     return LIKELIHOODS[name](event_shape, **kwargs)
 

@@ -9,7 +9,15 @@ import math
 
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, as_sizes, check_input_dtype, flatten_batch
+from pyromem.checks import (
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    check_device,
+    check_input_dtype,
+    flatten_batch,
+    parameter_device,
+)
 
 
 class MLP(nn.Module):
@@ -43,4 +51,5 @@ class MLP(nn.Module):
         """
         h, batch_shape = flatten_batch(v, (self.in_features,), self.input_name)
         check_input_dtype(self, h, self.input_name)
+        check_device(h, self.input_name, parameter_device(self))
         return self.body(h).reshape(batch_shape + self.out_shape)
