@@ -226,13 +226,16 @@ def as_float_tensor(value, name, what=""):
     return value
 
 
-def check_input_dtype(net, value, name):
-    """Raise a one-line ``TypeError`` unless ``value`` has the dtype of ``net``'s parameters:
-    torch would stop deep in a layer with "mat1 and mat2 must have the same dtype".
+def check_net_input(net, value, name, where="the model's parameters are"):
+    """Raise a one-line ``TypeError`` unless ``value`` has the dtype of ``net``'s parameters,
+    and a ``ValueError`` (:func:`check_device`) unless it is on their device: torch would stop
+    deep in a layer with "mat1 and mat2 must have the same dtype" or "Expected all tensors to
+    be on the same device".
 
     :param torch.nn.Module net: the net about to read ``value``.
     :param torch.Tensor value: its input, already checked to be a floating-point tensor.
     :param str name: the input's name in the message.
+    :param str where: the subject of the device message's "... on ``device``", with its verb.
     :returns: ``value``.
     """
     dtype = parameter_dtype(net)
@@ -241,6 +244,7 @@ def check_input_dtype(net, value, name):
             f"{name} is {value.dtype} but the parameters of {type(net).__name__} are {dtype}: "
             f"convert one to the other, e.g. net.to({value.dtype}) or {name}.to({dtype})"
         )
+    check_device(value, name, parameter_device(net), where)
     return value
 
 

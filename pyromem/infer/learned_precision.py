@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from pyromem.checks import as_float_tensor, as_int, check_input_dtype
+from pyromem.checks import as_float_tensor, as_int, check_net_input
 from pyromem.infer.refinement import check_rate
 from pyromem.memory import GaussianMixtureMemory
 
@@ -82,7 +82,7 @@ class LearnedPrecisionRetrieval(nn.Module):
         # P has the dtype of this module's parameters, which the memory must share: named here,
         # since the user made the module, not its precision
         if isinstance(memory, torch.Tensor) and memory.is_floating_point():
-            check_input_dtype(self, memory, "memory")
+            check_net_input(self, memory, "memory")
         return GaussianMixtureMemory(memory, **self.covariance())
 
     def forward(self, z0, memory):
@@ -135,7 +135,7 @@ class LearnedPrecisionRetrieval(nn.Module):
                     f"{name} must have shape (..., {width}), d = {width} the width of P, "
                     f"got {tuple(value.shape)}"
                 )
-            check_input_dtype(self, value, name)
+            check_net_input(self, value, name)
             if not torch.isfinite(value).all():
                 raise ValueError(f"{name} must be finite, got NaN or infinite values")
         as_int(epochs, "epochs", 1)

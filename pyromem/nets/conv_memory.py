@@ -29,7 +29,7 @@ from pyromem.checks import (
     as_shape,
     as_sizes,
     batch_shape_of,
-    check_input_dtype,
+    check_net_input,
     flatten_batch,
 )
 
@@ -79,7 +79,7 @@ class DownscalingStack(nn.Module):
         :returns: a list of three feature maps ``batch_shape + shapes[l]``, finest first.
         """
         h, batch_shape = flatten_batch(m, self.input_shape, "m")
-        check_input_dtype(self, h, "m")
+        check_net_input(self, h, "m")
         features = []
         for stage in self.stages:
             h = stage(h)
@@ -192,7 +192,7 @@ class ConvMemoryDecoder(nn.Module):
         batch = torch.broadcast_shapes(
             batch_shape_of(z, (self.latent_dim,), "z"), skips[0].shape[:-3]
         )
-        check_input_dtype(self, z, "z")
+        check_net_input(self, z, "z")
         h = self.top(z.expand(batch + z.shape[-1:])).unflatten(-1, self.down.shapes[-1])
         h = h.reshape((-1,) + h.shape[-3:])
         for merge, up, skip, (height, width) in zip(

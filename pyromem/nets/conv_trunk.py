@@ -11,9 +11,7 @@ from pyromem.checks import (
     as_shape,
     as_sizes,
     batch_shape_of,
-    check_device,
-    check_input_dtype,
-    parameter_device,
+    check_net_input,
 )
 
 
@@ -59,6 +57,5 @@ class ConvTrunk(nn.Sequential):
         if len(batch_shape_of(x, self.input_shape, "x")) != 1:
             expected = ", ".join(map(str, self.input_shape))
             raise ValueError(f"x must have shape (N, {expected}), got {tuple(x.shape)}")
-        check_input_dtype(self, x, "x")
-        check_device(x, "x", parameter_device(self))
+        check_net_input(self, x, "x")
         return super().forward(x)

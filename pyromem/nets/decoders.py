@@ -15,10 +15,8 @@ from pyromem.checks import (
     as_positive_int,
     as_shape,
     as_sizes,
-    check_device,
-    check_input_dtype,
+    check_net_input,
     flatten_batch,
-    parameter_device,
 )
 
 from .mlp import MLP
@@ -98,8 +96,7 @@ class ConvDecoder(nn.Module):
         :returns: parameters of shape ``batch_shape + param_shape``.
         """
         h, batch_shape = flatten_batch(z, (self.latent_dim,), "z")
-        check_input_dtype(self, h, "z")
-        check_device(h, "z", parameter_device(self))
+        check_net_input(self, h, "z")
         _, height, width = self.param_shape
         params = self.body(h)[..., :height, :width]
         return params.reshape(batch_shape + self.param_shape)

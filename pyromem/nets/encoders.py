@@ -16,10 +16,8 @@ from pyromem.checks import (
     as_positive_int,
     as_shape,
     as_sizes,
-    check_device,
-    check_input_dtype,
+    check_net_input,
     flatten_batch,
-    parameter_device,
 )
 
 from .conv_trunk import ConvTrunk
@@ -74,8 +72,7 @@ class MLPEncoder(nn.Module):
         :returns: ``(loc, scale)``, each ``batch_shape + (latent_dim,)``.
         """
         h, batch_shape = flatten_batch(x, self.input_shape, "x")
-        check_input_dtype(self, h, "x")
-        check_device(h, "x", parameter_device(self))
+        check_net_input(self, h, "x")
         loc, scale = self.head(self.body(h.flatten(1)))
         return loc.reshape(batch_shape + loc.shape[1:]), scale.reshape(batch_shape + loc.shape[1:])
 
@@ -112,7 +109,6 @@ class ConvEncoder(nn.Module):
         :returns: ``(loc, scale)``, each ``batch_shape + (latent_dim,)``.
         """
         h, batch_shape = flatten_batch(x, self.input_shape, "x")
-        check_input_dtype(self, h, "x")
-        check_device(h, "x", parameter_device(self))
+        check_net_input(self, h, "x")
         loc, scale = self.head(self.body(h))
         return loc.reshape(batch_shape + loc.shape[1:]), scale.reshape(batch_shape + loc.shape[1:])

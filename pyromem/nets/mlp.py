@@ -13,10 +13,8 @@ from pyromem.checks import (
     as_positive_int,
     as_shape,
     as_sizes,
-    check_device,
-    check_input_dtype,
+    check_net_input,
     flatten_batch,
-    parameter_device,
 )
 
 
@@ -50,6 +48,5 @@ class MLP(nn.Module):
         :returns: ``batch_shape + out_shape``.
         """
         h, batch_shape = flatten_batch(v, (self.in_features,), self.input_name)
-        check_input_dtype(self, h, self.input_name)
-        check_device(h, self.input_name, parameter_device(self))
+        check_net_input(self, h, self.input_name)
         return self.body(h).reshape(batch_shape + self.out_shape)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, check_input_dtype
+from pyromem.checks import as_positive_int, as_shape, check_net_input
 
 # The layout of ResNet-18: two BasicBlocks in each of four stages.
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
@@ -178,7 +178,7 @@ class ResNet18TSM(nn.Module):
             raise ValueError(f"x must have shape (*batch, T, {expected}), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        check_input_dtype(self, x, "x")
+        check_net_input(self, x, "x")
         batch_shape, steps = x.shape[:-4], x.shape[-4]
         episode = (math.prod(batch_shape), steps)
         h = self.stem(x.reshape((math.prod(episode),) + self.image_shape))

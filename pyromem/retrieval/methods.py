@@ -36,7 +36,7 @@ import numbers
 
 import torch
 
-from pyromem.checks import as_int, check_device, check_input_dtype, parameter_device
+from pyromem.checks import as_int, check_net_input
 from pyromem.data.validation import check_images
 from pyromem.infer import (
     LearnedPrecisionRetrieval,
@@ -444,8 +444,7 @@ def check_vae_images(names, vae, images, name):
     """
     if not any(method in LATENT_METHODS for method in names):
         return
-    check_input_dtype(vae, images, name)
-    check_device(images, name, parameter_device(vae), "the vae's parameters are")
+    check_net_input(vae, images, name, "the vae's parameters are")
     scored = [method for method in names if method in LIKELIHOOD_METHODS]
     support = getattr(getattr(vae, "likelihood", None), "support", None)
     if scored and support is not None:
