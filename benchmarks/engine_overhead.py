@@ -337,6 +337,9 @@ def main():
                 "ratio_of_median_times": engine_ms / hand_ms,
                 "fused_hand_loop_ms_per_step": fused_ms,
                 "engine_over_fused_hand_loop": statistics.median(fused_ratios),
+                "engine_over_fused_hand_loop_each_repeat": fused_ratios,
+                "fused_hand_loop_ms_each_repeat": [1e3 * t for t in hand_fused],
+                "engine_ms_each_repeat": [1e3 * t for t in fitted],
                 "lightning_loop_ms_per_step": 1e3 * statistics.median(bare),
                 "lightning_loop_over_fused_hand_loop": statistics.median(bare_ratios),
                 "engine_over_lightning_loop": statistics.median(
