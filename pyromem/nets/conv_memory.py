@@ -43,11 +43,37 @@ def _halve(size):
     return -(-size // 2)
 
 
+def _check_down(down):
+    # the image shape, the input shape or a plain conv net given for D would fail only at the
+    # first call (or at once with "'tuple' object has no attribute 'top_features'")
+    if not isinstance(down, DownscalingStack):
+        raise TypeError(
+            f"down must be a DownscalingStack, e.g. DownscalingStack((1, 28, 28)), "
+            f"got {type(down).__name__}"
+        )
+    return down
+
+
+def _broadcast_batch(names, shapes, batch_shapes):
+    # the batch shapes of two inputs, broadcast; checked before D runs on either, rather than
+    # torch's "Attempting to broadcast a dimension ..." after the convolutions
+    try:
+        return torch.broadcast_shapes(*batch_shapes)
+    except RuntimeError:
+        raise ValueError(
+            f"{names[0]} and {names[1]}: expected batch shapes that broadcast, got "
+            f"{tuple(batch_shapes[0])} and {tuple(batch_shapes[1])} (of shapes "
+            f"{tuple(shapes[0])} and {tuple(shapes[1])})"
+        ) from None
+
+
 class DownscalingStack(nn.Module):
     """D: six 3×3 convolutions (padding 1, ELU), stride 2 on layers 2, 4 and 6 (§4.2).
 
     :param tuple input_shape: the shape ``(C, H, W)`` of one image (or slot).
     :param int channels: the feature maps of every layer (§4.2: 48 or 64).
+    :raises TypeError: if ``input_shape`` is not a tuple of ints or ``channels`` not an int.
+    :raises ValueError: if ``input_shape`` is not 3 positive dims or ``channels`` not positive.
 
     ``forward(m)`` maps ``m`` of shape ``batch_shape + input_shape`` to a list of
     three feature maps, ``batch_shape + shapes[l]``, at heights and widths
@@ -63,20 +89,23 @@ class DownscalingStack(nn.Module):
         for level in range(LEVELS):
             self.stages.append(
                 nn.Sequential(
-                    nn.Conv2d(c if level == 0 else channels, channels, 3, padding=1),
+                    nn.Conv2d(c if level == 0 else self.channels, self.channels, 3, padding=1),
                     nn.ELU(),
-                    nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+                    nn.Conv2d(self.channels, self.channels, 3, stride=2, padding=1),
                     nn.ELU(),
                 )
             )
             h, w = _halve(h), _halve(w)
-            self.shapes.append(torch.Size((channels, h, w)))
+            self.shapes.append(torch.Size((self.channels, h, w)))
         self.top_features = math.prod(self.shapes[-1])
 
     def forward(self, m):
         """
         :param torch.Tensor m: ``batch_shape + input_shape``.
         :returns: a list of three feature maps ``batch_shape + shapes[l]``, finest first.
+        :raises TypeError: if ``m`` is not a floating-point tensor of the parameters' dtype.
+        :raises ValueError: if ``m`` is not ``batch_shape + input_shape`` or is on another
+            device than the parameters.
         """
         h, batch_shape = flatten_batch(m, self.input_shape, "m")
         check_net_input(self, h, "m")
@@ -90,12 +119,16 @@ class DownscalingStack(nn.Module):
 class TopFeatures(nn.Module):
     """The top (coarsest) feature map of a tied :class:`DownscalingStack`, flattened.
 
-    ``forward(m)`` maps ``batch_shape + input_shape`` to ``batch_shape + (down.top_features,)``.
+    :param DownscalingStack down: the tied stack D.
+    :raises TypeError: if ``down`` is not a :class:`DownscalingStack`.
+
+    ``forward(m)`` maps ``batch_shape + input_shape`` to ``batch_shape + (down.top_features,)``,
+    with the checks of :meth:`DownscalingStack.forward`.
     """
 
     def __init__(self, down):
         super().__init__()
-        self.down = down
+        self.down = _check_down(down)
 
     def forward(self, m):
         """
@@ -115,6 +148,9 @@ class ConvMemoryEncoder(nn.Module):
     :param DownscalingStack down: the tied stack D.
     :param int latent_dim: the width of z.
     :param tuple hidden: the hidden widths of the MLP (§4.2: one hidden layer).
+    :raises TypeError: if ``down`` is not a :class:`DownscalingStack`, ``latent_dim`` not an
+        int or ``hidden`` not a tuple of ints.
+    :raises ValueError: if ``latent_dim`` or a width of ``hidden`` is not positive.
 
     ``forward(x, m)`` maps images ``batch_shape_x + input_shape`` and slots
     ``batch_shape_m + input_shape`` (broadcasting batch shapes) to ``(loc, scale)``,
@@ -123,8 +159,10 @@ class ConvMemoryEncoder(nn.Module):
 
     def __init__(self, down, latent_dim, hidden=(256,)):
         super().__init__()
-        self.down = down
-        self.head = MLPEncoder((2 * down.top_features,), latent_dim, as_sizes(hidden, "hidden"))
+        self.down = _check_down(down)
+        self.latent_dim = as_positive_int(latent_dim, "latent_dim")
+        hidden = as_sizes(hidden, "hidden")
+        self.head = MLPEncoder((2 * down.top_features,), self.latent_dim, hidden)
 
     def forward(self, x, m):
         """
@@ -132,9 +170,18 @@ class ConvMemoryEncoder(nn.Module):
         :param torch.Tensor m: slots ``batch_shape_m + input_shape``.
         :returns: ``(loc, scale)``, each ``broadcast(batch_shape_x, batch_shape_m)
             + (latent_dim,)``.
+        :raises TypeError: if ``x`` or ``m`` is not a floating-point tensor of the parameters'
+            dtype.
+        :raises ValueError: if ``x`` or ``m`` is not ``batch_shape + input_shape``, their batch
+            shapes do not broadcast, or either is on another device than the parameters.
         """
+        # both named and checked before D runs on either (D itself would call x "m")
+        shape = self.down.input_shape
+        batch_shapes = (batch_shape_of(x, shape, "x"), batch_shape_of(m, shape, "m"))
+        check_net_input(self, x, "x")
+        check_net_input(self, m, "m")
+        batch = _broadcast_batch(("x", "m"), (x.shape, m.shape), batch_shapes)
         hx, hm = self.down(x)[-1].flatten(-3), self.down(m)[-1].flatten(-3)
-        batch = torch.broadcast_shapes(hx.shape[:-1], hm.shape[:-1])
         return self.head(
             torch.cat([hx.expand(batch + hx.shape[-1:]), hm.expand(batch + hm.shape[-1:])], -1)
         )
@@ -156,6 +203,10 @@ class ConvMemoryDecoder(nn.Module):
     :param int latent_dim: the width of z.
     :param tuple param_shape: ``(P, H, W)``, e.g. ``likelihood.param_shape``, with
         the height and width of D's input.
+    :raises TypeError: if ``down`` is not a :class:`DownscalingStack`, ``latent_dim`` not an
+        int or ``param_shape`` not a tuple of ints.
+    :raises ValueError: if ``latent_dim`` is not positive, or ``param_shape`` not 3 positive
+        dims with D's height and width.
 
     ``forward(z, m)`` maps ``z`` of shape ``batch_shape_z + (latent_dim,)`` and slots
     ``batch_shape_m + input_shape`` (broadcasting batch shapes) to parameters
@@ -164,7 +215,7 @@ class ConvMemoryDecoder(nn.Module):
 
     def __init__(self, down, latent_dim, param_shape):
         super().__init__()
-        self.down = down
+        self.down = _check_down(down)
         self.latent_dim = as_positive_int(latent_dim, "latent_dim")
         self.param_shape = as_shape(param_shape, "param_shape", ndim=3)
         if self.param_shape[1:] != down.input_shape[1:]:
@@ -187,12 +238,21 @@ class ConvMemoryDecoder(nn.Module):
         :param torch.Tensor z: ``batch_shape_z + (latent_dim,)``.
         :param torch.Tensor m: slots ``batch_shape_m + input_shape``.
         :returns: parameters ``broadcast(batch_shape_z, batch_shape_m) + param_shape``.
+        :raises TypeError: if ``z`` or ``m`` is not a floating-point tensor of the parameters'
+            dtype.
+        :raises ValueError: if ``z`` is not ``batch_shape_z + (latent_dim,)``, ``m`` not
+            ``batch_shape_m + input_shape``, their batch shapes do not broadcast, or either is
+            on another device than the parameters.
         """
-        skips = self.down(m)[::-1]  # coarsest first
-        batch = torch.broadcast_shapes(
-            batch_shape_of(z, (self.latent_dim,), "z"), skips[0].shape[:-3]
+        # both checked before D runs on m
+        batch_shapes = (
+            batch_shape_of(z, (self.latent_dim,), "z"),
+            batch_shape_of(m, self.down.input_shape, "m"),
         )
         check_net_input(self, z, "z")
+        check_net_input(self, m, "m")
+        batch = _broadcast_batch(("z", "m"), (z.shape, m.shape), batch_shapes)
+        skips = self.down(m)[::-1]  # coarsest first
         h = self.top(z.expand(batch + z.shape[-1:])).unflatten(-1, self.down.shapes[-1])
         h = h.reshape((-1,) + h.shape[-3:])
         for merge, up, skip, (height, width) in zip(

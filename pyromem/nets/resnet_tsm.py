@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_positive_int, as_shape, check_net_input
+from pyromem.checks import as_float_tensor, as_positive_int, as_shape, check_net_input
 
 # The layout of ResNet-18: two BasicBlocks in each of four stages.
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
@@ -70,9 +70,12 @@ def temporal_shift(x, fraction=0.125):
         (image ``t`` gets image ``t + 1``'s, the last gets zeros), the rest stay,
         where ``k = floor(C * f)``.
     :returns: a new tensor of the shape of ``x``.
+    :raises TypeError: if ``x`` is not a tensor or ``fraction`` not a real number.
     :raises ValueError: if ``x`` has fewer than 4 dims or ``fraction`` is outside ``[0, 0.5]``.
     """
     fraction = _as_fraction(fraction, "fraction")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 4:
         raise ValueError(f"x must have shape (*batch, T, C, H, W), got {tuple(x.shape)}")
     k = int(x.shape[-3] * fraction)
@@ -83,11 +86,23 @@ def temporal_shift(x, fraction=0.125):
     return out
 
 
+class _GroupNorm(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm` without torch's check "Expected more than 1 value per
+    channel when training", which counts the images of the batch too: it would stop a lone
+    image whose groups hold one value each (1×1 maps, one channel per group), though the
+    same image in a batch of two is encoded, to the same features."""
+
+    def forward(self, x):
+        return torch.group_norm(
+            x, self.num_groups, self.weight, self.bias, self.eps, torch.backends.cudnn.enabled
+        )
+
+
 def _group_norm(channels):
     # GroupNorm normalises each image on its own, so an episode's encoding never
     # depends on the other episodes of the batch (BatchNorm's would).
     groups = max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    return _GroupNorm(groups, channels)
 
 
 class _BasicBlock(nn.Module):
@@ -127,7 +142,7 @@ class ResNet18TSM(nn.Module):
     The stem is the small-image ("CIFAR") one: a 3×3 convolution at stride 1, a
     norm and a ReLU, and no max-pool. Four stages of two BasicBlocks follow, with
     ``base_width * (1, 2, 4, 8)`` channels; stages 2-4 halve the height and width
-    (rounding down) and start with a 1×1 projection shortcut, so 8×8 images reach
+    (rounding up) and start with a 1×1 projection shortcut, so 8×8 images reach
     the last stage at 1×1. Global average pooling and a linear map give the features.
 
     Unlike Kanerva++ (App. E), which uses BatchNorm, every normalisation is a
@@ -140,6 +155,10 @@ class ResNet18TSM(nn.Module):
     :param int base_width: the channels of the first stage.
     :param float shift_fraction: the fraction of channels shifted each way along
         the episode axis (see :func:`temporal_shift`); ``0`` encodes each image alone.
+    :raises TypeError: if ``image_shape`` is not a tuple of ints, ``features`` or
+        ``base_width`` not an int, or ``shift_fraction`` not a real number.
+    :raises ValueError: if ``image_shape`` is not 3 positive dims, ``features`` or
+        ``base_width`` not positive, or ``shift_fraction`` outside ``[0, 0.5]``.
 
     ``forward(x)`` maps episodes ``x`` of shape ``batch_shape + (T, C, H, W)``,
     the episode axis at dim ``-4`` (an empty ``batch_shape`` is one episode), to
@@ -171,13 +190,14 @@ class ResNet18TSM(nn.Module):
         """
         :param torch.Tensor x: ``batch_shape + (T, C, H, W)``.
         :returns: ``batch_shape + (T, features)``.
-        :raises ValueError: if ``x`` does not have that shape.
+        :raises TypeError: if ``x`` is not a floating-point tensor of the parameters' dtype.
+        :raises ValueError: if ``x`` does not have that shape or is on another device than the
+            parameters.
         """
+        as_float_tensor(x, "x", " of episodes (*batch, T, C, H, W)")
         if x.dim() < 4 or x.shape[-3:] != self.image_shape:
             expected = ", ".join(map(str, self.image_shape))
             raise ValueError(f"x must have shape (*batch, T, {expected}), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         check_net_input(self, x, "x")
         batch_shape, steps = x.shape[:-4], x.shape[-4]
         episode = (math.prod(batch_shape), steps)
