@@ -61,7 +61,9 @@ class GaussianMixtureMemory(TorchDistribution):
     ``precision_matrix``.
 
     :param torch.Tensor memory: the stored patterns, shape ``batch_shape + (N, d)`` with
-        ``N >= 1``; leading dims give one memory per batch element.
+        ``N >= 1``; leading dims give one memory per batch element. Any batch dim, of the
+        memory or of the points given to the methods below, may be empty (size 0): the
+        results are then empty, of the shapes documented.
     :param scale: isotropic standard deviation :math:`\sigma > 0` (a float or a 0-dim tensor):
         :math:`\Sigma = \sigma^2 I`.
     :param torch.Tensor precision: a diagonal precision :math:`P`, shape ``(d,)``, positive
@@ -79,6 +81,9 @@ class GaussianMixtureMemory(TorchDistribution):
         positive definiteness); shapes, types and a ``scale`` or ``beta`` given as a Python
         number are always checked. ``None``: Pyro's setting
         (:func:`pyro.enable_validation`).
+    :raises ValueError: a memory of fewer than 2 dims, of no pattern (``N = 0``) or of
+        patterns of width 0, or a covariance or weight argument out of range.
+    :raises TypeError: a memory or argument that is not a (floating-point) tensor or number.
     """
 
     support = constraints.real_vector
@@ -167,7 +172,9 @@ class GaussianMixtureMemory(TorchDistribution):
     @property
     def arg_constraints(self):
         # Only the arguments in use: torch validates each entry, and reports the failing
-        # one by name, when validate_args is on.
+        # one by name, when validate_args is on. An empty batch of memories holds no value to
+        # check, and torch's independent constraint cannot reshape it (the finiteness check of
+        # __init__ covers the memory all the same).
         candidates = {
             "memory": constraints.independent(constraints.real, 2),
             "scale": constraints.positive,
@@ -175,6 +182,8 @@ class GaussianMixtureMemory(TorchDistribution):
             "precision_matrix": constraints.positive_definite,
             "beta": constraints.positive,
         }
+        if self.memory.numel() == 0:
+            del candidates["memory"]
         return {k: c for k, c in candidates.items() if getattr(self, k, None) is not None}
 
     def expand(self, batch_shape, _instance=None):
@@ -333,10 +342,13 @@ class GaussianMixtureMemory(TorchDistribution):
     def sample(self, sample_shape=()):
         """Draws ``k ~ Categorical(pi)``, then ``z ~ N(M_k, Sigma)``.
 
-        :returns: shape ``sample_shape + batch_shape + (d,)``.
+        :returns: shape ``sample_shape + batch_shape + (d,)``; empty, without a draw, where
+            ``sample_shape`` or ``batch_shape`` holds a 0.
         """
         sample_shape = torch.Size(sample_shape)
         shape = self._extended_shape(sample_shape)
+        if shape.numel() == 0:  # an empty sample_shape or batch: no draw (Categorical refuses)
+            return self.memory.new_empty(shape)
         with torch.no_grad():
             k = Categorical(logits=self._log_weights).sample(sample_shape)
             pattern_shape = self.memory.shape[-2:]
@@ -488,7 +500,8 @@ def _matmul_batched(x, memory, transpose):
     batch = torch.broadcast_shapes(x.shape[:-1], memory.shape[:-2])
     memory = memory.reshape((1,) * (len(batch) + 2 - memory.dim()) + memory.shape)
     x = x.expand(batch + x.shape[-1:])
-    shared = [i for i, s in enumerate(memory.shape[:-2]) if s > 1]
+    # an empty batch dim of memory (size 0) is one of its own, as a dim of size > 1
+    shared = [i for i, s in enumerate(memory.shape[:-2]) if s != 1]
     folded = [i for i, s in enumerate(memory.shape[:-2]) if s == 1]
     order = shared + folded
     rows = x.permute(order + [len(batch)]).reshape(

@@ -117,15 +117,17 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
     :param tuple block_shape: ``(h, w)`` with ``h <= H`` and ``w <= W``.
     :param float key_scale: the key that moves or zooms a read by tanh(1) ≈ 76 % of
         its range (module docstring); 3 prior standard deviations by default.
-    :param bool check_values: whether to check that the keys hold no NaN; this reads
-        them (a device sync on a GPU), so a model that reads every step with keys it
-        drew itself, as Kanerva++ does, skips it. Infinite keys are allowed: they read
-        the limits of the squashing, e.g. a block at the memory's border.
+    :param bool check_values: whether to check that the keys hold no NaN and the memory
+        only finite values; this reads both (a device sync on a GPU), so a model that reads
+        every step with keys and a memory it made itself, as Kanerva++ does, skips it.
+        Infinite keys are allowed: they read the limits of the squashing, e.g. a block at
+        the memory's border.
     :returns: reads of shape ``broadcast(mem_batch, key_batch) + (K, C, h, w)``.
     :raises TypeError: if an input is not a floating-point tensor, or their dtypes differ.
     :raises ValueError: if the keys do not have 3 entries or hold NaN (the border
         padding would turn a NaN key into a plausible read), the memory has fewer than
-        3 dims, the block does not fit in the memory or ``key_scale`` is not a positive
+        3 dims or (with ``check_values``) holds NaN or infinite values (its reads would be
+        NaN), the block does not fit in the memory or ``key_scale`` is not a positive
         number.
     """
     as_float_tensor(memory, "memory")
@@ -147,6 +149,12 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
     if check_values and keys.isnan().any():
         raise ValueError(
             f"keys must not hold NaN, got NaN in {int(keys.isnan().sum())} of {keys.numel()} values"
+        )
+    if check_values and not torch.isfinite(memory).all():
+        # bilinear sampling spreads a NaN or inf (0 * inf) over every read that touches it
+        raise ValueError(
+            f"memory must be finite, got {int((~torch.isfinite(memory)).sum())} NaN or infinite "
+            f"values in a tensor of shape {tuple(memory.shape)}"
         )
     channels, height, width = memory.shape[-3:]
     h, w = _check_block_shape(block_shape, (height, width))

@@ -36,7 +36,7 @@ import numbers
 
 import torch
 
-from pyromem.checks import as_int, check_net_input
+from pyromem.checks import as_float_tensor, as_int, check_device, check_net_input
 from pyromem.data.validation import check_images
 from pyromem.infer import (
     LearnedPrecisionRetrieval,
@@ -107,23 +107,87 @@ class Method:
     def retrieve(self, queries, stored, trajectory=False):
         """Retrieve from a memory of ``stored`` images.
 
-        :param torch.Tensor queries: query images ``(B, C, H, W)``.
-        :param torch.Tensor stored: the images to store ``(N, C, H, W)``.
+        :param torch.Tensor queries: query images ``(B, C, H, W)``, of the method's
+            ``image_shape``; ``B = 0`` reads nothing and gives ``(0, D)``.
+        :param torch.Tensor stored: the images to store ``(N, C, H, W)``, ``N >= 1``.
         :param bool trajectory: also return the iterates (methods that iterate).
         :returns: ``(retrieved (B, D), memory (N, D))``, and a list of iterates ``(B, D)`` when
             ``trajectory``.
+        :raises TypeError: ``queries`` or ``stored`` is not a floating-point tensor, is not of
+            the other's dtype, or (a ``VAE-*`` method) not of its VAE's.
+        :raises ValueError: ``queries`` or ``stored`` is not of the shape above (a batch dim
+            missing, images of another shape than ``image_shape``), ``stored`` is empty, or
+            they are not on one device (that of the VAE for a ``VAE-*`` method).
         """
-        out = self.retrieve_many(queries[None], stored[None], trajectory)
+        self._check_reads(queries, stored)
+        return self._retrieve(queries, stored, trajectory)
+
+    def retrieve_many(self, queries, stored, trajectory=False):
+        """:meth:`retrieve` on ``S`` memories at once, one per leading index: queries
+        ``(S, B, C, H, W)`` and stored images ``(S, N, C, H, W)``, ``S, N >= 1``, give
+        ``(S, B, D)`` and ``(S, N, D)`` (and iterates ``(S, B, D)``).
+
+        :raises TypeError: as :meth:`retrieve`.
+        :raises ValueError: as :meth:`retrieve`, and for ``S = 0`` or another ``S`` in
+            ``stored`` than in ``queries``.
+        """
+        self._check_reads(queries, stored, many=True)
+        return self._retrieve_many(queries, stored, trajectory)
+
+    def _check_reads(self, queries, stored, many=False):
+        """Raise a one-line error naming the argument, the shape expected and the shape given,
+        unless :meth:`retrieve` (:meth:`retrieve_many` with ``many``) can read ``queries`` and
+        ``stored``: checked here, before any work, rather than by a reader or net several
+        calls deep (or, for images of another size whose codes fit, not at all)."""
+        lead = ("S",) if many else ()
+        for name, x, batch in (("queries", queries, "B"), ("stored", stored, "N")):
+            as_float_tensor(x, name, f" of images {_shape_text(lead + (batch, 'C', 'H', 'W'))}")
+            expected = lead + (batch,) + self.image_shape
+            if x.dim() != len(expected) or tuple(x.shape[len(lead) + 1 :]) != self.image_shape:
+                raise ValueError(
+                    f"{name} must have shape {_shape_text(expected)} ({self.name} reads images "
+                    f"of shape {self.image_shape}), got {tuple(x.shape)}"
+                )
+        if many and len(queries) == 0:
+            expected = ("S >= 1", "B") + self.image_shape
+            raise ValueError(
+                f"queries must have shape {_shape_text(expected)}: at least one memory to read, "
+                f"got {tuple(queries.shape)}"
+            )
+        if many and len(stored) != len(queries):
+            expected = (len(queries), "N") + self.image_shape
+            raise ValueError(
+                f"stored must have shape {_shape_text(expected)}, one memory per leading index "
+                f"of queries {tuple(queries.shape)}, got {tuple(stored.shape)}"
+            )
+        if stored.shape[-4] == 0:
+            expected = lead + ("N >= 1",) + self.image_shape
+            raise ValueError(
+                f"stored must have shape {_shape_text(expected)}: a memory holds at least one "
+                f"image, got {tuple(stored.shape)}"
+            )
+        vae = getattr(self, "vae", None)  # the VAE-* methods' encoder reads the images
+        if vae is not None:
+            for name, x in (("queries", queries), ("stored", stored)):
+                check_net_input(vae, x, name, "the vae's parameters are")
+        if queries.dtype != stored.dtype:
+            raise TypeError(
+                f"queries is {queries.dtype} but stored is {stored.dtype}: convert one to the "
+                f"other, e.g. queries.to({stored.dtype})"
+            )
+        check_device(queries, "queries", stored.device, "stored is")
+
+    def _retrieve(self, queries, stored, trajectory):
+        # retrieve on checked images: by default retrieve_many's read of one memory
+        out = self._retrieve_many(queries[None], stored[None], trajectory)
         if trajectory:
             return out[0][0], out[1][0], [z[0] for z in out[2]]
         return out[0][0], out[1][0]
 
-    def retrieve_many(self, queries, stored, trajectory=False):
-        """:meth:`retrieve` on ``S`` memories at once, one per leading index: queries
-        ``(S, B, C, H, W)`` and stored images ``(S, N, C, H, W)`` give ``(S, B, D)`` and
-        ``(S, N, D)`` (and iterates ``(S, B, D)``). A method implements this or
-        :meth:`retrieve`; by default each calls the other (here a loop over the memories)."""
-        outs = [self.retrieve(q, m, trajectory) for q, m in zip(queries, stored, strict=True)]
+    def _retrieve_many(self, queries, stored, trajectory):
+        # retrieve_many on checked images. A method implements this or _retrieve; by default
+        # each calls the other (here a loop over the memories).
+        outs = [self._retrieve(q, m, trajectory) for q, m in zip(queries, stored, strict=True)]
         stacked = [torch.stack([o[i] for o in outs]) for i in range(2)]
         if trajectory:
             stacked.append([torch.stack(z) for z in zip(*(o[2] for o in outs), strict=True)])
@@ -165,17 +229,17 @@ class ReaderMethod(Method):
         return {"train_loss_first": losses[0], "train_loss_last": losses[-1]}
 
     @torch.no_grad()
-    def retrieve(self, queries, stored, trajectory=False):
+    def _retrieve(self, queries, stored, trajectory):
         if isinstance(self.reader, FixedPointReader):
-            return super().retrieve(queries, stored, trajectory)
+            return super()._retrieve(queries, stored, trajectory)
         memory, asked = self.embed(stored), self.embed(queries)
         retrieved = self.reader(asked, memory)
         return (retrieved, memory, [asked, retrieved]) if trajectory else (retrieved, memory)
 
     @torch.no_grad()
-    def retrieve_many(self, queries, stored, trajectory=False):
+    def _retrieve_many(self, queries, stored, trajectory):
         if not isinstance(self.reader, FixedPointReader):
-            return super().retrieve_many(queries, stored, trajectory)
+            return super()._retrieve_many(queries, stored, trajectory)
         memory = self.embed(stored)
         out = self.reader(self.embed(queries), memory, trajectory=trajectory)
         return (out[0], memory, out[1]) if trajectory else (out, memory)
@@ -303,15 +367,17 @@ class GuideMethod(_LatentSpace, Method):
         }
 
     @torch.no_grad()
-    def retrieve_many(self, queries, stored, trajectory=False):
+    def _retrieve_many(self, queries, stored, trajectory):
         # The guides' computations without their Pyro traces, for S memories in one batch:
         # VAE-GMM, VAE-Hopfield and VAE-GMM* iterate the memory's fixed-point step from the
         # encoder's code (MemoryFixedPoint on memory_vae_of(stored)), the BP methods ascend the
         # log joint (MAPRefinement on it, see gradient_map); VAE-PC-GMM runs its guide.
         if self.name == "VAE-PC-GMM":
-            return super().retrieve_many(queries, stored, trajectory)
+            return super()._retrieve_many(queries, stored, trajectory)
         h, memory = self.hyperparameters, self.embed(stored)
-        if self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield"):
+        if queries.shape[1] == 0 and self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield"):
+            out = self._no_query(queries, trajectory)  # gradient_map cannot reshape none
+        elif self.name in ("VAE-BP-GMM", "VAE-BP-Hopfield"):
             weights, scale = self._prior()
             out = gradient_map(
                 self.vae,
@@ -334,15 +400,24 @@ class GuideMethod(_LatentSpace, Method):
             out = reader(self.embed(queries), memory, trajectory=trajectory)
         return (out[0], memory, out[1]) if trajectory else (out, memory)
 
-    def retrieve(self, queries, stored, trajectory=False):
+    def _retrieve(self, queries, stored, trajectory):
         if self.name != "VAE-PC-GMM":
-            return super().retrieve(queries, stored, trajectory)
+            return super()._retrieve(queries, stored, trajectory)
         memory_vae, memory = self.memory_vae_of(stored)
+        if len(queries) == 0:  # the guide refuses an empty batch; there is nothing to refine
+            out = self._no_query(queries, trajectory)
+            return (out[0], memory, out[1]) if trajectory else (out, memory)
         with torch.enable_grad():
             out = self.guide(memory_vae).refine(queries, trajectory=trajectory)
         if trajectory:
             return out[0].detach(), memory, [z.detach() for z in out[1]]
         return out.detach(), memory
+
+    def _no_query(self, queries, trajectory):
+        """The read of an empty batch of queries: their (empty) codes, and the ``T + 1``
+        iterates of the refinement when ``trajectory``."""
+        z = self.embed(queries)
+        return (z, [z] * (self.hyperparameters["num_steps"] + 1)) if trajectory else z
 
     def _precision_module(self):
         if self.precision_module is None:
@@ -519,6 +594,11 @@ def build_method(name, image_shape, vae=None, **hyperparameters):
     else:
         reader = MemN2NReader(dim, h["embed_dim"], h["ridge"])
     return ReaderMethod(name, image_shape, reader, h)
+
+
+def _shape_text(dims):
+    """``("B", 1, 4, 4)`` as ``"(B, 1, 4, 4)"``, for the messages of Method._check_reads."""
+    return f"({', '.join(map(str, dims))})"
 
 
 def _decoder_layers(vae):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_int, as_real
+from pyromem.checks import as_float_tensor, as_int, as_real, check_device, check_net_input
 from pyromem.data.validation import check_generator
 from pyromem.memory import GaussianMixtureMemory
 
@@ -60,6 +60,9 @@ class FixedPointReader:
         :param torch.Tensor memory: ``(N, D)``, or ``(S, N, D)``.
         :param bool trajectory: also return the ``T + 1`` iterates.
         :returns: ``(B, D)`` (``(S, B, D)``) [and a list of ``T + 1`` such tensors].
+        :raises TypeError: a tensor that is not floating-point, or of the other's dtype.
+        :raises ValueError: a shape other than the above, an empty memory (``N = 0``), or
+            tensors on two devices.
         """
         _check_read(queries, memory, batched=True)
         # MemoryFixedPoint's iteration on the prior that a PixelMemory of the vectors puts at
@@ -97,8 +100,17 @@ class ContentReader(nn.Module):
         return self.log_strength.exp()
 
     def forward(self, queries, memory):
-        """``(B, D), (N, D) -> (B, D)``."""
-        _check_read(queries, memory, dim=None if self.key is None else self.dim)
+        """``(B, D), (N, D) -> (B, D)``.
+
+        :raises TypeError: a tensor that is not floating-point, or of the other's dtype (or,
+            with a key map, of another than its parameters').
+        :raises ValueError: a shape other than the above (``D = dim`` with a key map), an
+            empty memory (``N = 0``), or tensors on two devices.
+        """
+        keyed = self.key is not None  # else only a 0-dim strength, which any dtype takes
+        _check_read(
+            queries, memory, dim=self.dim if keyed else None, reader=self if keyed else None
+        )
         keys = (queries, memory) if self.key is None else (self.key(queries), self.key(memory))
         similarity = F.normalize(keys[0], dim=-1) @ F.normalize(keys[1], dim=-1).mT
         return (self.key_strength * similarity).softmax(-1) @ memory
@@ -172,8 +184,14 @@ class MemN2NReader(nn.Module):
         return self
 
     def forward(self, queries, memory):
-        """``(B, D), (N, D) -> (B, D)``."""
-        _check_read(queries, memory, dim=self.dim)
+        """``(B, D), (N, D) -> (B, D)``.
+
+        :raises TypeError: a tensor that is not floating-point, or of another dtype than the
+            other or the embeddings' parameters.
+        :raises ValueError: a shape other than the above with ``D = dim``, an empty memory
+            (``N = 0``), or tensors on another device than the other or the embeddings.
+        """
+        _check_read(queries, memory, dim=self.dim, reader=self)
         scores = self.query_embedding(queries) @ self.memory_embedding(memory).mT
         return (self.log_temperature.exp() * scores).softmax(-1) @ memory
 
@@ -248,18 +266,23 @@ def train_reader(
     return losses
 
 
-def _check_read(queries, memory, batched=False, dim=None):
-    """Raise a one-line ``ValueError`` unless ``queries`` and ``memory`` are ``(B, D)`` and
-    ``(N, D)`` (or ``(S, B, D)`` and ``(S, N, D)`` when ``batched``), with ``D = dim`` for a
-    reader whose maps take that width (torch would stop in a Linear with "mat1 and mat2 shapes
-    cannot be multiplied")."""
+def _check_read(queries, memory, batched=False, dim=None, reader=None):
+    """Raise a one-line error naming the argument, the shape expected and the shape given,
+    unless ``queries`` and ``memory`` are floating-point ``(B, D)`` and ``(N, D)`` (or
+    ``(S, B, D)`` and ``(S, N, D)`` when ``batched``) with ``N >= 1``, of one dtype and on one
+    device, with ``D = dim`` for a reader whose maps take that width (torch would stop in a
+    Linear with "mat1 and mat2 shapes cannot be multiplied"), and of the dtype and on the
+    device of the parameters of ``reader`` where its maps read them.
+
+    :raises TypeError: a tensor that is not floating-point, or of another dtype.
+    :raises ValueError: a shape, width or device other than the above, or an empty memory.
+    """
     dims = (2, 3) if batched else (2,)
-    for name, x in (("queries", queries), ("memory", memory)):
-        if not isinstance(x, torch.Tensor) or x.dim() not in dims:
-            raise ValueError(
-                f"{name} must be a {' or '.join(map(str, dims))}-dim tensor, got "
-                f"{getattr(x, 'shape', x)}"
-            )
+    for name, x, rows in (("queries", queries, "B"), ("memory", memory, "N")):
+        expected = f"({rows}, D)" + (f" or (S, {rows}, D)" if batched else "")
+        as_float_tensor(x, name, f" of shape {expected}")
+        if x.dim() not in dims:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
     if queries.shape[:-2] != memory.shape[:-2]:
         raise ValueError(
             f"queries {tuple(queries.shape)} and memory {tuple(memory.shape)} must have the "
@@ -267,12 +290,21 @@ def _check_read(queries, memory, batched=False, dim=None):
         )
     if queries.shape[-1] != memory.shape[-1]:
         raise ValueError(
-            f"queries and memory must have the same width, got {queries.shape[-1]} and "
-            f"{memory.shape[-1]}"
+            f"queries and memory must have the same width D, got queries "
+            f"{tuple(queries.shape)} and memory {tuple(memory.shape)}"
         )
     if dim is not None and memory.shape[-1] != dim:
         raise ValueError(
-            f"queries and memory must have width {dim}, that of the reader, got {memory.shape[-1]}"
+            f"queries and memory must have width {dim}, that of the reader: expected (..., {dim}),"
+            f" got queries {tuple(queries.shape)} and memory {tuple(memory.shape)}"
         )
-    if len(memory) == 0:
-        raise ValueError("memory must hold at least one pattern")
+    if memory.shape[-2] == 0:
+        raise ValueError(f"memory must hold at least one pattern, got shape {tuple(memory.shape)}")
+    if queries.dtype != memory.dtype:
+        raise TypeError(
+            f"queries is {queries.dtype} but memory is {memory.dtype}: convert one to the other "
+            "with .to(dtype)"
+        )
+    check_device(queries, "queries", memory.device, "memory is")
+    if reader is not None:
+        check_net_input(reader, memory, "memory", "the reader's parameters are")
