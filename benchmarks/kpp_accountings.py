@@ -2,7 +2,7 @@
 and the accounting of the authors' Dynamic Kanerva Machine code (not a bound).
 
 One trained K++ (a checkpoint of ``pyromem train kpp``, or, without ``--checkpoint``,
-the full demo's K++: 16×16 digits, same-class episodes of T = 4, 40 epochs) is
+the full demo's K++: 16×16 digits, same-class episodes of T = 4, its epochs) is
 evaluated on the test split cut into fixed same-class episodes of each T. Each row:
 the conditional ELBO per image (eq. 4, ours), the DKM code's figure
 (:func:`pyromem.experiments.kpp.dkm_accounting_nats`: the KLs divided by T twice),
