@@ -617,11 +617,11 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
 #: on one thread of a busy CPU. An epoch is 23 steps of 16 episodes.
 DEMO_NETS = {"size": 16, "latent_dim": 8, "embed_dim": 64, "lr": 3e-3, "num_threads": 1}
 DEMO_SETTINGS = {
-    # quick: ~30 s on 2 CPU cores (K++ alone, ~300 steps); full: ~3 min (K++ and its two
-    # baselines, 2,760 steps each). After 920 steps the random-key reads of a memory of 4s
-    # were mostly 0s and 6s; after 2,760 they are digits of the memory's class.
+    # quick: ~30 s on 2 CPU cores (K++ alone, ~300 steps); full: ~2 min (K++ and its two
+    # baselines, 1,840 steps each). After 920 steps the random-key reads of a memory of 4s
+    # were mostly 0s and 6s; after 1,840 they are digits of the memory's class.
     "quick": {"epochs": 13, "num_samples": 10, "eval_particles": 2, "baselines": False},
-    "full": {"epochs": 120, "num_samples": 100, "eval_particles": 4, "baselines": True},
+    "full": {"epochs": 80, "num_samples": 100, "eval_particles": 4, "baselines": True},
 }
 
 
