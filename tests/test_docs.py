@@ -55,3 +55,20 @@ def test_pyromem_commands_run(page, tmp_path):
             timeout=600,
         )
         assert proc.returncode == 0, f"{command}\n{proc.stderr[-2000:]}"
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_relative_links_and_images_resolve(page):
+    # every link or image to a file of the repository names one that exists (anchors and
+    # web addresses are not followed)
+    missing = []
+    for target in LINK.findall(page.read_text()):
+        path = target.split("#")[0]
+        if not path or re.match(r"^[a-z]+:", path):
+            continue
+        if not (page.parent / path).exists():
+            missing.append(target)
+    assert not missing, f"{page_id(page)} links to files that do not exist: {missing}"
