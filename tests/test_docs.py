@@ -58,17 +58,35 @@ def test_pyromem_commands_run(page, tmp_path):
 
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*$", re.M)
+
+
+def heading_anchors(page):
+    """The anchors of a page's headings as GitHub and mkdocs make them: lower case, every
+    character but letters, digits, ``_``, ``-`` and spaces dropped, spaces as ``-``, and
+    ``-1``, ``-2``, ... after a heading's repeats."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+    anchors, seen = set(), {}
+    for heading in HEADING.findall(text):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        repeats = seen.get(slug, 0)
+        seen[slug] = repeats + 1
+        anchors.add(slug if repeats == 0 else f"{slug}-{repeats}")
+    return anchors
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_relative_links_and_images_resolve(page):
-    # every link or image to a file of the repository names one that exists (anchors and
-    # web addresses are not followed)
+    # every link or image to a file of the repository names one that exists, and a link to a
+    # heading of a Markdown page names one it has (web addresses are not followed)
     missing = []
     for target in LINK.findall(page.read_text()):
-        path = target.split("#")[0]
-        if not path or re.match(r"^[a-z]+:", path):
+        path, _, anchor = target.partition("#")
+        if re.match(r"^[a-z]+:", path):
             continue
-        if not (page.parent / path).exists():
+        linked = page.parent / path if path else page
+        if not linked.exists():
             missing.append(target)
-    assert not missing, f"{page_id(page)} links to files that do not exist: {missing}"
+        elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
+            missing.append(target)
+    assert not missing, f"{page_id(page)} links to files or headings that do not exist: {missing}"
