@@ -300,3 +300,69 @@ def test_dkm_accounting_divides_the_kls_twice_and_the_reconstruction_once(device
     # the per-image bound subtracts the whole KL, the DKM figure only 1/T of it
     assert torch.allclose(parts.elbo / length, reconstruction.mean(0) - kl.mean(0), atol=1e-4)
     assert (actual > parts.elbo / length).all()
+
+
+def test_nearest_class_mean_agrees_with_scikit_learn():
+    from sklearn.neighbors import NearestCentroid
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 4
+    images = torch.rand(60, *IMAGE, generator=generator) + labels.reshape(60, 1, 1, 1) / 4
+    labels[:3] = -1  # unlabelled images are left out of the means
+    queries = torch.rand(5, 7, *IMAGE, generator=generator) * 1.5
+    expected = NearestCentroid().fit(images[3:].flatten(1).numpy(), labels[3:].numpy())
+    predicted = recipe.nearest_class_mean(images, labels)(queries)
+    assert predicted.shape == (5, 7)
+    by_scikit_learn = expected.predict(queries.reshape(35, -1).numpy())
+    assert predicted.flatten().tolist() == by_scikit_learn.tolist()
+
+
+class _Split:
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+
+def test_read_class_agreement_counts_the_reads_of_the_episodes_class(device):
+    # reads that copy the episode's own images agree with its class exactly as often as the
+    # classifier is right on those images, counted here by scikit-learn's NearestCentroid
+    from sklearn.neighbors import NearestCentroid
+
+    generator = torch.Generator().manual_seed(1)
+    train_labels = torch.arange(40) % 2
+    train = _Split(
+        torch.bernoulli(torch.full((40, *IMAGE), 0.4), generator=generator), train_labels
+    )
+    train.images[train_labels == 1, :, :4] = 1.0  # class 1: the top half lit
+    x = torch.bernoulli(torch.full((6, 3, *IMAGE), 0.4), generator=generator)
+    classes = torch.tensor([0, 1, 1, 0, 1, 0])
+    x[classes == 1, :, :, :4] = 1.0
+    x[0, 0, :, :4] = 1.0  # one image of class 0 that looks like class 1
+    kpp = small().to(device)
+    kpp.generate = lambda num_reads, memory: x.to(device)[:, [0, 1, 2, 0]][:, :num_reads]
+    measured = recipe.read_class_agreement(
+        kpp, x, classes, train, num_reads=4, device=torch.device(device)
+    )
+    centroid = NearestCentroid().fit(train.images.flatten(1).numpy(), train_labels.numpy())
+    right = centroid.predict(x.flatten(0, 1).flatten(1).numpy()).reshape(6, 3) == (
+        classes[:, None].numpy()
+    )
+    assert measured["reads_per_memory"] == 4
+    assert measured["read_classifier_accuracy"] == pytest.approx(right.mean())
+    assert measured["read_class_agreement"] == pytest.approx(right[:, [0, 1, 2, 0]].mean())
+    assert measured["read_class_agreement"] < 1  # the odd image of episode 0 is read twice
+
+
+def test_load_kpp_data_gives_each_same_class_episode_its_class():
+    config = {"dataset": "digits", "binarize": "static", "same_class": True, "seed": 0}
+    train, episodes, classes = recipe.load_kpp_data(config, 4)
+    _, mixed, no_classes = recipe.load_kpp_data(dict(config, same_class=False), 4)
+    assert no_classes is None and mixed.shape[1] == 4
+    assert episodes.shape[:2] == (len(classes), 4)
+    from pyromem.data import load
+
+    test = load("digits", "test", binarize="static")
+    # each episode's images are test images of its class
+    for episode, label in zip(episodes[:10], classes[:10], strict=True):
+        for image in episode:
+            match = (test.images == image).flatten(1).all(1).nonzero().flatten()
+            assert (test.labels[match] == label).any()

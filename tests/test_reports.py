@@ -150,6 +150,7 @@ def test_demo_header_states_the_mode_and_a_table_of_headline_numbers():
         "episode_length": 4,
         "binarization": {"test": "static"},
         "denoising": {"speckle": {"mse_noisy": 0.035, "mse_after_10_reads": 0.18}},
+        "read_class_agreement": 0.7125,
     }
     results = {"vae": vae, "kpp": kpp, "vma": {"broken": {"no": "fields"}}, "other": {}}
     rows = at_a_glance(results)
@@ -157,6 +158,7 @@ def test_demo_header_states_the_mode_and_a_table_of_headline_numbers():
     assert rows[0][1] == "log p(x) ≥ -98.46 nats (ELBO -99.76)"
     assert rows[0][3] == "`digits` test split, 360 images, 16×16, static binarisation"
     assert "10 reads raise the MSE of speckle images: they do not denoise" in rows[1][1]
+    assert "; 71 % of random-key reads of the memory's class;" in rows[1][1]
     quick = "\n".join(header(True, 0, 1, 41.0, results))
     full = "\n".join(header(False, 0, 1, 154.0, results))
     assert QUICK_NOTE in quick and QUICK_NOTE not in full

@@ -255,8 +255,12 @@ def _kpp_row(r):
             worse.append(name.replace("_", " "))
             reads = after[0].removeprefix("mse_after_").replace("_", " ")
     note = ""
+    if "read_class_agreement" in r:
+        note = (
+            f"; {100 * r['read_class_agreement']:.0f} % of random-key reads of the memory's class"
+        )
     if worse:
-        note = f"; {reads} raise the MSE of {', '.join(worse)} images: they do not denoise"
+        note += f"; {reads} raise the MSE of {', '.join(worse)} images: they do not denoise"
     return [
         "Kanerva++",
         f"log p(x_t \\| M) ≥ {r['test_conditional_log_likelihood_nats']:.2f} nats (ELBO "

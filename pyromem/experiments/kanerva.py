@@ -89,16 +89,12 @@ class EpisodeDataset(Dataset):
         return sample_episode(self.images, self.length)
 
 
-def test_episodes(test_images, length, seed=0, labels=None):
-    """The test images cut into fixed episodes ``(E, T, C, H, W)`` by a seeded permutation.
-
-    Without ``labels`` E = N // T; with ``labels`` ``(N,)`` every episode holds one
-    class (each class's images cut apart, leftovers dropped) and the episodes come
-    in a seeded random order.
-    """
+def test_episode_index(num_images, length, seed=0, labels=None):
+    """The indices ``(E, T)`` of the fixed test episodes of :func:`test_episodes` into a
+    test split of ``num_images`` images (``labels`` ``(num_images,)`` or ``None``)."""
     generator = torch.Generator().manual_seed(seed)
     if labels is None:
-        groups = [torch.arange(len(test_images))]
+        groups = [torch.arange(num_images)]
     else:
         groups = [(labels == c).nonzero().squeeze(1) for c in labels.unique()]
     episodes = []
@@ -115,11 +111,22 @@ def test_episodes(test_images, length, seed=0, labels=None):
         )
     if labels is not None:
         index = index[torch.randperm(len(index), generator=generator)]
-    return test_images[index]
+    return index
+
+
+def test_episodes(test_images, length, seed=0, labels=None):
+    """The test images cut into fixed episodes ``(E, T, C, H, W)`` by a seeded permutation.
+
+    Without ``labels`` E = N // T; with ``labels`` ``(N,)`` every episode holds one
+    class (each class's images cut apart, leftovers dropped) and the episodes come
+    in a seeded random order.
+    """
+    return test_images[test_episode_index(len(test_images), length, seed, labels)]
 
 
 def load_kpp_data(data_config, length):
-    """The train split (as configured) and the fixed test episodes of a data config."""
+    """The train split (as configured), the fixed test episodes of a data config and, for
+    episodes of one class each (``same_class``), their classes ``(E,)`` (else ``None``)."""
     train, test = load_splits(data_config)
     same_class = data_config.get("same_class", False)
     for split in (train, test) if same_class else ():
@@ -130,7 +137,73 @@ def load_kpp_data(data_config, length):
                 "so no class to draw an episode from; leave out --same-class or give labels"
             )
     labels = test.labels if same_class else None
-    return train, test_episodes(test.images, length, data_config.get("seed", 0), labels)
+    index = test_episode_index(len(test.images), length, data_config.get("seed", 0), labels)
+    classes = labels[index[:, 0]] if same_class else None
+    return train, test.images[index], classes
+
+
+def nearest_class_mean(images, labels):
+    """A classifier of images by the nearest mean image of a class (Euclidean, in pixels).
+
+    :param torch.Tensor images: ``(N, C, H, W)``.
+    :param torch.Tensor labels: ``(N,)``; a label of -1 (unlabelled) is left out.
+    :returns: ``classify(x)``, mapping images ``batch_shape + (C, H, W)`` on any device to
+        the labels ``batch_shape`` of their nearest class means.
+    """
+    labelled = labels != -1
+    images, labels = images[labelled].flatten(1).double(), labels[labelled]
+    classes = labels.unique()
+    means = torch.stack([images[labels == c].mean(0) for c in classes])
+
+    def classify(x):
+        flat = x.flatten(-3).to("cpu", torch.float64)
+        nearest = torch.cdist(flat.reshape(-1, flat.shape[-1]), means).argmin(-1)
+        return classes[nearest].reshape(flat.shape[:-1])
+
+    return classify
+
+
+def read_class_agreement(kpp, episodes, classes, train, num_reads=10, device=None):
+    """How often random-key reads of a memory are images of its episode's class, as a
+    classifier of the training images (:func:`nearest_class_mean`) tells.
+
+    The memory of each test episode (of one class) is written and ``num_reads`` images are
+    read from it through keys y ~ p(y) (:meth:`KanervaPlusPlus.generate`, the decoder's
+    means); the plain VAE (``write="none"``), which reads no memory, draws z ~ N(0, I)
+    instead, so that its figure is the chance of drawing the class. The classifier's own
+    accuracy on the episodes' test images is the ceiling any reader can be scored at.
+
+    :param KanervaPlusPlus kpp: the trained model.
+    :param torch.Tensor episodes: ``(E, T, C, H, W)``, each of one class.
+    :param torch.Tensor classes: ``(E,)``, the class of each episode.
+    :param train: the training split (``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``).
+    :returns: ``{"read_class_agreement": ..., "read_classifier_accuracy": ...,
+        "reads_per_memory": num_reads}``, the first two fractions in [0, 1].
+    """
+    device = device or evaluation_device()
+    kpp = kpp.to(device).eval()
+    classify = nearest_class_mean(train.images, train.labels)
+    agree, count = 0, 0
+    with torch.no_grad():
+        for chunk, chunk_classes in zip(
+            episodes.split(EVAL_EPISODES_PER_CHUNK),
+            classes.split(EVAL_EPISODES_PER_CHUNK),
+            strict=True,
+        ):
+            chunk = chunk.to(device)
+            if kpp.write_kind == "none":
+                z = torch.randn(len(chunk), num_reads, kpp.latent_dim, device=device)
+                reads = typical_image(kpp.decode(z))
+            else:
+                reads = kpp.generate(num_reads, kpp.write(chunk))
+            agree += (classify(reads) == chunk_classes[:, None]).sum().item()
+            count += reads.shape[0] * reads.shape[1]
+    accuracy = (classify(episodes) == classes[:, None]).double().mean().item()
+    return {
+        "read_class_agreement": agree / count,
+        "read_classifier_accuracy": accuracy,
+        "reads_per_memory": num_reads,
+    }
 
 
 def per_image_log_likelihood(kpp, x, num_samples=100, chunk_size=50):
@@ -453,7 +526,7 @@ def _train_and_evaluate(config, out_dir, start):
     data_config = dict(
         data_options(config), same_class=config.same_class, episode_length=episode_length
     )
-    train, episodes = load_kpp_data(data_config, episode_length)
+    train, episodes, classes = load_kpp_data(data_config, episode_length)
     data_config["binarize"] = train.binarize
     likelihood = config.likelihood or LIKELIHOOD_FOR_SUPPORT[train.support]
     default_memory_shape, default_block = default_memory(train.event_shape)
@@ -528,6 +601,10 @@ def _train_and_evaluate(config, out_dir, start):
             device,
             log=stderr_line if config.progress else None,
         )
+        if classes is not None:
+            evaluation.update(
+                read_class_agreement(result.model, episodes, classes, train, device=device)
+            )
         return result, evaluation
 
     result, evaluation = run_kpp("block", out_dir)
@@ -584,7 +661,7 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
     kpp, saved = load_kpp(checkpoint)
     data_config = dict(saved.config["data"], **({"root": root} if root else {}))
     length = saved.config["episode_length"]
-    _, episodes = load_kpp_data(data_config, length)
+    train, episodes, classes = load_kpp_data(data_config, length)
     device = evaluation_device()
     say = log or (lambda line: None)
     say(f"kpp: evaluating on {len(episodes)} test episodes (ELBO, IWAE-{num_samples})")
@@ -602,6 +679,8 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
         **evaluate_kpp_model(kpp, episodes, num_samples, num_particles, device, log),
         "checkpoint": str(checkpoint),
     }
+    if classes is not None:
+        results.update(read_class_agreement(kpp, episodes, classes, train, device=device))
     if kpp.write_kind != "none":
         say("kpp: figures")
         results["figures"], results["denoising"] = save_kpp_figures(
@@ -648,6 +727,28 @@ def summary(results):
             f"{results['test_conditional_log_likelihood_nats']:.2f} nats/image.",
         ]
     return "\n".join(lines)
+
+
+def _class_agreement_text(results):
+    """The demo's sentence on :func:`read_class_agreement`, or "" for a run without it."""
+    if "read_class_agreement" not in results:
+        return ""
+    baselines = results.get("baselines", {})
+    others = [
+        f"{what} {100 * baselines[name]['read_class_agreement']:.0f} %"
+        for name, what in (
+            ("vae", "the plain VAE's samples, which read no memory,"),
+            ("dense_write", "the dense ablation's reads"),
+        )
+        if "read_class_agreement" in baselines.get(name, {})
+    ]
+    return (
+        f" Over all {results['num_test_episodes']} test memories, the nearest class mean of the "
+        f"training digits assigns {100 * results['read_class_agreement']:.0f} % of "
+        f"{results['reads_per_memory']} such reads per memory to the memory's class (and "
+        f"{100 * results['read_classifier_accuracy']:.0f} % of the test digits themselves to "
+        "theirs)" + (f"; {' and '.join(others)}" if others else "") + "."
+    )
 
 
 def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
@@ -704,7 +805,8 @@ def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
             f"![reconstructions]({rel['reconstructions']})",
             "",
             f"Each row starts with the {length} images written to a memory: look at whether the "
-            "reads that follow, through random keys, are digits of that episode's class.",
+            "reads that follow, through random keys, are digits of that episode's class."
+            + _class_agreement_text(results),
             "",
             f"![random-key generations]({rel['random_key_generations']})",
             "",
