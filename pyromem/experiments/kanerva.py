@@ -730,15 +730,15 @@ def summary(results):
 
 
 def _class_agreement_text(results):
-    """The demo's sentence on :func:`read_class_agreement`, or "" for a run without it."""
+    """The demo's sentences on :func:`read_class_agreement`, or "" for a run without it."""
     if "read_class_agreement" not in results:
         return ""
     baselines = results.get("baselines", {})
     others = [
-        f"{what} {100 * baselines[name]['read_class_agreement']:.0f} %"
+        f"{what}: {100 * baselines[name]['read_class_agreement']:.0f} %"
         for name, what in (
-            ("vae", "the plain VAE's samples, which read no memory,"),
-            ("dense_write", "the dense ablation's reads"),
+            ("vae", "for the plain VAE's samples, which read no memory"),
+            ("dense_write", "for the dense ablation's reads"),
         )
         if "read_class_agreement" in baselines.get(name, {})
     ]
@@ -747,7 +747,7 @@ def _class_agreement_text(results):
         f"training digits assigns {100 * results['read_class_agreement']:.0f} % of "
         f"{results['reads_per_memory']} such reads per memory to the memory's class (and "
         f"{100 * results['read_classifier_accuracy']:.0f} % of the test digits themselves to "
-        "theirs)" + (f"; {' and '.join(others)}" if others else "") + "."
+        "theirs)." + (f" The same {'; '.join(others)}." if others else "")
     )
 
 
