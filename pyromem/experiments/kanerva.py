@@ -150,10 +150,10 @@ def nearest_class_mean(images, labels):
     :returns: ``classify(x)``, mapping images ``batch_shape + (C, H, W)`` on any device to
         the labels ``batch_shape`` of their nearest class means.
     """
-    labelled = labels != -1
-    images, labels = images[labelled].flatten(1).double(), labels[labelled]
     classes = labels.unique()
-    means = torch.stack([images[labels == c].mean(0) for c in classes])
+    classes = classes[classes != -1]
+    # one class in float64 at a time: the whole of a large split would take gigabytes
+    means = torch.stack([images[labels == c].flatten(1).double().mean(0) for c in classes])
 
     def classify(x):
         flat = x.flatten(-3).to("cpu", torch.float64)
