@@ -315,6 +315,10 @@ def test_nearest_class_mean_agrees_with_scikit_learn():
     assert predicted.shape == (5, 7)
     by_scikit_learn = expected.predict(queries.reshape(35, -1).numpy())
     assert predicted.flatten().tolist() == by_scikit_learn.tolist()
+    with pytest.raises(ValueError, match="at least one labelled image"):
+        recipe.nearest_class_mean(images, torch.full((60,), -1))
+    with pytest.raises(ValueError, match="one label per image, got 60 images and 59"):
+        recipe.nearest_class_mean(images, labels[1:])
 
 
 class _Split:

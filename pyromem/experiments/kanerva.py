@@ -149,9 +149,17 @@ def nearest_class_mean(images, labels):
     :param torch.Tensor labels: ``(N,)``; a label of -1 (unlabelled) is left out.
     :returns: ``classify(x)``, mapping images ``batch_shape + (C, H, W)`` on any device to
         the labels ``batch_shape`` of their nearest class means.
+    :raises ValueError: if there is not one label per image, or no image is labelled.
     """
+    if len(images) != len(labels):
+        raise ValueError(
+            f"images and labels: expected one label per image, got {len(images)} images and "
+            f"{len(labels)} labels"
+        )
     classes = labels.unique()
     classes = classes[classes != -1]
+    if len(classes) == 0:
+        raise ValueError("labels: expected at least one labelled image, got only -1 (unlabelled)")
     # one class in float64 at a time: the whole of a large split would take gigabytes
     means = torch.stack([images[labels == c].flatten(1).double().mean(0) for c in classes])
 
