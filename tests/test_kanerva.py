@@ -244,6 +244,8 @@ def test_recipe_test_episodes_hold_one_class_each():
     assert plain.shape == (7, 3, 1, 1, 1) and len(set(plain.flatten().tolist())) == 21
     with pytest.raises(ValueError, match="8 images of its largest class"):
         recipe.test_episodes(images, 9, labels=labels)
+    with pytest.raises(ValueError, match="episode_length: expected an int >= 1, got 0"):
+        recipe.test_episodes(images, 0)
 
 
 def test_bad_input():
@@ -354,6 +356,10 @@ def test_read_class_agreement_counts_the_reads_of_the_episodes_class(device):
     assert measured["read_classifier_accuracy"] == pytest.approx(right.mean())
     assert measured["read_class_agreement"] == pytest.approx(right[:, [0, 1, 2, 0]].mean())
     assert measured["read_class_agreement"] < 1  # the odd image of episode 0 is read twice
+    with pytest.raises(ValueError, match="num_reads: expected an int >= 1, got 0"):
+        recipe.read_class_agreement(kpp, x, classes, train, num_reads=0)
+    with pytest.raises(ValueError, match=r"one class per episode, shape \(6,\), got \(5,\)"):
+        recipe.read_class_agreement(kpp, x, classes[:5], train)
 
 
 def test_load_kpp_data_gives_each_same_class_episode_its_class():

@@ -30,6 +30,7 @@ import pyro
 import torch
 from torch.utils.data import Dataset
 
+from pyromem.checks import as_int
 from pyromem.data import poisson, salt_and_pepper, speckle
 from pyromem.data.episodes import sample_class_episodes, sample_episode
 from pyromem.diagnostics import elbo_decomposition
@@ -91,7 +92,12 @@ class EpisodeDataset(Dataset):
 
 def test_episode_index(num_images, length, seed=0, labels=None):
     """The indices ``(E, T)`` of the fixed test episodes of :func:`test_episodes` into a
-    test split of ``num_images`` images (``labels`` ``(num_images,)`` or ``None``)."""
+    test split of ``num_images`` images (``labels`` ``(num_images,)`` or ``None``).
+
+    :raises ValueError: if ``length`` is not a positive int or is longer than the test split
+        (with ``labels``, than its largest class).
+    """
+    length = as_int(length, "episode_length", 1, form="expected")
     generator = torch.Generator().manual_seed(seed)
     if labels is None:
         groups = [torch.arange(num_images)]
@@ -187,7 +193,15 @@ def read_class_agreement(kpp, episodes, classes, train, num_reads=10, device=Non
     :param train: the training split (``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``).
     :returns: ``{"read_class_agreement": ..., "read_classifier_accuracy": ...,
         "reads_per_memory": num_reads}``, the first two fractions in [0, 1].
+    :raises ValueError: if ``num_reads`` is not a positive int, or ``classes`` does not give
+        one class per episode.
     """
+    num_reads = as_int(num_reads, "num_reads", 1, form="expected")
+    if classes.shape != episodes.shape[:1]:
+        raise ValueError(
+            f"classes: expected one class per episode, shape ({len(episodes)},), got "
+            f"{tuple(classes.shape)}"
+        )
     device = device or evaluation_device()
     kpp = kpp.to(device).eval()
     classify = nearest_class_mean(train.images, train.labels)
