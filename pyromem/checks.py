@@ -214,6 +214,22 @@ def check_device(tensor, name, device, where="the model's parameters are"):
         )
 
 
+def check_dtype(tensor, name, dtype, where="the model's parameters are", verb="is"):
+    """Raise a one-line ``TypeError`` unless ``tensor`` has ``dtype`` (``None``: any), rather
+    than torch's "expected scalar type Float but found Double" from inside an operation, or a
+    silent promotion of every result to the wider dtype.
+
+    :param dtype: the dtype ``tensor`` must have: the model's, or that of what ``where`` names.
+    :param str where: the subject of the message's "... ``dtype``", with its verb.
+    :param str verb: the verb after ``name``: ``"is"``, or ``"are"`` for a plural name.
+    """
+    if dtype is not None and tensor.dtype != dtype:
+        raise TypeError(
+            f"{name} {verb} {tensor.dtype} but {where} {dtype}: convert one to the other with "
+            ".to(dtype)"
+        )
+
+
 def as_float_tensor(value, name, what=""):
     """``value`` if it is a floating-point tensor, else a one-line ``TypeError`` naming it.
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
-from pyromem.checks import as_int, as_positive_int
+from pyromem.checks import as_int, as_positive_int, check_dtype
 
 
 def test_as_int_accepts_integrals_and_returns_an_int():
@@ -50,3 +51,15 @@ def test_as_positive_int_is_the_split_form():
         as_positive_int(True, "width")
     with pytest.raises(ValueError, match="width must be positive, got 0"):
         as_positive_int(0, "width")
+
+
+def test_check_dtype_names_both_dtypes_in_one_line():
+    x = torch.zeros(2, dtype=torch.float64)
+    check_dtype(x, "x", torch.float64)  # the dtype asked for
+    check_dtype(x, "x", None)  # any dtype
+    with pytest.raises(TypeError) as raised:
+        check_dtype(x, "keys", torch.float32, "the memory is", verb="are")
+    assert str(raised.value) == (
+        "keys are torch.float64 but the memory is torch.float32: convert one to the other "
+        "with .to(dtype)"
+    )

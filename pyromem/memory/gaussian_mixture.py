@@ -30,7 +30,7 @@ import numbers
 import torch
 from pyro.distributions import Categorical, TorchDistribution, constraints
 
-from pyromem.checks import as_int, as_real, broadcasts_to, check_device
+from pyromem.checks import as_int, as_real, broadcasts_to, check_device, check_dtype
 
 _WEIGHTS = ("balanced", "hopfield")
 #: How far below the best component, in nats, a component's logit is floored (see _logits).
@@ -361,11 +361,7 @@ class GaussianMixtureMemory(TorchDistribution):
     def _check_query(self, z, name):
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-        if z.dtype != self.memory.dtype:
-            raise TypeError(
-                f"{name} is {z.dtype} but the memory is {self.memory.dtype}: convert one to the "
-                "other with .to(dtype)"
-            )
+        check_dtype(z, name, self.memory.dtype, "the memory is")
         check_device(z, name, self.memory.device, "the memory is")
         dim = self.event_shape[0]
         if z.dim() == 0 or z.shape[-1] != dim:
@@ -474,11 +470,7 @@ def _as_width_tensor(value, name, shape, memory):
         )
     # a float64 precision would silently promote every energy, draw and fixed-point step of a
     # float32 memory to float64
-    if value.dtype != memory.dtype:
-        raise TypeError(
-            f"{name} is {value.dtype} but the memory is {memory.dtype}: convert one to the "
-            "other with .to(dtype)"
-        )
+    check_dtype(value, name, memory.dtype, "the memory is")
     check_device(value, name, memory.device, "the memory is")
     return value
 

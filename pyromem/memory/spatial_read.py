@@ -50,7 +50,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from pyromem.checks import as_float_tensor, check_device
+from pyromem.checks import as_float_tensor, check_device, check_dtype
 
 KEY_SIZE = 3
 KEY_SCALE = 3.0
@@ -132,12 +132,8 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
     """
     as_float_tensor(memory, "memory")
     as_float_tensor(keys, "keys")
-    if keys.dtype != memory.dtype:
-        # grid_sample would stop with "expected scalar type Float but found Double"
-        raise TypeError(
-            f"keys are {keys.dtype} but the memory is {memory.dtype}: convert one to the other "
-            "with .to(dtype)"
-        )
+    # grid_sample would stop with "expected scalar type Float but found Double"
+    check_dtype(keys, "keys", memory.dtype, "the memory is", verb="are")
     check_device(keys, "keys", memory.device, "the memory is")
     if memory.dim() < 3:
         raise ValueError(f"memory must have shape (..., C, H, W), got {tuple(memory.shape)}")

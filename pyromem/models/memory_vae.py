@@ -24,6 +24,7 @@ from pyromem.checks import (
     as_float_tensor,
     as_positive_int,
     check_device,
+    check_dtype,
     parameter_device,
     parameter_dtype,
 )
@@ -131,11 +132,7 @@ class MemoryVAE(SlotMemoryModel):
         # those of the model's parameters (a VAE's; a PixelMemory has none), finite values.
         dtype, device = parameter_dtype(self), parameter_device(self)
         if self.precision is not None:
-            if dtype is not None and self.precision.dtype != dtype:
-                raise TypeError(
-                    f"precision is {self.precision.dtype} but the model's parameters are "
-                    f"{dtype}: convert one to the other with .to(dtype)"
-                )
+            check_dtype(self.precision, "precision", dtype)
             check_device(self.precision, "precision", device)
         if self.memory is not None:
             check_memory(self.memory, self.memory_shape, dtype, device)

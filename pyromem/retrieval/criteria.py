@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyromem.checks import as_int, as_real, check_device
+from pyromem.checks import as_int, as_real, check_device, check_dtype
 from pyromem.data.validation import check_generator
 
 
@@ -34,10 +34,7 @@ def rms_distance(x, memory):
             f"x and memory must have the same width, got {tuple(x.shape)} and {tuple(memory.shape)}"
         )
     # torch.cdist would stop with "expected m1 and m2 to have the same dtype"
-    if x.dtype != memory.dtype:
-        raise TypeError(
-            f"x is {x.dtype} but memory is {memory.dtype}: convert one to the other with .to(dtype)"
-        )
+    check_dtype(x, "x", memory.dtype, "memory is")
     check_device(x, "x", memory.device, "memory is")
     return torch.cdist(x, memory) / x.shape[-1] ** 0.5
 

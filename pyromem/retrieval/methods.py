@@ -36,7 +36,7 @@ import numbers
 
 import torch
 
-from pyromem.checks import as_float_tensor, as_int, check_device, check_net_input
+from pyromem.checks import as_float_tensor, as_int, check_device, check_dtype, check_net_input
 from pyromem.data.validation import check_images
 from pyromem.infer import (
     LearnedPrecisionRetrieval,
@@ -170,11 +170,7 @@ class Method:
         if vae is not None:
             for name, x in (("queries", queries), ("stored", stored)):
                 check_net_input(vae, x, name, "the vae's parameters are")
-        if queries.dtype != stored.dtype:
-            raise TypeError(
-                f"queries is {queries.dtype} but stored is {stored.dtype}: convert one to the "
-                f"other, e.g. queries.to({stored.dtype})"
-            )
+        check_dtype(queries, "queries", stored.dtype, "stored is")
         check_device(queries, "queries", stored.device, "stored is")
 
     def _retrieve(self, queries, stored, trajectory):

@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyromem.checks import as_float_tensor, as_int, as_real, check_device, check_net_input
+from pyromem.checks import (
+    as_float_tensor,
+    as_int,
+    as_real,
+    check_device,
+    check_dtype,
+    check_net_input,
+)
 from pyromem.data.validation import check_generator
 from pyromem.memory import GaussianMixtureMemory
 
@@ -300,11 +307,7 @@ def _check_read(queries, memory, batched=False, dim=None, reader=None):
         )
     if memory.shape[-2] == 0:
         raise ValueError(f"memory must hold at least one pattern, got shape {tuple(memory.shape)}")
-    if queries.dtype != memory.dtype:
-        raise TypeError(
-            f"queries is {queries.dtype} but memory is {memory.dtype}: convert one to the other "
-            "with .to(dtype)"
-        )
+    check_dtype(queries, "queries", memory.dtype, "memory is")
     check_device(queries, "queries", memory.device, "memory is")
     if reader is not None:
         check_net_input(reader, memory, "memory", "the reader's parameters are")
