@@ -169,6 +169,25 @@ def broadcasts_to(shape, target) -> bool:
         return False
 
 
+def broadcast_batch(names, tensors, batch_shapes):
+    """The broadcast of two tensors' batch shapes, or a one-line ``ValueError`` naming both
+    (rather than torch's "Attempting to broadcast a dimension ..." after the work).
+
+    :param tuple names: the two tensors' names in the message.
+    :param tuple tensors: the two tensors, whose whole shapes the message gives too.
+    :param tuple batch_shapes: their batch shapes.
+    :returns: a ``torch.Size``.
+    """
+    try:
+        return torch.broadcast_shapes(*batch_shapes)
+    except RuntimeError:
+        raise ValueError(
+            f"{names[0]} and {names[1]}: expected batch shapes that broadcast, got "
+            f"{tuple(batch_shapes[0])} and {tuple(batch_shapes[1])} (of shapes "
+            f"{tuple(tensors[0].shape)} and {tuple(tensors[1].shape)})"
+        ) from None
+
+
 def flatten_batch(x, shape, name):
     """Reshape ``x`` of shape ``batch_shape + shape`` to ``(prod(batch_shape),) + shape``.
 

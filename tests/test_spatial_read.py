@@ -132,3 +132,14 @@ def test_bad_inputs(device):
             spatial_read(memory, torch.zeros(1, 3, device=device), (2, 2), key_scale=bad_scale)
     with pytest.raises(ValueError, match="broadcast"):
         spatial_read(torch.zeros(3, 2, 8, 8), torch.zeros(4, 1, 3), (2, 2))
+
+
+def test_batch_dims_that_do_not_broadcast_are_named_with_both_shapes():
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"^memory and keys: expected batch shapes that broadcast, got \(2,\) and \(3,\) "
+            r"\(of shapes \(2, 1, 8, 8\) and \(3, 2, 3\)\)$"
+        ),
+    ):
+        spatial_read(torch.rand(2, 1, 8, 8), torch.zeros(3, 2, 3), (4, 4))

@@ -50,7 +50,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from pyromem.checks import as_float_tensor, check_device, check_dtype
+from pyromem.checks import as_float_tensor, broadcast_batch, check_device, check_dtype
 
 KEY_SIZE = 3
 KEY_SCALE = 3.0
@@ -156,13 +156,9 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
     h, w = _check_block_shape(block_shape, (height, width))
     key_scale = check_key_scale(key_scale)
     num_reads = keys.shape[-2]
-    try:
-        batch_shape = torch.broadcast_shapes(memory.shape[:-3], keys.shape[:-2])
-    except RuntimeError as error:
-        raise ValueError(
-            f"the batch dims of memory {tuple(memory.shape[:-3])} and keys "
-            f"{tuple(keys.shape[:-2])} do not broadcast"
-        ) from error
+    batch_shape = broadcast_batch(
+        ("memory", "keys"), (memory, keys), (memory.shape[:-3], keys.shape[:-2])
+    )
     n = math.prod(batch_shape)
     if n * num_reads == 0:  # affine_grid refuses an empty batch: no reads, no work
         return memory.new_zeros(batch_shape + (num_reads, channels, h, w))

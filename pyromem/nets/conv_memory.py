@@ -29,6 +29,7 @@ from pyromem.checks import (
     as_shape,
     as_sizes,
     batch_shape_of,
+    broadcast_batch,
     check_net_input,
     flatten_batch,
 )
@@ -52,19 +53,6 @@ def _check_down(down):
             f"got {type(down).__name__}"
         )
     return down
-
-
-def _broadcast_batch(names, shapes, batch_shapes):
-    # the batch shapes of two inputs, broadcast; checked before D runs on either, rather than
-    # torch's "Attempting to broadcast a dimension ..." after the convolutions
-    try:
-        return torch.broadcast_shapes(*batch_shapes)
-    except RuntimeError:
-        raise ValueError(
-            f"{names[0]} and {names[1]}: expected batch shapes that broadcast, got "
-            f"{tuple(batch_shapes[0])} and {tuple(batch_shapes[1])} (of shapes "
-            f"{tuple(shapes[0])} and {tuple(shapes[1])})"
-        ) from None
 
 
 class DownscalingStack(nn.Module):
@@ -180,7 +168,7 @@ class ConvMemoryEncoder(nn.Module):
         batch_shapes = (batch_shape_of(x, shape, "x"), batch_shape_of(m, shape, "m"))
         check_net_input(self, x, "x")
         check_net_input(self, m, "m")
-        batch = _broadcast_batch(("x", "m"), (x.shape, m.shape), batch_shapes)
+        batch = broadcast_batch(("x", "m"), (x, m), batch_shapes)
         hx, hm = self.down(x)[-1].flatten(-3), self.down(m)[-1].flatten(-3)
         return self.head(
             torch.cat([hx.expand(batch + hx.shape[-1:]), hm.expand(batch + hm.shape[-1:])], -1)
@@ -251,7 +239,7 @@ class ConvMemoryDecoder(nn.Module):
         )
         check_net_input(self, z, "z")
         check_net_input(self, m, "m")
-        batch = _broadcast_batch(("z", "m"), (z.shape, m.shape), batch_shapes)
+        batch = broadcast_batch(("z", "m"), (z, m), batch_shapes)
         skips = self.down(m)[::-1]  # coarsest first
         h = self.top(z.expand(batch + z.shape[-1:])).unflatten(-1, self.down.shapes[-1])
         h = h.reshape((-1,) + h.shape[-3:])
