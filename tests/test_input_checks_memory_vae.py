@@ -137,6 +137,22 @@ def test_pixel_memory_encode_checks_its_images_and_flattens_them():
     assert pixels.slot_weights(x).argmax(-1).tolist() == [0, 1, 2]
 
 
+def test_model_and_pixel_guide_check_the_device_and_the_one_batch_dim(device):
+    memory_vae = MemoryVAE(tiny_vae(device), torch.randn(6, 3, device=device), scale=0.5)
+    x = images(device)
+    with pytest.raises(ValueError, match="x: on meta, but the model's parameters are on"):
+        memory_vae.model(x.to("meta"))
+    # a pixel memory has no parameters, hence no device of its own to hold x to
+    pixels = PixelMemory(SHAPE, scale=0.5)
+    pixels.write(torch.rand((4,) + SHAPE))
+    for program, batch in ((memory_vae.model, x), (pixels.guide, x.cpu())):
+        with pytest.raises(ValueError, match=r"x must have shape \(batch, 1, 4, 4\), got \(1, 5,"):
+            program(batch[None])
+        with pyro.poutine.trace() as tracer:
+            program(batch)
+        assert tracer.trace.nodes["z"]["value"].shape[0] == 5
+
+
 # ---- 4. dtype and device of the memory and the precision -----------------------------------
 
 

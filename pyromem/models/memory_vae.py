@@ -166,12 +166,10 @@ class MemoryVAE(SlotMemoryModel):
             return {key: self.precision}
         return {"scale": self.scale}
 
-    def _check_images(self, images, name):
+    def _check_images(self, images, name, batch_dims=None):
         """The image check of every method that reads images: type, dtype and device (those
-        of the model's parameters), shape, and the values (while Pyro's validation is on)."""
-        if isinstance(images, torch.Tensor):
-            # before check_images reads the values
-            check_device(images, name, parameter_device(self))
+        of the model's parameters), shape (``batch_dims`` batch dimensions where given), and
+        the values (while Pyro's validation is on)."""
         check_images(
             images,
             self.input_shape,
@@ -179,6 +177,8 @@ class MemoryVAE(SlotMemoryModel):
             name=name,
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
+            device=parameter_device(self),
+            batch_dims=batch_dims,
         )
 
     @torch.no_grad()
@@ -250,14 +250,7 @@ class MemoryVAE(SlotMemoryModel):
     @pyro_program
     def model(self, x, num_data=None):
         """p(x, z; M) = p(z; M) p_θ(x | z) over a batch of B images out of ``num_data``."""
-        check_images(
-            x,
-            self.input_shape,
-            self.support,
-            check_values=is_validation_enabled(),
-            dtype=parameter_dtype(self),
-            batch_dims=1,
-        )
+        self._check_images(x, "x", batch_dims=1)
         prior = self.prior()
         with data_plate(x, num_data):
             z = pyro.sample("z", prior)
@@ -338,13 +331,6 @@ class PixelMemory(MemoryVAE):
     @pyro_program
     def guide(self, x, num_data=None):
         """A point mass at the query itself, ẑ = x."""
-        check_images(
-            x,
-            self.input_shape,
-            self.support,
-            check_values=is_validation_enabled(),
-            dtype=parameter_dtype(self),
-            batch_dims=1,
-        )
+        self._check_images(x, "x", batch_dims=1)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Delta(self._encode(x)).to_event(1))
