@@ -189,15 +189,13 @@ class SlotMemoryModel(PyroModule):
         """Check images ``x`` against ``input_shape`` and the support of ``likelihood`` (the
         values only while Pyro's validation is on) and return :meth:`resolve_memory`'s
         memory, for subclasses with those attributes."""
-        if isinstance(x, torch.Tensor):
-            # before check_images reads the values
-            check_device(x, "x", parameter_device(self))
         check_images(
             x,
             self.input_shape,
             self.likelihood.support,
             check_values=is_validation_enabled(),
             dtype=parameter_dtype(self),
+            device=parameter_device(self),
             batch_dims=1,
         )
         given = memory is not None
