@@ -5,7 +5,7 @@ Every address estimator reading a memory of |M| images for a batch of B images:
 - ``enum``: VMA with the address enumerated in the guide (TraceEnum_ELBO): |M| decoder passes;
 - ``vimco``, ``rws``: the address sampled, K particles (VIMCO, reweighted wake-sleep): K passes;
 - ``nvil``: one sampled address, the score function with a learned baseline (TraceGraph_ELBO);
-- ``gumbel``: one relaxed address, the read a mixture of the |M| slots (Trace_ELBO);
+- ``gumbel``: one relaxed address, the read a mixture of the |M| slots (TraceMeanField_ELBO);
 - ``soft_attention``: §4.2's baseline, a differentiable read Σ_a w_a(z) m_a: one decoder pass,
   but every slot enters every read.
 

@@ -17,9 +17,10 @@ sampled (``"vimco"``, ``"rws"``, ``"nvil"``: K or one decoder passes, trained
 with :class:`pyromem.infer.VIMCO`, reweighted wake-sleep or ``TraceGraph_ELBO``
 with the guide's learned baseline; :mod:`pyromem.infer.address_estimators`), or
 relaxed in training (``"gumbel"``: a Concrete address, the read a mixture of
-slots, ``Trace_ELBO``) and discrete when evaluated. The memory is an argument of ``model`` and
-``guide`` (few-shot: it changes per batch) or, when it is not given, the
-model's own memory: a learned parameter or a fixed buffer.
+slots, ``TraceMeanField_ELBO``, which scores the address by its categorical KL) and
+discrete when evaluated. The memory is an argument of ``model`` and ``guide`` (few-shot:
+it changes per batch) or, when it is not given, the model's own memory: a learned
+parameter or a fixed buffer.
 
 Two architectures (``net=``): MLPs of the flattened x and m_a (``"mlp"``,
 the default), or §4.2's Omniglot nets (``"conv"``, see
