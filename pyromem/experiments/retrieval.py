@@ -31,6 +31,7 @@ from pyromem.retrieval import (
     check_memory_size,
     corrupt,
     default_corruptions,
+    fit_for_column,
     format_table,
     retrieval_success,
     retrieval_table,
@@ -160,10 +161,11 @@ def save_retrieval_figures(
     """Queries and retrieved patterns per method, and a retrieval trajectory, as PNGs.
 
     Seed 0's memory; the first :data:`FIGURE_QUERIES` stored patterns and their queries.
-    The methods trained per corruption (VAE-GMM*, VAE-NTM*, VAE-MemN2N*) are trained again on
-    ``corruption`` first. The trajectory's queries are corrupted by ``trajectory_corruption``
-    (``corruption`` when None). Each retrieved pattern is framed green when the table's
-    criteria count it retrieved and red when not: these are the first queries of seed 0's cell.
+    The methods trained per corruption (VAE-GMM*, VAE-NTM*, VAE-MemN2N*) are first given the
+    reader that the table read ``corruption``'s column with (:func:`fit_for_column`). The
+    trajectory's queries are corrupted by ``trajectory_corruption`` (``corruption`` when
+    None). Each retrieved pattern is framed green when the table's criteria count it
+    retrieved and red when not: these are the first queries of seed 0's cell.
 
     :returns: ``(figures, shown)``: the paths of the PNGs by name, and per method whether each
         query of the figure was retrieved (a list of bools).
@@ -176,8 +178,8 @@ def save_retrieval_figures(
     marks, shown = [None, None], {}
     for name, method in table["methods"].items():
         if name in PER_CORRUPTION_METHODS:
-            method.fit(
-                train_images, corruption, table["memory_size"], torch.Generator().manual_seed(0)
+            fit_for_column(
+                method, train_images, table["corruptions"], corruption, table["memory_size"]
             )
         retrieved, memory = method.retrieve(queries, stored)
         retrieved = retrieved[:FIGURE_QUERIES]
@@ -228,8 +230,8 @@ def _trajectory(table, stored, queries, steps=8, count=4, pool=32):
     # Fig. 7: a smaller rate than the full step (eq. 44 with alpha = sigma^2 / 4), for a smooth
     # path; VAE-GMM when it ran, else the pixel GMM. Each path is scored by the table's
     # criteria at its last iterate, in the method's space against the whole memory. Of the
-    # first `pool` queries, up to half the rows are failures where there are any, so that the
-    # figure shows both marks.
+    # first `pool` queries, half the rows are failures where there are enough of them (more
+    # where fewer than half the queries succeed), so that the figure shows both marks.
     methods = table["methods"]
     for name in ("VAE-GMM", "GMM"):
         if name in methods:
@@ -634,7 +636,8 @@ def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
         "reader returns, a green frame for a pattern counted as retrieved and a red one for a "
         "failure. In the second each row is one query's path under the same corruption, from "
         "the encoder's code to where the iterations lead, the stored pattern last: its title "
-        "says whether it was retrieved (up to half the rows are failures, where there are any).",
+        "says whether it was retrieved (half the rows are failures where there are enough, "
+        "more when few queries succeed).",
         "",
         f"`digits` (8×8): memories of N = 100 test digits, {settings['seeds']} seeds; queries are "
         f"the stored digits, {', '.join(settings['corruptions'])}. A retrieval succeeds when "

@@ -40,6 +40,7 @@ from pyromem.retrieval.readers import (
 from pyromem.retrieval.selection import GRIDS, candidates, scale_unit, select_hyperparameters
 from pyromem.retrieval.tables import (
     check_memory_size,
+    fit_for_column,
     format_table,
     retrieval_table,
     space_calibration,
@@ -69,6 +70,7 @@ __all__ = [
     "corrupt",
     "default_corruptions",
     "evaluate",
+    "fit_for_column",
     "format_table",
     "parse_corruption",
     "retrieval_success",

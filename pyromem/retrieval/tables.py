@@ -160,9 +160,11 @@ def retrieval_table(
         ``"space"``, ``"threshold"``, ``"selection"``, ``"training"``, ``"seconds"`` and
         ``"timing"`` (its ``"per_method"`` entry), under those names.
     :returns: ``{"results": {method: {corruption: summary}}, "hyperparameters", "space",
-        "threshold", "selection", "training", "seconds", "timing", "kept", "calibration"}`` (see
-        :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
-        :class:`~pyromem.retrieval.methods.Method` objects by name (not JSON-able).
+        "threshold", "selection", "training", "seconds", "timing", "kept", "calibration",
+        "corruptions"}`` (see :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
+        :class:`~pyromem.retrieval.methods.Method` objects by name (not JSON-able); those of
+        :data:`PER_CORRUPTION_METHODS` hold the last column's reader (:func:`fit_for_column`
+        gives another's).
         ``"timing"`` holds the wall-clock seconds of each method's ``"selection"``,
         ``"training"`` and ``"evaluation"`` and their totals over methods, for the rows
         measured in this call; ``"kept"`` names the rows taken from ``finished``.
@@ -197,6 +199,7 @@ def retrieval_table(
             "timing": {"selection": 0.0, "training": 0.0, "evaluation": 0.0, "per_method": {}},
             "methods": {},
             "kept": [],
+            "corruptions": list(corruptions),
         },
     )
     finished = dict(finished or {})
@@ -340,7 +343,7 @@ def _measured_row(
     per_corruption = name in PER_CORRUPTION_METHODS  # trained in each scenario (§5.4)
     if per_corruption:
         method, training = _build_seeded(name, image_shape, vae, chosen), {}
-        generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+        fits = _column_fits(method, train_images, corruptions, memory_size)
     else:
         with _clock(timing, "training"):
             method, training = _fit_lowest_loss(
@@ -356,7 +359,7 @@ def _measured_row(
     for corruption in corruptions:
         if per_corruption:
             with _clock(timing, "training"):
-                training[corruption] = method.fit(train_images, corruption, memory_size, generator)
+                training[corruption] = next(fits)
         with _clock(timing, "evaluation"):
             rates = evaluate(method, test_images, corruption, memory_size, seeds, cal["threshold"])
         row[corruption] = rates.summary()
@@ -379,6 +382,29 @@ def _measured_row(
         "timing": timing,
     }
     return {**record, "method": method}
+
+
+def _column_fits(method, train_images, corruptions, memory_size):
+    """Train ``method``, one of :data:`PER_CORRUPTION_METHODS`, for each column in turn as
+    :func:`retrieval_table` does, yielding each fit's training record once the method holds
+    that column's reader.
+
+    Each fit starts from the same initial reader, but all draw their training memories and
+    queries from one generator, so a column's reader depends on the columns before it.
+    """
+    generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)
+    for corruption in corruptions:
+        yield method.fit(train_images, corruption, memory_size, generator)
+
+
+def fit_for_column(method, train_images, corruptions, corruption, memory_size):
+    """Give ``method``, one of :data:`PER_CORRUPTION_METHODS`, the reader that
+    :func:`retrieval_table` over ``corruptions`` read the column ``corruption`` with, and
+    return that fit's training record (the columns before it are trained again first)."""
+    fits = _column_fits(method, train_images, corruptions, memory_size)
+    for _ in range(list(corruptions).index(corruption) + 1):
+        training = next(fits)
+    return training
 
 
 @contextmanager
