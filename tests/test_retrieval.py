@@ -387,3 +387,26 @@ def test_dot_product_winners_predict_the_sharp_hopfield_read():
     assert hit.tolist() == expected
     with pytest.raises(ValueError, match="patterns"):
         dot_product_winners(torch.zeros(3))
+
+
+def test_a_learning_rate_whose_training_ended_nan_is_never_chosen(monkeypatch):
+    import math
+
+    from pyromem.retrieval import tables
+
+    grid = tables.TRAINING_GRIDS["MemN2N"]
+    assert len(grid) >= 2
+
+    class Trained:
+        def __init__(self, hyperparameters):
+            self.hyperparameters = hyperparameters
+
+    def trained(name, image_shape, vae, hyperparameters, train_images, memory_size):
+        # the first learning rate diverges, the others end at losses that fall with the rate
+        lr = hyperparameters["train_lr"]
+        return Trained(hyperparameters), {"train_loss_last": math.nan if lr == grid[0] else lr}
+
+    monkeypatch.setattr(tables, "_trained", trained)
+    method, training = tables._fit_lowest_loss("MemN2N", (1, 4, 4), None, {}, None, 5)
+    assert method.hyperparameters["train_lr"] == min(grid[1:])
+    assert math.isnan(training["train_loss_by_lr"][grid[0]])

@@ -451,7 +451,7 @@ class RetrievalConfig(RunOptions, ResumeOption, ImageSource):
     # a memory of one pattern has no nearest neighbour to set the success threshold by
     memory_size: int = option(100, "N stored patterns", minimum=2)
     seeds: int = option(10, "memories per table cell", minimum=1)
-    selection_seeds: int = option(2, "train-split memories per candidate", minimum=1)
+    selection_seeds: int = option(2, "train memories per candidate and corruption", minimum=1)
     checkpoint: str | None = option(None, "a VAE checkpoint to load instead of training one")
     vae_epochs: int = option(60, "epochs of the VAE of the VAE-* methods", minimum=1)
     vae_net: str = option("mlp", "the VAE's nets", choices=NETS)

@@ -518,8 +518,8 @@ def run(config, out_dir):
         setting in which a short training already gains from the memory
         (docs/models/kanerva.md); ``baselines``: also train the plain VAE (same
         encoder and decoder) and the dense-write ablation (§4.2), same epochs and
-        images per step; ``likelihood=None`` picks Bernoulli for binary and the
-        discretized logistic mixture for 8-bit data.
+        images per step; ``likelihood=None`` picks Bernoulli for binary, Gaussian for
+        [0, 1] and the discretized logistic mixture for 8-bit data.
     :param out_dir: the run's folder (config.toml, checkpoints, metrics.csv,
         results.json, figures); baselines go to ``out_dir/vae`` and ``out_dir/dense``.
         With ``config.resume`` K++ continues from its last checkpoint, and each baseline
@@ -677,7 +677,8 @@ def evaluate_kpp(checkpoint, *, out_dir, num_samples=100, num_particles=10, root
     The importance-sampled bound is IWAE-K on log p(x_t | M) per image with
     K = ``num_samples`` joint draws of (y_t, z_t).
 
-    :param log: optional callable taking a line before the evaluation and the figures.
+    :param log: optional callable taking a line before the evaluation and the figures, and
+        the evaluation's progress lines (:func:`evaluate_kpp_model`'s).
     :returns: the results dict also written to ``out_dir/results.json``.
     """
     kpp, saved = load_kpp(checkpoint)

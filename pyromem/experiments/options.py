@@ -226,8 +226,8 @@ class Options:
         """Check the run folder and store this config in it as ``config.toml``, before any work.
 
         :raises ValueError: if ``out_dir`` is a file or cannot be written, or holds a
-            finished run (``results.json``) or an interrupted one (a ``last.ckpt`` in a
-            ``checkpoints`` folder) while neither ``resume`` nor ``overwrite`` is set.
+            finished run (``results.json``) or an interrupted one (one of
+            :data:`INTERRUPTED_RUN_FILES`) while neither ``resume`` nor ``overwrite`` is set.
         """
         existed = Path(out_dir).is_dir()
         out_dir = writable_folder(out_dir)

@@ -1,7 +1,7 @@
 """The registry of recipes: one entry per command, its config class and where its code lives.
 
 The CLI dispatches ``train``, ``eval`` and the other commands through it, and
-``pyromem demo`` runs the ``demo_section(out_dir, quick, seed, progress)`` of each
+``pyromem demo`` runs the ``demo_section(out_dir, quick, seed, progress, resume)`` of each
 recipe in :data:`DEMO_SECTIONS`.
 """
 
@@ -27,7 +27,7 @@ class Recipe:
 
     :param str name: the command or family name.
     :param type config: its :class:`~pyromem.experiments.options.Options` class.
-    :param str module: the module holding ``run`` (and ``evaluate``, ``demo_section``).
+    :param str module: the module holding ``run`` (and its evaluator, ``demo_section``).
     :param str help: one line for ``--help``.
     :param str out: the default ``--out``, formatted with the config's fields.
     :param str evaluator: the name of the module's evaluation function (families).

@@ -1,10 +1,11 @@
 """Recipes: the experiments of Variational Memory Addressing (Bornschein et al. 2017).
 
 Three modes, each trained with the address enumerated (``address="enum"``,
-``TraceEnum_ELBO``) or sampled (``"vimco"``, ``VIMCO`` with K particles), or
-with §4.2's soft-attention baseline in place of VMA (``"soft"``,
-:class:`~pyromem.models.vma.SoftAttentionVAE` trained with ``Trace_ELBO``; the
-same nets, the memory read as Σ_a w_a(z) m_a):
+``TraceEnum_ELBO``), sampled (``"vimco"``, ``VIMCO`` with K particles; ``"rws"`` or
+``"nvil"``) or relaxed (``"gumbel"``) (see :func:`objective`), or with §4.2's
+soft-attention baseline in place of VMA (``"soft"``,
+:class:`~pyromem.models.vma.SoftAttentionVAE` trained with ``Trace_ELBO``; the same nets,
+the memory read as Σ_a w_a(z) m_a):
 
 - ``recall`` (§4.1, Fig. 2A): the memory is |M| random training digits, drawn
   afresh at every step, and the targets x are drawn from it. An optimal model
@@ -35,7 +36,8 @@ importance samples from q(a, z | x). The soft-attention model has no address:
 its ``kl_address`` is ``None``, ``kl_z`` = KL(q(z|x) ‖ N(0, I)), its test NLL
 samples z alone from q(z|x), and its read weights w(z) at the mean of q(z|x)
 stand for q(a|x) in the slot counts and the few-shot classification. Data are
-statically binarised.
+statically binarised by default (``binarize``; the test data statically whenever the
+training data are binarised).
 """
 
 import json
@@ -97,7 +99,7 @@ def objective(address, num_particles=4):
 
 
 def build_model(address, input_shape, **options):
-    """A :class:`VMA` for ``"enum"`` or ``"vimco"``, a :class:`SoftAttentionVAE` for
+    """A :class:`VMA` for any address but ``"soft"``, a :class:`SoftAttentionVAE` for
     ``"soft"`` (which takes no ``prior``: its p(z) is N(0, I))."""
     if address == "soft":
         prior = options.pop("prior", "learned")
@@ -835,7 +837,8 @@ def demo_section(out_dir, quick, seed=0, progress=True, resume=False):
     """The VMA section of ``pyromem demo``: train-to-recall with VMA and the soft-attention
     baseline (and, in full, VIMCO and few-shot VMA against soft attention).
 
-    :param out_dir: the demo's folder; runs go to ``out_dir/vma-<mode>-<address>``.
+    :param out_dir: the demo's folder; runs go to ``out_dir/vma-recall-<address>`` and
+        ``out_dir/vma-fewshot/<address>``.
     :param bool quick: two recall runs (enumeration, soft attention) instead of five runs.
     :param bool resume: continue the runs interrupted there from their checkpoints.
     :returns: ``(markdown, results)``, results keyed ``"<mode>_<address>"``.

@@ -67,6 +67,7 @@ def parse_corruption(name):
     """Split a corruption name into its kind and value.
 
     :returns: ``(kind, value)`` with ``value`` a float (noise), an int (mask, shift) or ``None``.
+    :raises TypeError: if ``name`` is not a str.
     :raises ValueError: for an unknown name or a bad value.
     """
     if not isinstance(name, str):

@@ -120,7 +120,7 @@ def select_hyperparameters(
     :returns: ``(chosen, scores)``: the chosen dict and a list of
         ``{"hyperparameters", "train_success", "train_distance"}`` for every candidate; the
         highest success rate is chosen, and among equals the lowest mean RMS distance of the
-        reads to the correct patterns.
+        reads to the correct patterns. A lone candidate is returned unscored, with ``[]``.
     """
     check_image_batch(train_images, "train_images")
     check_method(name, tuple(train_images.shape[1:]), vae)

@@ -154,7 +154,9 @@ def retrieval_table(
     :param dict finished: rows an interrupted table finished, by method: the ``on_row``
         records of a table with the same images, VAE and settings. Their methods are not
         selected or evaluated again; each is rebuilt with its chosen hyper-parameters and
-        trained again as before (the figures read with it), and its record is kept.
+        trained again as before (the figures read with it; those of
+        :data:`PER_CORRUPTION_METHODS` are left untrained, for :func:`fit_for_column`), and
+        its record is kept.
     :param on_row: optional callable ``(name, record)``, called as each method's row is done;
         ``record`` is JSON-able: the method's entries of ``"results"``, ``"hyperparameters"``,
         ``"space"``, ``"threshold"``, ``"selection"``, ``"training"``, ``"seconds"`` and
@@ -163,8 +165,8 @@ def retrieval_table(
         "threshold", "selection", "training", "seconds", "timing", "kept", "calibration",
         "corruptions"}`` (see :meth:`Rates.summary`), JSON-able, and ``"methods"``: the fitted
         :class:`~pyromem.retrieval.methods.Method` objects by name (not JSON-able); those of
-        :data:`PER_CORRUPTION_METHODS` hold the last column's reader (:func:`fit_for_column`
-        gives another's).
+        :data:`PER_CORRUPTION_METHODS` hold the last column's reader, or none for a kept row
+        (:func:`fit_for_column` gives a column's).
         ``"timing"`` holds the wall-clock seconds of each method's ``"selection"``,
         ``"training"`` and ``"evaluation"`` and their totals over methods, for the rows
         measured in this call; ``"kept"`` names the rows taken from ``finished``.
@@ -428,6 +430,10 @@ def _trained(name, image_shape, vae, hyperparameters, train_images, memory_size)
     return method, method.fit(train_images, "clean", memory_size, generator)
 
 
+def _loss_or_inf(loss):
+    return math.inf if math.isnan(loss) else loss
+
+
 def _fit_lowest_loss(name, image_shape, vae, chosen, train_images, memory_size, on_fit=None):
     # App. D: training hyper-parameters give the lowest training error; each candidate
     # learning rate trains on the same training memories.
@@ -438,7 +444,9 @@ def _fit_lowest_loss(name, image_shape, vae, chosen, train_images, memory_size, 
         fits.append(_trained(name, image_shape, vae, hyperparameters, train_images, memory_size))
         if on_fit is not None and lr is not None:
             on_fit(len(fits), len(grid), lr, fits[-1][1].get("train_loss_last", math.nan))
-    method, training = min(fits, key=lambda fit: fit[1].get("train_loss_last", 0.0))
+    # a run whose loss ended NaN diverged: it compares false with every loss, so it would
+    # be kept where it came first
+    method, training = min(fits, key=lambda fit: _loss_or_inf(fit[1].get("train_loss_last", 0.0)))
     if len(fits) > 1:
         training["train_loss_by_lr"] = {
             m.hyperparameters["train_lr"]: t["train_loss_last"] for m, t in fits
