@@ -225,6 +225,37 @@ def test_a_diverged_guide_gets_no_khat_and_is_never_the_best(tmp_path):
     assert comparison.plot(tmp_path / "figure.png").is_file()
 
 
+def test_a_guide_whose_log_ratios_reach_plus_inf_is_never_the_best():
+    # the model's density is +inf where z[0] > 50 (a diverged likelihood head, say): a guide
+    # that draws there has +inf log-ratios, whose logsumexp would be an IWAE of +inf
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", pyro.distributions.Normal(torch.zeros_like(x), 1.0).to_event(1))
+            pyro.factor("blowup", torch.where(z[..., 0] > 50, math.inf, 0.0))
+            pyro.sample("x", pyro.distributions.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(shift):
+        def draw(x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", pyro.distributions.Normal(x / 2 + shift, 0.7).to_event(1))
+
+        return draw
+
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    guides = {"good": guide(0.0), "diverged": guide(100.0)}
+    comparison = compare_guides(model, guides, x, num_samples=30)
+    assert comparison.iwae["diverged"].isnan().all()
+    assert comparison.ess["diverged"].isnan().all()
+    assert comparison.log_evidence_source == "IWAE-30 of good"
+    assert comparison.log_evidence.isfinite().all()
+    # the good guide's IWAE is below log p(x), here in closed form: x ~ N(0, 2 I)
+    log_px = pyro.distributions.Normal(0.0, math.sqrt(2.0)).log_prob(x).sum(-1)
+    assert (comparison.iwae["good"] <= log_px + 0.05).all()
+    # an ELBO of +inf ranks last too
+    comparison.elbo["diverged"] = torch.full((4,), math.inf)
+    assert comparison.best == "good"
+
+
 def test_the_figure_names_its_data_labels_the_khat_lines_and_the_zero_by_construction(tmp_path):
     lg = LinearGaussian()
     x = lg.sample(6)

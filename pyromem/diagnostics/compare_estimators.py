@@ -21,9 +21,10 @@ with the address summed out exactly:
   ``posterior_samples`` draws of z. RWS's self-normalised K-particle estimate of it is
   biased; the bias shown is that.
 
-The z inside each reference is still sampled, so :math:`g^*` is averaged over
-``reference_draws`` independent draws (replicates of the batch in one pass: datapoints are
-independent), and so is :math:`E[\hat g]` over ``mean_draws``. Reported per estimator:
+The z inside each reference is still sampled, so :math:`g^*` is averaged over at least
+``reference_draws`` independent draws (replicates of the batch, in two passes or more:
+datapoints are independent), and :math:`E[\hat g]` over ``mean_draws`` in one pass.
+Reported per estimator:
 
 - ``relative_bias`` :math:`\|E\hat g - g^*\| / \|g^*\|`, beside ``relative_bias_noise``,
   the size that Monte Carlo error alone gives it (:math:`\sqrt{\mathrm{tr\,Var}\,\hat g /
@@ -396,9 +397,10 @@ def compare_estimators(
     :param int step_repeats: timed training steps (after one warm-up).
     :param progress: called with a line after each estimator, or ``None``.
     :returns: an :class:`EstimatorComparison`.
-    :raises ValueError: for an unknown estimator or a count out of range (``num_particles``
-        below 2 with ``vimco`` or ``rws``, a draw count below 2, ``posterior_samples`` or
-        ``max_tuples`` below 1, ``baseline_steps`` negative), naming it, before any
+    :raises ValueError: for an unknown estimator, a ``vma`` that is not an MLP VMA, a
+        ``temperature`` not positive or a count out of range (``num_particles`` below 2 with
+        ``vimco`` or ``rws``, a draw count or ``step_repeats`` below 2, ``posterior_samples``
+        or ``max_tuples`` below 1, ``baseline_steps`` negative), naming it, before any
         estimator is measured.
     """
     unknown = [name for name in estimators if name not in ESTIMATORS]

@@ -88,7 +88,8 @@ class GuideComparison:
 
     @property
     def best(self):
-        """The guide of highest mean ELBO among those with a density (a NaN ELBO last)."""
+        """The guide of highest mean ELBO among those with a density (a NaN or +inf ELBO
+        last)."""
         candidates = [g for g in self.elbo if g not in self.point]
         return max(candidates, key=lambda g: _mean_or_minus_inf(self.elbo[g]))
 
@@ -340,6 +341,7 @@ def compare_guides(
     :rtype: GuideComparison
     :raises ValueError: for a wrong argument, naming it; when every guide is a point mass
         (there is no amortisation reference, nor bound on :math:`\\log p(x)`).
+    :raises TypeError: if a guide is not callable.
     """
     if not isinstance(guides, dict) or not guides:
         raise ValueError(f"guides must be a non-empty dict of name → guide, got {guides!r}")
@@ -382,7 +384,11 @@ def compare_guides(
         if name in result.point:
             continue
         log_weight, _ = chunked_log_weights(model, guide, data, num_samples, chunk_size, **kwargs)
-        result.iwae[name], result.ess[name] = importance_bound(log_weight)
+        iwae, ess = importance_bound(log_weight)
+        # a +inf log-ratio would make the IWAE +inf, above every other guide's bound
+        diverged = (log_weight.isnan() | (log_weight == math.inf)).any(0)
+        result.iwae[name] = iwae.masked_fill(diverged, math.nan)
+        result.ess[name] = ess.masked_fill(diverged, math.nan)
         result.pareto_k[name] = pareto_khat(log_weight)
     if log_evidence is not None:
         result.log_evidence, result.log_evidence_source = log_evidence, "exact"
@@ -418,8 +424,9 @@ def paired_mean_se(values):
 
 
 def _mean_or_minus_inf(values):
+    # a NaN or +inf ELBO or IWAE is a diverged guide's, ranked below every finite one
     mean = values.mean().item()
-    return -math.inf if math.isnan(mean) else mean
+    return mean if mean < math.inf else -math.inf
 
 
 def _check_log_evidence(log_evidence, batch):

@@ -2,9 +2,9 @@
 
 With K draws z_k ~ q(z | x) and weights w_k = p(x, z_k) / q(z_k | x),
 
-    log p(x) ≥ L_K = log (1/K) Σ_k w_k,
+    L_K = log (1/K) Σ_k w_k,   E[L_K] ≤ log p(x),
 
-which increases with K and tends to log p(x) (Burda et al. 2016). The
+whose expectation increases with K and tends to log p(x) (Burda et al. 2016). The
 effective sample size ESS = (Σ_k w_k)² / Σ_k w_k² (Kong 1992) says how many
 draws carry the estimate: near K when the guide matches the posterior, near 1
 when one weight dominates.

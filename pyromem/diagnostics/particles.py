@@ -180,8 +180,8 @@ def site_log_prob(site):
 def log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=False):
     """log p(x, z) − log q(z | x) of each particle, from the traces of :func:`particle_traces`.
 
-    The model's observed and latent sites are added and the guide's latent sites subtracted,
-    in the order the model draws them.
+    The model's observed sites, then its latent sites, are added and the guide's latent sites
+    subtracted, each in the order the model draws them.
 
     :param int plate_nesting: the plate nesting given to :func:`particle_traces`.
     :param bool keep_dims: keep every plate's dim (the sites' log-densities summed as they

@@ -166,6 +166,7 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
     :param int num_samples: draws per chain.
     :param int num_chains: chains.
     :returns: ``arviz.InferenceData`` (arviz 0.x) or ``xarray.DataTree`` (arviz ≥ 1).
+    :raises ValueError: if a count is below 1 or ``num_samples * num_chains`` below 30 (k̂).
     """
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
         as_int(value, name, 1)

@@ -1,7 +1,7 @@
 r"""The estimators of a discrete address's gradient, one training objective per choice.
 
 A memory model with a discrete address :math:`a` over :math:`|M|` slots (such as
-:class:`~pyromem.models.VMA`) can be trained by (Bornschein et al. 2017, §3 and §5):
+:class:`~pyromem.models.VMA`) can be trained by (Bornschein et al. 2017, §2.1 and §4.2):
 
 - ``"enum"``: exact enumeration of :math:`a` in the guide, ``TraceEnum_ELBO``
   (:math:`|M|` decoder passes per datapoint);

@@ -22,8 +22,9 @@ noise :math:`\epsilon_{1:S}` is drawn once per call and held over the steps, in 
 pairs :math:`\pm\epsilon` rescaled to unit second moment per dim: the objective is then a
 deterministic function of :math:`\lambda`, each step can backtrack per datapoint until it does
 not decrease (as :class:`~pyromem.infer.MAPRefinement` does for the log joint), and for a
-likelihood quadratic in :math:`z` (a linear-Gaussian model) its maximiser is exactly the best
-Gaussian of the true ELBO.
+likelihood quadratic in :math:`z` (a linear-Gaussian model) its maximiser has exactly the mean
+of the best Gaussian of the true ELBO (its scales too only where the likelihood couples no two
+dims, or d = 1: the held noise's cross-moments between dims are not 0).
 
 With ``differentiable=True`` the steps stay in the autograd graph (``create_graph=True``), so a
 loss on the refined guide trains the encoder through them (Kim et al. 2018, Alg. 1). Otherwise
@@ -197,9 +198,10 @@ class GaussianRefinement(Refinement):
         return max(plate_nesting(trace), 1)
 
     def value_and_grad(self, state, x, *args, **kwargs):
-        r""":math:`\mathcal{L}(x, \lambda)` and :math:`\nabla_\mu \mathcal{L}`,
-        :math:`\nabla_{\log\sigma} \mathcal{L}`, each per datapoint; the gradients keep their
-        graph when the refinement is differentiable."""
+        r"""``(state, value, grads)``: the state whose :math:`(\mu, \log\sigma)` the
+        gradients are taken at, :math:`\mathcal{L}(x, \lambda)` and
+        :math:`(\nabla_\mu \mathcal{L}, \nabla_{\log\sigma} \mathcal{L})`, each per
+        datapoint; the gradients keep their graph when the refinement is differentiable."""
         loc, log_scale, noise = state
         with torch.enable_grad():
             if not (self.differentiable and loc.requires_grad):

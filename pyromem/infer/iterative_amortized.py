@@ -46,7 +46,8 @@ class IterativeAmortizedGuide(GaussianRefinement, nn.Module):
     :param callable guide: its amortised Gaussian guide, for :math:`\lambda_0`.
     :param int num_steps: T.
     :param int hidden: the width of the update MLP's two hidden layers.
-    :param int num_particles: S, the reparameterised draws of each gradient estimate.
+    :param int num_particles: S, the reparameterised draws of each gradient estimate, an even
+        number (antithetic pairs).
     :param str site: the refined latent site.
     """
 

@@ -106,12 +106,13 @@ class LearnedPrecisionRetrieval(nn.Module):
         return log_component - math.log(prior.num_patterns) - prior.log_prob(z)
 
     def fit(self, z_queries, memory, targets, epochs=200, lr=0.05, loss="mse"):
-        r"""Trains P by full-batch Adam on ``loss``: ``"mse"``, the mean squared error between
-        ``self(z_queries, memory)`` and ``targets``, the correct patterns (shape ``(B, d)``), as
-        in §4.5; or ``"nll"``, the mean of :math:`-\log r_{k^*}` at ``z_queries``
-        (:meth:`log_responsibility`), whose minimum (every :math:`r_{k^*} = 1`) also zeroes the
-        MSE of the iterates, and whose gradient does not vanish where the T softmax steps
-        saturate (where the MSE's does: see docs/retrieval.md).
+        r"""Trains P by full-batch Adam on ``loss``: ``"mse"``, the squared error between
+        ``self(z_queries, memory)`` and ``targets``, the correct patterns (shape ``(B, d)``),
+        summed over the d dims and averaged over the queries, as in §4.5; or ``"nll"``, the
+        mean of :math:`-\log r_{k^*}` at ``z_queries`` (:meth:`log_responsibility`), whose
+        minimum (every :math:`r_{k^*} = 1`) also zeroes the MSE of the iterates, and whose
+        gradient does not vanish where the T softmax steps saturate (where the MSE's does: see
+        docs/retrieval.md).
 
         :returns: the loss of each epoch, a list of floats.
         :raises TypeError: if ``z_queries``, ``memory`` or ``targets`` is not a floating-point

@@ -21,7 +21,7 @@ With a Gaussian-mixture memory prior this is VAE-BP-GMM; with Hopfield weights a
 :math:`\beta = 1/\sigma^2` the prior term is eq. 46's :math:`\gamma(\tfrac12 \hat z^\top \hat z
 - \beta^{-1} \log \sum_k e^{\beta \hat z^\top M_k})` up to the factor :math:`\beta` of the energy
 (VAE-BP-Hopfield). For a unit-variance likelihood, :math:`w = 1` and rate :math:`\alpha` give
-the free-energy descent of eq. 4, the update of predictive coding (App. C.2).
+the free-energy descent of eq. 4, the update of predictive coding (App. C.1, eq. 30).
 
 Monotonicity: a plain gradient step can overshoot, so each step backtracks per datapoint: the
 rate of a datapoint whose :math:`J` would decrease is halved, up to ``max_backtracks`` times,

@@ -29,7 +29,7 @@ class MemoryFixedPoint(Refinement):
     :class:`~pyromem.memory.GaussianMixtureMemory` (e.g. :class:`~pyromem.models.MemoryVAE`);
     its weights and covariance choose between VAE-GMM (eq. 11), VAE-Hopfield (eq. 8) and
     VAE-GMM* (eq. 12). The step is an EM step on the prior energy, so that energy never
-    increases along the refinement (nor for gradient steps with ``alpha <= 2 / max(P)``).
+    increases along the refinement (nor for gradient steps with ``alpha <= 2 / λ_max(P)``).
     The prior is read once per refinement and iterated by
     :meth:`~pyromem.memory.GaussianMixtureMemory.fixed_point`.
 

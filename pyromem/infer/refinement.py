@@ -121,8 +121,9 @@ class Refinement:
         in a plate of another name, every datapoint's score would be the whole batch's, and
         the steps silently wrong. The size of the data plate is kept for :meth:`__call__`.
 
-        :raises ValueError: naming the site, and the plates, the widths, the batch shapes
-            (a start not of shape ``(B, d)``) or the start's NaN or infinite values.
+        :raises ValueError: naming the site, and that it is observed, or the plates, the
+            widths, the batch shapes (a start not of shape ``(B, d)``) or the start's NaN or
+            infinite values.
         """
         name = self.site
         if site["is_observed"]:
