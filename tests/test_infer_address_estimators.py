@@ -36,3 +36,43 @@ def test_rws_with_a_guide_without_sample_sites_warns_as_pyro_does():
     with pytest.warns(UserWarning, match="Found vars in model but not guide"):
         loss = ReweightedWakeSleep(3).differentiable_loss(model, lambda x: None, x)
     assert torch.isfinite(loss)
+
+
+def test_rws_weighs_a_global_latent_once_for_the_whole_batch():
+    # g ~ N(0, 1) outside the data plate, x_b ~ N(g, 1): with the exact posterior as guide every
+    # weight is p(x), so the wake-θ loss is -log p(x) exactly, x ~ N(0, I + 11ᵀ); scored per
+    # datapoint, g's prior and posterior had counted once for each of the B datapoints
+    x = torch.tensor([0.5, -1.0, 2.0, 0.3], dtype=torch.float64)
+    post_var = 1 / (1 + len(x))
+
+    def global_model(x):
+        g = pyro.sample("g", dist.Normal(torch.tensor(0.0, dtype=x.dtype), 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(g, 1.0), obs=x)
+
+    def exact_guide(x):
+        pyro.sample("g", dist.Normal(x.sum() * post_var, post_var**0.5))
+
+    cov = torch.eye(len(x), dtype=x.dtype) + 1
+    log_px = dist.MultivariateNormal(torch.zeros_like(x), cov).log_prob(x)
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        loss = ReweightedWakeSleep(4, max_plate_nesting=1).differentiable_loss(
+            global_model, exact_guide, x
+        )
+        torch.testing.assert_close(loss, -log_px)
+
+    def subsampled(x):
+        g = pyro.sample("g", dist.Normal(torch.tensor(0.0, dtype=x.dtype), 1.0))
+        with pyro.plate("data", 8, subsample=torch.arange(len(x))):
+            pyro.sample("x", dist.Normal(g, 1.0), obs=x)
+
+    def subsampled_guide(x):
+        with pyro.plate("data", 8, subsample=torch.arange(len(x))):
+            pass
+        pyro.sample("g", dist.Normal(x.sum() * post_var, post_var**0.5))
+
+    with pytest.raises(ValueError, match="model site 'g' has 1.0 and model site 'x' has 2.0"):
+        ReweightedWakeSleep(4, max_plate_nesting=1).differentiable_loss(
+            subsampled, subsampled_guide, x
+        )

@@ -29,6 +29,7 @@ from pyro.util import warn_if_nan
 from pyromem.checks import as_int
 from pyromem.infer.traces import per_datapoint
 from pyromem.infer.vimco import VIMCO
+from pyromem.models.plates import DATA_PLATE
 
 ADDRESS_ESTIMATORS = ("enum", "vimco", "rws", "nvil", "gumbel", "soft")
 
@@ -49,7 +50,10 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
     and the guide's is the wake-φ loss :math:`-\sum_k [\bar w_k]_\perp \log q(a_k, z_k | x)`,
     a self-normalised estimate of the gradient of :math:`\mathrm{KL}(p(a, z | x) \| q(a, z | x))`
     (biased for finite K). The data plate's subsampling scale multiplies both outside the
-    normalisation, so it must be the same at every sample site. Sleep-φ (``insomnia < 1``),
+    normalisation, so it must be the same at every sample site. A site outside the data plate
+    (a global latent) is one draw that every datapoint shares: the K weights are then those
+    of the whole batch (with a subsampled data plate its scale differs from theirs, and is
+    refused). Sleep-φ (``insomnia < 1``),
     which draws x from the model, is not offered.
 
     :meth:`differentiable_loss` has the value of the wake-θ loss and the gradient of the
@@ -83,8 +87,9 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
 
     def _loss(self, model, guide, args, kwargs):
         (model_trace, guide_trace), *_ = self._get_traces(model, guide, args, kwargs)
-        nesting, scale, first = self.max_plate_nesting, None, None
-        log_p, log_q = 0.0, 0.0
+        nesting, scale, first, outside = self.max_plate_nesting, None, None, False
+        # each role's log-density inside the data plate, (K, B), and outside it, (K, 1)
+        parts = {"model": [0.0, 0.0], "guide": [0.0, 0.0]}
         for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
@@ -97,12 +102,12 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
                         f"normalisation, so every sample site needs the same scale; {first} "
                         f"has {scale} and {role} site {name!r} has {site['scale']}"
                     )
+                inside = any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"])
+                outside = outside or not inside
                 # Pyro counts the particles' plate in max_plate_nesting
                 value = per_datapoint(site["unscaled_log_prob"], site, nesting - 1, outside="sum")
-                if role == "model":
-                    log_p = log_p + value
-                else:
-                    log_q = log_q + value
+                parts[role][0 if inside else 1] += value
+        log_p, log_q = (_log_density(*parts[role], outside) for role in parts)
         # a guide without sample sites (the model draws every latent) has log q = 0
         log_q = torch.as_tensor(log_q)
         log_weight = (log_p - log_q.detach()).expand(self.num_particles, -1)
@@ -122,6 +127,16 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
         """
         wake_theta, wake_phi = self._loss(model, guide, args, kwargs)
         return wake_theta + (wake_phi - wake_phi.detach())
+
+
+def _log_density(inside, outside, joint):
+    """A trace's log-density per datapoint, ``(K, B)``, from its parts inside the data plate
+    ``(K, B)`` and outside it ``(K, 1)``; or, ``joint``, of all datapoints together, ``(K, 1)``:
+    a site outside the data plate is one draw that every datapoint shares, so the datapoints'
+    weights are one weight, and the site counts once."""
+    if joint and isinstance(inside, torch.Tensor):
+        inside = inside.sum(-1, keepdim=True)
+    return inside + outside
 
 
 class NVIL(pyro.infer.TraceGraph_ELBO):
