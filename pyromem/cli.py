@@ -6,9 +6,10 @@
     pyromem eval vae|vma|kpp --checkpoint PATH [--out DIR] [--json]
     pyromem retrieval [--dataset patches] [options] [--out DIR] [--json]
     pyromem compare-guides [--model vae|memory-vae] [options] [--out DIR] [--json]
+    pyromem compare-estimators [options] [--out DIR] [--json]
 
-Every command writes results.json and figures to --out (and the run's full
-config to config.toml); with --json it prints one JSON object on stdout and
+Every command writes results.json and figures to --out (and, but for demo and eval,
+the run's full config to config.toml); with --json it prints one JSON object on stdout and
 sends progress to stderr (a command that fails prints none, and exits non-zero).
 Each option's default, choices and help come from the recipe's config class
 (pyromem.experiments.configs).
@@ -354,7 +355,7 @@ def _out_of_memory(error) -> str | None:
 
 
 def _interrupted(error, args) -> str:
-    """What a Ctrl-C stopped, and how to go on; ``error`` may be a
+    """What a Ctrl-C (or SIGTERM) stopped, and how to go on; ``error`` may be a
     :class:`pyromem.train.TrainingInterrupted` (not imported: it needs Lightning)."""
     by_sigterm = getattr(error, "signal_number", None) == signal.SIGTERM
     stopped = "terminated" if by_sigterm else "interrupted"

@@ -43,13 +43,13 @@ class ImageDataset(torch.utils.data.Dataset):
         ``"binary"``, ``"unit_interval"`` or ``"8bit"``; binarised datasets report
         ``"binary"``.
     :param str binarize: ``None``, ``"static"`` or ``"dynamic"``; needs ``C == 1``.
-    :param int seed: seed of the static binarisation, a non-negative int as for
-        :func:`~pyromem.data.load`.
+    :param int seed: seed of the static binarisation, a non-negative int
+        (:func:`~pyromem.data.load` takes one in [0, 2**32 - 1]).
     :raises TypeError: if ``images`` is not a floating-point tensor or ``labels`` not an
         integer tensor.
     :raises ValueError: if a shape does not fit, an image holds NaN, an infinite value or
-        one outside [0, 1], or ``split``, ``support``, ``binarize`` or ``seed`` is not one
-        that :func:`~pyromem.data.load` accepts.
+        one outside [0, 1], ``split``, ``support`` or ``binarize`` is not one that
+        :func:`~pyromem.data.load` accepts, or ``seed`` is not a non-negative int.
     """
 
     value_range = (0.0, 1.0)

@@ -78,7 +78,7 @@ def omniglot(split="train", *, root=None, download=False, size=None):
 
     :param str split: ``"train"`` (background) or ``"test"`` (evaluation).
     :param str root: directory holding ``omniglot-py/images_background/`` and
-        ``omniglot-py/images_evaluation/`` (extracted, or as torchvision's zips).
+        ``omniglot-py/images_evaluation/``, extracted (torchvision's zips alone are not read).
     :param bool download: fetch the files into ``root`` if they are missing.
     :param int size: optional side length (e.g. 28) the 105×105 images are
         resized to; resized images are grey in [0, 1] rather than binary.

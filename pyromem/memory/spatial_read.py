@@ -24,8 +24,8 @@ so that every read lies inside the memory and is never mirrored; with
 so ``y1`` moves the block along the width (columns) and ``y2`` along the
 height (rows), ``y = 0`` reads the centred block at the memory's own
 resolution, and a key with ``|y0| → ∞`` zooms out to the whole memory (along
-its larger side) or in to ``ρ²`` of it. A block that touches the memory's
-border is reached only as ``|y1|`` or ``|y2| → ∞``.
+the side of the larger share, h / H or w / W) or in to ``ρ²`` of it. A block
+that touches the memory's border is reached only as ``|y1|`` or ``|y2| → ∞``.
 
 ``key_scale`` (default 3) matches the squashing to the key prior p(y) = N(0, I)
 of K++: a key ``key_scale`` prior standard deviations out reaches tanh(1) ≈ 76 %
@@ -124,11 +124,11 @@ def spatial_read(memory, keys, block_shape, key_scale=KEY_SCALE, *, check_values
         the memory's border.
     :returns: reads of shape ``broadcast(mem_batch, key_batch) + (K, C, h, w)``.
     :raises TypeError: if an input is not a floating-point tensor, or their dtypes differ.
-    :raises ValueError: if the keys do not have 3 entries or hold NaN (the border
-        padding would turn a NaN key into a plausible read), the memory has fewer than
-        3 dims or (with ``check_values``) holds NaN or infinite values (its reads would be
-        NaN), the block does not fit in the memory or ``key_scale`` is not a positive
-        number.
+    :raises ValueError: if the keys do not have 3 entries or (with ``check_values``) hold
+        NaN (the border padding would turn a NaN key into a plausible read), the memory has
+        fewer than 3 dims or (with ``check_values``) holds NaN or infinite values (its reads
+        would be NaN), the block does not fit in the memory or ``key_scale`` is not a
+        positive number.
     """
     as_float_tensor(memory, "memory")
     as_float_tensor(keys, "keys")

@@ -383,7 +383,8 @@ class KanervaPlusPlus(PyroModule):
         :param int num_samples: S, images per memory.
         :param torch.Tensor memory: ``(B,) + memory_shape``, e.g. from :meth:`write`; required.
         :param torch.Tensor keys: ``(B, S, K, 3)``, or None to draw them from p(y).
-        :returns: ``(B, S, C, H, W)``, decoder means at a draw z ~ p(z | M̂, y).
+        :returns: ``(B, S, C, H, W)``, decoder means at a draw z ~ p(z | M̂, y) (a draw
+            for the logistic mixture).
         :raises ValueError: if ``memory`` or ``keys`` has the wrong shape, or ``keys``
             holds NaN (or, for dense writes, infinite values).
         """
@@ -416,7 +417,7 @@ class KanervaPlusPlus(PyroModule):
         """Clean up images with the memory fixed (§3.5, eq. 7).
 
         Each step draws y* ~ q(y | x̂), z ~ p(z | M̂, y*) and sets x̂ to the decoder's
-        mean at z.
+        mean at z (a draw for the logistic mixture).
 
         :param torch.Tensor x: ``(B, N, C, H, W)``, N noisy or partial images per memory.
         :param torch.Tensor memory: ``(B,) + memory_shape``.

@@ -1,8 +1,9 @@
 """Networks and likelihood heads: generic pieces (:class:`MLP`, :class:`ConvTrunk`), encoders,
 decoders, and the distributions of ``"x"``.
 
-Every net broadcasts over any number of leading batch dims, so vectorised
-particles and parallel enumeration work unchanged.
+Every net but :class:`ConvTrunk` (a plain ``Sequential`` of images ``(N, C, H, W)``) broadcasts
+over any number of leading batch dims, so vectorised particles and parallel enumeration work
+unchanged.
 """
 
 from .conv_memory import ConvMemoryDecoder, ConvMemoryEncoder, DownscalingStack, TopFeatures

@@ -3,10 +3,10 @@
 A learning rate that is too high, or data outside the likelihood's support,
 turn the ELBO loss or its gradient into ``inf`` or ``nan``; one optimiser step
 with them makes every parameter ``nan``. The guard checks both before each
-optimiser step (one device-to-host sync per step), so the parameters and the
-last checkpoint on disk stay those of the last good epoch, and stops with one
-line that names the epoch, the step and the likely cause. A gradient whose
-norm overflows (beyond 1.8e19 in float32) counts as diverged too.
+optimiser step (one device-to-host sync per step), so the parameters stay those
+of the last good step and the last checkpoint on disk that of the last good epoch,
+and stops with one line that names the epoch, the step and the likely cause. A
+gradient whose norm overflows (beyond 1.8e19 in float32) counts as diverged too.
 
 The parameters are checked before each checkpoint, through their sums: a sum
 is finite when every element is, and ``inf`` or ``nan`` when one is not,

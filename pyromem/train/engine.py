@@ -153,7 +153,7 @@ def fit(
 
     Either way logged ELBOs are nats per datapoint.
 
-    After every epoch, ``eval_data`` (if given) is scored by
+    After every epoch, ``eval_data`` (if given, every ``eval_every`` epochs) is scored by
     :func:`pyromem.diagnostics.elbo_decomposition`, a row is written to
     ``out_dir/metrics.csv`` and the whole training state, ``config`` and the
     history are saved atomically to ``out_dir/checkpoints/last.ckpt``: copied
@@ -199,8 +199,9 @@ def fit(
     :param dict config: JSON-able dict stored in the checkpoint (e.g. how to rebuild the model),
         with ``lr_schedule``, ``warmup_epochs`` and ``batch_size`` (and ``epochs`` under a
         cosine or one-cycle schedule) added under ``"training"``: a resumed run must keep
-        them (and ``config``), and may change the rates (and, under a constant
-        schedule, the epochs).
+        them (and the ``"model"``, ``config["model"]`` and ``"data"`` entries of ``config``,
+        where present; its other entries may change), and may change the rates (and, under
+        a constant schedule, the epochs).
     :param callbacks: extra Lightning callbacks.
     :param drop_labels: items are ``(image, label)`` pairs to train on the image;
         ``None`` asks the dataset (:func:`pyromem.train.batches.yields_labels`:
@@ -211,8 +212,8 @@ def fit(
     :raises TypeError: on arguments of the wrong type.
     :raises TrainingDiverged: on a non-finite loss, gradient or parameter
         (:mod:`pyromem.train.divergence`); the last checkpoint is the last good epoch's.
-    :raises TrainingInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), once the last
-        checkpoint is on disk; Ctrl-C works again afterwards (Lightning ignores it from
+    :raises TrainingInterrupted: on Ctrl-C (a ``KeyboardInterrupt``) or SIGTERM, once the
+        last checkpoint is on disk; Ctrl-C works again afterwards (Lightning ignores it from
         the interrupt on).
     """
     dataset = _as_dataset(train_data)
