@@ -150,5 +150,10 @@ class VAE(PyroModule):
         if memory is not None:
             raise ValueError("a VAE has no memory: call generate(num_samples) without memory")
         num_samples = as_positive_int(num_samples, "num_samples")
-        device = next(self.parameters()).device
-        return typical_image(self.decode(torch.randn(num_samples, self.latent_dim, device=device)))
+        z = torch.randn(
+            num_samples,
+            self.latent_dim,
+            dtype=parameter_dtype(self),
+            device=parameter_device(self),
+        )
+        return typical_image(self.decode(z))

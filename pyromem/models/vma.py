@@ -41,7 +41,14 @@ import torch
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyromem.checks import as_int, as_positive_int, as_shape, as_sizes
+from pyromem.checks import (
+    as_int,
+    as_positive_int,
+    as_shape,
+    as_sizes,
+    parameter_device,
+    parameter_dtype,
+)
 from pyromem.memory.addressing import (
     SIMILARITIES,
     Addressing,
@@ -65,6 +72,7 @@ from pyromem.nets import (
     MLPEncoder,
     TopFeatures,
     make_likelihood,
+    typical_image,
 )
 
 #: How the address is inferred: enumerated, sampled for VIMCO, reweighted wake-sleep or NVIL,
@@ -215,8 +223,10 @@ class _DecoderOfSlot(SlotMemoryModel):
             params = self.decoder(_concat(z, m.flatten(-len(self.memory_shape))))
         return params + self.skip(m)
 
-    def _mean(self, z, m):
-        return self.likelihood(self._decode(z, m)).mean
+    def _typical_image(self, z, m):
+        """The decoder's mean at (z, m), or a draw where it has no closed-form mean (the
+        discretized logistic mixture): see :func:`~pyromem.nets.typical_image`."""
+        return typical_image(self.likelihood(self._decode(z, m)))
 
 
 class VMA(_DecoderOfSlot):
@@ -458,14 +468,16 @@ class VMA(_DecoderOfSlot):
         return self.addressing.prior_logits(self.addressing.keys(memory)).softmax(-1)
 
     def reconstruct(self, x, memory=None):
-        """The decoder's mean at the most probable slot and the encoder's mean."""
+        """The decoder's mean at the most probable slot and the encoder's mean (a draw for
+        the logistic mixture), shape of ``x``."""
         memory, keys = self._inputs(x, memory)
         m_a = memory[self.addressing.posterior_logits(keys, x).argmax(-1)]
         loc, _ = self._encode(x, m_a)
-        return self._mean(loc, m_a)
+        return self._typical_image(loc, m_a)
 
     def generate(self, num_samples, memory=None, *, slot=None):
-        """Decoder means at draws a ~ p(a | M) (or the given ``slot``), z ~ p(z | m_a).
+        """Decoder means at draws a ~ p(a | M) (or the given ``slot``), z ~ p(z | m_a)
+        (a draw from the decoder for the logistic mixture).
 
         :param int num_samples: the number of images.
         :param torch.Tensor memory: ``(|M|,) + memory_shape``, or ``None`` for the model's own.
@@ -483,7 +495,7 @@ class VMA(_DecoderOfSlot):
             a = torch.full((num_samples,), slot, dtype=torch.long, device=memory.device)
         m_a = memory[a]
         loc, scale = self.prior_net(m_a)
-        return self._mean(loc + scale * torch.randn_like(loc), m_a)
+        return self._typical_image(loc + scale * torch.randn_like(loc), m_a)
 
 
 class SoftAttentionVAE(_DecoderOfSlot):
@@ -618,7 +630,8 @@ class SoftAttentionVAE(_DecoderOfSlot):
         return self.read_weights(x, memory)
 
     def generate(self, num_samples, memory=None):
-        """Decoder means at draws z ~ N(0, I), each reading the whole memory.
+        """Decoder means at draws z ~ N(0, I), each reading the whole memory (a draw from
+        the decoder for the logistic mixture).
 
         :param int num_samples: the number of images.
         :param torch.Tensor memory: ``(|M|,) + memory_shape``, or ``None`` for the model's own.
@@ -626,5 +639,10 @@ class SoftAttentionVAE(_DecoderOfSlot):
         """
         num_samples = as_positive_int(num_samples, "num_samples")
         memory = self.resolve_memory(memory)
-        z = torch.randn(num_samples, self.latent_dim, device=memory.device)
-        return self._mean(z, self._read(z, memory))
+        z = torch.randn(
+            num_samples,
+            self.latent_dim,
+            dtype=parameter_dtype(self),
+            device=parameter_device(self),
+        )
+        return self._typical_image(z, self._read(z, memory))
