@@ -158,9 +158,22 @@ def _omniglot_class():
         # way Omniglot is shared) can still load them.
         def _check_integrity(self):
             folder = os.path.join(self.root, self._get_target_folder())
-            return os.path.isdir(folder) or super()._check_integrity()
+            if os.path.isdir(folder):
+                return True
+            if not super()._check_integrity():
+                return False
+            # the zip matches its md5 but is not extracted: torchvision would skip the
+            # download (and so the extraction) and then fail to list the missing folder
+            raise _NotExtracted(folder + ".zip", folder)
 
     return _Omniglot
+
+
+class _NotExtracted(Exception):
+    # torchvision's Omniglot zip, there and intact, without its extracted folder
+    def __init__(self, archive, folder):
+        super().__init__(archive, folder)
+        self.archive, self.folder = archive, folder
 
 
 def _read_grey(path):
@@ -210,6 +223,12 @@ def _open(kind, name, root, download, folder, **kwargs):
     where = os.path.join(os.fspath(root), folder)
     try:
         return cls(os.fspath(root), download=download, **kwargs)
+    except _NotExtracted as error:
+        above = os.path.dirname(error.folder)
+        raise FileNotFoundError(
+            f"{name}: {error.archive} is there but not extracted ({error.folder} is missing); "
+            f"extract it into {above}{os.sep}, e.g. unzip {error.archive} -d {above}"
+        ) from None
     except Exception as error:  # noqa: BLE001 -- a bad file makes torchvision's readers raise
         # RuntimeError, ValueError, AssertionError, EOFError or pickle's errors
         text = str(error).strip()

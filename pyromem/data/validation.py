@@ -41,7 +41,7 @@ def check_images(
         plate runs over dim 0 (``None``: one or more).
     :returns: ``x`` unchanged.
     """
-    levels = _levels(support)
+    levels = _levels(support) if isinstance(support, str) else None
     if support not in SUPPORTS and levels is None:
         raise ValueError(f"support must be one of {SUPPORTS} or 'N-level', got {support!r}")
     if not isinstance(x, torch.Tensor):

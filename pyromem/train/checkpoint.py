@@ -208,6 +208,12 @@ def load_checkpoint(
     entry = raw.get(CHECKPOINT_KEY) if isinstance(raw, dict) else None
     if not isinstance(entry, dict) or not isinstance(raw.get("state_dict"), dict):
         raise ValueError(f"corrupt or not a pyromem checkpoint: {path}")
+    missing = [key for key in ("config", "epochs_completed", "history") if key not in entry]
+    if missing:
+        raise ValueError(
+            f"corrupt or not a pyromem checkpoint: {path} (its {CHECKPOINT_KEY!r} entry lacks "
+            f"{', '.join(map(repr, missing))})"
+        )
     prefix = "model."
     state_dict = {
         key[len(prefix) :]: value

@@ -46,8 +46,8 @@ def check_training_data(
     else:
         batch = default_collate([dataset[i] for i in range(min(batch_size, len(dataset)))])
     args, kwargs = model_arguments(batch, drop_labels)
+    datapoints(args, kwargs)  # its TypeError names a batch without datapoints x
     x = kwargs["x"] if "x" in kwargs else args[0]
-    datapoints(args, kwargs)
     if not x.is_floating_point():
         raise ValueError(f"{name}: expected floating-point datapoints x, got {x.dtype}")
     for value in [*args, *kwargs.values()]:
@@ -73,23 +73,23 @@ def check_training_data(
     finally:
         model.train(was_training)
     _check_every_datapoint(dataset, model_trace, name)
-    _check_labels(dataset)
+    _check_labels(dataset, name)
 
 
-def _check_labels(dataset) -> None:
+def _check_labels(dataset, name) -> None:
     labels = getattr(dataset, "labels", None)
     if not isinstance(labels, torch.Tensor):
         return
     if labels.is_floating_point() or labels.shape != (len(dataset),):
         raise ValueError(
-            f"train_data: expected one integer label per datapoint, got labels of dtype "
+            f"{name}: expected one integer label per datapoint, got labels of dtype "
             f"{labels.dtype} and shape {tuple(labels.shape)} for {len(dataset)} datapoints"
         )
     unlabelled = bool((labels == -1).all())
     if not unlabelled and len(labels) and labels.min() < 0:
         index = int((labels < 0).nonzero()[0])
         raise ValueError(
-            f"train_data: label {labels[index].item()} of datapoint {index} is negative; "
+            f"{name}: label {labels[index].item()} of datapoint {index} is negative; "
             "labels are >= 0, or all -1 for unlabelled data"
         )
 
