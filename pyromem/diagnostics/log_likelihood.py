@@ -92,10 +92,12 @@ def _draw(model, guide, x, num_particles, plate_nesting, kwargs, keep_dims=False
 def _log_weights(model_trace, guide_trace, plate_nesting, batch, keep_dims):
     log_weight = log_ratio(model_trace, guide_trace, plate_nesting, keep_dims=keep_dims)
     num_dims = observed_scalars(model_trace, batch)
-    # a trial trace has no particle dim: it is one draw
-    rank = plate_nesting + 1
-    log_weight = log_weight.reshape((1,) * (rank - log_weight.dim()) + log_weight.shape)
-    if not keep_dims:
+    if keep_dims:
+        # a trial trace has no particle dim: it is one draw
+        rank = plate_nesting + 1
+        log_weight = log_weight.reshape((1,) * (rank - log_weight.dim()) + log_weight.shape)
+    else:
+        # per datapoint already (log_ratio): (draws or 1, B or 1), whatever the plate nesting
         log_weight = log_weight.expand(log_weight.shape[0], batch)
     return log_weight, num_dims
 

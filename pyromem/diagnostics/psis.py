@@ -46,9 +46,13 @@ from pyromem.diagnostics.particles import (
     site_log_prob,
 )
 from pyromem.infer.traces import per_datapoint
+from pyromem.models.plates import DATA_PLATE
 
 THRESHOLDS = (0.5, 0.7)
 CONSTANT_SPREAD = 1e-6  # nats
+# ... or this many units of rounding (eps) of the largest finite log-ratio, if more: a float32
+# exact proposal's log-ratios of a few nats spread by some 1e-6 nats of rounding alone
+ROUNDING_ULPS = 1000
 # The tail fitted is the largest floor(K / 5) ratios for K <= 225 (arviz >= 1; ceil on arviz
 # 0.x). arviz 0.x fits no tail of fewer than 5 draws (inf), arviz >= 1 raises below 5 and
 # returns nan at exactly 5 (K = 25..29, measured with arviz_stats 1.3.3): 6 draws, K >= 30.
@@ -85,7 +89,8 @@ def pareto_khat(log_weights):
         :func:`~pyromem.diagnostics.log_importance_weights` returns them), K ≥ 30, of a
         floating-point dtype.
     :returns: :math:`\hat k`, shape ``(B,)``, on the device and dtype of ``log_weights``;
-        0 for a datapoint whose K log-ratios agree to within 1e-6 nats (an exact proposal);
+        0 for a datapoint whose K log-ratios agree to within 1e-6 nats or the dtype's
+        rounding of their size (:data:`ROUNDING_ULPS`), if more (an exact proposal);
         NaN for a datapoint with no tail to fit because its log-ratios are not all numbers:
         one of them NaN or +inf (a diverged guide or model) or all of them -inf (every
         weight zero). NaN is no score rather than a good one: it propagates through means
@@ -116,7 +121,9 @@ def pareto_khat(log_weights):
     # Ratios equal to within rounding (an exact posterior as proposal) have no tail to fit
     # (arviz 0.x returns inf or nan, arviz >= 1 raises): their k̂ is 0.
     spread = log_weights.max(0).values - log_weights.min(0).values
-    fitted = (spread >= CONSTANT_SPREAD) & ~undefined
+    size = log_weights.nan_to_num(0.0, 0.0, 0.0).abs().max(0).values
+    rounding = ROUNDING_ULPS * torch.finfo(log_weights.dtype).eps * size
+    fitted = (spread >= rounding.clamp(min=CONSTANT_SPREAD)) & ~undefined
     khat = torch.zeros(log_weights.shape[1], dtype=torch.float64)
     khat[undefined.cpu()] = math.nan
     if fitted.any():
@@ -192,9 +199,19 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
             )
             return value.reshape((num_chains, num_samples) + value.shape[1:]).double().cpu()
 
-        def site_draws(site, value):
+        def datapoints_first(site, value):
+            # value broadcast to the site's shape, the data plate's dim moved right after the
+            # particles': Pyro gives a plate nested in it the dim left of its own
             full = torch.broadcast_shapes(value.shape, site["fn"].shape())
-            return draws(value.expand(full), site["fn"].event_shape)
+            value = value.expand(full)
+            batch_dims = value.dim() - len(site["fn"].event_shape)
+            frames = [f for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
+            if frames:
+                value = value.movedim(batch_dims + frames[0].dim, batch_dims - nesting)
+            return value
+
+        def site_draws(site, value):
+            return draws(datapoints_first(site, value), site["fn"].event_shape)
 
         posterior, predictive, log_likelihood, observed = {}, {}, {}, {}
         for name in latent_sites(model_trace):
@@ -206,7 +223,8 @@ def to_inference_data(model, guide, x, num_samples=100, num_chains=2, **kwargs):
             log_likelihood[name] = draws(
                 per_datapoint(site_log_prob(site), site, nesting).expand(-1, batch)
             )
-            observed[name] = site["value"].reshape(predictive[name].shape[2:]).double().cpu()
+            value = datapoints_first(site, site["value"])[0]  # one draw's: a view, no copy
+            observed[name] = value.reshape(predictive[name].shape[2:]).double().cpu()
     dims = {"log_importance_ratio": ["datapoint"]}
     for group in (posterior, predictive):
         for name, value in group.items():
