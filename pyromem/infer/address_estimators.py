@@ -24,6 +24,7 @@ import math
 
 import pyro.infer
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.util import warn_if_nan
 
 from pyromem.checks import as_int
@@ -104,8 +105,9 @@ class ReweightedWakeSleep(pyro.infer.ReweightedWakeSleep):
                     )
                 inside = any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"])
                 outside = outside or not inside
-                # Pyro counts the particles' plate in max_plate_nesting
-                value = per_datapoint(site["unscaled_log_prob"], site, nesting - 1, outside="sum")
+                # Pyro counts the particles' plate in max_plate_nesting; a poutine.mask holds
+                value = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
+                value = per_datapoint(value, site, nesting - 1, outside="sum")
                 parts[role][0 if inside else 1] += value
         log_p, log_q = (_log_density(*parts[role], outside) for role in parts)
         # a guide without sample sites (the model draws every latent) has log q = 0

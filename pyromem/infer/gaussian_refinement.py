@@ -44,6 +44,7 @@ from typing import NamedTuple
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
@@ -178,7 +179,8 @@ class GaussianRefinement(Refinement):
                 value = value - kl
             elif node["is_observed"]:
                 check_observed_site(node)
-                log_prob = node["fn"].log_prob(node["value"])
+                # a poutine.mask holds (missing data); the scales are left out
+                log_prob = scale_and_mask(node["fn"].log_prob(node["value"]), mask=node["mask"])
                 value = value + per_datapoint(log_prob, node, nesting, outside="sum").mean(0)
         return value.expand(len(loc))
 

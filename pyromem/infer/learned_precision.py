@@ -70,7 +70,9 @@ class LearnedPrecisionRetrieval(nn.Module):
         """P: shape ``(d, d)`` when full, ``(d,)`` (its diagonal) otherwise."""
         if self.full:
             # a ridge of 1e-3 σ⁻² keeps P positive definite when training drops a direction
-            ridge = RIDGE * torch.eye(len(self.factor), device=self.factor.device)
+            ridge = RIDGE * torch.eye(
+                len(self.factor), dtype=self.factor.dtype, device=self.factor.device
+            )
             return (self.factor.mT @ self.factor + ridge) * self.inverse_scale**2
         return self.log_precision.exp()
 

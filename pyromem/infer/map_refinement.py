@@ -33,6 +33,7 @@ import numbers
 
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
 from pyromem.checks import as_int, as_real
@@ -87,7 +88,8 @@ class MAPRefinement(Refinement):
                 continue
             if node["is_observed"]:
                 check_observed_site(node)
-            log_prob = node["fn"].log_prob(node["value"])
+            # a poutine.mask holds (missing data); the scales are left out
+            log_prob = scale_and_mask(node["fn"].log_prob(node["value"]), mask=node["mask"])
             # no particles: a leading dim of 1 stands for them
             log_prob = per_datapoint(log_prob, node, max(nesting, log_prob.dim()), outside="sum")
             log_prob = log_prob[0].expand(len(z))
