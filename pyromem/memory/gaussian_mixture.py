@@ -143,6 +143,15 @@ class GaussianMixtureMemory(TorchDistribution):
             value = getattr(self, name)
             if self._validate_args and value is not None and not torch.isfinite(value):
                 raise ValueError(f"{name} must be a positive finite float, got {value.item()!r}")
+        if (
+            self._validate_args
+            and self.precision is not None
+            and not self.precision.isfinite().all()
+        ):
+            raise ValueError(
+                f"precision must be finite, got {int((~self.precision.isfinite()).sum())} "
+                f"infinite values of {self.precision.numel()}"
+            )
         # the constraint above refuses NaN, not inf, which makes every log density NaN; one
         # sum is finite only if every value is, and where it is not the values decide
         if self._validate_args and not (
@@ -156,11 +165,19 @@ class GaussianMixtureMemory(TorchDistribution):
         if self.precision_matrix is not None:
             self._tril = torch.linalg.cholesky_ex(self.precision_matrix).L
         self._white_memory = self._whiten(memory)
-        self._half_sq_norms = 0.5 * self._white_memory.pow(2).sum(-1)
         if weights == "hopfield":
             self._log_weights = 0.5 * self.beta * memory.pow(2).sum(-1)
         else:
             self._log_weights = memory.new_zeros(memory.shape[:-1])
+        if weights == "hopfield" and self.precision_matrix is None:
+            # The z-free part of each logit, l_k - 1/2 ||L^T M_k||^2, as one sum
+            # 1/2 sum_i (beta - P_ii) M_ki^2: two terms of ~beta ||M_k||^2 / 2 each would
+            # cancel in rounding (by tenths of a nat in float32 at sigma = 0.01 on pixels),
+            # where at the default beta = 1/sigma^2 (eq. 7, 28) it is exactly 0.
+            diagonal = self.scale.pow(-2) if self.precision is None else self.precision
+            self._biases = 0.5 * (memory.pow(2) * (self.beta - diagonal)).sum(-1)
+        else:
+            self._biases = self._log_weights - 0.5 * self._white_memory.pow(2).sum(-1)
         # E(z) drops this z-free term of -log p(z): the log normaliser of the weights
         # and the Gaussian's, 1/2 log det(2 pi Sigma).
         self._energy_offset = (
@@ -198,7 +215,7 @@ class GaussianMixtureMemory(TorchDistribution):
         # Expanded memories are stride-0 views; _matmul_batched reads them without a copy.
         new.memory = self.memory.expand(batch_shape + pattern_shape)
         new._white_memory = self._white_memory.expand(batch_shape + pattern_shape)
-        new._half_sq_norms = self._half_sq_norms.expand(batch_shape + pattern_shape[:1])
+        new._biases = self._biases.expand(batch_shape + pattern_shape[:1])
         new._log_weights = self._log_weights.expand(batch_shape + pattern_shape[:1])
         new._energy_offset = self._energy_offset.expand(batch_shape)
         for name in ("weights", "scale", "precision", "precision_matrix", "beta"):
@@ -406,7 +423,7 @@ class GaussianMixtureMemory(TorchDistribution):
         """log pi_k N(z; M_k, Sigma) up to terms free of k: shape (..., N)."""
         cross = _matmul_batched(white, self._white_memory, transpose=True)
         # The per-component terms carry batch_shape, so the result broadcasts to it.
-        logits = cross - self._half_sq_norms + self._log_weights
+        logits = cross + self._biases
         # Components more than LOGIT_FLOOR nats below the best one are raised to that floor:
         # their weight e^-60 ~ 1e-26 relative to the best one's is below the precision of
         # float32 and float64 alike, so no log-sum-exp or softmax changes, but it stays far
