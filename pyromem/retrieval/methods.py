@@ -210,6 +210,9 @@ class ReaderMethod(Method):
         if self.name in PER_CORRUPTION_METHODS:
             queries = self.embed(corrupt(train_images, corruption, generator=generator)).detach()
         patterns = self.embed(train_images).detach()
+        # the reader is built in float32 on the CPU: it learns, and then reads, the vectors of
+        # the method's space (codes of the VAE, or the images) in their dtype and on their device
+        self.reader.to(device=patterns.device, dtype=patterns.dtype)
         if isinstance(self.reader, MemN2NReader):
             self.reader.initialise(patterns)
         with torch.enable_grad():
