@@ -244,22 +244,27 @@ def fit(
             raise ValueError(
                 f"eval_data: expected at least one datapoint, got shape {tuple(eval_data.shape)}"
             )
-    for name, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("eval_every", eval_every),
-        ("eval_particles", eval_particles),
-    ):
-        if name == "batch_size" and value is None:
-            continue
-        as_int(value, name, 1, form="expected")
+    # Plain Python numbers from here on: a NumPy scalar (np.float64 is a float, np.int64 an
+    # Integral) would reach the checkpoint, which torch.load(weights_only=True) cannot read back.
+    epochs, batch_size, eval_every, eval_particles = (
+        None if name == "batch_size" and value is None else as_int(value, name, 1, form="expected")
+        for name, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("eval_every", eval_every),
+            ("eval_particles", eval_particles),
+        )
+    )
+    lr, weight_decay, warmup_epochs = float(lr), float(weight_decay), float(warmup_epochs)
+    if gradient_clip_val is not None:
+        gradient_clip_val = float(gradient_clip_val)
     if lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule: expected one of {SCHEDULES}, got {lr_schedule!r}")
     if warmup_epochs > epochs:
         raise ValueError(f"warmup_epochs: expected at most epochs={epochs}, got {warmup_epochs:g}")
     if drop_labels is None:
         drop_labels = yields_labels(dataset)
-    as_int(seed, "seed", 0, form="expected")
+    seed = as_int(seed, "seed", 0, form="expected")
     if gradient_clip_val is not None and not gradient_clip_val > 0:
         raise ValueError(
             f"gradient_clip_val: expected None or a positive float, got {gradient_clip_val!r}"
@@ -271,6 +276,7 @@ def fit(
         json.dumps(config)
     except (TypeError, ValueError) as error:
         raise TypeError(f"config: expected a JSON-able dict, got {config!r}") from error
+    config = _plain(config)
     _check_gpus(accelerator, devices)
     _check_strategy(strategy)
     # what a resumed run must share with the epochs its checkpoint holds: the schedule's
@@ -423,6 +429,22 @@ def fit(
         epochs=trainer.current_epoch,
         device=str(trainer.strategy.root_device),
     )
+
+
+def _plain(value):
+    """``value`` with each str, int and float of a subclass (a NumPy ``float64`` or ``str_``, an
+    ``IntEnum``), which ``json`` takes, made the builtin, which ``torch.load(weights_only=True)``
+    reads back, and each tuple or list a plain one."""
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return (tuple if isinstance(value, tuple) else list)(map(_plain, value))
+    if isinstance(value, bool):
+        return bool(value)
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return getattr(kind, f"__{kind.__name__}__")(value)
+    return value
 
 
 def _check_scoring(model, eval_data, eval_particles) -> None:

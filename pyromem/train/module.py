@@ -144,10 +144,12 @@ class SVIModule(lightning.LightningModule):
         self.model = model
         self.loss_fn = elbo(model.model, model.guide)
         self.num_data = num_data
-        self.lr = lr
+        # plain floats: a NumPy scalar in the optimiser's state would make the checkpoint
+        # unreadable by torch.load(weights_only=True)
+        self.lr = float(lr)
         self.optimizer = optimizer
-        self.lr_schedule, self.warmup_epochs = lr_schedule, warmup_epochs
-        self.weight_decay = weight_decay
+        self.lr_schedule, self.warmup_epochs = lr_schedule, float(warmup_epochs)
+        self.weight_decay = float(weight_decay)
         self.drop_labels = drop_labels
         # the loss of the step in progress, for the divergence guard
         self.last_loss: torch.Tensor | None = None
