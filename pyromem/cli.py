@@ -328,9 +328,20 @@ def _with_config_family(argv):
         return argv
     for i, arg in enumerate(argv[1:], 1):
         if arg == "--config" and i + 1 < len(argv):
-            return ["train", config_recipe(argv[i + 1]), *argv[1:]]
-        if arg.startswith("--config="):
-            return ["train", config_recipe(arg.removeprefix("--config=")), *argv[1:]]
+            file = argv[i + 1]
+        elif arg.startswith("--config="):
+            file = arg.removeprefix("--config=")
+        else:
+            continue
+        family = config_recipe(file)
+        if family not in FAMILIES:
+            # argparse would answer "invalid choice" for a family the user never typed
+            rerun = f"; run it with pyromem {family} --config {file}" if family in COMMANDS else ""
+            raise ValueError(
+                f"--config: {file} is a config of {family!r}, not of a family of pyromem train "
+                f"({', '.join(FAMILIES)}){rerun}"
+            )
+        return ["train", family, *argv[1:]]
     return argv
 
 

@@ -139,8 +139,11 @@ def test_imagefolder_sizes(tmp_path):
     assert data.event_shape == (1, 4, 4) and data.support == "unit_interval"
     assert torch.equal(data.images[0, 0], torch.as_tensor(small).float() / 255)
     assert 0 <= data.images.min() and data.images.max() <= 1
-    # all already at size: the values stay k/255
-    assert load("imagefolder", "test", root=tmp_path, size=4).support == "8bit"
+    # the test images are already at size, and keep their values k/255, but the train split
+    # is resized: both splits have its support, which the recipes choose the likelihood by
+    test = load("imagefolder", "test", root=tmp_path, size=4)
+    assert test.support == "unit_interval"
+    assert torch.equal(test.images * 255, (test.images * 255).round())
 
 
 def test_imagefolder_single_image_class(tmp_path):

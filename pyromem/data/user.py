@@ -72,8 +72,9 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
         (ignored with ``train/`` and ``test/``).
     :returns: an :class:`ImageDataset` named ``"imagefolder"`` of images
         ``(N, C, H, W)`` with values k/255 (support ``"binary"`` if every pixel
-        is 0 or 1, else ``"8bit"``; ``"unit_interval"`` once resized or with a
-        16-bit file among them), ordered by
+        of every file under ``root``, both splits', is 0 or 1, else ``"8bit"``;
+        ``"unit_interval"`` once a file of either split is resized or with a 16-bit file
+        among them), ordered by
         class and then file path, and labels ``(N,)`` = the class's index among
         the sorted class-folder names.
     :raises FileNotFoundError: if ``root`` does not exist.
@@ -153,16 +154,20 @@ def imagefolder(split="train", *, root=None, download=False, seed=0, size=None, 
     height, width = (size, size) if size is not None else sizes[0]
     # checked before decoding: one image at a time fits, the stack of all may not
     check_memory((len(chosen), 1 if grey else 3, height, width), 4, name)
-    images, resized = [], False
+    images = []
     for path, _ in chosen:
         image = _decode(path, root, grey)
         if size is not None and tuple(image.shape[1:]) != (size, size):
-            image, resized = resize(image.unsqueeze(0), size)[0], True
+            image = resize(image.unsqueeze(0), size)[0]
         images.append(image)
     images = torch.stack(images)
-    if resized:
+    # one support for both splits, as for resizing: the recipes choose the likelihood from
+    # the train split's support and score the test split with it
+    chosen_paths = {path for path, _ in chosen}
+    others = [path for path, _ in every if path not in chosen_paths]
+    if size is not None and any(s != (size, size) for s in sizes):
         support = "unit_interval"
-    elif bool(((images == 0) | (images == 1)).all()):
+    elif _binary(images) and all(_binary(_decode(path, root, grey)) for path in others):
         support = "binary"
     elif deep:
         support = "unit_interval"
@@ -371,6 +376,10 @@ def _partition(name, labels, split, seed, test_fraction, count=None):
             f"{name}: {count} images are too few for a split with test_fraction="
             f"{test_fraction} ({error})"
         ) from error
+
+
+def _binary(images):
+    return bool(((images == 0) | (images == 1)).all())
 
 
 def _subfolders(folder):

@@ -321,6 +321,9 @@ class VMAConfig(RunOptions, EngineOptions, ImageSource):
                     f"got {self.steps}"
                 )
         super().check()
+        # the sweep would score a memory size twice, the held-out classes are a set
+        refuse_repeats("memory_classes", self.memory_classes)
+        refuse_repeats("test_classes", self.test_classes)
         if self.address in ("vimco", "rws") and self.num_particles < 2:
             raise ValueError(
                 f"num_particles: address {self.address!r} needs K >= 2 particles, "
@@ -588,6 +591,7 @@ class CompareEstimatorsConfig(RunOptions, ResumeOption, ImageSource):
                 f"estimators: unknown estimator {unknown[0]!r}; known: {', '.join(ADDRESSES)}"
             )
         refuse_repeats("estimators", self.estimators)
+        refuse_repeats("test_classes", self.test_classes)
 
     def ignored(self):
         if self.estimators is None:  # all of them

@@ -426,6 +426,16 @@ def _scalar(name, kind, value, choices, bounds=(None, None, None)):
 def _toml_value(value):
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, str):
+        return '"' + "".join(map(_toml_char, value)) + '"'
+    if isinstance(value, (int, float)):
         return json.dumps(value)
     return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+
+
+def _toml_char(char):
+    # JSON's escapes are TOML's, but for a character beyond U+FFFF (an emoji in a --root),
+    # which JSON writes as a surrogate pair that TOML refuses, and DEL, which TOML escapes
+    if ord(char) > 0xFFFF:
+        return f"\\U{ord(char):08x}"
+    return "\\u007f" if char == "\x7f" else json.dumps(char)[1:-1]
