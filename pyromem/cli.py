@@ -45,8 +45,9 @@ def _flag(field):
 
 
 def _named_by_flag(message, args):
-    """``message`` with the option it starts with (``"gradient_clip_val: ..."``) named by the
-    flag that the user typed (``"--gradient-clip: ..."``)."""
+    """``message`` with the option it starts with (``"gradient_clip_val: ..."``, or a model's
+    ``"episode_length must be ..."``) named by the flag that the user typed
+    (``"--gradient-clip: ..."``)."""
     if args.command == "eval":
         config = EvalConfig
     elif args.command == "train":
@@ -55,9 +56,9 @@ def _named_by_flag(message, args):
         config = COMMANDS[args.command].config
     else:
         return message
-    name, colon, rest = message.partition(":")
+    name = re.match(r"\w*", message).group()
     fields = {field.name: field for field in dataclasses.fields(config)}
-    return _flag(fields[name]) + colon + rest if colon and name in fields else message
+    return _flag(fields[name]) + message[len(name) :] if name in fields else message
 
 
 def add_options(parser, config_class, list_choices=True, defaults=None):

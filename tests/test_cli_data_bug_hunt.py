@@ -73,3 +73,12 @@ def test_imagefolder_splits_have_one_support(tmp_path):
     _split_folder(tmp_path / "all-bw", black_white[:4], black_white[4:])
     supports = [load("imagefolder", s, root=tmp_path / "all-bw").support for s in ("train", "test")]
     assert supports == ["binary", "binary"]
+
+
+def test_a_models_refusal_that_starts_with_an_option_names_its_flag(tmp_path, capsys):
+    from pyromem.cli import main
+
+    argv = ["train", "kpp", "--memory-shape", "3", "4", "4", "--block-shape", "8", "8"]
+    assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("pyromem: error: --memory-shape (3, 4, 4) cannot hold blocks")
