@@ -228,14 +228,19 @@ def _check_not_a_run(out) -> None:
 def _stored_config(out, recipe, preset, given):
     """The ``config.toml`` of the run that ``--resume`` continues, or ``None``: it goes on with
     the options it was started with, those given again on the command line aside. A config of
-    another recipe is not taken: the checkpoint's own check names what differs."""
+    another recipe is not taken: the checkpoint's own check names what differs. An unreadable
+    one is refused: the run would go on from the defaults, and the checkpoint's check would
+    name a difference the user never made."""
     if out is None:
         out = recipe.out.format(**dataclasses.asdict(recipe.config.build(preset, **given)))
     path = Path(out) / "config.toml"
     try:
         same = path.is_file() and config_recipe(path) == recipe.config.recipe
-    except ValueError:  # unreadable: the run's own checks say so
-        return None
+    except ValueError as error:
+        raise ValueError(
+            f"--resume: {str(error).removeprefix('--config: ')}; fix the run's config, or "
+            "start the run again with --overwrite"
+        ) from None
     return path if same else None
 
 

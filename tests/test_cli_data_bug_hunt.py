@@ -82,3 +82,15 @@ def test_a_models_refusal_that_starts_with_an_option_names_its_flag(tmp_path, ca
     assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("pyromem: error: --memory-shape (3, 4, 4) cannot hold blocks")
+
+
+def test_resume_refuses_a_run_config_it_cannot_read(tmp_path, capsys):
+    from pyromem.cli import main
+
+    # before: taken for no config, the run went on from the defaults, and the checkpoint's
+    # check then named a difference the user never made
+    (tmp_path / "config.toml").write_text('recipe = "vae"\n[vae\n')
+    assert main(["train", "vae", "--resume", "--out", str(tmp_path), "--epochs", "1"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--resume:" in line and "config.toml is not valid TOML" in line
+    assert "--overwrite" in line
