@@ -441,9 +441,12 @@ def _plain(value):
         return (tuple if isinstance(value, tuple) else list)(map(_plain, value))
     if isinstance(value, bool):
         return bool(value)
-    for kind in (int, float, str):
-        if isinstance(value, kind):
-            return getattr(kind, f"__{kind.__name__}__")(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # the text itself: str() of a str enum member is its name
     return value
 
 
